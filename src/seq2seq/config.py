@@ -1,0 +1,248 @@
+"""Typed, validated configuration: one pydantic model per component, YAML in and out.
+
+Every model forbids unknown keys, so a typo such as ``train.learning_rat`` fails at load
+time with the key's full dotted path and the list of valid keys, instead of being
+silently ignored. Components never read this tree; only the ``build_*`` factories do.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file, preset or ``--set`` override is invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Where the pairs come from and how they are tokenized."""
+
+    format: Literal["builtin", "conala", "django", "parallel", "tsv", "json"] = "builtin"
+    path: str | None = Field(default=None, description="folder (conala, django, parallel) or file (tsv, json)")
+    builtin_task: Literal["nl2code"] = "nl2code"
+    builtin_train_size: int = Field(default=20000, ge=10)
+    builtin_seed: int = 1234
+    src_lang: str = Field(default="de", description="parallel: file suffix of the source")
+    tgt_lang: str = Field(default="en", description="parallel: file suffix of the target")
+    src_fields: list[str] = Field(default_factory=lambda: ["rewritten_intent", "intent"])
+    tgt_field: str = "snippet"
+    valid_size: int = Field(default=400, ge=1, description="conala/json/tsv: examples held out from train")
+    src_tokenizer: Literal["word", "space", "python"] = "word"
+    tgt_tokenizer: Literal["word", "space", "python"] = "python"
+    lowercase_src: bool = True
+    max_src_len: int = Field(default=100, ge=1, description="longer training pairs are dropped")
+    max_tgt_len: int = Field(default=100, ge=1)
+
+
+class VocabConfig(_Strict):
+    min_freq: int = Field(default=1, ge=1)
+    max_size: int | None = Field(default=None, ge=5)
+
+
+class EncoderConfig(_Strict):
+    cell: Literal["rnn", "gru", "lstm"] = "lstm"
+    embedding_size: int = Field(default=128, ge=1)
+    hidden_size: int = Field(default=256, ge=1)
+    layers: int = Field(default=1, ge=1)
+    bidirectional: bool = False
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+
+
+class DecoderConfig(_Strict):
+    cell: Literal["rnn", "gru", "lstm"] = "lstm"
+    embedding_size: int = Field(default=128, ge=1)
+    hidden_size: int = Field(default=256, ge=1)
+    layers: int = Field(default=1, ge=1)
+    attention: Literal["none", "bahdanau"] = "none"
+    attention_size: int = Field(default=256, ge=1)
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+
+
+class ModelConfig(_Strict):
+    preset: str | None = None
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = Field(default_factory=DecoderConfig)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    teacher_forcing: float = Field(default=0.5, ge=0.0, le=1.0)
+    clip_norm: float = Field(default=1.0, gt=0)
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    lr_factor: float = Field(default=0.5, gt=0, lt=1)
+    lr_patience: int = Field(default=1, ge=0)
+    min_learning_rate: float = Field(default=1e-5, ge=0)
+    early_stopping_patience: int = Field(default=4, ge=1)
+    time_budget_s: float | None = Field(default=None, gt=0, description="stop after this many seconds")
+    seed: int = 42
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads (None = torch default)")
+
+
+class DecodeConfig(_Strict):
+    max_len: int = Field(default=100, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+
+
+class RunConfig(_Strict):
+    """The whole run; this is what ``config.yaml`` in a run directory holds."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    vocab: VocabConfig = Field(default_factory=VocabConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
+
+    @model_validator(mode="after")
+    def _attention_needs_sizes(self) -> RunConfig:
+        enc, dec = self.model.encoder, self.model.decoder
+        if dec.layers != enc.layers and dec.layers != 1:
+            raise ValueError(
+                f"model.decoder.layers={dec.layers} must equal model.encoder.layers={enc.layers} or be 1"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- presets
+_SIZES = {"embedding_size": 128, "hidden_size": 256}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Sutskever et al. 2014 / Cho et al. 2014 style: the final encoder state is the only context.
+    "rnn": {"encoder": {"cell": "rnn", **_SIZES}, "decoder": {"cell": "rnn", "attention": "none", **_SIZES}},
+    "gru": {"encoder": {"cell": "gru", **_SIZES}, "decoder": {"cell": "gru", "attention": "none", **_SIZES}},
+    "lstm": {"encoder": {"cell": "lstm", **_SIZES}, "decoder": {"cell": "lstm", "attention": "none", **_SIZES}},
+    # Bahdanau et al. 2015: additive attention over all encoder states.
+    "gru-attention": {
+        "encoder": {"cell": "gru", **_SIZES},
+        "decoder": {"cell": "gru", "attention": "bahdanau", **_SIZES},
+    },
+    "lstm-attention": {
+        "encoder": {"cell": "lstm", **_SIZES},
+        "decoder": {"cell": "lstm", "attention": "bahdanau", **_SIZES},
+    },
+}
+
+
+def preset_model_config(name: str) -> dict[str, Any]:
+    """The model section of a named preset, as a plain dict (so overrides can be merged)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    return {"preset": name, "encoder": dict(preset["encoder"]), "decoder": dict(preset["decoder"])}
+
+
+# --------------------------------------------------------------------------- building
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.sub=value, e.g. train.epochs=5")
+    key, raw = item.split("=", 1)
+    path = [part for part in key.strip().split(".") if part]
+    if not path:
+        raise ConfigError(f"--set {item!r}: empty key")
+    # YAML gives the natural types: 5 -> int, 1e-3 -> float, true -> bool, null -> None.
+    return path, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings to a nested dict (validation happens afterwards)."""
+    tree = _deep_merge({}, tree)
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = tree
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return tree
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"]]
+        key = ".".join(loc) or "(root)"
+        if item["type"] == "extra_forbidden":
+            valid = _valid_keys(loc[:-1])
+            hint = difflib.get_close_matches(loc[-1], valid, n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            lines.append(f"  unknown key {key!r}{suggestion}; valid keys here: {', '.join(valid)}")
+        else:
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _valid_keys(section: list[str]) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for part in section:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None) if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def build_config(
+    *,
+    base: dict[str, Any] | None = None,
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+    source: str = "config",
+) -> RunConfig:
+    """Resolve a run configuration: defaults <- file contents <- preset <- ``--set`` overrides."""
+    tree: dict[str, Any] = dict(base or {})
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    preset = preset or (tree.get("model") or {}).get("preset")
+    if preset:
+        explicit_model = tree.get("model") or {}
+        tree["model"] = _deep_merge(preset_model_config(preset), explicit_model)
+    tree = apply_overrides(tree, overrides or [])
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source)) from None
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict, with a clear error for a missing or malformed file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: malformed YAML: {getattr(error, 'problem', error)}") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, model, train, ...) at the top level")
+    return tree
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,58 @@
+"""Additive attention (Bahdanau, Cho and Bengio 2015, "Neural Machine Translation by Jointly
+Learning to Align and Translate", section 3.1 and appendix A.1.2).
+
+The seed specification writes the score as
+
+    score(h_t, h_s) = v^T tanh(W [h_t; h_s])
+
+with ``h_t`` the decoder's previous hidden state (the query) and ``h_s`` an encoder state.
+Splitting ``W`` column-wise into ``[W_q | W_k]`` gives ``W [h_t; h_s] = W_q h_t + W_k h_s``,
+which is what the code computes: ``query_proj`` is ``W_q``, ``key_proj`` is ``W_k`` and
+``energy`` is ``v``. The split lets ``W_k h_s`` be computed once per batch
+(:meth:`project_keys`) instead of once per decoder step; the result is identical, which
+the NumPy reference in :mod:`seq2seq.reference` checks with the concatenated form.
+Like the formula (and the paper), no bias is used.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BahdanauAttention(nn.Module):
+    def __init__(self, *, query_size: int, key_size: int, attention_size: int) -> None:
+        super().__init__()
+        self.query_proj = nn.Linear(query_size, attention_size, bias=False)  # W_q
+        self.key_proj = nn.Linear(key_size, attention_size, bias=False)  # W_k
+        self.energy = nn.Linear(attention_size, 1, bias=False)  # v
+
+    def project_keys(self, states: torch.Tensor) -> torch.Tensor:
+        """``W_k h_s`` for every source position: [B, S, He] -> [B, S, A]."""
+        return self.key_proj(states)
+
+    def forward(
+        self, *, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attend from one decoder state to all encoder states.
+
+        Args:
+            query: [B, Hq] decoder hidden state h_t.
+            keys: [B, S, A] projected encoder states from :meth:`project_keys`.
+            values: [B, S, He] encoder states h_s.
+            mask: [B, S] True at real source tokens; padding gets weight exactly 0.
+
+        Returns:
+            context [B, He] (the weighted sum of ``values``) and weights [B, S] (sum to 1).
+        """
+        if query.dim() != 2 or keys.dim() != 3 or keys.shape[:2] != mask.shape:
+            raise ValueError(
+                f"expected query [B, Hq], keys [B, S, A], mask [B, S]; got {tuple(query.shape)}, "
+                f"{tuple(keys.shape)}, {tuple(mask.shape)}"
+            )
+        hidden = torch.tanh(self.query_proj(query).unsqueeze(1) + keys)  # [B, S, A]
+        scores = self.energy(hidden).squeeze(-1)  # [B, S]
+        scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: no mass on padding
+        weights = torch.softmax(scores, dim=-1)  # [B, S]
+        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)  # [B, He]
+        return context, weights

@@ -1,0 +1,53 @@
+"""The one place that reads the model config and builds modules from it."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from seq2seq.config import ModelConfig
+from seq2seq.models.attention import BahdanauAttention
+from seq2seq.models.decoders import RecurrentDecoder
+from seq2seq.models.encoders import Bridge, RecurrentEncoder
+from seq2seq.models.seq2seq import Seq2Seq
+
+
+def build_model(config: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int, pad_index: int = 0) -> Seq2Seq:
+    enc, dec = config.encoder, config.decoder
+    encoder = RecurrentEncoder(
+        vocab_size=src_vocab_size,
+        embedding_size=enc.embedding_size,
+        hidden_size=enc.hidden_size,
+        cell=enc.cell,
+        layers=enc.layers,
+        bidirectional=enc.bidirectional,
+        dropout=enc.dropout,
+        pad_index=pad_index,
+    )
+    attention = None
+    if dec.attention == "bahdanau":
+        attention = BahdanauAttention(
+            query_size=dec.hidden_size, key_size=encoder.output_size, attention_size=dec.attention_size
+        )
+    decoder = RecurrentDecoder(
+        vocab_size=tgt_vocab_size,
+        embedding_size=dec.embedding_size,
+        hidden_size=dec.hidden_size,
+        context_size=encoder.output_size,
+        cell=dec.cell,
+        layers=dec.layers,
+        attention=attention,
+        dropout=dec.dropout,
+        pad_index=pad_index,
+    )
+    bridge = Bridge(
+        encoder_size=enc.hidden_size,
+        directions=encoder.directions,
+        decoder_size=dec.hidden_size,
+        decoder_layers=dec.layers,
+        decoder_cell=dec.cell,
+    )
+    return Seq2Seq(encoder=encoder, bridge=bridge, decoder=decoder)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

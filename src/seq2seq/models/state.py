@@ -1,0 +1,56 @@
+"""Values that flow through a decoder: its recurrent state and the encoder memory it attends to.
+
+Both are plain values with ``select(index)`` so that beam search can reorder or tile them;
+no module keeps state between calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DecoderState:
+    """Recurrent state of a decoder: ``hidden`` [L, B, H] and, for an LSTM, ``cell`` [L, B, H]."""
+
+    hidden: torch.Tensor
+    cell: torch.Tensor | None = None
+
+    def select(self, index: torch.Tensor) -> DecoderState:
+        """Keep/reorder batch rows: ``index`` [B'] -> a state with batch size B'."""
+        cell = None if self.cell is None else self.cell.index_select(1, index)
+        return DecoderState(self.hidden.index_select(1, index), cell)
+
+    def as_rnn_input(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.hidden if self.cell is None else (self.hidden, self.cell)
+
+    @classmethod
+    def from_rnn_output(cls, state: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> DecoderState:
+        if isinstance(state, tuple):
+            return cls(state[0], state[1])
+        return cls(state)
+
+    @property
+    def top(self) -> torch.Tensor:
+        """Hidden state of the top layer, [B, H]: the attention query."""
+        return self.hidden[-1]
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the encoder leaves for the decoder.
+
+    ``states`` [B, S, He] are all encoder states, ``mask`` [B, S] is True at real tokens, and
+    ``keys`` [B, S, A] are the states already projected by the attention (computed once per
+    batch, not once per decoder step), or None for decoders without attention.
+    """
+
+    states: torch.Tensor
+    mask: torch.Tensor
+    keys: torch.Tensor | None = None
+
+    def select(self, index: torch.Tensor) -> Memory:
+        keys = None if self.keys is None else self.keys.index_select(0, index)
+        return Memory(self.states.index_select(0, index), self.mask.index_select(0, index), keys)
