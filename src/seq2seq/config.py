@@ -35,7 +35,8 @@ class DataConfig(_Strict):
     tgt_lang: str = Field(default="en", description="parallel: file suffix of the target")
     src_fields: list[str] = Field(default_factory=lambda: ["rewritten_intent", "intent"])
     tgt_field: str = "snippet"
-    valid_size: int = Field(default=400, ge=1, description="conala/json/tsv: examples held out from train")
+    label_map: dict[str, str] | None = Field(default=None, description="tsv/json: raw target value -> target text")
+    valid_size: int = Field(default=400, ge=1, description="conala, or tsv/json without a valid file: first N train examples")
     src_tokenizer: Literal["word", "space", "python"] = "word"
     tgt_tokenizer: Literal["word", "space", "python"] = "python"
     lowercase_src: bool = True

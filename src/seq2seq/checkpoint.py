@@ -1,0 +1,111 @@
+"""The run directory: everything needed to resume, evaluate, generate or serve, and nothing pickled.
+
+Layout::
+
+    RUN/config.yaml                 resolved configuration (all defaults filled in)
+    RUN/src_vocab.json, tgt_vocab.json
+    RUN/best.safetensors            weights with the best validation loss
+    RUN/last.safetensors            weights after the last completed epoch
+    RUN/trainer_state.{json,safetensors}   optimizer, scheduler, RNG and counters (for --resume)
+    RUN/metrics.jsonl               one JSON record per logged step and per epoch
+    RUN/run.json                    format version, package version, parameter count
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from seq2seq import __version__
+from seq2seq.config import ConfigError, RunConfig, build_config, load_config_file, save_config
+from seq2seq.data.corpus import build_tokenizers
+from seq2seq.data.tokenizers import Tokenizer
+from seq2seq.data.vocab import Vocab
+from seq2seq.models.build import build_model, count_parameters
+from seq2seq.models.seq2seq import Seq2Seq
+from seq2seq.training.checkpointing import FORMAT_VERSION, atomic_write_text, load_weights
+
+RUN_MARKER = "run.json"
+
+
+class RunDirError(ValueError):
+    """A run directory is missing, incomplete or inconsistent."""
+
+
+def init_run_dir(run_dir: Path, *, config: RunConfig, src_vocab: Vocab, tgt_vocab: Vocab, parameters: int, overwrite: bool) -> None:
+    """Create a new run directory; refuse to clobber an existing run unless ``overwrite``."""
+    if (run_dir / RUN_MARKER).exists() and not overwrite:
+        raise RunDirError(
+            f"{run_dir}: already holds a run; pass --resume {run_dir} to continue it, --overwrite to replace it, "
+            "or choose another --out"
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: exists and is not a folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("metrics.jsonl", "best.safetensors", "last.safetensors", "trainer_state.json", "trainer_state.safetensors"):
+        (run_dir / stale).unlink(missing_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    src_vocab.save(run_dir / "src_vocab.json")
+    tgt_vocab.save(run_dir / "tgt_vocab.json")
+    meta = {"format_version": FORMAT_VERSION, "seq2seq_version": __version__, "parameters": parameters}
+    atomic_write_text(run_dir / RUN_MARKER, json.dumps(meta, indent=2))
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: run directory not found")
+    marker = run_dir / RUN_MARKER
+    if not marker.is_file():
+        raise RunDirError(f"{run_dir}: not a run directory (no {RUN_MARKER}); train one with `seq2seq train --out {run_dir}`")
+    try:
+        meta = json.loads(marker.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RunDirError(f"{marker}:{error.lineno}: malformed JSON: {error.msg}") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise RunDirError(f"{marker}: format_version {meta.get('format_version')!r}; this seq2seq reads {FORMAT_VERSION}")
+    try:
+        return build_config(base=load_config_file(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
+    except ConfigError as error:
+        raise RunDirError(str(error)) from None
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: RunConfig
+    model: Seq2Seq
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    src_tokenizer: Tokenizer
+    tgt_tokenizer: Tokenizer
+    device: torch.device
+
+    @property
+    def parameters(self) -> int:
+        return count_parameters(self.model)
+
+
+def load_run(run_dir: Path, *, which: str = "best", device: torch.device | str = "cpu") -> LoadedRun:
+    """Rebuild the model of a run directory and load its ``best`` or ``last`` weights."""
+    if which not in ("best", "last"):
+        raise ValueError(f"which={which!r}; expected 'best' or 'last'")
+    config = load_run_config(run_dir)
+    try:
+        src_vocab, tgt_vocab = Vocab.load(run_dir / "src_vocab.json"), Vocab.load(run_dir / "tgt_vocab.json")
+    except ValueError as error:
+        raise RunDirError(str(error)) from None
+    model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab), pad_index=Vocab.pad_index)
+    weights = run_dir / f"{which}.safetensors"
+    if not weights.is_file():
+        raise RunDirError(f"{weights}: not found; the run has not finished an epoch yet")
+    try:
+        load_weights(model, weights)
+    except ValueError as error:
+        raise RunDirError(str(error)) from None
+    device = torch.device(device)
+    model.to(device).eval()
+    src_tokenizer, tgt_tokenizer = build_tokenizers(config.data)
+    return LoadedRun(run_dir, config, model, src_vocab, tgt_vocab, src_tokenizer, tgt_tokenizer, device)

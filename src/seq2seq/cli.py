@@ -1,0 +1,234 @@
+"""Command line: thin wrappers, one subcommand = one library function.
+
+    seq2seq train    [CONFIG] [--preset P] [--data DIR] [--set key=value ...] --out RUN
+    seq2seq generate RUN ["text" | --file F | < stdin]
+    seq2seq evaluate RUN [--split test]
+    seq2seq compare  [--out DIR] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from seq2seq import __version__
+from seq2seq.checkpoint import RunDirError
+from seq2seq.config import PRESETS, ConfigError, RunConfig, build_config, load_config_file
+from seq2seq.data.example import DataError
+from seq2seq.serving.translator import InputError
+
+logger = logging.getLogger("seq2seq")
+
+USER_ERRORS = (ConfigError, DataError, RunDirError, InputError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError)
+
+QUICK_OVERRIDES = [
+    "data.builtin_train_size=600",
+    "model.encoder.embedding_size=32",
+    "model.encoder.hidden_size=64",
+    "model.decoder.embedding_size=32",
+    "model.decoder.hidden_size=64",
+    "model.decoder.attention_size=64",
+    "train.epochs=2",
+    "train.batch_size=32",
+    "decode.max_len=60",
+]
+
+
+def infer_data_format(path: Path) -> str:
+    """Guess ``data.format`` from the files in a data folder."""
+    if not path.exists():
+        raise DataError(f"{path}: data folder not found")
+    if path.is_file():
+        raise DataError(f"{path}: --data expects a folder (e.g. ../shared/data/conala), got a file")
+    names = {p.name for p in path.iterdir()}
+    if {"train.json", "test.json"} <= names and "train.jsonl" not in names:
+        return "conala"
+    if {"all.anno", "all.code"} <= names:
+        return "django"
+    if any(n.startswith("train.") and n.endswith(".tsv") for n in names):
+        return "tsv"
+    if "train.json" in names or "train.jsonl" in names:
+        return "json"
+    if any(n.startswith("train.") for n in names):
+        return "parallel"
+    raise DataError(f"{path}: cannot tell the data format from its files {sorted(names)}; set data.format")
+
+
+def _config_sources(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """The config file's tree and the ordered overrides (--quick, --data, --set) from the arguments."""
+    base = load_config_file(Path(args.config)) if getattr(args, "config", None) else {}
+    overrides = list(QUICK_OVERRIDES) if getattr(args, "quick", False) else []
+    if getattr(args, "data", None):
+        data_path = Path(args.data)
+        overrides += [f"data.path={data_path}", f"data.format={infer_data_format(data_path)}"]
+    overrides += list(getattr(args, "set", None) or [])
+    return base, overrides
+
+
+def _config_from_args(args: argparse.Namespace) -> RunConfig:
+    base, overrides = _config_sources(args)
+    return build_config(base=base, preset=getattr(args, "preset", None), overrides=overrides, source=args.config or "config")
+
+
+# ---------------------------------------------------------------------------- subcommands
+def cmd_train(args: argparse.Namespace) -> int:
+    from seq2seq.pipeline import train
+    from seq2seq.progress import TqdmProgress
+
+    if args.resume:
+        from seq2seq.checkpoint import load_run_config
+
+        run_dir = Path(args.resume)
+        saved = load_run_config(run_dir).model_dump(mode="json")
+        # On resume only the budget (train.epochs, train.time_budget_s) may change.
+        config = build_config(base=saved, overrides=list(args.set or []), source=str(run_dir / "config.yaml"))
+    else:
+        config = _config_from_args(args)
+        run_dir = Path(args.out)
+    with TqdmProgress(desc="train", disable=args.no_progress) as progress:
+        outcome = train(config, run_dir, resume=bool(args.resume), overwrite=args.overwrite, on_batch=progress.update)
+    best = outcome.result.best_valid_loss
+    print(f"run: {run_dir}  parameters: {outcome.parameters:,}  best valid loss: {best:.4f}")
+    if not args.no_eval:
+        from seq2seq.pipeline import evaluate_run
+
+        split = "test" if outcome.corpus.encoded.get("test") else "valid"
+        report = evaluate_run(run_dir, split=split, device=config.train.device, corpus=outcome.corpus)
+        print(_report_line(split, report))
+    return 0
+
+
+def _report_line(split: str, report) -> str:
+    parse = f"  parse rate {report.parse_rate:.1%}" if report.parse_rate is not None else ""
+    return (
+        f"{split}: {report.count} examples  exact match {report.exact_match:.1%}  BLEU {report.bleu:.2f}"
+        f"{parse}  perplexity {report.perplexity:.2f}"
+    )
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from seq2seq.serving.translator import Translator
+
+    if args.text is not None and args.file is not None:
+        raise InputError("give either a text argument or --file, not both")
+    if args.text is not None:
+        texts = [args.text]
+    else:
+        source = sys.stdin if args.file in (None, "-") else open(args.file, encoding="utf-8")
+        with source:
+            texts = [line.rstrip("\n") for line in source if line.strip()]
+        if not texts:
+            raise InputError(f"{args.file or 'stdin'}: no input lines")
+    translator = Translator.from_run_dir(Path(args.run), which=args.checkpoint, device=args.device)
+    for generation in translator.generate(texts, max_len=args.max_len):
+        line = generation.text.replace("\n", "\\n")
+        if args.scores:
+            badge = "" if generation.parses is None else ("\tparses" if generation.parses else "\tsyntax-error")
+            line = f"{line}\t{generation.score:.4f}{badge}"
+        print(line)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from seq2seq.pipeline import evaluate_run
+
+    report = evaluate_run(Path(args.run), split=args.split, which=args.checkpoint, device=args.device,
+                          output=Path(args.output) if args.output else None)
+    print(_report_line(args.split, report))
+    for bucket in report.by_length:
+        print(f"  source length {bucket.label:>6}: {bucket.count:5d} examples  exact match {bucket.exact_match:.1%}  BLEU {bucket.bleu:.2f}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from seq2seq.compare import run_comparison
+
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    for preset in presets:
+        if preset not in PRESETS:
+            raise ConfigError(f"--presets: unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    base, overrides = _config_sources(args)
+    comparison = run_comparison(
+        base, overrides, presets=presets, out_dir=Path(args.out), overwrite=args.overwrite,
+        show_progress=not args.no_progress, command="seq2seq " + " ".join(shlex.quote(a) for a in args.argv),
+    )
+    print(comparison.table_markdown())
+    print(f"\nwrote {Path(args.out) / 'comparison.md'} and figures in {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seq2seq", description="Recurrent sequence-to-sequence models: NL -> Python code and more.")
+    parser.add_argument("--version", action="version", version=f"seq2seq {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_config_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", nargs="?", help="YAML config file (optional; defaults + preset otherwise)")
+        p.add_argument("--preset", help=f"model preset: {', '.join(PRESETS)}")
+        p.add_argument("--data", help="data folder; format inferred (conala, django, parallel, tsv, json). Default: the built-in NL -> Python task")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+        p.add_argument("--quick", action="store_true", help="tiny data and model, 2 epochs: a smoke test in seconds")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("train", help="train a model into a run directory")
+    add_config_args(p)
+    p.add_argument("--out", default="runs/latest", help="run directory to create (default: runs/latest)")
+    p.add_argument("--resume", metavar="RUN", help="continue a run from its last completed epoch")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation after training")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="generate output for a text argument, a file or stdin")
+    p.add_argument("run", help="run directory")
+    p.add_argument("text", nargs="?", help="source text (omit to read lines from --file or stdin)")
+    p.add_argument("--file", help="file with one source per line ('-' for stdin)")
+    p.add_argument("--max-len", type=int, default=None, help="maximum output tokens")
+    p.add_argument("--scores", action="store_true", help="also print the log-probability and whether the code parses")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("evaluate", help="score a run on a split of its data")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--output", help="write the predictions here, one per line")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="train rnn, lstm and lstm-attention with equal budgets and compare them")
+    add_config_args(p)
+    p.add_argument("--presets", default="rnn,lstm,lstm-attention", help="comma-separated presets to compare")
+    p.add_argument("--out", default="comparison", help="output folder (default: comparison)")
+    p.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
+    p.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    try:
+        return args.func(args)
+    except USER_ERRORS as error:
+        if args.verbose:
+            raise
+        print(f"seq2seq {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"seq2seq {args.command}: interrupted; completed epochs are saved (resume with --resume)", file=sys.stderr)
+        return 130

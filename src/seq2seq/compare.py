@@ -1,0 +1,188 @@
+"""``seq2seq compare``: train several presets on the same data with equal budgets and compare them.
+
+Equal budget means the same data, vocabulary, batches, seed, number of epochs and (if set)
+wall-clock cap per model. The report gives parameters, speed, validation perplexity, test
+exact match / BLEU / parse rate, and exact match by source-length bucket, where the fixed
+context vector of models without attention is expected to fall behind on long inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+
+from seq2seq.config import RunConfig, build_config
+from seq2seq.data.corpus import Corpus, build_corpus
+from seq2seq.evaluation.evaluate import EvalReport, evaluate
+from seq2seq.pipeline import train
+from seq2seq.training.checkpointing import atomic_write_text
+from seq2seq.visualization.attention import attention_heatmap
+from seq2seq.visualization.curves import loss_curves, quality_by_length
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelResult:
+    preset: str
+    parameters: int
+    epochs: int
+    train_tokens_per_s: float
+    seconds_per_epoch: float
+    valid_perplexity: float
+    test: EvalReport
+    run_dir: Path
+
+
+@dataclass
+class Comparison:
+    results: list[ModelResult] = field(default_factory=list)
+    test_split: str = "test"
+    command: str = ""
+
+    def table_markdown(self) -> str:
+        buckets = [b.label for b in self.results[0].test.by_length] if self.results else []
+        header = ["model", "parameters", "train tok/s", "s/epoch", "epochs", "valid ppl", "exact match", "BLEU", "parses"]
+        header += [f"EM len {b}" for b in buckets]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in self.results:
+            by_len = {b.label: b for b in r.test.by_length}
+            parse = f"{r.test.parse_rate:.1%}" if r.test.parse_rate is not None else "n/a"
+            cells = [
+                r.preset, f"{r.parameters:,}", f"{r.train_tokens_per_s:,.0f}", f"{r.seconds_per_epoch:.1f}", str(r.epochs),
+                f"{r.valid_perplexity:.3f}", f"{r.test.exact_match:.1%}", f"{r.test.bleu:.2f}", parse,
+            ]
+            cells += [f"{by_len[b].exact_match:.1%} (n={by_len[b].count})" if b in by_len else "-" for b in buckets]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "preset": r.preset, "parameters": r.parameters, "epochs": r.epochs,
+                "train_tokens_per_s": r.train_tokens_per_s, "seconds_per_epoch": r.seconds_per_epoch,
+                "valid_perplexity": r.valid_perplexity, "test": r.test.summary(), "run_dir": str(r.run_dir),
+            }
+            for r in self.results
+        ]
+
+
+def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _train_one(base: dict[str, Any], overrides: list[str], preset: str, run_dir: Path, corpus: Corpus,
+               *, overwrite: bool, show_progress: bool, split: str) -> ModelResult:
+    from seq2seq.progress import TqdmProgress
+
+    config = build_config(base=base, preset=preset, overrides=overrides, source=f"compare/{preset}")
+    with TqdmProgress(desc=preset, disable=not show_progress) as progress:
+        outcome = train(config, run_dir, overwrite=overwrite, on_batch=progress.update, corpus=corpus)
+    history = outcome.result.history
+    report, _ = evaluate(
+        outcome.model, corpus.encoded[split], [t for _, t in corpus.tokens[split]],
+        tgt_vocab=corpus.tgt_vocab, tgt_tokenizer=corpus.tgt_tokenizer, max_len=config.decode.max_len,
+        batch_size=config.decode.batch_size, device=next(outcome.model.parameters()).device,
+        is_code=config.data.tgt_tokenizer == "python",
+    )
+    atomic_write_text(run_dir / f"eval_{split}.json", json.dumps(report.summary(), indent=2))
+    seconds = sum(s.seconds for s in history)
+    tokens = sum(s.train_tokens for s in history)
+    best = min(history, key=lambda s: s.valid_loss)
+    result = ModelResult(
+        preset=preset, parameters=outcome.parameters, epochs=len(history),
+        train_tokens_per_s=tokens / max(seconds, 1e-9), seconds_per_epoch=seconds / max(len(history), 1),
+        valid_perplexity=best.valid_perplexity, test=report, run_dir=run_dir,
+    )
+    logger.info("%s: %s parameters, test exact match %.1f%%, BLEU %.2f", preset, f"{result.parameters:,}", 100 * report.exact_match, report.bleu)
+    return result
+
+
+def _plot(comparison: Comparison, corpus: Corpus, out_dir: Path, split: str) -> list[Path]:
+    written = []
+    train_curves, valid_curves = {}, {}
+    for r in comparison.results:
+        records = _read_metrics(r.run_dir)
+        steps = [m for m in records if m["kind"] == "step"]
+        epochs = [m for m in records if m["kind"] == "epoch"]
+        train_curves[r.preset] = ([m["step"] for m in steps], [m["train_loss"] for m in steps])
+        valid_curves[r.preset] = ([m["epoch"] for m in epochs], [m["valid_loss"] for m in epochs])
+    figures = {"loss_curves.png": loss_curves(train_curves, valid_curves)}
+    buckets = [b.label for b in comparison.results[0].test.by_length]
+    scores = {r.preset: [100 * b.exact_match for b in r.test.by_length] for r in comparison.results}
+    figures["quality_by_length.png"] = quality_by_length(buckets, scores)
+    attentive = [r for r in comparison.results if "attention" in r.preset]
+    if attentive:
+        figures["attention.png"] = _attention_figure(attentive[-1], corpus, split)
+    for name, figure in figures.items():
+        figure.savefig(out_dir / name, dpi=110)
+        plt.close(figure)
+        written.append(out_dir / name)
+    return written
+
+
+def _attention_figure(result: ModelResult, corpus: Corpus, split: str):
+    from seq2seq.serving.translator import Translator
+
+    translator = Translator.from_run_dir(result.run_dir)
+    # A long example shows best what attention aligns: take the longest test source of at most 30 tokens.
+    candidates = [i for i, (src, _) in enumerate(corpus.tokens[split]) if len(src) <= 30]
+    index = max(candidates or range(len(corpus.tokens[split])), key=lambda i: len(corpus.tokens[split][i][0]))
+    generation = translator.generate([corpus.examples[split][index].src])[0]
+    out_tokens = generation.tokens + (["<eos>"] if generation.finished else [])
+    weights = generation.attention.numpy()[: len(out_tokens)]
+    return attention_heatmap(weights, generation.source_tokens, out_tokens, title=f"{result.preset}: {generation.text}")
+
+
+def _markdown_report(comparison: Comparison, corpus: Corpus, config: RunConfig, split: str) -> str:
+    sizes = ", ".join(f"{k} {len(v):,}" for k, v in corpus.examples.items())
+    return "\n".join([
+        "# Architecture comparison",
+        "",
+        f"Command: `{comparison.command}`",
+        "",
+        f"Data: {config.data.format} ({sizes}); vocabularies: source {len(corpus.src_vocab):,}, target {len(corpus.tgt_vocab):,}.",
+        f"Equal budget: {config.train.epochs} epochs max (early stopping patience {config.train.early_stopping_patience}), "
+        f"batch {config.train.batch_size}, Adam lr {config.train.learning_rate}, teacher forcing {config.train.teacher_forcing}, "
+        f"clip {config.train.clip_norm}, seed {config.train.seed}"
+        + (f", wall-clock cap {config.train.time_budget_s:.0f} s per model" if config.train.time_budget_s else "") + ".",
+        f"Scores on the `{split}` split with greedy decoding; exact match and BLEU over target tokens; "
+        "'parses' = share of outputs accepted by `ast.parse` (never executed). "
+        "EM len = exact match by source length in tokens.",
+        "",
+        comparison.table_markdown(),
+        "",
+        "![loss curves](loss_curves.png)",
+        "![exact match by input length](quality_by_length.png)",
+        "![attention](attention.png)",
+        "",
+    ])
+
+
+def run_comparison(
+    base: dict[str, Any], overrides: list[str], *, presets: list[str], out_dir: Path, overwrite: bool = False,
+    show_progress: bool = True, command: str = "",
+) -> Comparison:
+    """Train ``presets`` one after another into ``out_dir/<preset>`` and write the report there."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shared = build_config(base=base, preset=presets[0], overrides=overrides, source="compare")
+    corpus = build_corpus(shared.data, shared.vocab)
+    split = "test" if corpus.encoded.get("test") else "valid"
+    comparison = Comparison(test_split=split, command=command)
+    started = time.perf_counter()
+    for preset in presets:
+        comparison.results.append(
+            _train_one(base, overrides, preset, out_dir / preset, corpus, overwrite=overwrite, show_progress=show_progress, split=split)
+        )
+    logger.info("trained %d models in %.0f s", len(presets), time.perf_counter() - started)
+    _plot(comparison, corpus, out_dir, split)
+    atomic_write_text(out_dir / "comparison.md", _markdown_report(comparison, corpus, shared, split))
+    atomic_write_text(out_dir / "comparison.json", json.dumps(comparison.to_json(), indent=2))
+    return comparison

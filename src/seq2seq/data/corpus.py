@@ -1,0 +1,157 @@
+"""From a data config to tokenized, encoded splits and vocabularies: the glue over the readers.
+
+Formats (``data.format``):
+
+- ``builtin``: the generated NL -> Python task (:mod:`seq2seq.data.tasks`), no files needed.
+- ``conala``: folder with ``train.json``/``test.json``; the first ``valid_size`` train examples are valid.
+- ``django``: folder with ``all.anno``/``all.code``, standard 16000/1000/1805 split.
+- ``parallel``: folder with ``{train,valid,test2016|test}.{src_lang,tgt_lang}`` (Multi30k layout).
+- ``tsv`` / ``json``: folder with ``train.*`` and optional ``valid.*``/``dev.*`` and ``test.*``
+  (``.tsv``; ``.json`` or ``.jsonl``); without a valid file the first ``valid_size`` train
+  examples are held out. For TSV the source column is the first of ``src_fields`` in the header.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seq2seq.config import DataConfig, VocabConfig
+from seq2seq.data.batching import EncodedPair, encode_pairs
+from seq2seq.data.dataset import read_conala, read_django, read_json, read_parallel_dir, read_tsv
+from seq2seq.data.example import DataError, Example
+from seq2seq.data.tasks import BUILTIN_TASKS
+from seq2seq.data.tokenizers import Tokenizer, build_tokenizer
+from seq2seq.data.vocab import Vocab
+
+logger = logging.getLogger(__name__)
+
+TokenPair = tuple[list[str], list[str]]
+
+
+def _find(root: Path, stems: Sequence[str], suffixes: Sequence[str]) -> Path | None:
+    for stem in stems:
+        for suffix in suffixes:
+            if (root / f"{stem}{suffix}").is_file():
+                return root / f"{stem}{suffix}"
+    return None
+
+
+def _read_table(path: Path, config: DataConfig) -> list[Example]:
+    if path.suffix == ".tsv":
+        header = path.read_text(encoding="utf-8-sig").split("\n", 1)[0].rstrip("\r").split("\t")
+        src_column = next((name for name in config.src_fields if name in header), config.src_fields[0])
+        return read_tsv(path, src_column=src_column, tgt_column=config.tgt_field, label_map=config.label_map)
+    examples = read_json(path, src_fields=config.src_fields, tgt_field=config.tgt_field)
+    if config.label_map is not None:
+        for example in examples:
+            if example.tgt not in config.label_map:
+                raise DataError(f"{example.origin}: target {example.tgt!r} not in data.label_map {sorted(config.label_map)}")
+        examples = [Example(e.src, config.label_map[e.tgt], e.origin) for e in examples]
+    return examples
+
+
+def _read_table_folder(root: Path, config: DataConfig) -> dict[str, list[Example]]:
+    suffixes = [".tsv"] if config.format == "tsv" else [".jsonl", ".json"]
+    train = _find(root, ["train"], suffixes)
+    if train is None:
+        present = sorted(p.name for p in root.iterdir())
+        raise DataError(f"{root}: expected train{'|'.join(suffixes)} in the folder; it has {present}")
+    splits = {"train": _read_table(train, config)}
+    valid = _find(root, ["valid", "dev"], suffixes)
+    if valid is not None:
+        splits["valid"] = _read_table(valid, config)
+    else:
+        splits["valid"], splits["train"] = splits["train"][: config.valid_size], splits["train"][config.valid_size :]
+    test = _find(root, ["test"], suffixes)
+    splits["test"] = _read_table(test, config) if test is not None else []
+    return splits
+
+
+def load_examples(config: DataConfig) -> dict[str, list[Example]]:
+    """Raw ``train``/``valid``/``test`` examples for a data config (``test`` may be empty)."""
+    if config.format == "builtin":
+        generate = BUILTIN_TASKS[config.builtin_task]
+        train_size = config.builtin_train_size
+        return generate(
+            seed=config.builtin_seed, n_train=train_size, n_valid=max(train_size // 20, 5), n_test=max(train_size // 20, 5)
+        )
+    if config.path is None:
+        raise DataError(f"data.path is required for data.format={config.format!r}")
+    root = Path(config.path).expanduser()
+    if not root.exists():
+        raise DataError(f"{root}: data folder not found (data.format={config.format!r})")
+    if not root.is_dir():
+        raise DataError(f"{root}: expected a folder for data.format={config.format!r}, got a file")
+    if config.format == "conala":
+        return read_conala(root, valid_size=config.valid_size)
+    if config.format == "django":
+        return read_django(root)
+    if config.format == "parallel":
+        test = "test2016" if (root / f"test2016.{config.src_lang}").is_file() else "test"
+        return read_parallel_dir(
+            root, src_lang=config.src_lang, tgt_lang=config.tgt_lang, splits={"train": "train", "valid": "valid", "test": test}
+        )
+    return _read_table_folder(root, config)
+
+
+def tokenize_examples(examples: Sequence[Example], *, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer) -> list[TokenPair]:
+    pairs = []
+    for example in examples:
+        src, tgt = src_tokenizer.tokenize(example.src), tgt_tokenizer.tokenize(example.tgt)
+        if not src:
+            raise DataError(f"{example.origin or '<input>'}: source has no tokens after tokenization: expected text")
+        if not tgt:
+            raise DataError(f"{example.origin or '<input>'}: target has no tokens after tokenization: expected text")
+        pairs.append((src, tgt))
+    return pairs
+
+
+@dataclass
+class Corpus:
+    """Everything a run needs from its data: tokenizers, vocabularies and the three splits."""
+
+    src_tokenizer: Tokenizer
+    tgt_tokenizer: Tokenizer
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    examples: dict[str, list[Example]] = field(default_factory=dict)
+    tokens: dict[str, list[TokenPair]] = field(default_factory=dict)
+    encoded: dict[str, list[EncodedPair]] = field(default_factory=dict)
+
+
+def build_tokenizers(config: DataConfig) -> tuple[Tokenizer, Tokenizer]:
+    return (
+        build_tokenizer(config.src_tokenizer, lowercase=config.lowercase_src),
+        build_tokenizer(config.tgt_tokenizer),
+    )
+
+
+def build_corpus(config: DataConfig, vocab_config: VocabConfig, *, vocabs: tuple[Vocab, Vocab] | None = None) -> Corpus:
+    """Read, tokenize, (build vocabularies from train unless given), filter long train pairs, encode."""
+    src_tokenizer, tgt_tokenizer = build_tokenizers(config)
+    examples = load_examples(config)
+    tokens = {
+        split: tokenize_examples(items, src_tokenizer=src_tokenizer, tgt_tokenizer=tgt_tokenizer)
+        for split, items in examples.items()
+    }
+    keep = [
+        i for i, (src, tgt) in enumerate(tokens["train"]) if len(src) <= config.max_src_len and len(tgt) <= config.max_tgt_len
+    ]
+    if len(keep) < len(tokens["train"]):
+        logger.info("dropped %d training pairs longer than %d/%d tokens", len(tokens["train"]) - len(keep), config.max_src_len, config.max_tgt_len)
+        examples["train"] = [examples["train"][i] for i in keep]
+        tokens["train"] = [tokens["train"][i] for i in keep]
+    if vocabs is None:
+        src_vocab = Vocab.build((s for s, _ in tokens["train"]), min_freq=vocab_config.min_freq, max_size=vocab_config.max_size)
+        tgt_vocab = Vocab.build((t for _, t in tokens["train"]), min_freq=vocab_config.min_freq, max_size=vocab_config.max_size)
+    else:
+        src_vocab, tgt_vocab = vocabs
+    encoded = {split: encode_pairs(pairs, src_vocab=src_vocab, tgt_vocab=tgt_vocab) for split, pairs in tokens.items()}
+    logger.info(
+        "data: %s; vocab src %d / tgt %d",
+        ", ".join(f"{split} {len(items)}" for split, items in examples.items()), len(src_vocab), len(tgt_vocab),
+    )
+    return Corpus(src_tokenizer, tgt_tokenizer, src_vocab, tgt_vocab, examples, tokens, encoded)

@@ -1,0 +1,93 @@
+"""Batched greedy decoding: at each step take the most probable token, until ``<eos>`` or ``max_len``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from seq2seq.models.seq2seq import Seq2Seq
+
+
+@dataclass
+class Hypothesis:
+    """One decoded sequence. ``tokens`` exclude ``<eos>``; ``token_log_probs`` include it when emitted."""
+
+    tokens: list[int]
+    token_log_probs: list[float]
+    attention: torch.Tensor | None  # [T, S] over the example's real source positions, or None
+    finished: bool  # False when max_len was reached before <eos>
+
+    @property
+    def score(self) -> float:
+        return float(sum(self.token_log_probs))
+
+
+@torch.inference_mode()
+def greedy_decode(
+    model: Seq2Seq,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    src_mask: torch.Tensor,
+    *,
+    sos_index: int,
+    eos_index: int,
+    max_len: int,
+) -> list[Hypothesis]:
+    """Decode a padded batch ``src`` [B, S]; one hypothesis per example, in batch order."""
+    model.eval()
+    batch_size = src.size(0)
+    memory, state = model.encode(src, src_lengths, src_mask)
+    prev = torch.full((batch_size,), sos_index, dtype=torch.long, device=src.device)  # [B]
+    finished = torch.zeros(batch_size, dtype=torch.bool, device=src.device)
+    tokens, log_probs, weights = [], [], []
+    for _ in range(max_len):
+        logits, state, attention = model.decoder.step(prev, state, memory)  # [B, V]
+        step_log_probs = torch.log_softmax(logits.float(), dim=-1)
+        best_log_prob, prev = step_log_probs.max(dim=-1)  # [B], [B]
+        tokens.append(prev)
+        log_probs.append(best_log_prob)
+        if attention is not None:
+            weights.append(attention)
+        finished = finished | (prev == eos_index)
+        if bool(finished.all()):
+            break
+    token_table = torch.stack(tokens, dim=1).cpu()  # [B, T]
+    log_prob_table = torch.stack(log_probs, dim=1).cpu()  # [B, T]
+    attention_table = torch.stack(weights, dim=1).cpu() if weights else None  # [B, T, S]
+    lengths = src_lengths.cpu().tolist()
+    hypotheses = []
+    for row in range(batch_size):
+        ids = token_table[row].tolist()
+        done = eos_index in ids
+        length = ids.index(eos_index) if done else len(ids)
+        scored = length + 1 if done else length  # the <eos> probability is part of the score
+        attention = None if attention_table is None else attention_table[row, :scored, : lengths[row]]
+        hypotheses.append(Hypothesis(ids[:length], log_prob_table[row, :scored].tolist(), attention, done))
+    return hypotheses
+
+
+def greedy_decode_all(
+    model: Seq2Seq,
+    sources: list[list[int]],
+    *,
+    sos_index: int,
+    eos_index: int,
+    pad_index: int,
+    max_len: int,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+) -> list[Hypothesis]:
+    """Decode many encoded sources in length-sorted batches; results come back in input order."""
+    from seq2seq.data.batching import EncodedPair, bucketed_batches
+
+    pairs = [EncodedPair(src=ids, tgt=[]) for ids in sources]
+    results: list[Hypothesis | None] = [None] * len(pairs)
+    for batch in bucketed_batches(pairs, batch_size=batch_size, pad_index=pad_index, shuffle=False, with_target=False):
+        batch = batch.to(torch.device(device))
+        hypotheses = greedy_decode(
+            model, batch.src, batch.src_lengths, batch.src_mask, sos_index=sos_index, eos_index=eos_index, max_len=max_len
+        )
+        for index, hypothesis in zip(batch.indices, hypotheses):
+            results[index] = hypothesis
+    return [h for h in results if h is not None]

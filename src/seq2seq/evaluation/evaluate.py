@@ -1,0 +1,139 @@
+"""Evaluate a model on a split: decode, score, and break the scores down by input length."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from seq2seq.data.batching import EncodedPair, bucketed_batches
+from seq2seq.data.tokenizers import Tokenizer
+from seq2seq.data.vocab import Vocab
+from seq2seq.decoding.greedy import Hypothesis, greedy_decode_all
+from seq2seq.evaluation.metrics import exact_match, parse_rate, parses, token_bleu
+from seq2seq.models.seq2seq import Seq2Seq
+from seq2seq.training.loss import sequence_cross_entropy
+
+DEFAULT_BUCKETS: tuple[int, ...] = (10, 20, 30)  # source-length edges: 1-10, 11-20, 21-30, 31+
+
+
+@dataclass(frozen=True)
+class BucketScore:
+    label: str  # e.g. "11-20"
+    count: int
+    exact_match: float
+    bleu: float
+
+
+@dataclass
+class EvalReport:
+    count: int
+    loss: float  # mean per-token cross-entropy of the references (teacher forcing)
+    exact_match: float  # 0-1
+    bleu: float  # 0-100
+    parse_rate: float | None  # 0-1, None for non-code targets
+    decode_sentences_per_s: float
+    by_length: list[BucketScore] = field(default_factory=list)
+    predictions: list[str] = field(default_factory=list)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(min(self.loss, 50.0))
+
+    def summary(self) -> dict:
+        data = asdict(self)
+        data.pop("predictions")
+        data["perplexity"] = self.perplexity
+        return data
+
+
+def _bucket_labels(edges: Sequence[int]) -> list[tuple[int, int, str]]:
+    bounds, low = [], 1
+    for edge in edges:
+        bounds.append((low, edge, f"{low}-{edge}"))
+        low = edge + 1
+    bounds.append((low, 10**9, f"{low}+"))
+    return bounds
+
+
+def scores_by_length(
+    src_lengths: Sequence[int],
+    predictions: Sequence[Sequence[str]],
+    references: Sequence[Sequence[str]],
+    *,
+    edges: Sequence[int] = DEFAULT_BUCKETS,
+) -> list[BucketScore]:
+    scores = []
+    for low, high, label in _bucket_labels(edges):
+        rows = [i for i, n in enumerate(src_lengths) if low <= n <= high]
+        if rows:
+            preds, refs = [predictions[i] for i in rows], [references[i] for i in rows]
+            scores.append(BucketScore(label, len(rows), exact_match(preds, refs), token_bleu(preds, refs)))
+    return scores
+
+
+@torch.inference_mode()
+def reference_loss(model: Seq2Seq, pairs: Sequence[EncodedPair], *, pad_index: int, batch_size: int, device: torch.device) -> float:
+    model.eval()
+    total, tokens = 0.0, 0
+    for batch in bucketed_batches(pairs, batch_size=batch_size, pad_index=pad_index, shuffle=False):
+        batch = batch.to(device)
+        logits, _ = model(batch.src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=1.0)
+        loss_sum, n = sequence_cross_entropy(logits, batch.tgt_output, pad_index=pad_index)
+        total, tokens = total + float(loss_sum), tokens + n
+    return total / max(tokens, 1)
+
+
+def evaluate(
+    model: Seq2Seq,
+    pairs: Sequence[EncodedPair],
+    references: Sequence[Sequence[str]],
+    *,
+    tgt_vocab: Vocab,
+    tgt_tokenizer: Tokenizer,
+    max_len: int,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+    is_code: bool = True,
+    edges: Sequence[int] = DEFAULT_BUCKETS,
+) -> tuple[EvalReport, list[Hypothesis]]:
+    """Greedy-decode ``pairs`` and score against the reference token lists.
+
+    Exact match and BLEU compare target *tokens* (the tokenizer's units), so formatting
+    differences such as spaces around operators do not count as errors.
+    """
+    device = torch.device(device)
+    if not pairs:
+        raise ValueError("nothing to evaluate: the split is empty")
+    loss = reference_loss(model, pairs, pad_index=tgt_vocab.pad_index, batch_size=batch_size, device=device)
+    started = time.perf_counter()
+    hypotheses = greedy_decode_all(
+        model,
+        [pair.src for pair in pairs],
+        sos_index=tgt_vocab.sos_index,
+        eos_index=tgt_vocab.eos_index,
+        pad_index=tgt_vocab.pad_index,
+        max_len=max_len,
+        batch_size=batch_size,
+        device=device,
+    )
+    seconds = time.perf_counter() - started
+    predicted_tokens = [tgt_vocab.decode(h.tokens) for h in hypotheses]
+    texts = [tgt_tokenizer.detokenize(tokens) for tokens in predicted_tokens]
+    report = EvalReport(
+        count=len(pairs),
+        loss=loss,
+        exact_match=exact_match(predicted_tokens, references),
+        bleu=token_bleu(predicted_tokens, references),
+        parse_rate=parse_rate(texts) if is_code else None,
+        decode_sentences_per_s=len(pairs) / max(seconds, 1e-9),
+        by_length=scores_by_length([len(p.src) for p in pairs], predicted_tokens, references, edges=edges),
+        predictions=texts,
+    )
+    return report, hypotheses
+
+
+__all__ = ["BucketScore", "EvalReport", "evaluate", "parses", "scores_by_length"]

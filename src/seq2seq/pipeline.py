@@ -1,0 +1,102 @@
+"""The library functions behind the CLI subcommands ``train`` and ``evaluate``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from seq2seq.checkpoint import init_run_dir, load_run, load_run_config
+from seq2seq.config import RunConfig
+from seq2seq.data.corpus import Corpus, build_corpus
+from seq2seq.data.vocab import Vocab
+from seq2seq.evaluation.evaluate import EvalReport, evaluate
+from seq2seq.models.build import build_model, count_parameters
+from seq2seq.models.seq2seq import Seq2Seq
+from seq2seq.training.checkpointing import atomic_write_text
+from seq2seq.training.trainer import BatchCallback, Trainer, TrainResult, resolve_device, seed_everything
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOutcome:
+    run_dir: Path
+    config: RunConfig
+    corpus: Corpus
+    model: Seq2Seq
+    parameters: int
+    result: TrainResult
+
+
+def train(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_batch: BatchCallback | None = None,
+    corpus: Corpus | None = None,
+) -> TrainOutcome:
+    """Train a model into ``run_dir`` (new, or continued with ``resume``); best weights end up loaded."""
+    if resume:
+        saved = load_run_config(run_dir)
+        # Only the training budget may change on resume; a different model or data would not fit.
+        config = saved.model_copy(update={"train": saved.train.model_copy(update={"epochs": config.train.epochs, "time_budget_s": config.train.time_budget_s})})
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    seed_everything(config.train.seed)
+    if resume:
+        vocabs = (Vocab.load(run_dir / "src_vocab.json"), Vocab.load(run_dir / "tgt_vocab.json"))
+        corpus = corpus or build_corpus(config.data, config.vocab, vocabs=vocabs)
+    else:
+        corpus = corpus or build_corpus(config.data, config.vocab)
+    model = build_model(config.model, src_vocab_size=len(corpus.src_vocab), tgt_vocab_size=len(corpus.tgt_vocab), pad_index=Vocab.pad_index)
+    parameters = count_parameters(model)
+    logger.info("model %s: %s trainable parameters", config.model.preset or "custom", f"{parameters:,}")
+    if not resume:
+        init_run_dir(run_dir, config=config, src_vocab=corpus.src_vocab, tgt_vocab=corpus.tgt_vocab, parameters=parameters, overwrite=overwrite)
+    device = resolve_device(config.train.device)
+    trainer = Trainer(model=model, config=config.train, pad_index=Vocab.pad_index, device=device, run_dir=run_dir, on_batch=on_batch)
+    if resume:
+        trainer.resume()
+    result = trainer.fit(corpus.encoded["train"], corpus.encoded["valid"])
+    best = load_run(run_dir, which="best", device=device)
+    return TrainOutcome(run_dir, config, corpus, best.model, parameters, result)
+
+
+def evaluate_run(
+    run_dir: Path,
+    *,
+    split: str = "test",
+    which: str = "best",
+    device: str = "auto",
+    output: Path | None = None,
+    corpus: Corpus | None = None,
+) -> EvalReport:
+    """Evaluate a trained run on one split of its own data (as configured in the run)."""
+    torch_device = resolve_device(device)
+    run = load_run(run_dir, which=which, device=torch_device)
+    corpus = corpus or build_corpus(run.config.data, run.config.vocab, vocabs=(run.src_vocab, run.tgt_vocab))
+    if split not in corpus.encoded:
+        raise ValueError(f"unknown split {split!r}; this data has {sorted(corpus.encoded)}")
+    if not corpus.encoded[split]:
+        raise ValueError(f"split {split!r} of {run.config.data.format} data is empty")
+    report, _ = evaluate(
+        run.model,
+        corpus.encoded[split],
+        [tgt for _, tgt in corpus.tokens[split]],
+        tgt_vocab=run.tgt_vocab,
+        tgt_tokenizer=run.tgt_tokenizer,
+        max_len=run.config.decode.max_len,
+        batch_size=run.config.decode.batch_size,
+        device=torch_device,
+        is_code=run.config.data.tgt_tokenizer == "python",
+    )
+    if output is not None:
+        atomic_write_text(output, "".join(text.replace("\n", "\\n") + "\n" for text in report.predictions))
+    atomic_write_text(run_dir / f"eval_{split}.json", json.dumps(report.summary(), indent=2))
+    return report

@@ -1,0 +1,25 @@
+"""Value objects for what training measures."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    step: int
+    train_loss: float  # mean per target token
+    valid_loss: float
+    learning_rate: float
+    seconds: float  # wall time of the training part of the epoch
+    train_tokens: int  # target tokens seen
+    train_tokens_per_s: float
+
+    @property
+    def valid_perplexity(self) -> float:
+        return math.exp(min(self.valid_loss, 50.0))
+
+    def to_json(self) -> dict[str, float | int]:
+        return {**asdict(self), "valid_perplexity": self.valid_perplexity, "kind": "epoch"}
