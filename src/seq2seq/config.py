@@ -73,6 +73,14 @@ class ModelConfig(_Strict):
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     decoder: DecoderConfig = Field(default_factory=DecoderConfig)
 
+    @model_validator(mode="after")
+    def _layers_compatible(self) -> ModelConfig:
+        if self.decoder.layers not in (self.encoder.layers, 1):
+            raise ValueError(
+                f"decoder.layers={self.decoder.layers} must equal encoder.layers={self.encoder.layers} or be 1"
+            )
+        return self
+
 
 class TrainConfig(_Strict):
     epochs: int = Field(default=10, ge=1)
@@ -104,15 +112,6 @@ class RunConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
-
-    @model_validator(mode="after")
-    def _attention_needs_sizes(self) -> RunConfig:
-        enc, dec = self.model.encoder, self.model.decoder
-        if dec.layers != enc.layers and dec.layers != 1:
-            raise ValueError(
-                f"model.decoder.layers={dec.layers} must equal model.encoder.layers={enc.layers} or be 1"
-            )
-        return self
 
 
 # --------------------------------------------------------------------------- presets

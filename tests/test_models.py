@@ -1,0 +1,245 @@
+"""Behaviour of the seq2seq models: shapes, masks, padding invariance, step == unroll,
+teacher forcing, state selection, input checks and gradient flow."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seq2seq.config import PRESETS, build_config
+from seq2seq.models.build import build_model
+from seq2seq.models.seq2seq import Seq2Seq
+from seq2seq.models.state import DecoderState, Memory
+
+SRC_VOCAB, TGT_VOCAB = 13, 17
+SIZES = [
+    "model.encoder.embedding_size=8",
+    "model.encoder.hidden_size=12",
+    "model.decoder.embedding_size=6",
+    "model.decoder.hidden_size=12",
+    "model.decoder.attention_size=10",
+]
+BIDIRECTIONAL = ("model.encoder.bidirectional=true",)
+TWO_LAYERS = ("model.encoder.layers=2", "model.decoder.layers=2")
+# Encoder and decoder of different sizes, and a 1-layer decoder on a 2-layer encoder: the bridge maps.
+MISMATCHED = ("model.decoder.hidden_size=9", "model.encoder.layers=2", "model.decoder.layers=1")
+VARIANTS = {
+    "base": (),
+    "bi": BIDIRECTIONAL,
+    "2layer": TWO_LAYERS,
+    "bi-2layer": BIDIRECTIONAL + TWO_LAYERS,
+    "mismatched": MISMATCHED,
+}
+CASES = [pytest.param(preset, variant, id=f"{preset}-{variant}") for preset in PRESETS for variant in VARIANTS]
+ATTENTION_PRESETS = [name for name, preset in PRESETS.items() if preset["decoder"]["attention"] == "bahdanau"]
+
+
+def make_model(preset: str, variant: str = "base", *, seed: int = 0) -> Seq2Seq:
+    torch.manual_seed(seed)
+    config = build_config(preset=preset, overrides=[*SIZES, *VARIANTS[variant]])
+    return build_model(config.model, src_vocab_size=SRC_VOCAB, tgt_vocab_size=TGT_VOCAB)
+
+
+def make_batch(lengths: list[int], *, max_len: int | None = None, tgt_len: int = 5, seed: int = 1):
+    """A padded batch: src [B, S], src_lengths [B], src_mask [B, S], tgt_input [B, T]."""
+    generator = torch.Generator().manual_seed(seed)
+    src_lengths = torch.tensor(lengths)
+    max_len = max_len or max(lengths)
+    src_mask = torch.arange(max_len)[None, :] < src_lengths[:, None]  # [B, S]
+    src = torch.randint(1, SRC_VOCAB, (len(lengths), max_len), generator=generator).masked_fill(~src_mask, 0)
+    tgt_input = torch.randint(1, TGT_VOCAB, (len(lengths), tgt_len), generator=generator)
+    return src, src_lengths, src_mask, tgt_input
+
+
+# --------------------------------------------------------------------------- shapes
+@pytest.mark.parametrize(("preset", "variant"), CASES)
+def test_shapes(preset: str, variant: str) -> None:
+    model = make_model(preset, variant)
+    config = build_config(preset=preset, overrides=[*SIZES, *VARIANTS[variant]]).model
+    src, lengths, mask, tgt_input = make_batch([4, 6, 2], tgt_len=5)
+    memory, state = model.encode(src, lengths, mask)
+    directions = 2 if config.encoder.bidirectional else 1
+    assert memory.states.shape == (3, 6, directions * config.encoder.hidden_size)  # [B, S, D*He]
+    assert state.hidden.shape == (config.decoder.layers, 3, config.decoder.hidden_size)  # [Ld, B, Hd]
+    if config.decoder.cell == "lstm":
+        assert state.cell is not None and state.cell.shape == state.hidden.shape
+    else:
+        assert state.cell is None
+    logits, attention = model(src, lengths, mask, tgt_input)
+    assert logits.shape == (3, 5, TGT_VOCAB)  # [B, T, V]
+    if config.decoder.attention == "bahdanau":
+        assert memory.keys is not None and memory.keys.shape == (3, 6, config.decoder.attention_size)
+        assert attention is not None and attention.shape == (3, 5, 6)  # [B, T, S]
+    else:
+        assert memory.keys is None and attention is None
+
+
+# --------------------------------------------------------------------------- attention masks
+@pytest.mark.parametrize("preset", ATTENTION_PRESETS)
+@pytest.mark.parametrize("variant", ["base", "bi-2layer"])
+def test_attention_weights_sum_to_one_and_are_zero_on_padding(preset: str, variant: str) -> None:
+    model = make_model(preset, variant)
+    src, lengths, mask, tgt_input = make_batch([5, 2, 7, 1], max_len=9)  # extra all-padding columns
+    for teacher_forcing in (1.0, 0.0):
+        _, attention = model(src, lengths, mask, tgt_input, teacher_forcing=teacher_forcing)  # [B, T, S]
+        torch.testing.assert_close(attention.sum(-1), torch.ones(4, 5))
+        assert (attention.masked_select(~mask[:, None, :]) == 0).all()
+        assert (attention.masked_select(mask[:, None, :]) > 0).all()
+    memory, state = model.encode(src, lengths, mask)
+    _, _, weights = model.decoder.step(tgt_input[:, 0], state, memory)  # [B, S]
+    torch.testing.assert_close(weights.sum(-1), torch.ones(4))
+    assert (weights[~mask] == 0).all()
+
+
+# --------------------------------------------------------------------------- padding invariance
+@pytest.mark.parametrize(("preset", "variant"), CASES)
+def test_padding_invariance(preset: str, variant: str) -> None:
+    """An example's logits do not depend on its neighbours or on how much padding it gets."""
+    model = make_model(preset, variant).eval()
+    src, lengths, mask, tgt_input = make_batch([4, 7, 2], max_len=8, tgt_len=6)
+    with torch.no_grad():
+        batch_logits, batch_attention = model(src, lengths, mask, tgt_input)
+        for i, length in enumerate(lengths.tolist()):
+            alone = slice(i, i + 1)
+            cut = slice(0, length)
+            logits, attention = model(src[alone, cut], lengths[alone], mask[alone, cut], tgt_input[alone])
+            torch.testing.assert_close(logits[0], batch_logits[i], atol=1e-5, rtol=0)
+            if attention is not None:
+                torch.testing.assert_close(attention[0], batch_attention[i, :, cut], atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------- step == unroll
+def unroll_by_steps(model: Seq2Seq, src, lengths, mask, tgt_input, *, feed_gold: bool):
+    """Drive decoder.step by hand; feed the gold token or the previous argmax."""
+    memory, state = model.encode(src, lengths, mask)
+    prev, all_logits, all_weights = tgt_input[:, 0], [], []
+    for t in range(tgt_input.size(1)):
+        logits, state, weights = model.decoder.step(prev, state, memory)
+        all_logits.append(logits)
+        all_weights.append(weights)
+        if t + 1 < tgt_input.size(1):
+            prev = tgt_input[:, t + 1] if feed_gold else logits.argmax(-1)
+    weights = None if all_weights[0] is None else torch.stack(all_weights, dim=1)
+    return torch.stack(all_logits, dim=1), weights  # [B, T, V], [B, T, S]
+
+
+@pytest.mark.parametrize(("preset", "variant"), CASES)
+def test_step_by_step_equals_teacher_forced_unroll(preset: str, variant: str) -> None:
+    """Covers the no-attention fast path (one cuDNN-style call over the whole target) too."""
+    model = make_model(preset, variant).eval()
+    batch = make_batch([3, 6, 5], tgt_len=7)
+    with torch.no_grad():
+        logits, attention = model(*batch, teacher_forcing=1.0)
+        stepped_logits, stepped_attention = unroll_by_steps(model, *batch, feed_gold=True)
+    torch.testing.assert_close(stepped_logits, logits, atol=1e-5, rtol=0)
+    if attention is None:
+        assert stepped_attention is None
+    else:
+        torch.testing.assert_close(stepped_attention, attention, atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------- teacher forcing
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_teacher_forcing_zero_feeds_own_argmax(preset: str) -> None:
+    model = make_model(preset, "bi").eval()
+    batch = make_batch([3, 6, 5], tgt_len=7)
+    with torch.no_grad():
+        free, _ = model(*batch, teacher_forcing=0.0)
+        greedy, _ = unroll_by_steps(model, *batch, feed_gold=False)
+        forced, _ = model(*batch, teacher_forcing=1.0)
+    torch.testing.assert_close(free, greedy, atol=1e-5, rtol=0)
+    # The first step always reads <sos>; later steps read different tokens and so differ.
+    torch.testing.assert_close(free[:, 0], forced[:, 0], atol=1e-5, rtol=0)
+    assert not torch.allclose(free, forced, atol=1e-3)
+
+
+@pytest.mark.parametrize("preset", ["gru", "lstm-attention"])
+def test_partial_teacher_forcing_is_reproducible_with_a_seed(preset: str) -> None:
+    model = make_model(preset).eval()
+    batch = make_batch([3, 6, 5], tgt_len=12)
+    runs = []
+    with torch.no_grad():
+        for _ in range(2):
+            torch.manual_seed(123)
+            runs.append(model(*batch, teacher_forcing=0.5)[0])
+        forced, _ = model(*batch, teacher_forcing=1.0)
+    torch.testing.assert_close(runs[0], runs[1], atol=0, rtol=0)
+    assert not torch.allclose(runs[0], forced, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- state values
+def test_decoder_state_select_reorders_rows() -> None:
+    hidden = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 4)  # [L, B, H]
+    state = DecoderState(hidden, hidden + 100)
+    index = torch.tensor([2, 0, 0, 1])
+    selected = state.select(index)
+    assert selected.hidden.shape == (2, 4, 4)
+    for row, source in enumerate(index.tolist()):
+        assert torch.equal(selected.hidden[:, row], hidden[:, source])
+        assert torch.equal(selected.cell[:, row], hidden[:, source] + 100)
+    assert torch.equal(selected.top, selected.hidden[-1])
+    assert DecoderState(hidden).select(index).cell is None
+
+
+def test_memory_select_reorders_rows() -> None:
+    states = torch.randn(3, 5, 4)  # [B, S, He]
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    keys = torch.randn(3, 5, 2)  # [B, S, A]
+    index = torch.tensor([1, 2, 1])
+    selected = Memory(states, mask, keys).select(index)
+    assert torch.equal(selected.states, states[index])
+    assert torch.equal(selected.mask, mask[index])
+    assert torch.equal(selected.keys, keys[index])
+    assert Memory(states, mask).select(index).keys is None
+
+
+def test_selected_state_and_memory_decode_like_the_original_rows() -> None:
+    """What beam search relies on: stepping selected rows equals selecting stepped rows."""
+    model = make_model("lstm-attention", "bi").eval()
+    src, lengths, mask, tgt_input = make_batch([4, 6, 2])
+    index = torch.tensor([2, 2, 0])
+    with torch.no_grad():
+        memory, state = model.encode(src, lengths, mask)
+        logits, new_state, weights = model.decoder.step(tgt_input[:, 0], state, memory)
+        logits_sel, new_state_sel, weights_sel = model.decoder.step(
+            tgt_input[index, 0], state.select(index), memory.select(index)
+        )
+    torch.testing.assert_close(logits_sel, logits[index])
+    torch.testing.assert_close(weights_sel, weights[index])
+    torch.testing.assert_close(new_state_sel.hidden, new_state.hidden[:, index])
+
+
+# --------------------------------------------------------------------------- input checks
+def test_wrong_rank_inputs_raise_with_expected_shape() -> None:
+    model = make_model("lstm-attention")
+    src, lengths, mask, tgt_input = make_batch([4, 6, 2])
+    with pytest.raises(ValueError, match=r"src \[B, S\]"):
+        model(src[0], lengths, mask, tgt_input)
+    with pytest.raises(ValueError, match=r"lengths \[B\]"):
+        model(src, lengths[:, None], mask, tgt_input)
+    with pytest.raises(ValueError, match=r"tgt_input \[B, T\]"):
+        model(src, lengths, mask, tgt_input[0])
+    memory, state = model.encode(src, lengths, mask)
+    with pytest.raises(ValueError, match=r"prev_tokens \[B\]"):
+        model.decoder.step(tgt_input, state, memory)
+    with pytest.raises(ValueError, match=r"query \[B, Hq\]"):
+        model.decoder.attention(query=state.hidden, keys=memory.keys, values=memory.states, mask=memory.mask)
+    with pytest.raises(ValueError, match=r"mask \[B, S\]"):
+        model.decoder.attention(query=state.top, keys=memory.keys, values=memory.states, mask=memory.mask[:, :-1])
+
+
+# --------------------------------------------------------------------------- gradients
+@pytest.mark.parametrize(("preset", "variant"), [(p, v) for p in PRESETS for v in ("base", "bi-2layer")])
+def test_gradients_reach_every_parameter(preset: str, variant: str) -> None:
+    model = make_model(preset, variant).train()
+    src, lengths, mask, tgt_input = make_batch([4, 6, 2])
+    tgt_output = torch.randint(1, TGT_VOCAB, tgt_input.shape)
+    logits, _ = model(src, lengths, mask, tgt_input, teacher_forcing=1.0)
+    F.cross_entropy(logits.reshape(-1, TGT_VOCAB), tgt_output.reshape(-1)).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"no gradient for {missing}"
+    used_rows = src[mask].unique()
+    embedding_grad = model.encoder.embedding.weight.grad  # [V, E]
+    assert embedding_grad[used_rows].abs().sum(-1).gt(0).all()
+    assert embedding_grad[0].abs().sum() == 0  # <pad> row stays fixed
