@@ -140,7 +140,7 @@ class Trainer:
         nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
         self.optimizer.step()
         self.step += 1
-        return float(loss_sum), n_tokens
+        return float(loss_sum.detach()), n_tokens
 
     @torch.inference_mode()
     def evaluate_loss(self, pairs: Sequence[EncodedPair], *, batch_size: int | None = None) -> float:
