@@ -17,7 +17,18 @@ from seq2seq.evaluation.metrics import exact_match, parse_rate, parses, token_bl
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.training.loss import sequence_cross_entropy
 
-DEFAULT_BUCKETS: tuple[int, ...] = (10, 20, 30)  # source-length edges: 1-10, 11-20, 21-30, 31+
+def tertile_edges(lengths: Sequence[int]) -> tuple[int, ...]:
+    """Bucket edges that split the source lengths into short / medium / long thirds.
+
+    Computed from the evaluation set itself, so every model scored on that set gets the
+    same buckets; duplicate edges (many equal lengths) are merged.
+    """
+    if not lengths:
+        return ()
+    ordered = sorted(lengths)
+    edges = [ordered[(len(ordered) * k) // 3 - 1] for k in (1, 2) if (len(ordered) * k) // 3 >= 1]
+    unique = sorted(set(edges))
+    return tuple(edge for edge in unique if edge < ordered[-1])
 
 
 @dataclass(frozen=True)
@@ -64,8 +75,11 @@ def scores_by_length(
     predictions: Sequence[Sequence[str]],
     references: Sequence[Sequence[str]],
     *,
-    edges: Sequence[int] = DEFAULT_BUCKETS,
+    edges: Sequence[int] | None = None,
 ) -> list[BucketScore]:
+    """Exact match and BLEU per source-length bucket (``edges`` are inclusive upper bounds;
+    by default the tertiles of ``src_lengths``)."""
+    edges = tertile_edges(src_lengths) if edges is None else edges
     scores = []
     for low, high, label in _bucket_labels(edges):
         rows = [i for i, n in enumerate(src_lengths) if low <= n <= high]
@@ -98,7 +112,7 @@ def evaluate(
     batch_size: int = 128,
     device: torch.device | str = "cpu",
     is_code: bool = True,
-    edges: Sequence[int] = DEFAULT_BUCKETS,
+    edges: Sequence[int] | None = None,
 ) -> tuple[EvalReport, list[Hypothesis]]:
     """Greedy-decode ``pairs`` and score against the reference token lists.
 

@@ -56,6 +56,23 @@ class RecurrentDecoder(nn.Module):
         keys = self.attention.project_keys(states) if self.attention is not None else None
         return Memory(states=states, mask=mask, keys=keys)
 
+    def _features(
+        self, prev_tokens: torch.Tensor, state: DecoderState, memory: Memory
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """Everything of a step up to (not including) the output layer: [B, H (+ He)]."""
+        embedded = self.dropout(self.embedding(prev_tokens))  # [B, E]
+        weights = None
+        if self.attention is not None:
+            context, weights = self.attention(
+                query=state.top, keys=memory.keys, values=memory.states, mask=memory.mask
+            )  # [B, He], [B, S]
+            embedded = torch.cat([embedded, context], dim=-1)  # [B, E + He]
+        output, new_state = self.rnn(embedded.unsqueeze(1), state.as_rnn_input())
+        features = output.squeeze(1)  # [B, H]
+        if self.attention is not None:
+            features = torch.cat([features, context], dim=-1)  # [B, H + He]
+        return features, DecoderState.from_rnn_output(new_state), weights
+
     def step(
         self, prev_tokens: torch.Tensor, state: DecoderState, memory: Memory
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
@@ -71,19 +88,8 @@ class RecurrentDecoder(nn.Module):
         """
         if prev_tokens.dim() != 1:
             raise ValueError(f"expected prev_tokens [B], got {tuple(prev_tokens.shape)}")
-        embedded = self.dropout(self.embedding(prev_tokens))  # [B, E]
-        weights = None
-        if self.attention is not None:
-            context, weights = self.attention(
-                query=state.top, keys=memory.keys, values=memory.states, mask=memory.mask
-            )  # [B, He], [B, S]
-            embedded = torch.cat([embedded, context], dim=-1)  # [B, E + He]
-        output, new_state = self.rnn(embedded.unsqueeze(1), state.as_rnn_input())
-        features = output.squeeze(1)  # [B, H]
-        if self.attention is not None:
-            features = torch.cat([features, context], dim=-1)  # [B, H + He]
-        logits = self.output(self.dropout(features))  # [B, V]
-        return logits, DecoderState.from_rnn_output(new_state), weights
+        features, state, weights = self._features(prev_tokens, state, memory)
+        return self.output(self.dropout(features)), state, weights  # [B, V]
 
     def forward(
         self,
@@ -100,6 +106,10 @@ class RecurrentDecoder(nn.Module):
         by the whole batch** (as in the PyTorch seq2seq tutorials), from torch's global RNG,
         so seeding torch makes it reproducible.
 
+        The output layer runs once over all steps (one large matrix product instead of T
+        small ones); a step whose successor reads the model's own prediction also computes
+        its logits, without gradient, just for that argmax.
+
         Args:
             tgt_input: [B, T] ``<sos> y_1 ... y_{T-1}`` (gold tokens).
 
@@ -112,16 +122,22 @@ class RecurrentDecoder(nn.Module):
             return self._unroll_teacher_forced(tgt_input, state), None
         steps = tgt_input.size(1)
         forced = (torch.rand(steps) < teacher_forcing).tolist()  # one draw per step
-        logits_per_step, weights_per_step = [], []
+        features_per_step, weights_per_step = [], []
         prev = tgt_input[:, 0]
         for t in range(steps):
-            logits, state, weights = self.step(prev, state, memory)
-            logits_per_step.append(logits)
+            features, state, weights = self._features(prev, state, memory)
+            features_per_step.append(features)
             weights_per_step.append(weights)
             if t + 1 < steps:
-                prev = tgt_input[:, t + 1] if forced[t + 1] else logits.argmax(dim=-1)
-        attention = torch.stack(weights_per_step, dim=1) if self.attention is not None else None
-        return torch.stack(logits_per_step, dim=1), attention  # [B, T, V], [B, T, S]
+                if forced[t + 1]:
+                    prev = tgt_input[:, t + 1]
+                else:
+                    with torch.no_grad():
+                        prev = self.output(features).argmax(dim=-1)
+        features = torch.stack(features_per_step, dim=1)  # [B, T, H (+ He)]
+        logits = self.output(self.dropout(features))  # [B, T, V]
+        attention = torch.stack(weights_per_step, dim=1) if self.attention is not None else None  # [B, T, S]
+        return logits, attention
 
     def _unroll_teacher_forced(self, tgt_input: torch.Tensor, state: DecoderState) -> torch.Tensor:
         """Without attention and with gold inputs every step, the cell can run over the whole

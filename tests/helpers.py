@@ -1,0 +1,35 @@
+"""Helpers shared by the tests (imported as ``helpers``; pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from seq2seq.config import build_config
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def real_data(name: str) -> Path:
+    """The real data set folder, or skip the test with the reason."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"{path} not found: real data sets live in ../shared/data beside the repo")
+    return path
+
+
+def tiny_config(preset: str = "lstm-attention", *extra: str):
+    return build_config(
+        preset=preset,
+        overrides=[
+            "model.encoder.embedding_size=16",
+            "model.encoder.hidden_size=32",
+            "model.decoder.embedding_size=16",
+            "model.decoder.hidden_size=32",
+            "model.decoder.attention_size=32",
+            "model.encoder.dropout=0.0",
+            "model.decoder.dropout=0.0",
+            *extra,
+        ],
+    )

@@ -1,0 +1,158 @@
+"""The command line end to end in a temporary folder, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import real_data
+from seq2seq.cli import main
+
+FAST = ["--quick", "--no-progress"]
+
+
+def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m seq2seq`` in a subprocess, as a user would."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "seq2seq", *args], input=stdin, capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", *FAST, "--preset", "lstm-attention", "--out", str(run_dir)]) == 0
+    return run_dir
+
+
+def test_train_writes_a_self_describing_run_dir(trained_run, capsys):
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"config.yaml", "src_vocab.json", "tgt_vocab.json", "best.safetensors", "last.safetensors", "metrics.jsonl", "run.json"} <= names
+    records = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
+
+
+def test_generate_from_argument_file_and_stdin(trained_run, tmp_path, capsys):
+    assert main(["generate", str(trained_run), "add 3 to total", "--scores"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.count("\t") == 2 and line.split("\t")[2] in ("parses", "syntax-error")
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("add 3 to total\n\nprint the length of names\n")
+    assert main(["generate", str(trained_run), "--file", str(inputs)]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    result = run_cli("generate", str(trained_run), stdin="assign 5 to x\nsort scores\n")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.strip().splitlines()) == 2
+
+
+def test_evaluate_prints_metrics_and_writes_predictions(trained_run, tmp_path, capsys):
+    output = tmp_path / "pred.txt"
+    assert main(["evaluate", str(trained_run), "--split", "valid", "--output", str(output)]) == 0
+    out = capsys.readouterr().out
+    assert "exact match" in out and "BLEU" in out and "parse rate" in out and "source length" in out
+    assert len(output.read_text().splitlines()) == 30
+    assert json.loads((trained_run / "eval_valid.json").read_text())["count"] == 30
+
+
+def test_resume_continues_from_the_last_epoch(trained_run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy)
+    assert main(["train", "--resume", str(copy), "--set", "train.epochs=3", "--no-progress", "--no-eval"]) == 0
+    epochs = [json.loads(line)["epoch"] for line in (copy / "metrics.jsonl").read_text().splitlines() if '"epoch"' in line and '"kind": "epoch"' in line]
+    assert epochs == [1, 2, 3]
+
+
+def test_compare_quick_writes_table_report_and_figures(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", *FAST, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for preset in ("rnn", "lstm", "lstm-attention"):
+        assert f"| {preset} |" in printed
+    assert "parameters" in printed and "EM len" in printed
+    report = (out / "comparison.md").read_text()
+    assert "seq2seq compare --quick" in report
+    for figure in ("loss_curves.png", "quality_by_length.png", "attention.png"):
+        assert (out / figure).stat().st_size > 1000
+    rows = json.loads((out / "comparison.json").read_text())
+    assert [r["preset"] for r in rows] == ["rnn", "lstm", "lstm-attention"]
+    assert rows[0]["parameters"] < rows[1]["parameters"] < rows[2]["parameters"]
+
+
+def test_help_for_every_subcommand():
+    for command in ("train", "generate", "evaluate", "compare"):
+        with pytest.raises(SystemExit) as info:
+            main([command, "--help"])
+        assert info.value.code == 0
+
+
+# ----------------------------------------------------------------------------- bad input
+def _assert_clean_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+def test_missing_data_folder(tmp_path):
+    _assert_clean_error(run_cli("train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")), "nope", "not found")
+
+
+def test_malformed_json_line_names_file_and_line(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text('{"src": "a b", "tgt": "x = 1"}\n{"src": "c d", "tgt": \n')
+    result = run_cli("train", "--data", str(data), "--set", "data.src_fields=[src]", "--set", "data.tgt_field=tgt", "--out", str(tmp_path / "r"))
+    _assert_clean_error(result, "train.jsonl:2:", "malformed JSON")
+
+
+def test_empty_source_names_file_and_line(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text('{"src": "a b", "tgt": "x = 1"}\n{"src": "   ", "tgt": "y = 2"}\n')
+    result = run_cli("train", "--data", str(data), "--set", "data.src_fields=[src]", "--set", "data.tgt_field=tgt", "--out", str(tmp_path / "r"))
+    _assert_clean_error(result, "train.jsonl:2:", "source")
+
+
+def test_unknown_config_key_lists_valid_keys(tmp_path):
+    result = run_cli("train", "--set", "train.epoks=3", "--out", str(tmp_path / "r"))
+    _assert_clean_error(result, "train.epoks", "epochs", "batch_size")
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  encoder:\n    hiden_size: 3\n")
+    _assert_clean_error(run_cli("train", str(config), "--out", str(tmp_path / "r")), "model.encoder.hiden_size", "hidden_size")
+
+
+def test_missing_config_file_and_run_dir(tmp_path):
+    _assert_clean_error(run_cli("train", str(tmp_path / "none.yaml")), "none.yaml", "not found")
+    _assert_clean_error(run_cli("generate", str(tmp_path / "norun"), "hello"), "norun", "not found")
+    _assert_clean_error(run_cli("evaluate", str(tmp_path)), "not a run directory")
+
+
+def test_existing_run_is_not_overwritten(trained_run):
+    before = (trained_run / "best.safetensors").read_bytes()
+    _assert_clean_error(run_cli("train", "--quick", "--out", str(trained_run)), "already holds a run", "--overwrite")
+    assert (trained_run / "best.safetensors").read_bytes() == before
+
+
+def test_empty_generate_input(trained_run):
+    _assert_clean_error(run_cli("generate", str(trained_run), "   "), "empty source")
+    _assert_clean_error(run_cli("generate", str(trained_run), stdin="\n\n"), "no input lines")
+
+
+# ----------------------------------------------------------------------------- real data
+def test_train_on_conala_end_to_end(tmp_path, capsys):
+    conala = real_data("conala")
+    run_dir = tmp_path / "conala"
+    code = main(["train", "--preset", "lstm-attention", "--data", str(conala), *FAST, "--set", "train.epochs=1", "--out", str(run_dir)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "test: 500 examples" in out
+    config = (run_dir / "config.yaml").read_text()
+    assert "format: conala" in config

@@ -1,0 +1,140 @@
+"""Training behaviour: the loss ignores padding, a tiny task is learned to 100 %, resuming is exact."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from seq2seq.data.batching import bucketed_batches
+from seq2seq.decoding.greedy import greedy_decode, greedy_decode_all
+from seq2seq.evaluation.metrics import exact_match
+from seq2seq.models.build import build_model
+from seq2seq.training.checkpointing import atomic_write_text, load_weights, save_weights
+from seq2seq.training.loss import sequence_cross_entropy
+from seq2seq.training.trainer import Trainer
+from helpers import tiny_config
+
+
+def test_loss_ignores_padding_positions():
+    logits = torch.randn(2, 4, 7)
+    targets = torch.tensor([[4, 5, 3, 0], [4, 3, 0, 0]])
+    loss, n = sequence_cross_entropy(logits, targets, pad_index=0)
+    changed = logits.clone()
+    changed[0, 3] += 100.0
+    changed[1, 2:] -= 50.0
+    loss_changed, _ = sequence_cross_entropy(changed, targets, pad_index=0)
+    assert n == 5
+    assert torch.allclose(loss, loss_changed)
+    manual = -sum(torch.log_softmax(logits[b, t], -1)[targets[b, t]] for b, t in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)])
+    assert torch.allclose(loss, manual)
+
+
+def test_label_smoothing_changes_loss_and_shape_check():
+    logits, targets = torch.randn(1, 3, 5), torch.tensor([[1, 2, 3]])
+    plain, _ = sequence_cross_entropy(logits, targets, pad_index=0)
+    smooth, _ = sequence_cross_entropy(logits, targets, pad_index=0, label_smoothing=0.1)
+    assert not torch.allclose(plain, smooth)
+    with pytest.raises(ValueError, match="disagree"):
+        sequence_cross_entropy(logits, torch.tensor([[1, 2]]), pad_index=0)
+
+
+def _train_reverse(reverse_data, tmp_path, *, epochs: int, run_name: str = "run", resume: bool = False, preset="lstm-attention"):
+    src_vocab, tgt_vocab, pairs, encoded = reverse_data
+    config = tiny_config(preset, f"train.epochs={epochs}", "train.batch_size=16", "train.teacher_forcing=0.5",
+                         "train.learning_rate=0.01", "train.early_stopping_patience=100")
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab))
+    run_dir = tmp_path / run_name
+    run_dir.mkdir(exist_ok=True)
+    trainer = Trainer(model=model, config=config.train, pad_index=0, device=torch.device("cpu"), run_dir=run_dir)
+    if resume:
+        trainer.resume()
+    trainer.fit(encoded[:200], encoded[200:])
+    return model, trainer
+
+
+def test_overfits_tiny_reversal_task_to_100_percent(reverse_data, tmp_path):
+    src_vocab, tgt_vocab, pairs, encoded = reverse_data
+    model, _ = _train_reverse(reverse_data, tmp_path, epochs=40)
+    hypotheses = greedy_decode_all(model, [p.src for p in encoded[:200]], sos_index=2, eos_index=3, pad_index=0, max_len=12)
+    predicted = [tgt_vocab.decode(h.tokens) for h in hypotheses]
+    assert exact_match(predicted, [t for _, t in pairs[:200]]) == 1.0
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(reverse_data, tmp_path):
+    straight, _ = _train_reverse(reverse_data, tmp_path, epochs=3, run_name="straight")
+    _train_reverse(reverse_data, tmp_path, epochs=1, run_name="split")
+    torch.manual_seed(12345)  # resuming must restore the RNG, whatever happened in between
+    resumed, trainer = _train_reverse(reverse_data, tmp_path, epochs=3, run_name="split", resume=True)
+    assert trainer.epoch == 3
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["kind"] == "epoch"]
+    assert epochs == [1, 2, 3]
+
+
+def test_run_dir_files_are_safetensors_and_json(reverse_data, tmp_path):
+    _train_reverse(reverse_data, tmp_path, epochs=1)
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"best.safetensors", "last.safetensors", "trainer_state.safetensors", "trainer_state.json", "metrics.jsonl"} <= files
+    assert not any(name.endswith((".pt", ".pth", ".pkl", ".tmp")) for name in files)
+
+
+def test_weights_round_trip_and_shape_mismatch_is_named(tmp_path):
+    config = tiny_config("lstm")
+    model = build_model(config.model, src_vocab_size=20, tgt_vocab_size=20)
+    save_weights(model, tmp_path / "w.safetensors")
+    other = build_model(config.model, src_vocab_size=20, tgt_vocab_size=20)
+    load_weights(other, tmp_path / "w.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    bigger = build_model(config.model, src_vocab_size=25, tgt_vocab_size=20)
+    with pytest.raises(ValueError, match="encoder.embedding.weight"):
+        load_weights(bigger, tmp_path / "w.safetensors")
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "file.txt"
+    atomic_write_text(target, "old")
+
+    def failing(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    from seq2seq.training.checkpointing import atomic_write
+
+    with pytest.raises(OSError):
+        atomic_write(target, failing)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]
+
+
+def test_greedy_alone_equals_greedy_in_a_batch(reverse_data):
+    src_vocab, tgt_vocab, pairs, encoded = reverse_data
+    config = tiny_config("lstm-attention")
+    model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab)).eval()
+    batch = next(bucketed_batches(encoded[:16], batch_size=16, pad_index=0, shuffle=False))
+    together = greedy_decode(model, batch.src, batch.src_lengths, batch.src_mask, sos_index=2, eos_index=3, max_len=10)
+    for row in (0, 7, 15):
+        n = int(batch.src_lengths[row])
+        alone = greedy_decode(model, batch.src[row : row + 1, :n], batch.src_lengths[row : row + 1],
+                              batch.src_mask[row : row + 1, :n], sos_index=2, eos_index=3, max_len=10)[0]
+        assert alone.tokens == together[row].tokens
+        assert alone.score == pytest.approx(together[row].score, abs=1e-5)
+        assert torch.allclose(alone.attention, together[row].attention, atol=1e-6)
+
+
+def test_greedy_scores_are_the_model_log_probabilities(reverse_data):
+    src_vocab, tgt_vocab, pairs, encoded = reverse_data
+    model = build_model(tiny_config("gru").model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab)).eval()
+    batch = next(bucketed_batches(encoded[:4], batch_size=4, pad_index=0, shuffle=False))
+    hypotheses = greedy_decode(model, batch.src, batch.src_lengths, batch.src_mask, sos_index=2, eos_index=3, max_len=6)
+    for row, hyp in enumerate(hypotheses):
+        ids = [2, *hyp.tokens] + ([3] if hyp.finished else [])
+        tgt_in = torch.tensor([ids[:-1]])
+        logits, _ = model(batch.src[row : row + 1], batch.src_lengths[row : row + 1], batch.src_mask[row : row + 1], tgt_in)
+        log_probs = torch.log_softmax(logits[0], -1).gather(1, torch.tensor(ids[1:])[:, None]).squeeze(1)
+        # Without <eos> at max_len the last predicted token is still scored.
+        assert hyp.score == pytest.approx(float(log_probs.sum()), abs=1e-4)
