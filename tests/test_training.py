@@ -137,4 +137,4 @@ def test_greedy_scores_are_the_model_log_probabilities(reverse_data):
         logits, _ = model(batch.src[row : row + 1], batch.src_lengths[row : row + 1], batch.src_mask[row : row + 1], tgt_in)
         log_probs = torch.log_softmax(logits[0], -1).gather(1, torch.tensor(ids[1:])[:, None]).squeeze(1)
         # Without <eos> at max_len the last predicted token is still scored.
-        assert hyp.score == pytest.approx(float(log_probs.sum()), abs=1e-4)
+        assert hyp.score == pytest.approx(float(log_probs.sum().detach()), abs=1e-4)
