@@ -156,3 +156,8 @@ def test_train_on_conala_end_to_end(tmp_path, capsys):
     assert "test: 500 examples" in out
     config = (run_dir / "config.yaml").read_text()
     assert "format: conala" in config
+
+
+def test_resume_refuses_to_change_the_model(trained_run, tmp_path):
+    _assert_clean_error(run_cli("train", "--resume", str(trained_run), "--set", "model.encoder.hidden_size=8"),
+                        "cannot change model.encoder.hidden_size")

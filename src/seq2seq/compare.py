@@ -46,7 +46,7 @@ COMPARE_DEFAULTS: list[str] = [
 class ModelResult:
     preset: str
     parameters: int
-    epochs: int
+    epochs: float  # may end in a fraction when the time budget ran out mid-epoch
     train_tokens_per_s: float
     seconds_per_epoch: float
     valid_perplexity: float
@@ -69,7 +69,7 @@ class Comparison:
             by_len = {b.label: b for b in r.test.by_length}
             parse = f"{r.test.parse_rate:.1%}" if r.test.parse_rate is not None else "n/a"
             cells = [
-                r.preset, f"{r.parameters:,}", f"{r.train_tokens_per_s:,.0f}", f"{r.seconds_per_epoch:.1f}", str(r.epochs),
+                r.preset, f"{r.parameters:,}", f"{r.train_tokens_per_s:,.0f}", f"{r.seconds_per_epoch:.1f}", f"{r.epochs:.2g}",
                 f"{r.valid_perplexity:.3f}", f"{r.test.exact_match:.1%}", f"{r.test.bleu:.2f}", parse,
             ]
             cells += [f"{by_len[b].exact_match:.1%} (n={by_len[b].count})" if b in by_len else "-" for b in buckets]
@@ -109,10 +109,11 @@ def _train_one(base: dict[str, Any], overrides: list[str], preset: str, run_dir:
     atomic_write_text(run_dir / f"eval_{split}.json", json.dumps(report.summary(), indent=2))
     seconds = sum(s.seconds for s in history)
     tokens = sum(s.train_tokens for s in history)
+    epochs = sum(s.fraction for s in history)
     best = min(history, key=lambda s: s.valid_loss)
     result = ModelResult(
-        preset=preset, parameters=outcome.parameters, epochs=len(history),
-        train_tokens_per_s=tokens / max(seconds, 1e-9), seconds_per_epoch=seconds / max(len(history), 1),
+        preset=preset, parameters=outcome.parameters, epochs=epochs,
+        train_tokens_per_s=tokens / max(seconds, 1e-9), seconds_per_epoch=seconds / max(epochs, 1e-9),
         valid_perplexity=best.valid_perplexity, test=report, run_dir=run_dir,
     )
     logger.info("%s: %s parameters, test exact match %.1f%%, BLEU %.2f", preset, f"{result.parameters:,}", 100 * report.exact_match, report.bleu)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from seq2seq.checkpoint import init_run_dir, load_run, load_run_config
-from seq2seq.config import RunConfig
+from seq2seq.config import ConfigError, RunConfig
 from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.data.vocab import Vocab
 from seq2seq.evaluation.evaluate import EvalReport, evaluate
@@ -20,6 +20,32 @@ from seq2seq.training.checkpointing import atomic_write_text
 from seq2seq.training.trainer import BatchCallback, Trainer, TrainResult, resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
+
+
+RESUMABLE_KEYS = ("epochs", "time_budget_s", "early_stopping_patience", "device", "threads")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _resume_config(saved: RunConfig, requested: RunConfig) -> RunConfig:
+    """On resume only the budget (``train.epochs`` and a few others) may change: a different
+    model, data or optimizer setting would not fit the saved weights and state."""
+    allowed = {f"train.{key}" for key in RESUMABLE_KEYS}
+    before, after = _flatten(saved.model_dump(mode="json")), _flatten(requested.model_dump(mode="json"))
+    changed = sorted(key for key in before if before[key] != after.get(key) and key not in allowed)
+    if changed:
+        raise ConfigError(
+            f"cannot change {', '.join(changed)} when resuming; only {', '.join(sorted(allowed))} may change"
+        )
+    return requested
 
 
 @dataclass
@@ -43,9 +69,7 @@ def train(
 ) -> TrainOutcome:
     """Train a model into ``run_dir`` (new, or continued with ``resume``); best weights end up loaded."""
     if resume:
-        saved = load_run_config(run_dir)
-        # Only the training budget may change on resume; a different model or data would not fit.
-        config = saved.model_copy(update={"train": saved.train.model_copy(update={"epochs": config.train.epochs, "time_budget_s": config.train.time_budget_s})})
+        config = _resume_config(load_run_config(run_dir), config)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)

@@ -16,6 +16,7 @@ class EpochStats:
     seconds: float  # wall time of the training part of the epoch
     train_tokens: int  # target tokens seen
     train_tokens_per_s: float
+    fraction: float = 1.0  # share of the epoch's batches trained (< 1 when a time budget ran out)
 
     @property
     def valid_perplexity(self) -> float:

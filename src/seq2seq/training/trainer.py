@@ -154,26 +154,32 @@ class Trainer:
             total, tokens = total + float(loss_sum), tokens + n
         return total / max(tokens, 1)
 
-    def _train_epoch(self, pairs: Sequence[EncodedPair], deadline: float | None) -> tuple[float, int, float, bool]:
+    def _train_epoch(self, pairs: Sequence[EncodedPair], deadline: float | None) -> tuple[float, int, float, bool, float]:
         self.model.train()
         # The data order depends only on (seed, epoch), so a resumed run sees the same batches.
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + self.epoch)
         total, tokens, started, out_of_time = 0.0, 0, time.perf_counter(), False
-        batches = bucketed_batches(
+        window_loss, window_tokens = 0.0, 0  # mean loss since the last logged step
+        batches = list(bucketed_batches(
             pairs, batch_size=self.config.batch_size, pad_index=self.pad_index, shuffle=True, generator=generator
-        )
+        ))
+        done = 0
         for done, batch in enumerate(batches, start=1):
             loss_sum, n = self._train_batch(batch.to(self.device))
             if n:
                 total, tokens = total + loss_sum, tokens + n
+                window_loss, window_tokens = window_loss + loss_sum, window_tokens + n
                 if self.step % self.step_log_every == 0:
-                    self._log_metric({"kind": "step", "step": self.step, "epoch": self.epoch + 1, "train_loss": loss_sum / n})
+                    record = {"kind": "step", "step": self.step, "epoch": self.epoch + 1, "train_loss": window_loss / window_tokens}
+                    self._log_metric(record)
+                    window_loss, window_tokens = 0.0, 0
             if self.on_batch is not None:
                 self.on_batch(self.step, done, loss_sum / n if n else math.nan)
             if deadline is not None and time.perf_counter() > deadline:
                 out_of_time = True
                 break
-        return total / max(tokens, 1), tokens, time.perf_counter() - started, out_of_time
+        fraction = done / max(len(batches), 1)
+        return total / max(tokens, 1), tokens, time.perf_counter() - started, out_of_time, fraction
 
     def fit(self, train_pairs: Sequence[EncodedPair], valid_pairs: Sequence[EncodedPair]) -> TrainResult:
         """Train until ``epochs``, early stopping or the time budget, whichever comes first."""
@@ -185,7 +191,7 @@ class Trainer:
         budget = self.config.time_budget_s
         deadline = time.perf_counter() + budget if budget else None
         while self.epoch < self.config.epochs:
-            train_loss, tokens, seconds, out_of_time = self._train_epoch(train_pairs, deadline)
+            train_loss, tokens, seconds, out_of_time, fraction = self._train_epoch(train_pairs, deadline)
             self.epoch += 1
             # 1. validate, 2. schedule the learning rate, 3. early-stopping bookkeeping, 4. save.
             valid_loss = self.evaluate_loss(valid_pairs)
@@ -204,6 +210,7 @@ class Trainer:
                 seconds=seconds,
                 train_tokens=tokens,
                 train_tokens_per_s=tokens / max(seconds, 1e-9),
+                fraction=fraction,
             )
             result.history.append(stats)
             self._log_metric(stats.to_json())
