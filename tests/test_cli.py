@@ -31,6 +31,24 @@ def trained_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+def test_bad_device_is_a_clean_error_and_writes_nothing(tmp_path):
+    out = tmp_path / "r"
+    _assert_clean_error(run_cli("train", "--quick", "--set", "train.device=bogus", "--out", str(out)), "train.device")
+    _assert_clean_error(run_cli("train", "--quick", "--set", "train.device=cuda:7", "--out", str(out)), "cuda:7")
+    assert not (out / "run.json").exists()
+
+
+def test_data_folder_name_is_not_parsed_as_yaml(tmp_path):
+    data = tmp_path / "2024"
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(f'{{"src": "set x to {i}", "tgt": "x = {i}"}}\n' for i in range(12)))
+    out = tmp_path / "r"
+    code = main(["train", "--data", str(data), *FAST, "--set", "data.src_fields=[src]", "--set", "data.tgt_field=tgt",
+                 "--set", "data.valid_size=3", "--out", str(out), "--no-eval"])
+    assert code == 0
+    assert f"path: {data}" in (out / "config.yaml").read_text()
+
+
 def test_train_writes_a_self_describing_run_dir(trained_run, capsys):
     names = {p.name for p in trained_run.iterdir()}
     assert {"config.yaml", "src_vocab.json", "tgt_vocab.json", "best.safetensors", "last.safetensors", "metrics.jsonl", "run.json"} <= names
@@ -45,7 +63,7 @@ def test_generate_from_argument_file_and_stdin(trained_run, tmp_path, capsys):
     inputs = tmp_path / "in.txt"
     inputs.write_text("add 3 to total\n\nprint the length of names\n")
     assert main(["generate", str(trained_run), "--file", str(inputs)]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert len(capsys.readouterr().out.splitlines()) == 3  # the blank line is kept blank
     result = run_cli("generate", str(trained_run), stdin="assign 5 to x\nsort scores\n")
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.strip().splitlines()) == 2
@@ -122,15 +140,15 @@ def test_empty_source_names_file_and_line(tmp_path):
 
 
 def test_unknown_config_key_lists_valid_keys(tmp_path):
-    result = run_cli("train", "--set", "train.epoks=3", "--out", str(tmp_path / "r"))
+    result = run_cli("train", "--quick", "--set", "train.epoks=3", "--out", str(tmp_path / "r"))
     _assert_clean_error(result, "train.epoks", "epochs", "batch_size")
     config = tmp_path / "c.yaml"
     config.write_text("model:\n  encoder:\n    hiden_size: 3\n")
-    _assert_clean_error(run_cli("train", str(config), "--out", str(tmp_path / "r")), "model.encoder.hiden_size", "hidden_size")
+    _assert_clean_error(run_cli("train", str(config), "--quick", "--out", str(tmp_path / "r")), "model.encoder.hiden_size", "hidden_size")
 
 
 def test_missing_config_file_and_run_dir(tmp_path):
-    _assert_clean_error(run_cli("train", str(tmp_path / "none.yaml")), "none.yaml", "not found")
+    _assert_clean_error(run_cli("train", str(tmp_path / "none.yaml"), "--quick", "--out", str(tmp_path / "r")), "none.yaml", "not found")
     _assert_clean_error(run_cli("generate", str(tmp_path / "norun"), "hello"), "norun", "not found")
     _assert_clean_error(run_cli("evaluate", str(tmp_path)), "not a run directory")
 
@@ -139,6 +157,22 @@ def test_existing_run_is_not_overwritten(trained_run):
     before = (trained_run / "best.safetensors").read_bytes()
     _assert_clean_error(run_cli("train", "--quick", "--out", str(trained_run)), "already holds a run", "--overwrite")
     assert (trained_run / "best.safetensors").read_bytes() == before
+
+
+def test_generate_keeps_line_alignment_and_reports_bad_bytes(trained_run, tmp_path, capsys):
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("add 3 to total\n\nsort scores\n")
+    assert main(["generate", str(trained_run), "--file", str(inputs)]) == 0
+    lines = capsys.readouterr().out.split("\n")
+    assert lines[1] == "" and lines[0] and lines[2]
+    inputs.write_bytes(b"ok line\nbad \xff byte\n")
+    _assert_clean_error(run_cli("generate", str(trained_run), "--file", str(inputs)), "in.txt:2:", "UTF-8")
+    _assert_clean_error(run_cli("generate", str(trained_run), "--file", str(tmp_path)), str(tmp_path))
+    _assert_clean_error(run_cli("generate", str(trained_run), "x", "--device", "bogus"), "bogus")
+
+
+def test_resume_refuses_other_sources(trained_run):
+    _assert_clean_error(run_cli("train", "--resume", str(trained_run), "--preset", "rnn"), "--preset")
 
 
 def test_empty_generate_input(trained_run):

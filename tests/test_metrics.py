@@ -54,3 +54,13 @@ def test_default_buckets_are_tertiles():
     scores = scores_by_length(lengths, [["a"]] * 9, [["a"]] * 9)
     assert [(b.label, b.count) for b in scores] == [("1-5", 3), ("6-15", 3), ("16+", 3)]
     assert tertile_edges([7, 7, 7]) == ()
+
+
+def test_bleu_keeps_string_literals_with_spaces_as_one_unit():
+    ref = [["print", "(", "'a b c d e f'", ")"]]
+    hyp = [["print", "(", "'a b c d e g'", ")"]]
+    # Four units, one wrong: 3/4 unigrams, 1/3 bigrams, 0/2 trigrams, 0/1 4-grams; sacreBLEU's
+    # default "exp" smoothing turns the zero counts into 1/4 (trigrams) and 1/4 (4-grams).
+    # Split on the spaces inside the literal, the same pair would score about 75.
+    expected = 100 * (3 / 4 * 1 / 3 * 1 / 4 * 1 / 4) ** 0.25
+    assert token_bleu(hyp, ref) == pytest.approx(expected)

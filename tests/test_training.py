@@ -40,10 +40,11 @@ def test_label_smoothing_changes_loss_and_shape_check():
         sequence_cross_entropy(logits, torch.tensor([[1, 2]]), pad_index=0)
 
 
-def _train_reverse(reverse_data, tmp_path, *, epochs: int, run_name: str = "run", resume: bool = False, preset="lstm-attention"):
+def _train_reverse(reverse_data, tmp_path, *, epochs: int, run_name: str = "run", resume: bool = False,
+                   preset="lstm-attention", extra: tuple[str, ...] = ()):
     src_vocab, tgt_vocab, pairs, encoded = reverse_data
     config = tiny_config(preset, f"train.epochs={epochs}", "train.batch_size=16", "train.teacher_forcing=0.5",
-                         "train.learning_rate=0.01", "train.early_stopping_patience=100")
+                         "train.learning_rate=0.01", "train.early_stopping_patience=100", *extra)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab))
     run_dir = tmp_path / run_name
@@ -64,22 +65,43 @@ def test_overfits_tiny_reversal_task_to_100_percent(reverse_data, tmp_path):
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(reverse_data, tmp_path):
-    straight, _ = _train_reverse(reverse_data, tmp_path, epochs=3, run_name="straight")
-    _train_reverse(reverse_data, tmp_path, epochs=1, run_name="split")
+    # Dropout and a scheduler that reacts every epoch make the RNG and scheduler state matter.
+    extra = ("model.encoder.dropout=0.3", "model.decoder.dropout=0.3", "train.lr_patience=0", "train.lr_factor=0.7")
+    straight, straight_trainer = _train_reverse(reverse_data, tmp_path, epochs=4, run_name="straight", extra=extra)
+    _train_reverse(reverse_data, tmp_path, epochs=2, run_name="split", extra=extra)
     torch.manual_seed(12345)  # resuming must restore the RNG, whatever happened in between
-    resumed, trainer = _train_reverse(reverse_data, tmp_path, epochs=3, run_name="split", resume=True)
-    assert trainer.epoch == 3
+    resumed, trainer = _train_reverse(reverse_data, tmp_path, epochs=4, run_name="split", resume=True, extra=extra)
+    assert trainer.epoch == 4
+    assert trainer.optimizer.param_groups[0]["lr"] == straight_trainer.optimizer.param_groups[0]["lr"]
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
     epochs = [json.loads(line)["epoch"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
               if json.loads(line)["kind"] == "epoch"]
-    assert epochs == [1, 2, 3]
+    assert epochs == [1, 2, 3, 4]
+
+
+def test_resume_after_a_crash_drops_metrics_written_after_the_checkpoint(reverse_data, tmp_path):
+    _train_reverse(reverse_data, tmp_path, epochs=1)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"kind": "step", "step": 999, "epoch": 2, "train_loss": 1.0}\n{"kind": "st')
+    _train_reverse(reverse_data, tmp_path, epochs=2, resume=True)
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert all(r["step"] != 999 for r in records)
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
+
+
+def test_resume_from_weights_only_file_is_refused(reverse_data, tmp_path):
+    _train_reverse(reverse_data, tmp_path, epochs=1)
+    run = tmp_path / "run"
+    (run / "last.safetensors").write_bytes((run / "best.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="weights only"):
+        _train_reverse(reverse_data, tmp_path, epochs=2, resume=True)
 
 
 def test_run_dir_files_are_safetensors_and_json(reverse_data, tmp_path):
     _train_reverse(reverse_data, tmp_path, epochs=1)
     files = {p.name for p in (tmp_path / "run").iterdir()}
-    assert {"best.safetensors", "last.safetensors", "trainer_state.safetensors", "trainer_state.json", "metrics.jsonl"} <= files
+    assert {"best.safetensors", "last.safetensors", "metrics.jsonl"} <= files
     assert not any(name.endswith((".pt", ".pth", ".pkl", ".tmp")) for name in files)
 
 

@@ -5,8 +5,8 @@ Layout::
     RUN/config.yaml                 resolved configuration (all defaults filled in)
     RUN/src_vocab.json, tgt_vocab.json
     RUN/best.safetensors            weights with the best validation loss
-    RUN/last.safetensors            weights after the last completed epoch
-    RUN/trainer_state.{json,safetensors}   optimizer, scheduler, RNG and counters (for --resume)
+    RUN/last.safetensors            the last completed epoch: weights plus optimizer, scheduler,
+                                    RNG state and counters in one file (what --resume reads)
     RUN/metrics.jsonl               one JSON record per logged step and per epoch
     RUN/run.json                    format version, package version, parameter count
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from seq2seq import __version__
-from seq2seq.config import ConfigError, RunConfig, build_config, load_config_file, save_config
+from seq2seq.config import ConfigError, RunConfig, build_config, config_to_yaml, load_config_file
 from seq2seq.data.corpus import build_tokenizers
 from seq2seq.data.tokenizers import Tokenizer
 from seq2seq.data.vocab import Vocab
@@ -45,11 +45,15 @@ def init_run_dir(run_dir: Path, *, config: RunConfig, src_vocab: Vocab, tgt_voca
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: exists and is not a folder")
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("metrics.jsonl", "best.safetensors", "last.safetensors", "trainer_state.json", "trainer_state.safetensors"):
-        (run_dir / stale).unlink(missing_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    src_vocab.save(run_dir / "src_vocab.json")
-    tgt_vocab.save(run_dir / "tgt_vocab.json")
+    # The marker goes first and comes back last, so a crash in between never leaves a
+    # folder that looks like a complete run mixing old and new files.
+    (run_dir / RUN_MARKER).unlink(missing_ok=True)
+    stale = ["metrics.jsonl", "best.safetensors", "last.safetensors", *(p.name for p in run_dir.glob("eval_*.json"))]
+    for name in stale:
+        (run_dir / name).unlink(missing_ok=True)
+    atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+    atomic_write_text(run_dir / "src_vocab.json", src_vocab.to_json())
+    atomic_write_text(run_dir / "tgt_vocab.json", tgt_vocab.to_json())
     meta = {"format_version": FORMAT_VERSION, "seq2seq_version": __version__, "parameters": parameters}
     atomic_write_text(run_dir / RUN_MARKER, json.dumps(meta, indent=2))
 
@@ -100,7 +104,7 @@ def load_run(run_dir: Path, *, which: str = "best", device: torch.device | str =
     model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab), pad_index=Vocab.pad_index)
     weights = run_dir / f"{which}.safetensors"
     if not weights.is_file():
-        raise RunDirError(f"{weights}: not found; the run has not finished an epoch yet")
+        raise RunDirError(f"{weights}: not found; no epoch of this run has finished with a finite validation loss")
     try:
         load_weights(model, weights)
     except ValueError as error:

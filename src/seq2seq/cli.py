@@ -23,7 +23,8 @@ from seq2seq.serving.translator import InputError
 
 logger = logging.getLogger("seq2seq")
 
-USER_ERRORS = (ConfigError, DataError, RunDirError, InputError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError)
+# Errors caused by what the user gave us: reported in one line, without a traceback.
+USER_ERRORS = (ConfigError, DataError, RunDirError, InputError, OSError, ValueError)
 
 QUICK_OVERRIDES = [
     "data.builtin_train_size=600",
@@ -63,8 +64,11 @@ def _config_sources(args: argparse.Namespace) -> tuple[dict, list[str]]:
     base = load_config_file(Path(args.config)) if getattr(args, "config", None) else {}
     overrides = list(QUICK_OVERRIDES) if getattr(args, "quick", False) else []
     if getattr(args, "data", None):
+        # Set directly, not as a "key=value" override: a folder named 2024 or null must stay a string.
         data_path = Path(args.data)
-        overrides += [f"data.path={data_path}", f"data.format={infer_data_format(data_path)}"]
+        data = dict(base.get("data") or {})
+        data.update(path=str(data_path), format=infer_data_format(data_path))
+        base = {**base, "data": data}
     overrides += list(getattr(args, "set", None) or [])
     return base, overrides
 
@@ -82,6 +86,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         from seq2seq.checkpoint import load_run_config
 
+        ignored = [flag for flag, given in (("CONFIG", args.config), ("--preset", args.preset), ("--data", args.data),
+                                            ("--quick", args.quick), ("--overwrite", args.overwrite)) if given]
+        if ignored:
+            raise ConfigError(f"--resume continues a run with its saved configuration; remove {', '.join(ignored)} "
+                              "(only --set train.epochs=N and other budget keys may change)")
         run_dir = Path(args.resume)
         saved = load_run_config(run_dir).model_dump(mode="json")
         # On resume only the budget (train.epochs, train.time_budget_s) may change.
@@ -116,21 +125,49 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.text is not None and args.file is not None:
         raise InputError("give either a text argument or --file, not both")
     if args.text is not None:
-        texts = [args.text]
+        lines = [args.text]
     else:
-        source = sys.stdin if args.file in (None, "-") else open(args.file, encoding="utf-8")
-        with source:
-            texts = [line.rstrip("\n") for line in source if line.strip()]
-        if not texts:
+        lines = _read_input_lines(args.file)
+        if not any(line.strip() for line in lines):
             raise InputError(f"{args.file or 'stdin'}: no input lines")
     translator = Translator.from_run_dir(Path(args.run), which=args.checkpoint, device=args.device)
-    for generation in translator.generate(texts, max_len=args.max_len):
+    # Blank input lines give blank output lines, so output line N always answers input line N.
+    wanted = [i for i, line in enumerate(lines) if line.strip() or args.text is not None]
+    generations = dict(zip(wanted, translator.generate([lines[i] for i in wanted], max_len=args.max_len)))
+    for index in range(len(lines)):
+        generation = generations.get(index)
+        if generation is None:
+            print()
+            continue
         line = generation.text.replace("\n", "\\n")
         if args.scores:
             badge = "" if generation.parses is None else ("\tparses" if generation.parses else "\tsyntax-error")
             line = f"{line}\t{generation.score:.4f}{badge}"
         print(line)
     return 0
+
+
+def _read_input_lines(file: str | None) -> list[str]:
+    """Lines of --file (or stdin), with ``file:line`` errors for undecodable text."""
+    name = "stdin" if file in (None, "-") else file
+    raw = sys.stdin.buffer.read() if name == "stdin" else Path(file).read_bytes()
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    decoded = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            decoded.append(line.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r"))
+        except UnicodeDecodeError as error:
+            raise InputError(f"{name}:{number}: not valid UTF-8 text ({error.reason} at byte {error.start})") from None
+    return decoded
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -148,6 +185,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from seq2seq.compare import run_comparison
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    if not presets:
+        raise ConfigError(f"--presets {args.presets!r}: expected a comma-separated list, e.g. rnn,lstm,lstm-attention")
     for preset in presets:
         if preset not in PRESETS:
             raise ConfigError(f"--presets: unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
@@ -190,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("text", nargs="?", help="source text (omit to read lines from --file or stdin)")
     p.add_argument("--file", help="file with one source per line ('-' for stdin)")
-    p.add_argument("--max-len", type=int, default=None, help="maximum output tokens")
+    p.add_argument("--max-len", type=_positive_int, default=None, help="maximum output tokens")
     p.add_argument("--scores", action="store_true", help="also print the log-probability and whether the code parses")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--device", default="cpu")

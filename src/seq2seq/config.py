@@ -95,7 +95,7 @@ class TrainConfig(_Strict):
     early_stopping_patience: int = Field(default=4, ge=1)
     time_budget_s: float | None = Field(default=None, gt=0, description="stop after this many seconds")
     seed: int = 42
-    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (None = torch default)")
 
 
@@ -212,15 +212,18 @@ def build_config(
     overrides: list[str] | None = None,
     source: str = "config",
 ) -> RunConfig:
-    """Resolve a run configuration: defaults <- file contents <- preset <- ``--set`` overrides."""
+    """Resolve a run configuration: defaults <- preset <- file contents and ``--set`` overrides."""
     tree: dict[str, Any] = dict(base or {})
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
-    preset = preset or (tree.get("model") or {}).get("preset")
-    if preset:
-        explicit_model = tree.get("model") or {}
-        tree["model"] = _deep_merge(preset_model_config(preset), explicit_model)
     tree = apply_overrides(tree, overrides or [])
+    model = tree.get("model") or {}
+    if not isinstance(model, dict):
+        raise ConfigError(f"{source}: 'model' must be a section (a mapping), got {model!r}")
+    preset = preset or model.get("preset")
+    if preset:
+        # Values given explicitly (file or --set) win over the preset's.
+        tree["model"] = _deep_merge(preset_model_config(preset), {k: v for k, v in model.items() if k != "preset"})
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as error:
@@ -244,5 +247,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return tree
 
 
+def config_to_yaml(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
 def save_config(config: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    path.write_text(config_to_yaml(config), encoding="utf-8")

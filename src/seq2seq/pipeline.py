@@ -81,9 +81,9 @@ def train(
     model = build_model(config.model, src_vocab_size=len(corpus.src_vocab), tgt_vocab_size=len(corpus.tgt_vocab), pad_index=Vocab.pad_index)
     parameters = count_parameters(model)
     logger.info("model %s: %s trainable parameters", config.model.preset or "custom", f"{parameters:,}")
+    device = resolve_device(config.train.device)  # before anything is written
     if not resume:
         init_run_dir(run_dir, config=config, src_vocab=corpus.src_vocab, tgt_vocab=corpus.tgt_vocab, parameters=parameters, overwrite=overwrite)
-    device = resolve_device(config.train.device)
     trainer = Trainer(model=model, config=config.train, pad_index=Vocab.pad_index, device=device, run_dir=run_dir, on_batch=on_batch)
     if resume:
         trainer.resume()

@@ -72,8 +72,11 @@ class Vocab:
             tokens.append(self.itos[index])
         return tokens
 
+    def to_json(self) -> str:
+        return json.dumps({"tokens": self.itos}, ensure_ascii=False, indent=0)
+
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"tokens": self.itos}, ensure_ascii=False, indent=0), encoding="utf-8")
+        path.write_text(self.to_json(), encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path) -> Vocab:

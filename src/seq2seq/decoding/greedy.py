@@ -35,6 +35,8 @@ def greedy_decode(
     max_len: int,
 ) -> list[Hypothesis]:
     """Decode a padded batch ``src`` [B, S]; one hypothesis per example, in batch order."""
+    if max_len < 1:
+        raise ValueError(f"max_len must be at least 1, got {max_len}")
     model.eval()
     batch_size = src.size(0)
     memory, state = model.encode(src, src_lengths, src_mask)

@@ -1,8 +1,9 @@
 """Quality metrics for generated code (and any token sequences).
 
 - exact match: the predicted token list equals the reference token list;
-- BLEU over code tokens: sacreBLEU corpus BLEU-4 on space-joined tokens with ``tokenize="none"``,
-  so the code tokenizer (not sacreBLEU's) defines the units;
+- BLEU over code tokens: sacreBLEU corpus BLEU-4 (its default "exp" smoothing) on space-joined
+  tokens with ``tokenize="none"``, so the code tokenizer (not sacreBLEU's) defines the units;
+  this is *not* the official CoNaLa BLEU (different tokenization, no smoothing there);
 - parse rate: share of outputs that ``ast.parse`` accepts (the code is never executed);
 - perplexity: exp of the mean per-token cross-entropy.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 import warnings
 from collections.abc import Sequence
 
@@ -29,9 +31,14 @@ def token_bleu(predictions: Sequence[Sequence[str]], references: Sequence[Sequen
     _check(predictions, references)
     if not predictions:
         return 0.0
-    hyps = [" ".join(p) for p in predictions]
-    refs = [[" ".join(r) for r in references]]
+    hyps = [_join(p) for p in predictions]
+    refs = [[_join(r) for r in references]]
     return float(sacrebleu.corpus_bleu(hyps, refs, tokenize="none").score)
+
+
+def _join(tokens: Sequence[str]) -> str:
+    # A token may hold spaces (a string literal such as 'a b'); it must stay one BLEU unit.
+    return " ".join(re.sub(r"\s", "\u2581", token) for token in tokens)
 
 
 def parses(code: str) -> bool:

@@ -36,7 +36,9 @@ class Translator:
 
     @classmethod
     def from_run_dir(cls, run_dir: Path, *, which: str = "best", device: str = "cpu") -> Translator:
-        return cls(load_run(run_dir, which=which, device=device))
+        from seq2seq.training.trainer import resolve_device
+
+        return cls(load_run(run_dir, which=which, device=resolve_device(device)))
 
     @property
     def is_code(self) -> bool:

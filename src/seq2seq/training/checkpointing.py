@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = 1
@@ -40,16 +41,30 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+MODEL_PREFIX = "model."
+
+
 def save_weights(model: torch.nn.Module, path: Path, *, metadata: dict[str, str] | None = None) -> None:
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata or {}))
+
+
+def _model_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Model tensors of a weights file or of a full training checkpoint (``model.*`` keys)."""
+    try:
+        tensors = load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
+    if any(key.startswith(MODEL_PREFIX) for key in tensors):
+        return {key[len(MODEL_PREFIX) :]: t for key, t in tensors.items() if key.startswith(MODEL_PREFIX)}
+    return tensors
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load safetensors weights, naming missing, unexpected or mis-shaped tensors."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
-    tensors = load_file(str(path))
+    tensors = _model_tensors(path)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -94,15 +109,23 @@ def _optimizer_from_files(tensors: dict[str, torch.Tensor], payload: dict[str, A
     return {"state": state, "param_groups": payload["param_groups"]}
 
 
-def save_trainer_state(
-    run_dir: Path,
+def save_checkpoint(
+    path: Path,
     *,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau,
     counters: dict[str, Any],
 ) -> None:
-    """Everything besides the weights that resuming needs, in two files."""
-    tensors, optimizer_payload = _optimizer_to_files(optimizer)
+    """Weights, optimizer, scheduler, RNG state and counters in ONE safetensors file.
+
+    One file and one ``os.replace`` means a crash can never leave weights of one epoch
+    beside an optimizer state of another. Tensors are stored under ``model.*``,
+    ``optimizer.*`` and ``rng.*``; everything else is JSON in the file's metadata.
+    """
+    tensors = {MODEL_PREFIX + name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    optimizer_tensors, optimizer_payload = _optimizer_to_files(optimizer)
+    tensors.update(optimizer_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for index, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
@@ -114,28 +137,32 @@ def save_trainer_state(
         "scheduler": scheduler.state_dict(),
         "rng_python": random.getstate(),
     }
-    atomic_write(run_dir / "trainer_state.safetensors", lambda tmp: save_file(tensors, str(tmp)))
-    atomic_write_text(run_dir / "trainer_state.json", json.dumps(payload))
+    metadata = {"trainer_state": json.dumps(payload), "epoch": str(counters.get("epoch"))}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def load_trainer_state(
-    run_dir: Path,
+def load_checkpoint(
+    path: Path,
     *,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau,
 ) -> dict[str, Any]:
-    """Restore optimizer, scheduler and RNG state; return the counters (epoch, step, ...)."""
-    json_path, tensor_path = run_dir / "trainer_state.json", run_dir / "trainer_state.safetensors"
-    for path in (json_path, tensor_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found; this run cannot be resumed (was it trained to the end of an epoch?)")
+    """Restore everything :func:`save_checkpoint` wrote; return the counters (epoch, step, ...)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; this run cannot be resumed (no epoch has finished yet)")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if "trainer_state" not in metadata:
+        raise ValueError(f"{path}: holds weights only, not a training checkpoint; it cannot be resumed")
     try:
-        payload = json.loads(json_path.read_text(encoding="utf-8"))
+        payload = json.loads(metadata["trainer_state"])
     except json.JSONDecodeError as error:
-        raise ValueError(f"{json_path}:{error.lineno}: malformed trainer state: {error.msg}") from None
+        raise ValueError(f"{path}: malformed trainer state in the metadata: {error.msg}") from None
     if payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{json_path}: format_version {payload.get('format_version')!r}, expected {FORMAT_VERSION}")
-    tensors = load_file(str(tensor_path))
+        raise ValueError(f"{path}: format_version {payload.get('format_version')!r}, expected {FORMAT_VERSION}")
+    load_weights(model, path)
+    tensors = load_file(str(path))
     optimizer.load_state_dict(_optimizer_from_files(tensors, payload["optimizer"]))
     scheduler.load_state_dict(payload["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])

@@ -22,7 +22,7 @@ from torch import nn
 
 from seq2seq.config import TrainConfig
 from seq2seq.data.batching import Batch, EncodedPair, bucketed_batches
-from seq2seq.training.checkpointing import load_trainer_state, load_weights, save_trainer_state, save_weights
+from seq2seq.training.checkpointing import atomic_write_text, load_checkpoint, save_checkpoint, save_weights
 from seq2seq.training.loss import sequence_cross_entropy
 from seq2seq.training.stats import EpochStats
 
@@ -37,11 +37,17 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an unavailable or unknown device is a ValueError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but CUDA is not available here; use 'cpu' or 'auto'")
+        raise ValueError(f"device {name!r}: CUDA is not available here; use 'cpu' or 'auto'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
     return device
 
 
@@ -92,28 +98,47 @@ class Trainer:
     def resume(self) -> None:
         """Continue from ``run_dir``'s last completed epoch (weights, optimizer, scheduler, RNG)."""
         assert self.run_dir is not None
-        load_weights(self.model, self.run_dir / "last.safetensors")
-        counters = load_trainer_state(self.run_dir, optimizer=self.optimizer, scheduler=self.scheduler)
+        counters = load_checkpoint(
+            self.run_dir / "last.safetensors", model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
+        )
         self.epoch = int(counters["epoch"])
         self.step = int(counters["step"])
         self.best_valid_loss = float(counters["best_valid_loss"])
         self.bad_epochs = int(counters["bad_epochs"])
+        self._truncate_metrics()
         logger.info("resumed %s after epoch %d (step %d)", self.run_dir, self.epoch, self.step)
 
-    def _save(self, stats: EpochStats, improved: bool) -> None:
+    def _truncate_metrics(self) -> None:
+        """Drop records written after the checkpoint (a crash mid-epoch) so they are not duplicated."""
+        assert self.run_dir is not None
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by the crash
+            if record.get("step", 0) <= self.step:
+                kept.append(line)
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+
+    def _save(self, improved: bool) -> None:
         if self.run_dir is None:
             return
-        meta = {"epoch": str(self.epoch), "step": str(self.step)}
-        if improved:
-            save_weights(self.model, self.run_dir / "best.safetensors", metadata=meta)
-        save_weights(self.model, self.run_dir / "last.safetensors", metadata=meta)
         counters = {
             "epoch": self.epoch,
             "step": self.step,
             "best_valid_loss": self.best_valid_loss,
             "bad_epochs": self.bad_epochs,
         }
-        save_trainer_state(self.run_dir, optimizer=self.optimizer, scheduler=self.scheduler, counters=counters)
+        save_checkpoint(
+            self.run_dir / "last.safetensors",
+            model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, counters=counters,
+        )
+        if improved:
+            save_weights(self.model, self.run_dir / "best.safetensors", metadata={"epoch": str(self.epoch)})
 
     def _log_metric(self, record: dict) -> None:
         if self.run_dir is not None:
@@ -191,6 +216,9 @@ class Trainer:
         budget = self.config.time_budget_s
         deadline = time.perf_counter() + budget if budget else None
         while self.epoch < self.config.epochs:
+            if self.bad_epochs >= self.config.early_stopping_patience:  # e.g. resuming a run that had stopped
+                result.stopped_early = True
+                break
             train_loss, tokens, seconds, out_of_time, fraction = self._train_epoch(train_pairs, deadline)
             self.epoch += 1
             # 1. validate, 2. schedule the learning rate, 3. early-stopping bookkeeping, 4. save.
@@ -213,8 +241,8 @@ class Trainer:
                 fraction=fraction,
             )
             result.history.append(stats)
+            self._save(improved)
             self._log_metric(stats.to_json())
-            self._save(stats, improved)
             logger.info(
                 "epoch %d: train loss %.4f, valid loss %.4f (ppl %.2f), lr %.2e, %.1fs, %.0f tok/s%s",
                 stats.epoch, stats.train_loss, stats.valid_loss, stats.valid_perplexity, stats.learning_rate,
