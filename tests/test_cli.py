@@ -123,20 +123,20 @@ def test_missing_data_folder(tmp_path):
     _assert_clean_error(run_cli("train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")), "nope", "not found")
 
 
-def test_malformed_json_line_names_file_and_line(tmp_path):
+@pytest.mark.parametrize(
+    ("second_line", "needles"),
+    [
+        ('{"src": "c d", "tgt": ', ("train.jsonl:2:", "malformed JSON")),  # malformed JSON line
+        ('{"src": "   ", "tgt": "y = 2"}', ("train.jsonl:2:", "source")),  # empty source
+    ],
+)
+def test_bad_jsonl_line_names_file_and_line(tmp_path, second_line, needles):
     data = tmp_path / "data"
     data.mkdir()
-    (data / "train.jsonl").write_text('{"src": "a b", "tgt": "x = 1"}\n{"src": "c d", "tgt": \n')
-    result = run_cli("train", "--data", str(data), "--set", "data.src_fields=[src]", "--set", "data.tgt_field=tgt", "--out", str(tmp_path / "r"))
-    _assert_clean_error(result, "train.jsonl:2:", "malformed JSON")
-
-
-def test_empty_source_names_file_and_line(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "train.jsonl").write_text('{"src": "a b", "tgt": "x = 1"}\n{"src": "   ", "tgt": "y = 2"}\n')
-    result = run_cli("train", "--data", str(data), "--set", "data.src_fields=[src]", "--set", "data.tgt_field=tgt", "--out", str(tmp_path / "r"))
-    _assert_clean_error(result, "train.jsonl:2:", "source")
+    (data / "train.jsonl").write_text('{"src": "a b", "tgt": "x = 1"}\n' + second_line + "\n")
+    result = run_cli("train", "--quick", "--data", str(data), "--set", "data.src_fields=[src]", "--set", "data.tgt_field=tgt",
+                     "--out", str(tmp_path / "r"))
+    _assert_clean_error(result, *needles)
 
 
 def test_unknown_config_key_lists_valid_keys(tmp_path):

@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         help="train rnn, lstm and lstm-attention with equal budgets and compare them",
         description="Train several presets on the same data with equal budgets and write a comparison report. "
-        "Default budget (change with --set): embeddings 64, hidden 128, Adam lr 3e-3, 5 epochs, at most 210 s per model.",
+        "Default budget (change with --set): embeddings 64, hidden 128, Adam lr 3e-3, 4 epochs (a 300 s cap per model guards against a loaded machine).",
     )
     add_config_args(p)
     p.add_argument("--presets", default="rnn,lstm,lstm-attention", help="comma-separated presets to compare")
