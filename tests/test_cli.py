@@ -195,3 +195,19 @@ def test_train_on_conala_end_to_end(tmp_path, capsys):
 def test_resume_refuses_to_change_the_model(trained_run, tmp_path):
     _assert_clean_error(run_cli("train", "--resume", str(trained_run), "--set", "model.encoder.hidden_size=8"),
                         "cannot change model.encoder.hidden_size")
+
+
+def test_generate_with_beam_prints_an_nbest_list(trained_run, capsys):
+    assert main(["generate", str(trained_run), "add 3 to total", "--beam", "4", "--nbest", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[:2] for line in lines] == [["1", "1"], ["1", "2"], ["1", "3"]]
+    scores = [float(line.split("\t")[3]) for line in lines]
+    assert scores == sorted(scores, reverse=True)
+    assert len({line.split("\t")[2] for line in lines}) == 3  # distinct hypotheses
+    _assert_clean_error(run_cli("generate", str(trained_run), "x", "--beam", "2", "--nbest", "3"), "nbest=3", "beam size 2")
+
+
+def test_evaluate_with_beam(trained_run, capsys):
+    assert main(["evaluate", str(trained_run), "--split", "valid", "--beam", "3"]) == 0
+    assert "(beam 3)" in capsys.readouterr().out
+    assert json.loads((trained_run / "eval_valid_beam3.json").read_text())["beam_size"] == 3

@@ -100,6 +100,7 @@ def evaluate_run(
     device: str = "auto",
     output: Path | None = None,
     corpus: Corpus | None = None,
+    beam_size: int = 1,
 ) -> EvalReport:
     """Evaluate a trained run on one split of its own data (as configured in the run)."""
     torch_device = resolve_device(device)
@@ -119,8 +120,10 @@ def evaluate_run(
         batch_size=run.config.decode.batch_size,
         device=torch_device,
         is_code=run.config.data.tgt_tokenizer == "python",
+        beam_size=beam_size,
     )
     if output is not None:
         atomic_write_text(output, "".join(text.replace("\n", "\\n") + "\n" for text in report.predictions))
-    atomic_write_text(run_dir / f"eval_{split}.json", json.dumps(report.summary(), indent=2))
+    name = f"eval_{split}.json" if beam_size == 1 else f"eval_{split}_beam{beam_size}.json"
+    atomic_write_text(run_dir / name, json.dumps({**report.summary(), "beam_size": beam_size}, indent=2))
     return report

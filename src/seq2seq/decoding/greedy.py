@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -69,6 +70,27 @@ def greedy_decode(
     return hypotheses
 
 
+def decode_all(
+    sources: list[list[int]],
+    search: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], list[list[Hypothesis]]],
+    *,
+    pad_index: int,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+) -> list[list[Hypothesis]]:
+    """Run ``search(src, src_lengths, src_mask)`` over many encoded sources in length-sorted
+    batches; the n-best lists come back in input order."""
+    from seq2seq.data.batching import EncodedPair, bucketed_batches
+
+    pairs = [EncodedPair(src=ids, tgt=[]) for ids in sources]
+    results: list[list[Hypothesis] | None] = [None] * len(pairs)
+    for batch in bucketed_batches(pairs, batch_size=batch_size, pad_index=pad_index, shuffle=False, with_target=False):
+        batch = batch.to(torch.device(device))
+        for index, hypotheses in zip(batch.indices, search(batch.src, batch.src_lengths, batch.src_mask)):
+            results[index] = hypotheses
+    return [h for h in results if h is not None]
+
+
 def greedy_decode_all(
     model: Seq2Seq,
     sources: list[list[int]],
@@ -80,16 +102,11 @@ def greedy_decode_all(
     batch_size: int = 128,
     device: torch.device | str = "cpu",
 ) -> list[Hypothesis]:
-    """Decode many encoded sources in length-sorted batches; results come back in input order."""
-    from seq2seq.data.batching import EncodedPair, bucketed_batches
+    """Greedy-decode many encoded sources; results come back in input order."""
 
-    pairs = [EncodedPair(src=ids, tgt=[]) for ids in sources]
-    results: list[Hypothesis | None] = [None] * len(pairs)
-    for batch in bucketed_batches(pairs, batch_size=batch_size, pad_index=pad_index, shuffle=False, with_target=False):
-        batch = batch.to(torch.device(device))
-        hypotheses = greedy_decode(
-            model, batch.src, batch.src_lengths, batch.src_mask, sos_index=sos_index, eos_index=eos_index, max_len=max_len
-        )
-        for index, hypothesis in zip(batch.indices, hypotheses):
-            results[index] = hypothesis
-    return [h for h in results if h is not None]
+    def search(src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> list[list[Hypothesis]]:
+        found = greedy_decode(model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, max_len=max_len)
+        return [[hypothesis] for hypothesis in found]
+
+    nbest = decode_all(sources, search, pad_index=pad_index, batch_size=batch_size, device=device)
+    return [hypotheses[0] for hypotheses in nbest]

@@ -12,7 +12,8 @@ import torch
 from seq2seq.data.batching import EncodedPair, bucketed_batches
 from seq2seq.data.tokenizers import Tokenizer
 from seq2seq.data.vocab import Vocab
-from seq2seq.decoding.greedy import Hypothesis, greedy_decode_all
+from seq2seq.decoding.beam import beam_search
+from seq2seq.decoding.greedy import Hypothesis, decode_all, greedy_decode_all
 from seq2seq.evaluation.metrics import exact_match, parse_rate, parses, token_bleu
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.training.loss import sequence_cross_entropy
@@ -113,8 +114,10 @@ def evaluate(
     device: torch.device | str = "cpu",
     is_code: bool = True,
     edges: Sequence[int] | None = None,
+    beam_size: int = 1,
 ) -> tuple[EvalReport, list[Hypothesis]]:
-    """Greedy-decode ``pairs`` and score against the reference token lists.
+    """Decode ``pairs`` (greedy, or beam search when ``beam_size > 1``) and score against the
+    reference token lists.
 
     Exact match and BLEU compare target *tokens* (the tokenizer's units), so formatting
     differences such as spaces around operators do not count as errors.
@@ -124,16 +127,18 @@ def evaluate(
         raise ValueError("nothing to evaluate: the split is empty")
     loss = reference_loss(model, pairs, pad_index=tgt_vocab.pad_index, batch_size=batch_size, device=device)
     started = time.perf_counter()
-    hypotheses = greedy_decode_all(
-        model,
-        [pair.src for pair in pairs],
-        sos_index=tgt_vocab.sos_index,
-        eos_index=tgt_vocab.eos_index,
-        pad_index=tgt_vocab.pad_index,
-        max_len=max_len,
-        batch_size=batch_size,
-        device=device,
-    )
+    sources = [pair.src for pair in pairs]
+    ids = {"sos_index": tgt_vocab.sos_index, "eos_index": tgt_vocab.eos_index}
+    if beam_size == 1:
+        hypotheses = greedy_decode_all(
+            model, sources, **ids, pad_index=tgt_vocab.pad_index, max_len=max_len, batch_size=batch_size, device=device
+        )
+    else:
+        def search(src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> list[list[Hypothesis]]:
+            return beam_search(model, src, lengths, mask, **ids, pad_index=tgt_vocab.pad_index, beam_size=beam_size, max_len=max_len)
+
+        found = decode_all(sources, search, pad_index=tgt_vocab.pad_index, batch_size=batch_size, device=device)
+        hypotheses = [alternatives[0] for alternatives in found]
     seconds = time.perf_counter() - started
     predicted_tokens = [tgt_vocab.decode(h.tokens) for h in hypotheses]
     texts = [tgt_tokenizer.detokenize(tokens) for tokens in predicted_tokens]

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from seq2seq.checkpoint import LoadedRun, load_run
-from seq2seq.decoding.greedy import greedy_decode_all
+from seq2seq.decoding.beam import beam_search, normalized_score
+from seq2seq.decoding.greedy import Hypothesis, decode_all, greedy_decode
 from seq2seq.evaluation.metrics import parses
 
 
@@ -23,6 +24,7 @@ class Generation:
     tokens: list[str]
     text: str
     score: float  # sum of token log-probabilities, <eos> included
+    normalized_score: float  # score divided by the length penalty (equal to score without one)
     attention: torch.Tensor | None  # [T, S]
     parses: bool | None  # None when the target is not Python code
     finished: bool
@@ -44,38 +46,63 @@ class Translator:
     def is_code(self) -> bool:
         return self.run.config.data.tgt_tokenizer == "python"
 
-    def generate(self, texts: list[str], *, max_len: int | None = None, batch_size: int | None = None) -> list[Generation]:
+    def generate(self, texts: list[str], **options: object) -> list[Generation]:
+        """The best output for each text; see :meth:`generate_nbest` for the options."""
+        return [alternatives[0] for alternatives in self.generate_nbest(texts, **options)]
+
+    def generate_nbest(
+        self,
+        texts: list[str],
+        *,
+        max_len: int | None = None,
+        batch_size: int | None = None,
+        beam_size: int = 1,
+        nbest: int = 1,
+        length_penalty: str = "none",
+        alpha: float = 0.6,
+    ) -> list[list[Generation]]:
+        """``nbest`` outputs per text, best first: greedy when ``beam_size == 1``, else beam search."""
         run = self.run
+        if nbest > beam_size:
+            raise InputError(f"nbest={nbest} cannot exceed the beam size {beam_size}")
         source_tokens = []
         for number, text in enumerate(texts, start=1):
             tokens = run.src_tokenizer.tokenize(text)
             if not tokens:
                 raise InputError(f"input {number}: empty source text: expected at least one word")
             source_tokens.append(tokens)
-        hypotheses = greedy_decode_all(
-            run.model,
-            [run.src_vocab.encode(tokens) for tokens in source_tokens],
-            sos_index=run.tgt_vocab.sos_index,
-            eos_index=run.tgt_vocab.eos_index,
-            pad_index=run.tgt_vocab.pad_index,
-            max_len=max_len or run.config.decode.max_len,
-            batch_size=batch_size or run.config.decode.batch_size,
-            device=run.device,
-        )
-        results = []
-        for text, src_tokens, hypothesis in zip(texts, source_tokens, hypotheses):
-            tokens = run.tgt_vocab.decode(hypothesis.tokens)
-            output = run.tgt_tokenizer.detokenize(tokens)
-            results.append(
-                Generation(
-                    source=text,
-                    source_tokens=src_tokens,
-                    tokens=tokens,
-                    text=output,
-                    score=hypothesis.score,
-                    attention=hypothesis.attention,
-                    parses=parses(output) if self.is_code else None,
-                    finished=hypothesis.finished,
+        vocab, max_len = run.tgt_vocab, max_len or run.config.decode.max_len
+        if beam_size == 1:
+            def search(src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> list[list[Hypothesis]]:
+                found = greedy_decode(run.model, src, lengths, mask, sos_index=vocab.sos_index, eos_index=vocab.eos_index, max_len=max_len)
+                return [[hypothesis] for hypothesis in found]
+        else:
+            def search(src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> list[list[Hypothesis]]:
+                return beam_search(
+                    run.model, src, lengths, mask, sos_index=vocab.sos_index, eos_index=vocab.eos_index,
+                    pad_index=vocab.pad_index, beam_size=beam_size, max_len=max_len, nbest=nbest,
+                    length_penalty=length_penalty, alpha=alpha,
                 )
-            )
-        return results
+        found = decode_all(
+            [run.src_vocab.encode(tokens) for tokens in source_tokens], search, pad_index=vocab.pad_index,
+            batch_size=batch_size or run.config.decode.batch_size, device=run.device,
+        )
+        return [
+            [self._generation(text, src_tokens, hypothesis, length_penalty, alpha) for hypothesis in hypotheses]
+            for text, src_tokens, hypotheses in zip(texts, source_tokens, found)
+        ]
+
+    def _generation(self, text: str, src_tokens: list[str], hypothesis: Hypothesis, length_penalty: str, alpha: float) -> Generation:
+        tokens = self.run.tgt_vocab.decode(hypothesis.tokens)
+        output = self.run.tgt_tokenizer.detokenize(tokens)
+        return Generation(
+            source=text,
+            source_tokens=src_tokens,
+            tokens=tokens,
+            text=output,
+            score=hypothesis.score,
+            normalized_score=normalized_score(hypothesis, length_penalty, alpha),
+            attention=hypothesis.attention,
+            parses=parses(output) if self.is_code else None,
+            finished=hypothesis.finished,
+        )

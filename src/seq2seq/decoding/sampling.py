@@ -1,0 +1,106 @@
+"""Batched ancestral sampling with temperature, top-k and nucleus (top-p) filtering.
+
+Each step draws the next token from the model's distribution, optionally sharpened or flattened
+by a temperature and truncated to the k most probable tokens (Fan et al. 2018, "Hierarchical
+neural story generation") or to the smallest set whose probability reaches p (nucleus sampling,
+Holtzman et al. 2020, "The curious case of neural text degeneration", section 3.1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from seq2seq.decoding.greedy import Hypothesis
+from seq2seq.models.seq2seq import Seq2Seq
+
+
+def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set to -inf every logit outside the top k (k = 0: no limit) and outside the nucleus.
+
+    ``logits`` [N, V]. The nucleus is the smallest set of most probable tokens whose total
+    probability is at least ``top_p``; the most probable token is always kept.
+    """
+    if top_k > 0 and top_k < logits.size(-1):
+        kth_best = logits.topk(top_k, dim=-1).values[:, -1:]  # [N, 1]
+        logits = logits.masked_fill(logits < kth_best, -math.inf)
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # [N, V]
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # [N, V]
+        # drop a token when the tokens before it already reach top_p
+        outside = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p  # [N, V]
+        outside[:, 0] = False
+        logits = logits.masked_fill(outside.scatter(1, order, outside), -math.inf)
+    return logits
+
+
+def _check_arguments(*, temperature: float, top_k: int, top_p: float, max_len: int) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = no limit), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if max_len < 1:
+        raise ValueError(f"max_len must be at least 1, got {max_len}")
+
+
+@torch.inference_mode()
+def sample_decode(
+    model: Seq2Seq,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    src_mask: torch.Tensor,
+    *,
+    sos_index: int,
+    eos_index: int,
+    max_len: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+) -> list[Hypothesis]:
+    """Sample one hypothesis per example of ``src`` [B, S], in batch order.
+
+    The draws come from a private ``torch.Generator`` on ``src.device`` (seeded: reproducible;
+    torch's global RNG is left alone). ``token_log_probs`` are the model's own log-probabilities
+    (no temperature, no filtering), so scores compare with greedy and beam search.
+    """
+    _check_arguments(temperature=temperature, top_k=top_k, top_p=top_p, max_len=max_len)
+    model.eval()
+    generator = torch.Generator(device=src.device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    batch_size = src.size(0)
+    memory, state = model.encode(src, src_lengths, src_mask)
+    prev = torch.full((batch_size,), sos_index, dtype=torch.long, device=src.device)  # [B]
+    finished = torch.zeros(batch_size, dtype=torch.bool, device=src.device)
+    tokens, log_probs, weights = [], [], []
+    for _ in range(max_len):
+        logits, state, attention = model.decoder.step(prev, state, memory)  # [B, V]
+        logits = logits.float()
+        filtered = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)  # [B, V]
+        prev = torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator).squeeze(1)  # [B]
+        tokens.append(prev)
+        log_probs.append(torch.log_softmax(logits, dim=-1).gather(1, prev.unsqueeze(1)).squeeze(1))  # [B]
+        if attention is not None:
+            weights.append(attention)
+        finished = finished | (prev == eos_index)
+        if bool(finished.all()):
+            break
+    token_table = torch.stack(tokens, dim=1).cpu()  # [B, T]
+    log_prob_table = torch.stack(log_probs, dim=1).cpu()  # [B, T]
+    attention_table = torch.stack(weights, dim=1).cpu() if weights else None  # [B, T, S]
+    lengths = src_lengths.cpu().tolist()
+    hypotheses = []
+    for row in range(batch_size):
+        ids = token_table[row].tolist()
+        done = eos_index in ids
+        length = ids.index(eos_index) if done else len(ids)
+        scored = length + 1 if done else length  # the <eos> probability is part of the score
+        attention = None if attention_table is None else attention_table[row, :scored, : lengths[row]]
+        hypotheses.append(Hypothesis(ids[:length], log_prob_table[row, :scored].tolist(), attention, done))
+    return hypotheses

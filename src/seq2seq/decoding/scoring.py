@@ -1,0 +1,33 @@
+"""Forced decoding: how probable the model finds given reference outputs."""
+
+from __future__ import annotations
+
+import torch
+
+from seq2seq.models.seq2seq import Seq2Seq
+
+
+@torch.inference_mode()
+def score_references(
+    model: Seq2Seq,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    src_mask: torch.Tensor,
+    tgt: torch.Tensor,
+    *,
+    pad_index: int = 0,
+) -> torch.Tensor:
+    """Sum of log-probabilities of each reference, [B].
+
+    ``tgt`` [B, T] is ``<sos> y_1 ... y_n <eos> <pad>...`` as in ``Batch.tgt``; the decoder reads
+    the gold prefix (teacher forcing 1.0) and every predicted position up to and including
+    ``<eos>`` counts, padding does not. Equals ``Hypothesis.score`` when ``tgt`` is a decoded output.
+    """
+    if tgt.dim() != 2 or tgt.size(0) != src.size(0):
+        raise ValueError(f"expected tgt [B, T] with B = {src.size(0)}, got {tuple(tgt.shape)}")
+    model.eval()
+    logits, _ = model(src, src_lengths, src_mask, tgt[:, :-1], teacher_forcing=1.0)  # [B, T-1, V]
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    gold = tgt[:, 1:]  # [B, T-1]
+    token_log_probs = log_probs.gather(2, gold.unsqueeze(-1)).squeeze(-1)  # [B, T-1]
+    return token_log_probs.masked_fill(gold == pad_index, 0.0).sum(dim=1)  # [B]

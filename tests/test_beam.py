@@ -1,0 +1,325 @@
+"""Beam search: the pure step and helpers, hand-computed hypotheses on scripted log-probabilities,
+and properties on real tiny models (beam 1 == greedy, batch == alone, nbest, n-gram ban, attention)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import tiny_config
+
+from seq2seq.data.batching import bucketed_batches, collate
+from seq2seq.decoding.beam import (
+    beam_search,
+    beam_step,
+    can_stop,
+    length_penalty,
+    max_lengths,
+    normalized_score,
+    repeated_ngram_mask,
+)
+from seq2seq.decoding.greedy import Hypothesis, greedy_decode
+from seq2seq.decoding.scoring import score_references
+from seq2seq.models.build import build_model
+from seq2seq.models.state import DecoderState, Memory
+
+PAD, SOS, EOS, A, B, C = 0, 2, 3, 4, 5, 6
+VOCAB = 7
+TINY = 1e-9  # probability of every token a script does not list
+
+
+# --------------------------------------------------------------------------- scripted model
+class ScriptedModel:
+    """A stand-in for Seq2Seq whose next-token distribution depends only on the prefix.
+
+    ``table`` maps a prefix (tuple of generated ids) to {token: probability}; prefixes not in the
+    table use ``default``. The prefix travels in the decoder state (hidden [1, N, MAX + 1]: its
+    length, then its tokens), so ``select`` reorders it exactly like a real state.
+    """
+
+    MAX = 16
+
+    def __init__(self, table: dict[tuple[int, ...], dict[int, float]], default: dict[int, float] | None = None):
+        self.table = table
+        self.default = default or {A: 0.5, B: 0.5}
+        self.decoder = self
+        self.steps = 0
+        self.rows_per_step: list[int] = []
+
+    def eval(self) -> ScriptedModel:
+        return self
+
+    def encode(self, src, src_lengths, src_mask):
+        states = torch.ones(src.size(0), src.size(1), 1)  # [B, S, 1]
+        return Memory(states, src_mask), DecoderState(torch.zeros(1, src.size(0), self.MAX + 1))
+
+    def step(self, prev_tokens, state, memory):
+        self.rows_per_step.append(prev_tokens.size(0))
+        hidden = state.hidden.clone()  # [1, N, MAX + 1]
+        logits = torch.full((prev_tokens.size(0), VOCAB), math.log(TINY))
+        for row, token in enumerate(prev_tokens.tolist()):
+            length = int(hidden[0, row, 0])
+            if token != SOS:
+                hidden[0, row, 1 + length] = token
+                hidden[0, row, 0] = length = length + 1
+            prefix = tuple(int(t) for t in hidden[0, row, 1 : 1 + length])
+            for next_token, prob in self.table.get(prefix, self.default).items():
+                logits[row, next_token] = math.log(prob)
+        weights = memory.mask.float() / memory.mask.float().sum(dim=1, keepdim=True)  # [N, S] uniform
+        return logits, DecoderState(hidden), weights
+
+
+def run_scripted(model: ScriptedModel, **kwargs) -> list[Hypothesis]:
+    src = torch.tensor([[1, 1, 1]])
+    options = dict(sos_index=SOS, eos_index=EOS, pad_index=PAD, beam_size=2, max_len=6)
+    options.update(kwargs)
+    return beam_search(model, src, torch.tensor([3]), src != 0, **options)[0]
+
+
+def test_beam_step_keeps_the_2k_best_candidates_and_only_expands_beam_0_at_step_0() -> None:
+    log_probs = torch.log(torch.tensor([[[0.1, 0.6, 0.3], [0.5, 0.4, 0.1]]]))  # [B=1, K=2, V=3]
+    scores, tokens, beams = beam_step(log_probs, torch.tensor([[-1.0, -2.0]]), step=1)
+    expected = [(-1 + math.log(0.6), 1, 0), (-1 + math.log(0.3), 2, 0), (-2 + math.log(0.5), 0, 1),
+                (-2 + math.log(0.4), 1, 1)]
+    assert scores.shape == tokens.shape == beams.shape == (1, 4)
+    assert scores[0].tolist() == pytest.approx([e[0] for e in expected])
+    assert tokens[0].tolist() == [e[1] for e in expected] and beams[0].tolist() == [e[2] for e in expected]
+    # step 0: beam 1 is a copy of beam 0 and is ignored; 3 real candidates, the 4th is -inf
+    scores, tokens, beams = beam_step(log_probs, torch.zeros(1, 2), step=0)
+    assert tokens[0, :3].tolist() == [1, 2, 0] and beams[0, :3].tolist() == [0, 0, 0]
+    assert scores[0, 3] == -math.inf
+
+
+def test_length_penalties_and_stopping_bound() -> None:
+    assert length_penalty("none", 7, 0.6) == 1.0
+    assert length_penalty("gnmt", 7, 0.6) == pytest.approx((12 / 6) ** 0.6)
+    assert length_penalty("average", 4, 1.0) == 4.0
+    with pytest.raises(ValueError, match="gnmt"):
+        length_penalty("wu", 3, 1.0)
+    h = Hypothesis([A, B], [math.log(0.5)] * 3, None, True)
+    assert normalized_score(h, "average", 1.0) == pytest.approx(math.log(0.5))
+    assert not can_stop(finished_scores=[-1.0], best_alive=-5.0, beam_size=2, max_penalty=1.0)
+    assert can_stop(finished_scores=[-1.0, -2.0], best_alive=-2.0, beam_size=2, max_penalty=1.0)
+    # with a penalty an alive -3 might still reach -3 / 2 = -1.5 > -2: go on
+    assert not can_stop(finished_scores=[-1.0, -2.0], best_alive=-3.0, beam_size=2, max_penalty=2.0)
+    assert can_stop(finished_scores=[], best_alive=-math.inf, beam_size=2, max_penalty=1.0)
+    assert max_lengths([3, 10], max_len=20, max_len_a=1.5, max_len_b=2) == [6, 17]
+    assert max_lengths([3, 10], max_len=20, max_len_a=0.0, max_len_b=2) == [20, 20]
+
+
+def test_repeated_ngram_mask() -> None:
+    tokens = torch.tensor([[4, 5, 4, 6, 4], [4, 5, 6, 7, 8]])  # [N=2, t=5]
+    mask = repeated_ngram_mask(tokens, n=2, vocab_size=9)
+    assert mask[0].nonzero().flatten().tolist() == [5, 6]  # "4 5" and "4 6" exist; the prefix is 4
+    assert not mask[1].any()
+    assert repeated_ngram_mask(tokens, n=1, vocab_size=9)[1].nonzero().flatten().tolist() == [4, 5, 6, 7, 8]
+    assert not repeated_ngram_mask(tokens, n=0, vocab_size=9).any()
+    assert not repeated_ngram_mask(tokens[:, :1], n=2, vocab_size=9).any()
+
+
+# "a" is best after one token, but its best continuation is <eos> (total 0.30), while
+# "b b" (0.4 * 0.9 * 0.9 = 0.324) is better overall. Greedy returns "a"; beam 2 must return "b b".
+TRAP = {
+    (): {A: 0.6, B: 0.4},
+    (A,): {EOS: 0.5, A: 0.25, B: 0.25},
+    (B,): {B: 0.9, EOS: 0.1},
+    (B, B): {EOS: 0.9, B: 0.1},
+    (A, A): {EOS: 0.9, A: 0.1},
+    (A, B): {EOS: 0.9, A: 0.1},
+}
+
+
+def test_early_eos_trap_the_longer_better_hypothesis_comes_first() -> None:
+    best, second = run_scripted(ScriptedModel(TRAP), nbest=2)
+    assert best.tokens == [B, B] and best.finished
+    assert best.score == pytest.approx(math.log(0.4 * 0.9 * 0.9), abs=1e-5)
+    assert best.token_log_probs == pytest.approx([math.log(0.4), math.log(0.9), math.log(0.9)], abs=1e-5)
+    assert second.tokens == [A] and second.score == pytest.approx(math.log(0.3), abs=1e-5)
+    # greedy (beam 1) falls into the trap
+    (greedy,) = run_scripted(ScriptedModel(TRAP), beam_size=1)
+    assert greedy.tokens == [A] and greedy.finished
+
+
+# Without a penalty "a" (0.6 * 0.6 = 0.36) beats "b b" (0.4 * 0.8 * 0.8 = 0.256); dividing by
+# the length (average, alpha 1) turns it round: log(.36) / 2 = -0.511 < log(.256) / 3 = -0.454.
+PENALISED = {
+    (): {A: 0.6, B: 0.4},
+    (A,): {EOS: 0.6, A: 0.2, B: 0.2},
+    (B,): {B: 0.8, EOS: 0.2},
+    (B, B): {EOS: 0.8, B: 0.2},
+}
+
+
+def test_length_penalty_changes_the_winner() -> None:
+    (plain,) = run_scripted(ScriptedModel(PENALISED))
+    assert plain.tokens == [A]
+    (averaged,) = run_scripted(ScriptedModel(PENALISED), length_penalty="average", alpha=1.0)
+    assert averaged.tokens == [B, B]
+    assert normalized_score(averaged, "average", 1.0) == pytest.approx(math.log(0.256) / 3, abs=1e-5)
+
+
+def test_min_len_forbids_early_eos_and_max_len_returns_unfinished() -> None:
+    eager = {(): {EOS: 0.9, A: 0.1}}  # <eos> is best at once; afterwards the default (a|b, no eos)
+    (first,) = run_scripted(ScriptedModel(eager, default={EOS: 0.9, A: 0.05, B: 0.05}))
+    assert first.tokens == [] and first.finished and first.score == pytest.approx(math.log(0.9), abs=1e-5)
+    (forced,) = run_scripted(ScriptedModel(eager, default={EOS: 0.9, A: 0.05, B: 0.05}), min_len=2)
+    assert len(forced.tokens) == 2 and forced.finished
+    endless = run_scripted(ScriptedModel({}, default={A: 0.6, B: 0.4}), max_len=3, nbest=2)
+    assert endless[0].tokens == [A, A, A]  # the second is one of the tied "a a b" orders
+    assert [h.score for h in endless] == pytest.approx([math.log(0.6**3), math.log(0.6**2 * 0.4)], abs=1e-5)
+    assert not any(h.finished for h in endless) and len(endless[0].token_log_probs) == 3
+    limited = run_scripted(ScriptedModel({}, default={A: 0.6, B: 0.4}), max_len=50, max_len_a=1.0, max_len_b=1)
+    assert len(limited[0].tokens) == 4  # 1.0 * 3 source tokens + 1
+
+
+def test_finished_sentences_leave_the_batch() -> None:
+    # example 0 finishes at step 1 for sure; example 1 never emits <eos> and runs to max_len
+    model = ScriptedModel({(): {EOS: 0.99, A: 0.01}, (A,): {EOS: 1.0}}, default={A: 0.6, B: 0.4})
+
+    class PerExample(ScriptedModel):  # example 1 reads a different script: its first step has no <eos>
+        def encode(self, src, src_lengths, src_mask):
+            memory, state = super().encode(src, src_lengths, src_mask)
+            hidden = state.hidden.clone()
+            hidden[0, 1, 0], hidden[0, 1, 1] = 1, B  # pretend example 1 already emitted "b"
+            return memory, DecoderState(hidden)
+
+    model = PerExample(model.table, default=model.default)
+    src = torch.tensor([[1, 1], [1, 1]])
+    results = beam_search(model, src, torch.tensor([2, 2]), src != 0, sos_index=SOS, eos_index=EOS,
+                          pad_index=PAD, beam_size=2, max_len=5)
+    assert results[0][0].finished and not results[1][0].finished
+    assert model.rows_per_step[:3] == [4, 4, 2]  # 2 examples x 2 beams, then example 0 is dropped
+
+
+# --------------------------------------------------------------------------- real tiny models
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny matrices: threads only add contention on a shared machine (6x faster with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+_TRAINED: dict[tuple[str, int], object] = {}  # reverse_data is deterministic, so models can be shared
+
+
+def _model(reverse_data, preset: str = "lstm-attention", *, train_steps: int = 0):
+    if (preset, train_steps) not in _TRAINED:
+        _TRAINED[preset, train_steps] = _build(reverse_data, preset, train_steps)
+    return _TRAINED[preset, train_steps]
+
+
+def _build(reverse_data, preset: str, train_steps: int):
+    src_vocab, tgt_vocab, _, encoded = reverse_data
+    torch.manual_seed(0)
+    model = build_model(tiny_config(preset).model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab))
+    if train_steps:
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        batches = list(bucketed_batches(encoded[:200], batch_size=32, pad_index=PAD, shuffle=True,
+                                        generator=torch.Generator().manual_seed(0)))
+        for step in range(train_steps):
+            batch = batches[step % len(batches)]
+            logits, _ = model(batch.src, batch.src_lengths, batch.src_mask, batch.tgt_input)
+            loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch.tgt_output, ignore_index=PAD)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    else:
+        with torch.no_grad():  # like a trained model, never predict <pad> (beam search bans it, greedy does not)
+            model.decoder.output.bias[PAD] = -1e4
+    return model
+
+
+def _batch(reverse_data, start: int, size: int):
+    encoded = reverse_data[3]
+    return collate(encoded[start : start + size], list(range(size)), pad_index=PAD)
+
+
+OPTIONS = dict(sos_index=SOS, eos_index=EOS, pad_index=PAD)
+
+
+@pytest.mark.parametrize("train_steps", [0, 30])
+def test_beam_1_equals_greedy_and_wider_beams_score_higher(reverse_data, train_steps: int) -> None:
+    """Beam 1 is greedy exactly. A wider beam is not *guaranteed* to beat greedy (the greedy
+    prefix, or its <eos>, can be pruned: on the trained model beam 4 loses on 1 of 40 examples
+    because three <eos> candidates rank 5th-7th behind 4 alive ones), so wider beams are checked
+    on the whole set: never worse on average and worse on at most 1 example in 10."""
+    model = _model(reverse_data, train_steps=train_steps)
+    batch = _batch(reverse_data, 200, 40)
+    args = (model, batch.src, batch.src_lengths, batch.src_mask)
+    greedy = greedy_decode(*args, sos_index=SOS, eos_index=EOS, max_len=15)
+    narrow = [hs[0] for hs in beam_search(*args, **OPTIONS, beam_size=1, max_len=15)]
+    for g, b1 in zip(greedy, narrow):
+        assert b1.tokens == g.tokens and b1.finished == g.finished
+        assert b1.score == pytest.approx(g.score, abs=1e-4)
+    both_finished = [i for i, g in enumerate(greedy) if g.finished]  # untrained: few finish within 15 steps
+    assert len(both_finished) >= (20 if train_steps else 1)
+    for beam_size in (2, 4):
+        wide = [hs[0] for hs in beam_search(*args, **OPTIONS, beam_size=beam_size, max_len=15)]
+        gains = [wide[i].score - greedy[i].score for i in both_finished]
+        assert sum(gains) >= 0
+        assert sum(gain < -1e-4 for gain in gains) <= len(gains) // 10
+
+
+def test_an_example_alone_equals_the_same_example_in_a_batch(reverse_data) -> None:
+    model = _model(reverse_data, "gru-attention", train_steps=20)
+    batch = _batch(reverse_data, 200, 12)  # different lengths: padding, and rows stop at different steps
+    together = beam_search(model, batch.src, batch.src_lengths, batch.src_mask, **OPTIONS, beam_size=3,
+                           max_len=12, nbest=2)
+    for row in range(batch.size):
+        length = int(batch.src_lengths[row])
+        src = batch.src[row : row + 1, :length]
+        (alone,) = beam_search(model, src, batch.src_lengths[row : row + 1], src != PAD, **OPTIONS,
+                               beam_size=3, max_len=12, nbest=2)
+        assert [h.tokens for h in alone] == [h.tokens for h in together[row]]
+        assert [h.score for h in alone] == pytest.approx([h.score for h in together[row]], abs=1e-4)
+
+
+def test_nbest_distinct_sorted_no_repeated_bigrams_and_attention(reverse_data) -> None:
+    model = _model(reverse_data)
+    batch = _batch(reverse_data, 200, 8)
+    results = beam_search(model, batch.src, batch.src_lengths, batch.src_mask, **OPTIONS, beam_size=5,
+                          max_len=20, nbest=3, length_penalty="gnmt", alpha=0.6)
+    for row, hypotheses in enumerate(results):
+        assert len(hypotheses) == 3
+        assert len({tuple(h.tokens) for h in hypotheses}) == 3
+        norms = [normalized_score(h, "gnmt", 0.6) for h in hypotheses]
+        assert norms == sorted(norms, reverse=True)
+        for h in hypotheses:
+            assert h.attention.shape == (len(h.token_log_probs), int(batch.src_lengths[row]))
+            assert torch.allclose(h.attention.sum(dim=-1), torch.ones(len(h.token_log_probs)), atol=1e-5)
+    banned = beam_search(model, batch.src, batch.src_lengths, batch.src_mask, **OPTIONS, beam_size=3,
+                         max_len=20, min_len=10, no_repeat_ngram_size=2)
+    for (h,) in banned:
+        assert len(h.tokens) >= 10
+        bigrams = list(zip(h.tokens, h.tokens[1:]))
+        assert len(bigrams) == len(set(bigrams))
+
+
+def test_no_attention_model_gives_no_attention(reverse_data) -> None:
+    model = _model(reverse_data, "lstm")
+    batch = _batch(reverse_data, 200, 4)
+    for (h,) in beam_search(model, batch.src, batch.src_lengths, batch.src_mask, **OPTIONS, max_len=8):
+        assert h.attention is None
+
+
+def test_score_of_the_greedy_output_equals_its_hypothesis_score(reverse_data) -> None:
+    model = _model(reverse_data, train_steps=20)
+    batch = _batch(reverse_data, 200, 10)
+    greedy = greedy_decode(model, batch.src, batch.src_lengths, batch.src_mask, sos_index=SOS, eos_index=EOS,
+                           max_len=15)
+    rows = [[SOS, *h.tokens, EOS] if h.finished else [SOS, *h.tokens] for h in greedy]
+    tgt = torch.full((len(rows), max(map(len, rows))), PAD)
+    for i, ids in enumerate(rows):
+        tgt[i, : len(ids)] = torch.tensor(ids)
+    scores = score_references(model, batch.src, batch.src_lengths, batch.src_mask, tgt)
+    assert scores.tolist() == pytest.approx([h.score for h in greedy], abs=1e-4)
+
+
+@pytest.mark.parametrize(("name", "value"), [("beam_size", 0), ("nbest", 6), ("length_penalty", "wu"),
+                                              ("alpha", -1.0), ("min_len", -1), ("no_repeat_ngram_size", -2)])
+def test_invalid_arguments_are_named(name: str, value) -> None:
+    with pytest.raises(ValueError, match=name.split("_")[0]):
+        run_scripted(ScriptedModel(TRAP), **{"beam_size": 5, name: value})
