@@ -160,3 +160,13 @@ def test_greedy_scores_are_the_model_log_probabilities(reverse_data):
         log_probs = torch.log_softmax(logits[0], -1).gather(1, torch.tensor(ids[1:])[:, None]).squeeze(1)
         # Without <eos> at max_len the last predicted token is still scored.
         assert hyp.score == pytest.approx(float(log_probs.sum().detach()), abs=1e-4)
+
+
+def test_atomic_write_gives_normal_file_permissions(tmp_path):
+    import os
+    import stat
+
+    atomic_write_text(tmp_path / "f.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o666 & ~umask

@@ -21,6 +21,9 @@ from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = 1
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once at import: os.umask can only be read by setting it
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` then move ``tmp_path`` onto ``path`` in one step."""
@@ -28,6 +31,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         write(Path(tmp))
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
