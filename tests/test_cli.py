@@ -211,3 +211,32 @@ def test_evaluate_with_beam(trained_run, capsys):
     assert main(["evaluate", str(trained_run), "--split", "valid", "--beam", "3"]) == 0
     assert "(beam 3)" in capsys.readouterr().out
     assert json.loads((trained_run / "eval_valid_beam3.json").read_text())["beam_size"] == 3
+
+
+def test_python_constraint_prefers_parseable_beam_outputs(trained_run, tmp_path, capsys):
+    from seq2seq.serving.translator import Translator
+
+    translator = Translator.from_run_dir(trained_run)
+    texts = ["add 3 to total", "print the length of names", "sort scores", "create a list named x containing 1 , 2 and 3"]
+    plain = translator.generate_nbest(texts, beam_size=4, nbest=4)
+    constrained = translator.generate(texts, beam_size=4, constrain="python")
+    for alternatives, best in zip(plain, constrained):
+        if any(g.parses and g.finished for g in alternatives):
+            assert best.parses  # a parseable hypothesis was in the beam, so the constrained choice parses
+            assert best.text == next(g.text for g in alternatives if g.parses and g.finished)
+        else:
+            assert best.text == alternatives[0].text
+    png = tmp_path / "attention.png"
+    assert main(["generate", str(trained_run), "add 3 to total", "--beam", "3", "--constrain", "python", "--plot-attention", str(png)]) == 0
+    assert png.stat().st_size > 1000
+    assert main(["evaluate", str(trained_run), "--split", "valid", "--beam", "2", "--constrain", "python"]) == 0
+    assert "python constraint" in capsys.readouterr().out
+    assert (trained_run / "eval_valid_beam2_python.json").is_file()
+    _assert_clean_error(run_cli("generate", str(trained_run), "x", "--constrain", "python"), "--beam 2 or more")
+
+
+def test_prefer_accepted_is_stable_and_never_drops():
+    from seq2seq.decoding.constraints import prefer_accepted
+
+    assert prefer_accepted(["a", "B", "c", "D"], str.isupper) == ["B", "D", "a", "c"]
+    assert prefer_accepted(["a", "c"], str.isupper) == ["a", "c"]

@@ -135,9 +135,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     wanted = [i for i, line in enumerate(lines) if line.strip() or args.text is not None]
     found = translator.generate_nbest(
         [lines[i] for i in wanted], max_len=args.max_len, beam_size=args.beam, nbest=args.nbest,
-        length_penalty=args.length_penalty, alpha=args.alpha,
+        length_penalty=args.length_penalty, alpha=args.alpha, constrain=args.constrain,
     )
     generations = dict(zip(wanted, found))
+    if args.plot_attention:
+        _plot_attention(found[0][0], Path(args.plot_attention))
     for index in range(len(lines)):
         alternatives = generations.get(index)
         if alternatives is None:
@@ -152,6 +154,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 line = f"{index + 1}\t{rank}\t{line}"
             print(line)
     return 0
+
+
+def _plot_attention(generation, path: Path) -> None:
+    """Heatmap of the first input's best output (source tokens x output tokens)."""
+    import matplotlib.pyplot as plt
+
+    from seq2seq.training.checkpointing import atomic_write
+    from seq2seq.visualization.attention import attention_heatmap
+
+    if generation.attention is None:
+        raise InputError("--plot-attention: this model has no attention to plot")
+    out_tokens = generation.tokens + (["<eos>"] if generation.finished else [])
+    figure = attention_heatmap(generation.attention.numpy()[: len(out_tokens)], generation.source_tokens, out_tokens,
+                               title=generation.text)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png"))
+    plt.close(figure)
+    print(f"attention heatmap written to {path}", file=sys.stderr)
 
 
 def _read_input_lines(file: str | None) -> list[str]:
@@ -181,8 +200,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from seq2seq.pipeline import evaluate_run
 
     report = evaluate_run(Path(args.run), split=args.split, which=args.checkpoint, device=args.device,
-                          output=Path(args.output) if args.output else None, beam_size=args.beam)
-    print(_report_line(args.split, report) + (f"  (beam {args.beam})" if args.beam > 1 else "  (greedy)"))
+                          output=Path(args.output) if args.output else None, beam_size=args.beam,
+                          constrain_python=args.constrain == "python")
+    decoding = f"beam {args.beam}" if args.beam > 1 else "greedy"
+    print(_report_line(args.split, report) + f"  ({decoding}{', python constraint' if args.constrain else ''})")
     for bucket in report.by_length:
         print(f"  source length {bucket.label:>6}: {bucket.count:5d} examples  exact match {bucket.exact_match:.1%}  BLEU {bucket.bleu:.2f}")
     return 0
@@ -244,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length-penalty", choices=["none", "gnmt", "average"], default="none",
                    help="beam score normalisation: gnmt ((5+len)/6)^alpha, average len^alpha")
     p.add_argument("--alpha", type=float, default=0.6, help="length penalty exponent")
+    p.add_argument("--constrain", choices=["python"], help="prefer beam outputs that ast.parse accepts (needs --beam >= 2)")
+    p.add_argument("--plot-attention", metavar="PNG", help="save the attention heatmap of the first input's output")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_generate)
@@ -253,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--output", help="write the predictions here, one per line")
     p.add_argument("--beam", type=_positive_int, default=1, help="beam size (1 = greedy, the default)")
+    p.add_argument("--constrain", choices=["python"], help="prefer beam outputs that ast.parse accepts (needs --beam >= 2)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)

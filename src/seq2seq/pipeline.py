@@ -101,6 +101,7 @@ def evaluate_run(
     output: Path | None = None,
     corpus: Corpus | None = None,
     beam_size: int = 1,
+    constrain_python: bool = False,
 ) -> EvalReport:
     """Evaluate a trained run on one split of its own data (as configured in the run)."""
     torch_device = resolve_device(device)
@@ -121,9 +122,11 @@ def evaluate_run(
         device=torch_device,
         is_code=run.config.data.tgt_tokenizer == "python",
         beam_size=beam_size,
+        constrain_python=constrain_python,
     )
     if output is not None:
         atomic_write_text(output, "".join(text.replace("\n", "\\n") + "\n" for text in report.predictions))
-    name = f"eval_{split}.json" if beam_size == 1 else f"eval_{split}_beam{beam_size}.json"
-    atomic_write_text(run_dir / name, json.dumps({**report.summary(), "beam_size": beam_size}, indent=2))
+    name = f"eval_{split}" + (f"_beam{beam_size}" if beam_size > 1 else "") + ("_python" if constrain_python else "")
+    summary = {**report.summary(), "beam_size": beam_size, "constrain": "python" if constrain_python else None}
+    atomic_write_text(run_dir / f"{name}.json", json.dumps(summary, indent=2))
     return report

@@ -13,6 +13,7 @@ from seq2seq.data.batching import EncodedPair, bucketed_batches
 from seq2seq.data.tokenizers import Tokenizer
 from seq2seq.data.vocab import Vocab
 from seq2seq.decoding.beam import beam_search
+from seq2seq.decoding.constraints import prefer_accepted
 from seq2seq.decoding.greedy import Hypothesis, decode_all, greedy_decode_all
 from seq2seq.evaluation.metrics import exact_match, parse_rate, parses, token_bleu
 from seq2seq.models.seq2seq import Seq2Seq
@@ -115,6 +116,7 @@ def evaluate(
     is_code: bool = True,
     edges: Sequence[int] | None = None,
     beam_size: int = 1,
+    constrain_python: bool = False,
 ) -> tuple[EvalReport, list[Hypothesis]]:
     """Decode ``pairs`` (greedy, or beam search when ``beam_size > 1``) and score against the
     reference token lists.
@@ -123,6 +125,8 @@ def evaluate(
     differences such as spaces around operators do not count as errors.
     """
     device = torch.device(device)
+    if constrain_python and beam_size < 2:
+        raise ValueError("the python constraint chooses among beam hypotheses: use a beam of 2 or more")
     if not pairs:
         raise ValueError("nothing to evaluate: the split is empty")
     loss = reference_loss(model, pairs, pad_index=tgt_vocab.pad_index, batch_size=batch_size, device=device)
@@ -134,10 +138,16 @@ def evaluate(
             model, sources, **ids, pad_index=tgt_vocab.pad_index, max_len=max_len, batch_size=batch_size, device=device
         )
     else:
+        nbest = beam_size if constrain_python else 1
+
         def search(src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> list[list[Hypothesis]]:
-            return beam_search(model, src, lengths, mask, **ids, pad_index=tgt_vocab.pad_index, beam_size=beam_size, max_len=max_len)
+            return beam_search(model, src, lengths, mask, **ids, pad_index=tgt_vocab.pad_index, beam_size=beam_size,
+                               max_len=max_len, nbest=nbest)
 
         found = decode_all(sources, search, pad_index=tgt_vocab.pad_index, batch_size=batch_size, device=device)
+        if constrain_python:
+            accept = lambda h: h.finished and parses(tgt_tokenizer.detokenize(tgt_vocab.decode(h.tokens)))  # noqa: E731
+            found = [prefer_accepted(alternatives, accept) for alternatives in found]
         hypotheses = [alternatives[0] for alternatives in found]
     seconds = time.perf_counter() - started
     predicted_tokens = [tgt_vocab.decode(h.tokens) for h in hypotheses]

@@ -9,6 +9,7 @@ import torch
 
 from seq2seq.checkpoint import LoadedRun, load_run
 from seq2seq.decoding.beam import beam_search, normalized_score
+from seq2seq.decoding.constraints import prefer_accepted
 from seq2seq.decoding.greedy import Hypothesis, decode_all, greedy_decode
 from seq2seq.evaluation.metrics import parses
 
@@ -60,11 +61,20 @@ class Translator:
         nbest: int = 1,
         length_penalty: str = "none",
         alpha: float = 0.6,
+        constrain: str | None = None,
     ) -> list[list[Generation]]:
-        """``nbest`` outputs per text, best first: greedy when ``beam_size == 1``, else beam search."""
+        """``nbest`` outputs per text, best first: greedy when ``beam_size == 1``, else beam search.
+
+        ``constrain="python"`` keeps the whole beam and moves the outputs that ``ast.parse``
+        accepts ahead of those it rejects (never executing them), then keeps ``nbest``.
+        """
         run = self.run
         if nbest > beam_size:
             raise InputError(f"nbest={nbest} cannot exceed the beam size {beam_size}")
+        if constrain not in (None, "python"):
+            raise InputError(f"constrain={constrain!r}: the only constraint is 'python'")
+        if constrain == "python" and beam_size < 2:
+            raise InputError("--constrain python chooses among beam hypotheses: use --beam 2 or more")
         source_tokens = []
         for number, text in enumerate(texts, start=1):
             tokens = run.src_tokenizer.tokenize(text)
@@ -80,17 +90,21 @@ class Translator:
             def search(src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> list[list[Hypothesis]]:
                 return beam_search(
                     run.model, src, lengths, mask, sos_index=vocab.sos_index, eos_index=vocab.eos_index,
-                    pad_index=vocab.pad_index, beam_size=beam_size, max_len=max_len, nbest=nbest,
+                    pad_index=vocab.pad_index, beam_size=beam_size, max_len=max_len,
+                    nbest=beam_size if constrain else nbest,
                     length_penalty=length_penalty, alpha=alpha,
                 )
         found = decode_all(
             [run.src_vocab.encode(tokens) for tokens in source_tokens], search, pad_index=vocab.pad_index,
             batch_size=batch_size or run.config.decode.batch_size, device=run.device,
         )
-        return [
-            [self._generation(text, src_tokens, hypothesis, length_penalty, alpha) for hypothesis in hypotheses]
-            for text, src_tokens, hypotheses in zip(texts, source_tokens, found)
-        ]
+        results = []
+        for text, src_tokens, hypotheses in zip(texts, source_tokens, found):
+            generations = [self._generation(text, src_tokens, h, length_penalty, alpha) for h in hypotheses]
+            if constrain == "python":
+                generations = prefer_accepted(generations, lambda g: bool(g.parses) and g.finished)
+            results.append(generations[:nbest])
+        return results
 
     def _generation(self, text: str, src_tokens: list[str], hypothesis: Hypothesis, length_penalty: str, alpha: float) -> Generation:
         tokens = self.run.tgt_vocab.decode(hypothesis.tokens)
@@ -103,6 +117,6 @@ class Translator:
             score=hypothesis.score,
             normalized_score=normalized_score(hypothesis, length_penalty, alpha),
             attention=hypothesis.attention,
-            parses=parses(output) if self.is_code else None,
+            parses=parses(output) if self.is_code else None,  # ast.parse only; never executed
             finished=hypothesis.finished,
         )
