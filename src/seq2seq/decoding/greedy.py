@@ -38,6 +38,29 @@ def greedy_decode(
     """Decode a padded batch ``src`` [B, S]; one hypothesis per example, in batch order."""
     if max_len < 1:
         raise ValueError(f"max_len must be at least 1, got {max_len}")
+
+    def choose(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        best_log_prob, best = torch.log_softmax(logits, dim=-1).max(dim=-1)  # [B], [B]
+        return best, best_log_prob
+
+    return decode_single_path(model, src, src_lengths, src_mask, sos_index=sos_index, eos_index=eos_index,
+                              max_len=max_len, choose=choose)
+
+
+def decode_single_path(
+    model: Seq2Seq,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    src_mask: torch.Tensor,
+    *,
+    sos_index: int,
+    eos_index: int,
+    max_len: int,
+    choose: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+) -> list[Hypothesis]:
+    """The loop shared by greedy decoding and sampling: one hypothesis per example, extended by
+    ``choose(logits [B, V]) -> (next tokens [B], their log-probabilities [B])`` until every
+    example has emitted ``<eos>`` or ``max_len`` tokens."""
     model.eval()
     batch_size = src.size(0)
     memory, state = model.encode(src, src_lengths, src_mask)
@@ -46,10 +69,9 @@ def greedy_decode(
     tokens, log_probs, weights = [], [], []
     for _ in range(max_len):
         logits, state, attention = model.decoder.step(prev, state, memory)  # [B, V]
-        step_log_probs = torch.log_softmax(logits.float(), dim=-1)
-        best_log_prob, prev = step_log_probs.max(dim=-1)  # [B], [B]
+        prev, token_log_prob = choose(logits.float())  # [B], [B]
         tokens.append(prev)
-        log_probs.append(best_log_prob)
+        log_probs.append(token_log_prob)
         if attention is not None:
             weights.append(attention)
         finished = finished | (prev == eos_index)

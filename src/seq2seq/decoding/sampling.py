@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from seq2seq.decoding.greedy import Hypothesis
+from seq2seq.decoding.greedy import Hypothesis, decode_single_path
 from seq2seq.models.seq2seq import Seq2Seq
 
 
@@ -74,33 +74,11 @@ def sample_decode(
         generator.seed()
     else:
         generator.manual_seed(seed)
-    batch_size = src.size(0)
-    memory, state = model.encode(src, src_lengths, src_mask)
-    prev = torch.full((batch_size,), sos_index, dtype=torch.long, device=src.device)  # [B]
-    finished = torch.zeros(batch_size, dtype=torch.bool, device=src.device)
-    tokens, log_probs, weights = [], [], []
-    for _ in range(max_len):
-        logits, state, attention = model.decoder.step(prev, state, memory)  # [B, V]
-        logits = logits.float()
+
+    def choose(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         filtered = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)  # [B, V]
-        prev = torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator).squeeze(1)  # [B]
-        tokens.append(prev)
-        log_probs.append(torch.log_softmax(logits, dim=-1).gather(1, prev.unsqueeze(1)).squeeze(1))  # [B]
-        if attention is not None:
-            weights.append(attention)
-        finished = finished | (prev == eos_index)
-        if bool(finished.all()):
-            break
-    token_table = torch.stack(tokens, dim=1).cpu()  # [B, T]
-    log_prob_table = torch.stack(log_probs, dim=1).cpu()  # [B, T]
-    attention_table = torch.stack(weights, dim=1).cpu() if weights else None  # [B, T, S]
-    lengths = src_lengths.cpu().tolist()
-    hypotheses = []
-    for row in range(batch_size):
-        ids = token_table[row].tolist()
-        done = eos_index in ids
-        length = ids.index(eos_index) if done else len(ids)
-        scored = length + 1 if done else length  # the <eos> probability is part of the score
-        attention = None if attention_table is None else attention_table[row, :scored, : lengths[row]]
-        hypotheses.append(Hypothesis(ids[:length], log_prob_table[row, :scored].tolist(), attention, done))
-    return hypotheses
+        drawn = torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator).squeeze(1)  # [B]
+        return drawn, torch.log_softmax(logits, dim=-1).gather(1, drawn.unsqueeze(1)).squeeze(1)  # [B], [B]
+
+    return decode_single_path(model, src, src_lengths, src_mask, sos_index=sos_index, eos_index=eos_index,
+                              max_len=max_len, choose=choose)
