@@ -9,15 +9,15 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from seq2seq.data.batching import EncodedPair, bucketed_batches
+from seq2seq.data.batching import EncodedPair
 from seq2seq.data.tokenizers import Tokenizer
 from seq2seq.data.vocab import Vocab
-from seq2seq.decoding.beam import beam_search
 from seq2seq.decoding.constraints import prefer_accepted
-from seq2seq.decoding.greedy import Hypothesis, decode_all, greedy_decode_all
+from seq2seq.decoding.greedy import Hypothesis
+from seq2seq.decoding.search import decode_sources
 from seq2seq.evaluation.metrics import exact_match, parse_rate, parses, token_bleu
 from seq2seq.models.seq2seq import Seq2Seq
-from seq2seq.training.loss import sequence_cross_entropy
+from seq2seq.training.validation import mean_reference_loss
 
 def tertile_edges(lengths: Sequence[int]) -> tuple[int, ...]:
     """Bucket edges that split the source lengths into short / medium / long thirds.
@@ -91,18 +91,6 @@ def scores_by_length(
     return scores
 
 
-@torch.inference_mode()
-def reference_loss(model: Seq2Seq, pairs: Sequence[EncodedPair], *, pad_index: int, batch_size: int, device: torch.device) -> float:
-    model.eval()
-    total, tokens = 0.0, 0
-    for batch in bucketed_batches(pairs, batch_size=batch_size, pad_index=pad_index, shuffle=False):
-        batch = batch.to(device)
-        logits, _ = model(batch.src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=1.0)
-        loss_sum, n = sequence_cross_entropy(logits, batch.tgt_output, pad_index=pad_index)
-        total, tokens = total + float(loss_sum), tokens + n
-    return total / max(tokens, 1)
-
-
 def evaluate(
     model: Seq2Seq,
     pairs: Sequence[EncodedPair],
@@ -129,26 +117,17 @@ def evaluate(
         raise ValueError("the python constraint chooses among beam hypotheses: use a beam of 2 or more")
     if not pairs:
         raise ValueError("nothing to evaluate: the split is empty")
-    loss = reference_loss(model, pairs, pad_index=tgt_vocab.pad_index, batch_size=batch_size, device=device)
+    loss = mean_reference_loss(model, pairs, pad_index=tgt_vocab.pad_index, batch_size=batch_size, device=device)
     started = time.perf_counter()
-    sources = [pair.src for pair in pairs]
-    ids = {"sos_index": tgt_vocab.sos_index, "eos_index": tgt_vocab.eos_index}
-    if beam_size == 1:
-        hypotheses = greedy_decode_all(
-            model, sources, **ids, pad_index=tgt_vocab.pad_index, max_len=max_len, batch_size=batch_size, device=device
-        )
-    else:
-        nbest = beam_size if constrain_python else 1
-
-        def search(src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> list[list[Hypothesis]]:
-            return beam_search(model, src, lengths, mask, **ids, pad_index=tgt_vocab.pad_index, beam_size=beam_size,
-                               max_len=max_len, nbest=nbest)
-
-        found = decode_all(sources, search, pad_index=tgt_vocab.pad_index, batch_size=batch_size, device=device)
-        if constrain_python:
-            accept = lambda h: h.finished and parses(tgt_tokenizer.detokenize(tgt_vocab.decode(h.tokens)))  # noqa: E731
-            found = [prefer_accepted(alternatives, accept) for alternatives in found]
-        hypotheses = [alternatives[0] for alternatives in found]
+    found = decode_sources(
+        model, [pair.src for pair in pairs], sos_index=tgt_vocab.sos_index, eos_index=tgt_vocab.eos_index,
+        pad_index=tgt_vocab.pad_index, max_len=max_len, beam_size=beam_size,
+        nbest=beam_size if constrain_python else 1, batch_size=batch_size, device=device,
+    )
+    if constrain_python:
+        accept = lambda h: h.finished and parses(tgt_tokenizer.detokenize(tgt_vocab.decode(h.tokens)))  # noqa: E731
+        found = [prefer_accepted(alternatives, accept) for alternatives in found]
+    hypotheses = [alternatives[0] for alternatives in found]
     seconds = time.perf_counter() - started
     predicted_tokens = [tgt_vocab.decode(h.tokens) for h in hypotheses]
     texts = [tgt_tokenizer.detokenize(tokens) for tokens in predicted_tokens]

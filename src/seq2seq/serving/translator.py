@@ -8,9 +8,10 @@ from pathlib import Path
 import torch
 
 from seq2seq.checkpoint import LoadedRun, load_run
-from seq2seq.decoding.beam import beam_search, normalized_score
+from seq2seq.decoding.beam import normalized_score
 from seq2seq.decoding.constraints import prefer_accepted
-from seq2seq.decoding.greedy import Hypothesis, decode_all, greedy_decode
+from seq2seq.decoding.greedy import Hypothesis
+from seq2seq.decoding.search import decode_sources
 from seq2seq.evaluation.metrics import parses
 
 
@@ -81,21 +82,12 @@ class Translator:
             if not tokens:
                 raise InputError(f"input {number}: empty source text: expected at least one word")
             source_tokens.append(tokens)
-        vocab, max_len = run.tgt_vocab, max_len or run.config.decode.max_len
-        if beam_size == 1:
-            def search(src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> list[list[Hypothesis]]:
-                found = greedy_decode(run.model, src, lengths, mask, sos_index=vocab.sos_index, eos_index=vocab.eos_index, max_len=max_len)
-                return [[hypothesis] for hypothesis in found]
-        else:
-            def search(src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> list[list[Hypothesis]]:
-                return beam_search(
-                    run.model, src, lengths, mask, sos_index=vocab.sos_index, eos_index=vocab.eos_index,
-                    pad_index=vocab.pad_index, beam_size=beam_size, max_len=max_len,
-                    nbest=beam_size if constrain else nbest,
-                    length_penalty=length_penalty, alpha=alpha,
-                )
-        found = decode_all(
-            [run.src_vocab.encode(tokens) for tokens in source_tokens], search, pad_index=vocab.pad_index,
+        vocab = run.tgt_vocab
+        found = decode_sources(
+            run.model, [run.src_vocab.encode(tokens) for tokens in source_tokens],
+            sos_index=vocab.sos_index, eos_index=vocab.eos_index, pad_index=vocab.pad_index,
+            max_len=max_len or run.config.decode.max_len, beam_size=beam_size,
+            nbest=beam_size if constrain else nbest, length_penalty=length_penalty, alpha=alpha,
             batch_size=batch_size or run.config.decode.batch_size, device=run.device,
         )
         results = []

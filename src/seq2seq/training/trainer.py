@@ -25,6 +25,7 @@ from seq2seq.data.batching import Batch, EncodedPair, bucketed_batches
 from seq2seq.training.checkpointing import atomic_write_text, load_checkpoint, save_checkpoint, save_weights
 from seq2seq.training.loss import sequence_cross_entropy
 from seq2seq.training.stats import EpochStats
+from seq2seq.training.validation import mean_reference_loss
 
 logger = logging.getLogger(__name__)
 
@@ -167,17 +168,11 @@ class Trainer:
         self.step += 1
         return float(loss_sum.detach()), n_tokens
 
-    @torch.inference_mode()
     def evaluate_loss(self, pairs: Sequence[EncodedPair], *, batch_size: int | None = None) -> float:
         """Mean per-token cross-entropy with gold previous tokens (teacher forcing 1.0), no smoothing."""
-        self.model.eval()
-        total, tokens = 0.0, 0
-        for batch in bucketed_batches(pairs, batch_size=batch_size or self.config.batch_size, pad_index=self.pad_index, shuffle=False):
-            batch = batch.to(self.device)
-            logits, _ = self.model(batch.src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=1.0)
-            loss_sum, n = sequence_cross_entropy(logits, batch.tgt_output, pad_index=self.pad_index)
-            total, tokens = total + float(loss_sum), tokens + n
-        return total / max(tokens, 1)
+        return mean_reference_loss(
+            self.model, pairs, pad_index=self.pad_index, batch_size=batch_size or self.config.batch_size, device=self.device
+        )
 
     def _train_epoch(self, pairs: Sequence[EncodedPair], deadline: float | None) -> tuple[float, int, float, bool, float]:
         self.model.train()
