@@ -218,21 +218,46 @@ def test_python_constraint_prefers_parseable_beam_outputs(trained_run, tmp_path,
 
     translator = Translator.from_run_dir(trained_run)
     texts = ["add 3 to total", "print the length of names", "sort scores", "create a list named x containing 1 , 2 and 3"]
-    plain = translator.generate_nbest(texts, beam_size=4, nbest=4)
-    constrained = translator.generate(texts, beam_size=4, constrain="python")
-    for alternatives, best in zip(plain, constrained):
+    beams = translator.generate_nbest(texts, beam_size=4, nbest=4, constrain="python")
+    for alternatives in beams:
+        assert all(_brackets_balance(g.tokens) for g in alternatives if g.finished)  # pruned during the search
         if any(g.parses and g.finished for g in alternatives):
-            assert best.parses  # a parseable hypothesis was in the beam, so the constrained choice parses
-            assert best.text == next(g.text for g in alternatives if g.parses and g.finished)
-        else:
-            assert best.text == alternatives[0].text
+            assert alternatives[0].parses  # a parseable hypothesis was in the beam, so the best one parses
     png = tmp_path / "attention.png"
     assert main(["generate", str(trained_run), "add 3 to total", "--beam", "3", "--constrain", "python", "--plot-attention", str(png)]) == 0
     assert png.stat().st_size > 1000
     assert main(["evaluate", str(trained_run), "--split", "valid", "--beam", "2", "--constrain", "python"]) == 0
     assert "python constraint" in capsys.readouterr().out
     assert (trained_run / "eval_valid_beam2_python.json").is_file()
-    _assert_clean_error(run_cli("generate", str(trained_run), "x", "--constrain", "python"), "--beam 2 or more")
+    for generation in translator.generate(texts, constrain="python"):  # greedy: bracket pruning only
+        if generation.finished:
+            assert _brackets_balance(generation.tokens), generation.text
+
+
+def _brackets_balance(tokens: list[str]) -> bool:
+    closer_of, stack = {"(": ")", "[": "]", "{": "}"}, []
+    for token in tokens:
+        if token in closer_of:
+            stack.append(closer_of[token])
+        elif token in closer_of.values() and (not stack or stack.pop() != token):
+            return False
+    return not stack
+
+
+def test_generate_sampling_and_decoding_plots(trained_run, tmp_path, capsys):
+    args = ["generate", str(trained_run), "add 3 to total", "--sample", "--seed", "7", "--top-k", "5", "--temperature", "0.8"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first  # seeded sampling is reproducible
+    _assert_clean_error(run_cli("generate", str(trained_run), "x", "--sample", "--beam", "3"), "--sample")
+    _assert_clean_error(run_cli("generate", str(trained_run), "x", "--sample", "--top-p", "0"), "top_p")
+    probs, nbest = tmp_path / "probs.png", tmp_path / "nbest.png"
+    assert main(["generate", str(trained_run), "add 3 to total", "--beam", "4", "--nbest", "3",
+                 "--plot-probs", str(probs), "--plot-step", "2", "--plot-nbest", str(nbest)]) == 0
+    assert probs.stat().st_size > 1000 and nbest.stat().st_size > 1000
+    _assert_clean_error(run_cli("generate", str(trained_run), "add 3 to total", "--plot-probs", str(probs),
+                                "--plot-step", "99"), "--plot-step 99")
 
 
 def test_prefer_accepted_is_stable_and_never_drops():

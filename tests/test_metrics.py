@@ -30,6 +30,7 @@ def test_parse_rate_never_executes():
     marker = "import os; os.makedirs('SHOULD_NOT_EXIST_seq2seq')"
     assert parses(marker)
     assert not parses("x = (")
+    assert not parses("") and not parses("  \n")  # an empty output is not code
     assert parse_rate(["x = 1", "def (", "print('a')", "for"]) == 0.5
     import os
 

@@ -133,13 +133,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     translator = Translator.from_run_dir(Path(args.run), which=args.checkpoint, device=args.device)
     # Blank input lines give blank output lines, so output line N always answers input line N.
     wanted = [i for i, line in enumerate(lines) if line.strip() or args.text is not None]
+    if args.sample and (args.beam > 1 or args.nbest > 1):
+        raise InputError("--sample draws one output per input: it cannot be combined with --beam or --nbest")
     found = translator.generate_nbest(
         [lines[i] for i in wanted], max_len=args.max_len, beam_size=args.beam, nbest=args.nbest,
-        length_penalty=args.length_penalty, alpha=args.alpha, constrain=args.constrain,
+        length_penalty=args.length_penalty, alpha=args.alpha, constrain=args.constrain, sample=args.sample,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
     )
     generations = dict(zip(wanted, found))
     if args.plot_attention:
         _plot_attention(found[0][0], Path(args.plot_attention))
+    if args.plot_probs:
+        _plot_probabilities(translator, found[0][0], Path(args.plot_probs), step=args.plot_step)
+    if args.plot_nbest:
+        _plot_nbest(found[0], Path(args.plot_nbest))
     for index in range(len(lines)):
         alternatives = generations.get(index)
         if alternatives is None:
@@ -156,21 +163,59 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plot_attention(generation, path: Path) -> None:
-    """Heatmap of the first input's best output (source tokens x output tokens)."""
+def _save_figure(figure, path: Path, what: str) -> None:
+    """Write a matplotlib figure atomically (the format follows the file suffix, PNG by default)."""
     import matplotlib.pyplot as plt
 
     from seq2seq.training.checkpointing import atomic_write
+
+    try:
+        atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png"))
+    finally:
+        plt.close(figure)
+    print(f"{what} written to {path}", file=sys.stderr)
+
+
+def _output_tokens(generation) -> list[str]:
+    return generation.tokens + (["<eos>"] if generation.finished else [])
+
+
+def _plot_attention(generation, path: Path) -> None:
+    """Heatmap of the first input's best output (source tokens x output tokens)."""
     from seq2seq.visualization.attention import attention_heatmap
 
     if generation.attention is None:
         raise InputError("--plot-attention: this model has no attention to plot")
-    out_tokens = generation.tokens + (["<eos>"] if generation.finished else [])
+    out_tokens = _output_tokens(generation)
     figure = attention_heatmap(generation.attention.numpy()[: len(out_tokens)], generation.source_tokens, out_tokens,
                                title=generation.text)
-    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png"))
-    plt.close(figure)
-    print(f"attention heatmap written to {path}", file=sys.stderr)
+    _save_figure(figure, path, "attention heatmap")
+
+
+def _plot_probabilities(translator, generation, path: Path, *, step: int) -> None:
+    """Bar chart of the top next-token candidates at output step ``step`` (1-based) of the first input."""
+    from seq2seq.visualization.probabilities import next_token_chart
+
+    out_tokens = _output_tokens(generation)
+    if not 1 <= step <= len(out_tokens):
+        raise InputError(f"--plot-step {step}: the output has {len(out_tokens)} steps ({' '.join(out_tokens)})")
+    probabilities = translator.step_probabilities(generation)[step - 1].numpy()
+    vocab = translator.run.tgt_vocab
+    chosen = vocab.stoi.get(out_tokens[step - 1])
+    prefix = " ".join(out_tokens[: step - 1]) or "<sos>"
+    figure = next_token_chart(probabilities, vocab.itos, chosen=chosen, k=10,
+                              title=f"step {step}, after: {prefix[-60:]}")
+    _save_figure(figure, path, "next-token probabilities")
+
+
+def _plot_nbest(generations, path: Path) -> None:
+    """Bar chart of the first input's n-best outputs and their scores."""
+    from seq2seq.visualization.probabilities import nbest_chart
+
+    marks = [] if generations[0].parses is None else ["parses" if g.parses else "syntax error" for g in generations]
+    figure = nbest_chart([g.text.replace("\n", " ⏎ ") for g in generations], [g.normalized_score for g in generations],
+                         marks=marks, title=generations[0].source)
+    _save_figure(figure, path, "n-best chart")
 
 
 def _read_input_lines(file: str | None) -> list[str]:
@@ -265,8 +310,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length-penalty", choices=["none", "gnmt", "average"], default="none",
                    help="beam score normalisation: gnmt ((5+len)/6)^alpha, average len^alpha")
     p.add_argument("--alpha", type=float, default=0.6, help="length penalty exponent")
-    p.add_argument("--constrain", choices=["python"], help="prefer beam outputs that ast.parse accepts (needs --beam >= 2)")
+    p.add_argument("--constrain", choices=["python"],
+                   help="Python outputs: prune prefixes whose brackets cannot balance and, with --beam, prefer outputs that ast.parse accepts")
+    p.add_argument("--sample", action="store_true", help="sample the output instead of searching for the most probable one")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0; below 1 sharpens)")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k most probable tokens only (0 = all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: smallest token set with this probability")
+    p.add_argument("--seed", type=int, default=None, help="seed for --sample (reproducible draws)")
     p.add_argument("--plot-attention", metavar="PNG", help="save the attention heatmap of the first input's output")
+    p.add_argument("--plot-probs", metavar="PNG", help="save a bar chart of the top-10 next-token candidates at --plot-step")
+    p.add_argument("--plot-step", type=_positive_int, default=1, help="output step for --plot-probs (1 = first token)")
+    p.add_argument("--plot-nbest", metavar="PNG", help="save a bar chart of the first input's n-best outputs and scores")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_generate)
@@ -276,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--output", help="write the predictions here, one per line")
     p.add_argument("--beam", type=_positive_int, default=1, help="beam size (1 = greedy, the default)")
-    p.add_argument("--constrain", choices=["python"], help="prefer beam outputs that ast.parse accepts (needs --beam >= 2)")
+    p.add_argument("--constrain", choices=["python"],
+                   help="Python outputs: prune prefixes whose brackets cannot balance and, with --beam, prefer outputs that ast.parse accepts")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)

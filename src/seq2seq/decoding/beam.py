@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from seq2seq.decoding.constraints import PrefixConstraint
 from seq2seq.decoding.greedy import Hypothesis
 from seq2seq.models.seq2seq import Seq2Seq
 
@@ -175,8 +176,12 @@ def beam_search(
     alpha: float = 0.6,
     nbest: int = 1,
     no_repeat_ngram_size: int = 0,
+    constraint: PrefixConstraint | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode a padded batch ``src`` [B, S]; per example, its ``nbest`` best hypotheses.
+
+    ``constraint`` bans, at every step, the tokens it proves cannot lead to a valid output
+    (see :mod:`seq2seq.decoding.constraints`); banned tokens are treated like ``<pad>``.
 
     A hypothesis finishes only by emitting ``<eos>`` (never before ``min_len`` tokens); ``<pad>``
     is never emitted. An example stops when it holds ``beam_size`` finished hypotheses that no
@@ -204,6 +209,7 @@ def beam_search(
     tokens = torch.zeros(batch * beam, 0, dtype=torch.long, device=device)  # [B*K, t]
     token_lps = torch.zeros(batch * beam, 0, device=device)  # [B*K, t]
     weights = torch.zeros(batch * beam, 0, src.size(1), device=device)  # [B*K, t, S], stays empty without attention
+    states = [] if constraint is None else [constraint.start()] * (batch * beam)  # per row
     finished: list[list[tuple[float, Hypothesis]]] = [[] for _ in range(batch)]
     unfinished: list[list[tuple[float, Hypothesis]]] = [[] for _ in range(batch)]
 
@@ -216,6 +222,8 @@ def beam_search(
         banned[:, pad_index] = True
         if step < min_len:
             banned[:, eos_index] = True
+        if constraint is not None:
+            banned |= constraint.banned(states, vocab, device)
         log_probs = log_probs.masked_fill(banned, -math.inf)
         n_active = len(active)
         new_scores, token_ids, beam_ids = beam_step(log_probs.view(n_active, beam, vocab), scores, step=step)
@@ -242,6 +250,8 @@ def beam_search(
         if attention is not None:
             weights = torch.cat([weights[rows], attention[rows].unsqueeze(1)], dim=1)  # [B'*K, t+1, S]
         state = state.select(rows)
+        if constraint is not None:
+            states = [constraint.advance(states[r], t) for r, t in zip(rows.tolist(), prev.tolist())]
 
         # 5. Stop sentences that are done; at the length limit keep alive ones as unfinished.
         done = []
@@ -271,6 +281,8 @@ def beam_search(
             scores = scores.index_select(0, keep_sentences)
             prev, tokens, token_lps = prev[keep_rows], tokens[keep_rows], token_lps[keep_rows]
             weights = weights[keep_rows]
+            if constraint is not None:
+                states = [states[r] for r in keep_rows.tolist()]
             state, memory = state.select(keep_rows), memory.select(keep_rows)
 
     return [[h for _, h in (finished[b] + unfinished[b])[:nbest]] for b in range(batch)]

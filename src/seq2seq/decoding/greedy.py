@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from seq2seq.models.seq2seq import Seq2Seq
+
+if TYPE_CHECKING:
+    from seq2seq.decoding.constraints import PrefixConstraint
 
 
 @dataclass
@@ -34,8 +39,11 @@ def greedy_decode(
     sos_index: int,
     eos_index: int,
     max_len: int,
+    constraint: PrefixConstraint | None = None,
 ) -> list[Hypothesis]:
-    """Decode a padded batch ``src`` [B, S]; one hypothesis per example, in batch order."""
+    """Decode a padded batch ``src`` [B, S]; one hypothesis per example, in batch order.
+
+    With a ``constraint`` the most probable *allowed* token is taken at each step."""
     if max_len < 1:
         raise ValueError(f"max_len must be at least 1, got {max_len}")
 
@@ -44,7 +52,7 @@ def greedy_decode(
         return best, best_log_prob
 
     return decode_single_path(model, src, src_lengths, src_mask, sos_index=sos_index, eos_index=eos_index,
-                              max_len=max_len, choose=choose)
+                              max_len=max_len, choose=choose, constraint=constraint)
 
 
 def decode_single_path(
@@ -57,19 +65,32 @@ def decode_single_path(
     eos_index: int,
     max_len: int,
     choose: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    constraint: PrefixConstraint | None = None,
 ) -> list[Hypothesis]:
     """The loop shared by greedy decoding and sampling: one hypothesis per example, extended by
     ``choose(logits [B, V]) -> (next tokens [B], their log-probabilities [B])`` until every
-    example has emitted ``<eos>`` or ``max_len`` tokens."""
+    example has emitted ``<eos>`` or ``max_len`` tokens.
+
+    A ``constraint`` sets the logits of banned tokens to -inf before ``choose`` sees them; the
+    recorded log-probabilities stay the model's own (not renormalised over allowed tokens), so
+    scores compare with unconstrained decoding and beam search."""
     model.eval()
     batch_size = src.size(0)
     memory, state = model.encode(src, src_lengths, src_mask)
     prev = torch.full((batch_size,), sos_index, dtype=torch.long, device=src.device)  # [B]
     finished = torch.zeros(batch_size, dtype=torch.bool, device=src.device)
+    states = [] if constraint is None else [constraint.start()] * batch_size
     tokens, log_probs, weights = [], [], []
     for _ in range(max_len):
         logits, state, attention = model.decoder.step(prev, state, memory)  # [B, V]
-        prev, token_log_prob = choose(logits.float())  # [B], [B]
+        logits = logits.float()
+        if constraint is None:
+            prev, token_log_prob = choose(logits)  # [B], [B]
+        else:
+            banned = constraint.banned(states, logits.size(-1), logits.device)  # [B, V]
+            prev, _ = choose(logits.masked_fill(banned, -math.inf))
+            token_log_prob = torch.log_softmax(logits, dim=-1).gather(1, prev.unsqueeze(1)).squeeze(1)  # [B]
+            states = [constraint.advance(s, t) for s, t in zip(states, prev.tolist())]
         tokens.append(prev)
         log_probs.append(token_log_prob)
         if attention is not None:

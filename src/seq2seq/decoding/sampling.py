@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from seq2seq.decoding.constraints import PrefixConstraint
 from seq2seq.decoding.greedy import Hypothesis, decode_single_path
 from seq2seq.models.seq2seq import Seq2Seq
 
@@ -60,20 +61,23 @@ def sample_decode(
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int | None = None,
+    generator: torch.Generator | None = None,
+    constraint: PrefixConstraint | None = None,
 ) -> list[Hypothesis]:
     """Sample one hypothesis per example of ``src`` [B, S], in batch order.
 
-    The draws come from a private ``torch.Generator`` on ``src.device`` (seeded: reproducible;
-    torch's global RNG is left alone). ``token_log_probs`` are the model's own log-probabilities
+    The draws come from ``generator`` or else a private ``torch.Generator`` on ``src.device``
+    seeded with ``seed`` (seeded: reproducible; torch's global RNG is left alone). ``token_log_probs`` are the model's own log-probabilities
     (no temperature, no filtering), so scores compare with greedy and beam search.
     """
     _check_arguments(temperature=temperature, top_k=top_k, top_p=top_p, max_len=max_len)
     model.eval()
-    generator = torch.Generator(device=src.device)
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
+    if generator is None:
+        generator = torch.Generator(device=src.device)
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
 
     def choose(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         filtered = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)  # [B, V]
@@ -81,4 +85,4 @@ def sample_decode(
         return drawn, torch.log_softmax(logits, dim=-1).gather(1, drawn.unsqueeze(1)).squeeze(1)  # [B], [B]
 
     return decode_single_path(model, src, src_lengths, src_mask, sos_index=sos_index, eos_index=eos_index,
-                              max_len=max_len, choose=choose)
+                              max_len=max_len, choose=choose, constraint=constraint)

@@ -31,3 +31,20 @@ def score_references(
     gold = tgt[:, 1:]  # [B, T-1]
     token_log_probs = log_probs.gather(2, gold.unsqueeze(-1)).squeeze(-1)  # [B, T-1]
     return token_log_probs.masked_fill(gold == pad_index, 0.0).sum(dim=1)  # [B]
+
+
+@torch.inference_mode()
+def step_distributions(
+    model: Seq2Seq, src: torch.Tensor, src_lengths: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor
+) -> torch.Tensor:
+    """Next-token probabilities at every step of given outputs, [B, T-1, V].
+
+    ``tgt`` [B, T] is ``<sos> y_1 ... y_n [<eos>] <pad>...``; entry [b, t] is the distribution the
+    decoder had when it chose ``tgt[b, t + 1]``, reading the given prefix (teacher forcing 1.0),
+    so for a decoded output it is exactly what the search saw at that step.
+    """
+    if tgt.dim() != 2 or tgt.size(0) != src.size(0):
+        raise ValueError(f"expected tgt [B, T] with B = {src.size(0)}, got {tuple(tgt.shape)}")
+    model.eval()
+    logits, _ = model(src, src_lengths, src_mask, tgt[:, :-1], teacher_forcing=1.0)  # [B, T-1, V]
+    return torch.softmax(logits.float(), dim=-1)

@@ -1,12 +1,34 @@
-"""One entry point for decoding many sources: greedy when ``beam_size == 1``, else beam search."""
+"""One entry point for decoding many sources: greedy, sampling or beam search."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from seq2seq.decoding.beam import beam_search
+from seq2seq.decoding.constraints import PrefixConstraint
 from seq2seq.decoding.greedy import Hypothesis, decode_all, greedy_decode
+from seq2seq.decoding.sampling import sample_decode
 from seq2seq.models.seq2seq import Seq2Seq
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Ancestral sampling instead of search: see :func:`seq2seq.decoding.sampling.sample_decode`."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def generator(self, device: torch.device | str) -> torch.Generator:
+        generator = torch.Generator(device=torch.device(device))
+        if self.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(self.seed)
+        return generator
 
 
 def decode_sources(
@@ -23,18 +45,35 @@ def decode_sources(
     alpha: float = 0.6,
     batch_size: int = 128,
     device: torch.device | str = "cpu",
+    sampling: SamplingOptions | None = None,
+    constraint: PrefixConstraint | None = None,
 ) -> list[list[Hypothesis]]:
-    """Up to ``nbest`` hypotheses per encoded source, best first, in input order."""
+    """Up to ``nbest`` hypotheses per encoded source, best first, in input order.
+
+    With ``sampling`` each source gets one sampled hypothesis (``beam_size`` must be 1). A
+    ``constraint`` prunes impossible prefixes in every search.
+    """
     if nbest > beam_size:
         raise ValueError(f"nbest={nbest} cannot exceed the beam size {beam_size}")
+    if sampling is not None and beam_size != 1:
+        raise ValueError(f"sampling draws one output per input; it cannot be combined with beam size {beam_size}")
+    # One generator for the whole call: a seeded call is reproducible and batches draw independently.
+    generator = None if sampling is None else sampling.generator(device)
 
     def search(src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> list[list[Hypothesis]]:
+        if sampling is not None:
+            found = sample_decode(model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, max_len=max_len,
+                                  temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
+                                  generator=generator, constraint=constraint)
+            return [[hypothesis] for hypothesis in found]
         if beam_size == 1:
-            found = greedy_decode(model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, max_len=max_len)
+            found = greedy_decode(model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, max_len=max_len,
+                                  constraint=constraint)
             return [[hypothesis] for hypothesis in found]
         return beam_search(
             model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, pad_index=pad_index,
             beam_size=beam_size, max_len=max_len, nbest=nbest, length_penalty=length_penalty, alpha=alpha,
+            constraint=constraint,
         )
 
     return decode_all(sources, search, pad_index=pad_index, batch_size=batch_size, device=device)

@@ -12,7 +12,7 @@ import torch
 from seq2seq.data.batching import EncodedPair
 from seq2seq.data.tokenizers import Tokenizer
 from seq2seq.data.vocab import Vocab
-from seq2seq.decoding.constraints import prefer_accepted
+from seq2seq.decoding.constraints import prefer_accepted, python_constraint
 from seq2seq.decoding.greedy import Hypothesis
 from seq2seq.decoding.search import decode_sources
 from seq2seq.evaluation.metrics import exact_match, parse_rate, parses, token_bleu
@@ -107,22 +107,24 @@ def evaluate(
     constrain_python: bool = False,
 ) -> tuple[EvalReport, list[Hypothesis]]:
     """Decode ``pairs`` (greedy, or beam search when ``beam_size > 1``) and score against the
-    reference token lists.
+    reference token lists. ``constrain_python`` prunes unbalanced-bracket prefixes during the
+    search and, with a beam, prefers the finished outputs that ``ast.parse`` accepts.
 
     Exact match and BLEU compare target *tokens* (the tokenizer's units), so formatting
     differences such as spaces around operators do not count as errors.
     """
     device = torch.device(device)
-    if constrain_python and beam_size < 2:
-        raise ValueError("the python constraint chooses among beam hypotheses: use a beam of 2 or more")
     if not pairs:
         raise ValueError("nothing to evaluate: the split is empty")
+    if constrain_python and not is_code:
+        raise ValueError("the python constraint needs a model whose target tokenizer is 'python'")
     loss = mean_reference_loss(model, pairs, pad_index=tgt_vocab.pad_index, batch_size=batch_size, device=device)
     started = time.perf_counter()
     found = decode_sources(
         model, [pair.src for pair in pairs], sos_index=tgt_vocab.sos_index, eos_index=tgt_vocab.eos_index,
         pad_index=tgt_vocab.pad_index, max_len=max_len, beam_size=beam_size,
         nbest=beam_size if constrain_python else 1, batch_size=batch_size, device=device,
+        constraint=python_constraint(tgt_vocab.itos, eos_index=tgt_vocab.eos_index) if constrain_python else None,
     )
     if constrain_python:
         accept = lambda h: h.finished and parses(tgt_tokenizer.detokenize(tgt_vocab.decode(h.tokens)))  # noqa: E731

@@ -42,7 +42,11 @@ def _join(tokens: Sequence[str]) -> str:
 
 
 def parses(code: str) -> bool:
-    """True when ``code`` is syntactically valid Python. Only parsed, never executed."""
+    """True when ``code`` is a syntactically valid, non-empty Python program. Only parsed, never
+    executed. An empty output (``ast.parse("")`` accepts it) is not counted as code: otherwise a
+    model that learned to stop at once would score a perfect parse rate."""
+    if not code.strip():
+        return False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. SyntaxWarning for invalid escape sequences

@@ -9,9 +9,10 @@ import torch
 
 from seq2seq.checkpoint import LoadedRun, load_run
 from seq2seq.decoding.beam import normalized_score
-from seq2seq.decoding.constraints import prefer_accepted
+from seq2seq.decoding.constraints import prefer_accepted, python_constraint
 from seq2seq.decoding.greedy import Hypothesis
-from seq2seq.decoding.search import decode_sources
+from seq2seq.decoding.scoring import step_distributions
+from seq2seq.decoding.search import SamplingOptions, decode_sources
 from seq2seq.evaluation.metrics import parses
 
 
@@ -63,19 +64,38 @@ class Translator:
         length_penalty: str = "none",
         alpha: float = 0.6,
         constrain: str | None = None,
+        sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
     ) -> list[list[Generation]]:
         """``nbest`` outputs per text, best first: greedy when ``beam_size == 1``, else beam search.
 
-        ``constrain="python"`` keeps the whole beam and moves the outputs that ``ast.parse``
+        ``constrain="python"`` prunes prefixes whose brackets can no longer balance during the
+        search and, with a beam, keeps the whole beam and moves the outputs that ``ast.parse``
         accepts ahead of those it rejects (never executing them), then keeps ``nbest``.
+        ``sample=True`` draws one output per text instead (temperature, top-k, top-p; seeded
+        when ``seed`` is given).
         """
         run = self.run
+        sampling = None
+        if sample:
+            if beam_size != 1 or nbest != 1:
+                raise InputError("sampling draws one output per input: it cannot be combined with beam or nbest")
+            if not temperature > 0:
+                raise InputError(f"temperature must be > 0, got {temperature}")
+            if top_k < 0:
+                raise InputError(f"top_k must be >= 0 (0 = no limit), got {top_k}")
+            if not 0 < top_p <= 1:
+                raise InputError(f"top_p must be in (0, 1], got {top_p}")
+            sampling = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
         if nbest > beam_size:
             raise InputError(f"nbest={nbest} cannot exceed the beam size {beam_size}")
         if constrain not in (None, "python"):
             raise InputError(f"constrain={constrain!r}: the only constraint is 'python'")
-        if constrain == "python" and beam_size < 2:
-            raise InputError("--constrain python chooses among beam hypotheses: use --beam 2 or more")
+        if constrain == "python" and not self.is_code:
+            raise InputError("constrain='python' needs a model whose target tokenizer is 'python'")
         source_tokens = []
         for number, text in enumerate(texts, start=1):
             tokens = run.src_tokenizer.tokenize(text)
@@ -88,7 +108,8 @@ class Translator:
             sos_index=vocab.sos_index, eos_index=vocab.eos_index, pad_index=vocab.pad_index,
             max_len=max_len or run.config.decode.max_len, beam_size=beam_size,
             nbest=beam_size if constrain else nbest, length_penalty=length_penalty, alpha=alpha,
-            batch_size=batch_size or run.config.decode.batch_size, device=run.device,
+            batch_size=batch_size or run.config.decode.batch_size, device=run.device, sampling=sampling,
+            constraint=python_constraint(vocab.itos, eos_index=vocab.eos_index) if constrain else None,
         )
         results = []
         for text, src_tokens, hypotheses in zip(texts, source_tokens, found):
@@ -97,6 +118,22 @@ class Translator:
                 generations = prefer_accepted(generations, lambda g: bool(g.parses) and g.finished)
             results.append(generations[:nbest])
         return results
+
+    def step_probabilities(self, generation: Generation) -> torch.Tensor:
+        """The next-token distribution at every step of ``generation``'s output, [T, V] on the CPU.
+
+        Row t is what the decoder saw when it chose output token t (``<eos>`` last when the output
+        finished); column v is ``self.run.tgt_vocab.itos[v]``.
+        """
+        run = self.run
+        vocab = run.tgt_vocab
+        src_ids = run.src_vocab.encode(generation.source_tokens)
+        tgt_ids = vocab.encode(generation.tokens, add_sos=True, add_eos=generation.finished)
+        src = torch.tensor([src_ids], device=run.device)
+        lengths = torch.tensor([len(src_ids)])
+        mask = torch.ones_like(src, dtype=torch.bool)
+        tgt = torch.tensor([tgt_ids], device=run.device)
+        return step_distributions(run.model, src, lengths, mask, tgt)[0].cpu()
 
     def _generation(self, text: str, src_tokens: list[str], hypothesis: Hypothesis, length_penalty: str, alpha: float) -> Generation:
         tokens = self.run.tgt_vocab.decode(hypothesis.tokens)
