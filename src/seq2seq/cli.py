@@ -113,10 +113,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _report_line(split: str, report) -> str:
     parse = f"  parse rate {report.parse_rate:.1%}" if report.parse_rate is not None else ""
-    return (
-        f"{split}: {report.count} examples  exact match {report.exact_match:.1%}  BLEU {report.bleu:.2f}"
+    line = (
+        f"{split}: {report.count} examples  exact match {report.exact_match:.1%}  token BLEU {report.bleu:.2f}"
         f"{parse}  perplexity {report.perplexity:.2f}"
     )
+    task = report.task
+    if task.get("metric") == "conala":
+        line += f"\n  official CoNaLa BLEU {task['conala_bleu']:.2f}  exact match {task['conala_exact_match']:.1%}"
+    elif task.get("metric") == "sacrebleu":
+        line += f"\n  sacreBLEU {task['sacrebleu']:.2f}  ({task['signature']})"
+    elif task.get("metric") == "accuracy":
+        line += f"\n  accuracy {task['accuracy']:.1%}  confusion (gold -> predicted): {task['confusion']}"
+    return line
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from seq2seq.checkpoint import init_run_dir, load_run, load_run_config
 from seq2seq.config import ConfigError, RunConfig
 from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.data.vocab import Vocab
-from seq2seq.evaluation.evaluate import EvalReport, evaluate
+from seq2seq.evaluation.evaluate import EvalReport, evaluate, task_metric_for
 from seq2seq.models.build import build_model, count_parameters
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.training.checkpointing import atomic_write_text
@@ -123,6 +123,8 @@ def evaluate_run(
         is_code=run.config.data.tgt_tokenizer == "python",
         beam_size=beam_size,
         constrain_python=constrain_python,
+        task_metric=task_metric_for(run.config.data.format, has_label_map=run.config.data.label_map is not None),
+        raw_references=[example.tgt for example in corpus.examples[split]],
     )
     if output is not None:
         atomic_write_text(output, "".join(text.replace("\n", "\\n") + "\n" for text in report.predictions))

@@ -16,6 +16,13 @@ from seq2seq.decoding.constraints import prefer_accepted, python_constraint
 from seq2seq.decoding.greedy import Hypothesis
 from seq2seq.decoding.search import decode_sources
 from seq2seq.evaluation.metrics import exact_match, parse_rate, parses, token_bleu
+from seq2seq.evaluation.task_metrics import (
+    conala_bleu,
+    conala_exact_match,
+    confusion_matrix,
+    label_accuracy,
+    sacre_bleu,
+)
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.training.validation import mean_reference_loss
 
@@ -51,6 +58,7 @@ class EvalReport:
     decode_sentences_per_s: float
     by_length: list[BucketScore] = field(default_factory=list)
     predictions: list[str] = field(default_factory=list)
+    task: dict = field(default_factory=dict)  # the task's published metric, see task_scores()
 
     @property
     def perplexity(self) -> float:
@@ -91,6 +99,35 @@ def scores_by_length(
     return scores
 
 
+TASK_METRICS = ("conala", "sacrebleu", "accuracy")
+
+
+def task_metric_for(data_format: str, *, has_label_map: bool) -> str | None:
+    """The published metric of a data format: CoNaLa BLEU, sacreBLEU for parallel text, label
+    accuracy when targets are labels (a ``label_map``); None where token exact match is the metric."""
+    if data_format == "conala":
+        return "conala"
+    if data_format == "parallel":
+        return "sacrebleu"
+    if has_label_map:
+        return "accuracy"
+    return None
+
+
+def task_scores(metric: str, predictions: Sequence[str], references: Sequence[str]) -> dict:
+    """``metric``'s figures for detokenized ``predictions`` against raw reference texts."""
+    if metric == "conala":
+        return {"metric": "conala", "conala_bleu": conala_bleu(predictions, references),
+                "conala_exact_match": conala_exact_match(predictions, references)}
+    if metric == "sacrebleu":
+        score = sacre_bleu(predictions, references)
+        return {"metric": "sacrebleu", "sacrebleu": score.score, "signature": score.signature}
+    if metric == "accuracy":
+        return {"metric": "accuracy", "accuracy": label_accuracy(predictions, references),
+                "confusion": confusion_matrix(predictions, references)}
+    raise ValueError(f"unknown task metric {metric!r}; valid: {', '.join(TASK_METRICS)}")
+
+
 def evaluate(
     model: Seq2Seq,
     pairs: Sequence[EncodedPair],
@@ -105,14 +142,20 @@ def evaluate(
     edges: Sequence[int] | None = None,
     beam_size: int = 1,
     constrain_python: bool = False,
+    task_metric: str | None = None,
+    raw_references: Sequence[str] | None = None,
 ) -> tuple[EvalReport, list[Hypothesis]]:
     """Decode ``pairs`` (greedy, or beam search when ``beam_size > 1``) and score against the
     reference token lists. ``constrain_python`` prunes unbalanced-bracket prefixes during the
     search and, with a beam, prefers the finished outputs that ``ast.parse`` accepts.
 
     Exact match and BLEU compare target *tokens* (the tokenizer's units), so formatting
-    differences such as spaces around operators do not count as errors.
+    differences such as spaces around operators do not count as errors. ``task_metric`` adds
+    the task's published metric (see :func:`task_scores`), computed on the detokenized outputs
+    against ``raw_references``, the untokenized reference texts.
     """
+    if task_metric is not None and (raw_references is None or len(raw_references) != len(pairs)):
+        raise ValueError(f"task metric {task_metric!r} needs one raw reference text per example")
     device = torch.device(device)
     if not pairs:
         raise ValueError("nothing to evaluate: the split is empty")
@@ -142,8 +185,9 @@ def evaluate(
         decode_sentences_per_s=len(pairs) / max(seconds, 1e-9),
         by_length=scores_by_length([len(p.src) for p in pairs], predicted_tokens, references, edges=edges),
         predictions=texts,
+        task=task_scores(task_metric, texts, raw_references) if task_metric else {},
     )
     return report, hypotheses
 
 
-__all__ = ["BucketScore", "EvalReport", "evaluate", "parses", "scores_by_length"]
+__all__ = ["BucketScore", "EvalReport", "evaluate", "parses", "scores_by_length", "task_metric_for", "task_scores"]
