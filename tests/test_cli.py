@@ -105,7 +105,7 @@ def test_compare_quick_writes_table_report_and_figures(tmp_path, capsys):
 
 
 def test_help_for_every_subcommand():
-    for command in ("train", "generate", "evaluate", "compare"):
+    for command in ("train", "generate", "evaluate", "compare", "serve"):
         with pytest.raises(SystemExit) as info:
             main([command, "--help"])
         assert info.value.code == 0

@@ -4,6 +4,7 @@
     seq2seq generate RUN ["text" | --file F | < stdin]
     seq2seq evaluate RUN [--split test]
     seq2seq compare  [--out DIR] [--quick]
+    seq2seq serve    RUN [RUN ...] [--host H] [--port P]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from seq2seq import __version__
 from seq2seq.checkpoint import RunDirError
 from seq2seq.config import PRESETS, ConfigError, RunConfig, build_config, load_config_file
 from seq2seq.data.example import DataError
+from seq2seq.serving.cli import add_serve_command
 from seq2seq.serving.translator import InputError
 
 logger = logging.getLogger("seq2seq")
@@ -355,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="comparison", help="output folder (default: comparison)")
     p.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
     p.set_defaults(func=cmd_compare)
+
+    add_serve_command(sub)
     return parser
 
 
