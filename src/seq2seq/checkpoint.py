@@ -20,19 +20,21 @@ from pathlib import Path
 import torch
 
 from seq2seq import __version__
-from seq2seq.config import ConfigError, RunConfig, build_config, config_to_yaml, load_config_file
+from seq2seq.config import ConfigError, RunConfig, build_config, config_to_yaml, load_config_file, short_repr
 from seq2seq.data.corpus import build_tokenizers
 from seq2seq.data.tokenizers import Tokenizer
 from seq2seq.data.vocab import Vocab
 from seq2seq.models.build import build_model, count_parameters
 from seq2seq.models.seq2seq import Seq2Seq
-from seq2seq.training.checkpointing import FORMAT_VERSION, atomic_write_text, load_weights
+from seq2seq.training.checkpointing import (
+    FORMAT_VERSION,
+    RunDirError,
+    atomic_write_text,
+    load_weights,
+    remove_temporaries,
+)
 
 RUN_MARKER = "run.json"
-
-
-class RunDirError(ValueError):
-    """A run directory is missing, incomplete or inconsistent."""
 
 
 def init_run_dir(run_dir: Path, *, config: RunConfig, src_vocab: Vocab, tgt_vocab: Vocab, parameters: int, overwrite: bool) -> None:
@@ -48,6 +50,7 @@ def init_run_dir(run_dir: Path, *, config: RunConfig, src_vocab: Vocab, tgt_voca
     # The marker goes first and comes back last, so a crash in between never leaves a
     # folder that looks like a complete run mixing old and new files.
     (run_dir / RUN_MARKER).unlink(missing_ok=True)
+    remove_temporaries(run_dir)
     stale = ["metrics.jsonl", "best.safetensors", "last.safetensors", *(p.name for p in run_dir.glob("eval_*.json"))]
     for name in stale:
         (run_dir / name).unlink(missing_ok=True)
@@ -68,11 +71,26 @@ def load_run_config(run_dir: Path) -> RunConfig:
         meta = json.loads(marker.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise RunDirError(f"{marker}:{error.lineno}: malformed JSON: {error.msg}") from None
+    except (ValueError, RecursionError) as error:  # undecodable bytes, absurd nesting, a 5000-digit int
+        problem = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise RunDirError(f"{marker}: malformed JSON: {problem}") from None
+    if not isinstance(meta, dict):
+        raise RunDirError(f"{marker}: is a JSON {type(meta).__name__}: expected an object with a format_version")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise RunDirError(f"{marker}: format_version {meta.get('format_version')!r}; this seq2seq reads {FORMAT_VERSION}")
+        raise RunDirError(
+            f"{marker}: format_version {short_repr(meta.get('format_version'))}; this seq2seq reads {FORMAT_VERSION}"
+        )
     try:
         return build_config(base=load_config_file(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
     except ConfigError as error:
+        raise RunDirError(str(error)) from None
+
+
+def load_vocabs(run_dir: Path) -> tuple[Vocab, Vocab]:
+    """The source and target vocabularies of a run; any problem with them is a RunDirError."""
+    try:
+        return Vocab.load(run_dir / "src_vocab.json"), Vocab.load(run_dir / "tgt_vocab.json")
+    except ValueError as error:
         raise RunDirError(str(error)) from None
 
 
@@ -97,18 +115,12 @@ def load_run(run_dir: Path, *, which: str = "best", device: torch.device | str =
     if which not in ("best", "last"):
         raise ValueError(f"which={which!r}; expected 'best' or 'last'")
     config = load_run_config(run_dir)
-    try:
-        src_vocab, tgt_vocab = Vocab.load(run_dir / "src_vocab.json"), Vocab.load(run_dir / "tgt_vocab.json")
-    except ValueError as error:
-        raise RunDirError(str(error)) from None
+    src_vocab, tgt_vocab = load_vocabs(run_dir)
     model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab), pad_index=Vocab.pad_index)
     weights = run_dir / f"{which}.safetensors"
-    if not weights.is_file():
+    if not weights.exists():
         raise RunDirError(f"{weights}: not found; no epoch of this run has finished with a finite validation loss")
-    try:
-        load_weights(model, weights)
-    except ValueError as error:
-        raise RunDirError(str(error)) from None
+    load_weights(model, weights)
     device = torch.device(device)
     model.to(device).eval()
     src_tokenizer, tgt_tokenizer = build_tokenizers(config.data)

@@ -8,6 +8,7 @@ silently ignored. Components never read this tree; only the ``build_*`` factorie
 from __future__ import annotations
 
 import difflib
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 class ConfigError(ValueError):
     """A configuration file, preset or ``--set`` override is invalid."""
+
+
+# Values quoted in error messages are shortened: a config may hold a huge line or a YAML alias
+# bomb, whose full repr would be exponentially long; the message only has to show which value.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlevel = 80, 80, 2
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
+_SHORT_LIMIT = 200
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)`` cut to at most a couple of hundred characters, for error messages."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= _SHORT_LIMIT else text[: _SHORT_LIMIT - 3] + "..."
 
 
 class _Strict(BaseModel):
@@ -85,7 +100,7 @@ class ModelConfig(_Strict):
 class TrainConfig(_Strict):
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=64, ge=1)
-    learning_rate: float = Field(default=1e-3, gt=0)
+    learning_rate: float = Field(default=1e-3, gt=0, allow_inf_nan=False)
     teacher_forcing: float = Field(default=0.5, ge=0.0, le=1.0)
     clip_norm: float = Field(default=1.0, gt=0)
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
@@ -97,6 +112,9 @@ class TrainConfig(_Strict):
     seed: int = 42
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (None = torch default)")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        default="stop", description="a NaN/inf training loss: stop with an error, or skip the batch (counted per epoch)"
+    )
 
 
 class DecodeConfig(_Strict):
@@ -137,7 +155,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset_model_config(name: str) -> dict[str, Any]:
     """The model section of a named preset, as a plain dict (so overrides can be merged)."""
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {short_repr(name)}; valid presets: {', '.join(PRESETS)}")
     preset = PRESETS[name]
     return {"preset": name, "encoder": dict(preset["encoder"]), "decoder": dict(preset["decoder"])}
 
@@ -153,15 +171,31 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _yaml_problem(error: Exception) -> str:
+    """The one-line gist of a YAML error (PyYAML's own message spans several lines)."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    return getattr(error, "problem", None) or str(error).split("\n", 1)[0]
+
+
 def _parse_override(item: str) -> tuple[list[str], Any]:
+    shown = short_repr(item)
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key.sub=value, e.g. train.epochs=5")
+        raise ConfigError(f"--set {shown}: expected key.sub=value, e.g. train.epochs=5")
     key, raw = item.split("=", 1)
     path = [part for part in key.strip().split(".") if part]
     if not path:
-        raise ConfigError(f"--set {item!r}: empty key")
+        raise ConfigError(f"--set {shown}: empty key")
+    if not raw.strip():
+        return path, ""
     # YAML gives the natural types: 5 -> int, 1e-3 -> float, true -> bool, null -> None.
-    return path, yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return path, yaml.safe_load(raw)
+    except (yaml.YAMLError, ValueError, RecursionError) as error:  # ValueError: an int over 4300 digits
+        raise ConfigError(
+            f"--set {shown}: the value of {short_repr(key.strip())} is not valid YAML ({_yaml_problem(error)}): expected a number, "
+            "true/false, null, a [list], a {mapping} or a string (quote a string that starts with @, `, [ or {)"
+        ) from None
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -173,7 +207,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for part in path[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
+                raise ConfigError(f"--set {short_repr(item)}: {short_repr(part)} is a value, not a section")
             node = child
         node[path[-1]] = value
     return tree
@@ -188,9 +222,9 @@ def _format_errors(error: ValidationError, source: str) -> str:
             valid = _valid_keys(loc[:-1])
             hint = difflib.get_close_matches(loc[-1], valid, n=1)
             suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-            lines.append(f"  unknown key {key!r}{suggestion}; valid keys here: {', '.join(valid)}")
+            lines.append(f"  unknown key {short_repr(key)}{suggestion}; valid keys here: {', '.join(valid)}")
         else:
-            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+            lines.append(f"  {key}: {item['msg']} (got {short_repr(item.get('input'))})")
     return "\n".join(lines)
 
 
@@ -213,33 +247,54 @@ def build_config(
     source: str = "config",
 ) -> RunConfig:
     """Resolve a run configuration: defaults <- preset <- file contents and ``--set`` overrides."""
-    tree: dict[str, Any] = dict(base or {})
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level")
-    tree = apply_overrides(tree, overrides or [])
+    if base is not None and not isinstance(base, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(base).__name__}")
+    tree = apply_overrides(dict(base or {}), overrides or [])
     model = tree.get("model") or {}
     if not isinstance(model, dict):
-        raise ConfigError(f"{source}: 'model' must be a section (a mapping), got {model!r}")
+        raise ConfigError(f"{source}: 'model' must be a section (a mapping), got {short_repr(model)}")
     preset = preset or model.get("preset")
+    if preset is not None and not isinstance(preset, str):
+        raise ConfigError(f"{source}: model.preset is {short_repr(preset)}: expected one of {', '.join(PRESETS)}")
     if preset:
+        try:
+            preset_tree = preset_model_config(preset)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: model.preset: {error}") from None
         # Values given explicitly (file or --set) win over the preset's.
-        tree["model"] = _deep_merge(preset_model_config(preset), {k: v for k, v in model.items() if k != "preset"})
+        tree["model"] = _deep_merge(preset_tree, {k: v for k, v in model.items() if k != "preset"})
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as error:
         raise ConfigError(_format_errors(error, source)) from None
 
 
-def load_config_file(path: Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict, with a clear error for a missing or malformed file."""
+def _read_config_text(path: Path) -> str:
+    """The file as UTF-8 text; a folder, an unreadable file or undecodable bytes name the file (and line)."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: expected a YAML config file, found a folder")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config file ({error.strerror or error})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError(f"{path}:{line}: invalid UTF-8 (byte 0x{data[error.start]:02x}): expected UTF-8 text") from None
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict, with a clear error for a missing or malformed file."""
+    text = _read_config_text(path)
+    try:
+        tree = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, RecursionError) as error:  # ValueError: an int over 4300 digits
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: malformed YAML: {getattr(error, 'problem', error)}") from None
+        raise ConfigError(f"{where}: malformed YAML: {_yaml_problem(error)}") from None
     if tree is None:
         return {}
     if not isinstance(tree, dict):

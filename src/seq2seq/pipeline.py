@@ -9,20 +9,27 @@ from pathlib import Path
 
 import torch
 
-from seq2seq.checkpoint import init_run_dir, load_run, load_run_config
-from seq2seq.config import ConfigError, RunConfig
+from seq2seq.checkpoint import init_run_dir, load_run, load_run_config, load_vocabs
+from seq2seq.config import ConfigError, RunConfig, short_repr
 from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.data.vocab import Vocab
 from seq2seq.evaluation.evaluate import EvalReport, evaluate, task_metric_for
 from seq2seq.models.build import build_model, count_parameters
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.training.checkpointing import atomic_write_text
-from seq2seq.training.trainer import BatchCallback, Trainer, TrainResult, resolve_device, seed_everything
+from seq2seq.training.trainer import (
+    BatchCallback,
+    NonFiniteLossError,
+    Trainer,
+    TrainResult,
+    resolve_device,
+    seed_everything,
+)
 
 logger = logging.getLogger(__name__)
 
 
-RESUMABLE_KEYS = ("epochs", "time_budget_s", "early_stopping_patience", "device", "threads")
+RESUMABLE_KEYS = ("epochs", "time_budget_s", "early_stopping_patience", "device", "threads", "on_nonfinite")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -46,6 +53,15 @@ def _resume_config(saved: RunConfig, requested: RunConfig) -> RunConfig:
             f"cannot change {', '.join(changed)} when resuming; only {', '.join(sorted(allowed))} may change"
         )
     return requested
+
+
+def _first_example(corpus: Corpus, indices: list[int]) -> str:
+    """Where the first example of a failing batch comes from, so the user can look at the input."""
+    train = corpus.examples.get("train", [])
+    if not indices or not 0 <= indices[0] < len(train):
+        return ""
+    example = train[indices[0]]
+    return f"; the first is {example.origin or 'the built-in task'}: {short_repr(example.src)}"
 
 
 @dataclass
@@ -74,8 +90,7 @@ def train(
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)
     if resume:
-        vocabs = (Vocab.load(run_dir / "src_vocab.json"), Vocab.load(run_dir / "tgt_vocab.json"))
-        corpus = corpus or build_corpus(config.data, config.vocab, vocabs=vocabs)
+        corpus = corpus or build_corpus(config.data, config.vocab, vocabs=load_vocabs(run_dir))
     else:
         corpus = corpus or build_corpus(config.data, config.vocab)
     model = build_model(config.model, src_vocab_size=len(corpus.src_vocab), tgt_vocab_size=len(corpus.tgt_vocab), pad_index=Vocab.pad_index)
@@ -87,7 +102,10 @@ def train(
     trainer = Trainer(model=model, config=config.train, pad_index=Vocab.pad_index, device=device, run_dir=run_dir, on_batch=on_batch)
     if resume:
         trainer.resume()
-    result = trainer.fit(corpus.encoded["train"], corpus.encoded["valid"])
+    try:
+        result = trainer.fit(corpus.encoded["train"], corpus.encoded["valid"])
+    except NonFiniteLossError as error:
+        raise NonFiniteLossError(f"{error}{_first_example(corpus, error.indices)}", indices=error.indices) from None
     best = load_run(run_dir, which="best", device=device)
     return TrainOutcome(run_dir, config, corpus, best.model, parameters, result)
 

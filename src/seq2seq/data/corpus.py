@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seq2seq.config import DataConfig, VocabConfig
+from seq2seq.config import DataConfig, VocabConfig, short_repr
 from seq2seq.data.batching import EncodedPair, encode_pairs
-from seq2seq.data.dataset import read_conala, read_django, read_json, read_parallel_dir, read_tsv
+from seq2seq.data.dataset import read_conala, read_django, read_json, read_parallel_dir, read_tsv, read_tsv_header
 from seq2seq.data.example import DataError, Example
 from seq2seq.data.tasks import BUILTIN_TASKS
 from seq2seq.data.tokenizers import Tokenizer, build_tokenizer
@@ -41,14 +41,17 @@ def _find(root: Path, stems: Sequence[str], suffixes: Sequence[str]) -> Path | N
 
 def _read_table(path: Path, config: DataConfig) -> list[Example]:
     if path.suffix == ".tsv":
-        header = path.read_text(encoding="utf-8-sig").split("\n", 1)[0].rstrip("\r").split("\t")
+        header = read_tsv_header(path)  # its errors name the file and line, unlike a bare read_text
         src_column = next((name for name in config.src_fields if name in header), config.src_fields[0])
         return read_tsv(path, src_column=src_column, tgt_column=config.tgt_field, label_map=config.label_map)
     examples = read_json(path, src_fields=config.src_fields, tgt_field=config.tgt_field)
     if config.label_map is not None:
         for example in examples:
             if example.tgt not in config.label_map:
-                raise DataError(f"{example.origin}: target {example.tgt!r} not in data.label_map {sorted(config.label_map)}")
+                raise DataError(
+                    f"{example.origin}: target {short_repr(example.tgt)} not in data.label_map "
+                    f"{short_repr(sorted(config.label_map))}"
+                )
         examples = [Example(e.src, config.label_map[e.tgt], e.origin) for e in examples]
     return examples
 

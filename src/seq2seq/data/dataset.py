@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
+from seq2seq.config import short_repr
 from seq2seq.data.example import DataError, Example
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ def _read_text(path: Path) -> str:
         raise DataError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise DataError(f"{path}: expected a file, found a directory") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the file ({err.strerror or err})") from None
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
     try:
@@ -67,11 +70,24 @@ def _read_lines(path: Path) -> list[str]:
 def _example(src: str, tgt: str, *, src_where: str, tgt_where: str) -> Example:
     """Strip both ends and refuse an empty side; ``*_where`` are the ``path:line`` of each side."""
     src, tgt = src.strip(), tgt.strip()
-    if not src:
-        raise DataError(f"{src_where}: expected a non-empty source")
-    if not tgt:
-        raise DataError(f"{tgt_where}: expected a non-empty target")
+    for text, side, where in ((src, "source", src_where), (tgt, "target", tgt_where)):
+        if not text:
+            raise DataError(f"{where}: expected a non-empty {side}")
+        if not text.isascii():
+            _refuse_lone_surrogates(text, side=side, where=where)
     return Example(src=src, tgt=tgt, origin=src_where)
+
+
+def _refuse_lone_surrogates(text: str, *, side: str, where: str) -> None:
+    """A JSON escape such as ``"\\ud800"`` decodes to half a UTF-16 pair, which no UTF-8 file can hold:
+    without this check the pair would be accepted here and crash much later, when the vocabulary is saved."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise DataError(
+            f"{where}: the {side} holds an unpaired surrogate {text[err.start]!r} at character {err.start + 1}: "
+            "expected valid Unicode text"
+        ) from None
 
 
 # ---------------------------------------------------------------- plain text and TSV
@@ -98,6 +114,17 @@ def read_parallel(src_path: Path, tgt_path: Path) -> list[Example]:
     return examples
 
 
+def _tsv_header(path: Path, lines: Sequence[str]) -> list[str]:
+    if not lines:
+        raise DataError(f"{path}:1: expected a header line with column names, found an empty file")
+    return [name.strip() for name in lines[0].split("\t")]
+
+
+def read_tsv_header(path: Path) -> list[str]:
+    """The column names of a TSV file (its first line), so a caller can pick the source column."""
+    return _tsv_header(path, _read_lines(path))
+
+
 def read_tsv(
     path: Path, *, src_column: str, tgt_column: str, label_map: Mapping[str, str] | None = None
 ) -> list[Example]:
@@ -107,12 +134,12 @@ def read_tsv(
     a value outside it is an error. Blank lines carry no record and are skipped.
     """
     lines = _read_lines(path)
-    if not lines:
-        raise DataError(f"{path}:1: expected a header line with column names, found an empty file")
-    header = [name.strip() for name in lines[0].split("\t")]
+    header = _tsv_header(path, lines)
     for column in (src_column, tgt_column):
         if column not in header:
-            raise DataError(f"{path}:1: missing column {column!r}: expected it in the header, which has {header}")
+            raise DataError(
+                f"{path}:1: missing column {short_repr(column)}: expected it in the header, which has {short_repr(header)}"
+            )
     src_index, tgt_index = header.index(src_column), header.index(tgt_column)
     examples = []
     for line_no, line in enumerate(lines[1:], start=2):
@@ -121,13 +148,15 @@ def read_tsv(
         fields = line.split("\t")
         where = f"{path}:{line_no}"
         if len(fields) != len(header):
-            raise DataError(f"{where}: expected {len(header)} tab-separated columns {header}, found {len(fields)}")
+            raise DataError(
+                f"{where}: expected {len(header)} tab-separated columns {short_repr(header)}, found {len(fields)}"
+            )
         tgt = fields[tgt_index].strip()
         if label_map is not None:
             if tgt not in label_map:
                 raise DataError(
-                    f"{where}: value {tgt!r} in column {tgt_column!r} is not in label_map: "
-                    f"expected one of {sorted(label_map)}"
+                    f"{where}: value {short_repr(tgt)} in column {short_repr(tgt_column)} is not in label_map: "
+                    f"expected one of {short_repr(sorted(label_map))}"
                 )
             tgt = label_map[tgt]
         examples.append(_example(fields[src_index], tgt, src_where=where, tgt_where=where))
@@ -144,8 +173,12 @@ def _skip_whitespace(text: str, pos: int) -> int:
     return pos
 
 
-def _json_error(path: Path, err: json.JSONDecodeError, expected: str, *, line: int | None = None) -> DataError:
-    return DataError(f"{path}:{line or err.lineno}: malformed JSON ({err.msg} at column {err.colno}): {expected}")
+def _json_error(path: Path, err: ValueError | RecursionError, expected: str, *, line: int) -> DataError:
+    if isinstance(err, json.JSONDecodeError):
+        return DataError(f"{path}:{line}: malformed JSON ({err.msg} at column {err.colno}): {expected}")
+    # RecursionError: brackets nested past the interpreter's limit; ValueError: an int over 4300 digits.
+    problem = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+    return DataError(f"{path}:{line}: malformed JSON ({problem}): {expected}")
 
 
 def _iter_json_array(path: Path, text: str) -> Iterator[tuple[int, object]]:
@@ -164,11 +197,13 @@ def _iter_json_array(path: Path, text: str) -> Iterator[tuple[int, object]]:
     line, counted_to = 1, 0  # newlines are counted incrementally to stay linear in the file size
     if not text.startswith("]", pos):
         while True:
+            line, counted_to = line + text.count("\n", counted_to, pos), pos
             try:
                 record, end = decoder.raw_decode(text, pos)
-            except json.JSONDecodeError as err:
-                raise _json_error(path, err, expected) from None
-            line, counted_to = line + text.count("\n", counted_to, pos), pos
+            except (ValueError, RecursionError) as err:
+                # The decoder's line counts from the start of the file; other errors carry no position.
+                at = err.lineno if isinstance(err, json.JSONDecodeError) else line
+                raise _json_error(path, err, expected, line=at) from None
             yield line, record
             pos = _skip_whitespace(text, end)
             if text.startswith("]", pos):
@@ -188,9 +223,10 @@ def _iter_json_lines(path: Path, text: str) -> Iterator[tuple[int, object]]:
         if not line.strip():
             continue
         try:
-            yield line_no, json.loads(line)
-        except json.JSONDecodeError as err:
+            record = json.loads(line)
+        except (ValueError, RecursionError) as err:
             raise _json_error(path, err, "expected one JSON object per line", line=line_no) from None
+        yield line_no, record
 
 
 def _field_text(record: Mapping[str, object], name: str, *, where: str, allow_int: bool) -> str | None:
@@ -201,7 +237,7 @@ def _field_text(record: Mapping[str, object], name: str, *, where: str, allow_in
     if allow_int and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     allowed = "a string or an integer" if allow_int else "a string"
-    raise DataError(f"{where}: field {name!r} is {type(value).__name__} {value!r}: expected {allowed}")
+    raise DataError(f"{where}: field {short_repr(name)} is {type(value).__name__} {short_repr(value)}: expected {allowed}")
 
 
 def _record_example(record: object, *, src_fields: Sequence[str], tgt_field: str, where: str) -> Example:
@@ -209,13 +245,13 @@ def _record_example(record: object, *, src_fields: Sequence[str], tgt_field: str
     if not isinstance(record, dict):
         raise DataError(
             f"{where}: record is a JSON {type(record).__name__}: expected an object with fields "
-            f"{[*src_fields, tgt_field]}"
+            f"{short_repr([*src_fields, tgt_field])}"
         )
     present = [name for name in src_fields if name in record]
     for missing, names in ((not present, src_fields), (tgt_field not in record, [tgt_field])):
         if missing:
             wanted = " or ".join(repr(name) for name in names)
-            raise DataError(f"{where}: missing field {wanted}: the record has fields {sorted(record)}")
+            raise DataError(f"{where}: missing field {wanted}: the record has fields {short_repr(sorted(record))}")
     src = ""
     for name in present:
         src = (_field_text(record, name, where=where, allow_int=False) or "").strip()

@@ -23,6 +23,8 @@ import tokenize as pytokenize
 from collections.abc import Sequence
 from typing import Protocol
 
+from seq2seq.config import ConfigError, short_repr
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -233,6 +235,8 @@ def _detokenize_python(tokens: Sequence[str]) -> str:
     level, prev, glued = 0, None, False
     brackets: list[str] = []
     for token in tokens:
+        if not token:
+            continue  # no tokenizer makes one, but a hand-edited vocabulary may hold ""
         if token == NEWLINE:
             lines.append("".join(parts))
             parts, prev = [], None
@@ -289,7 +293,9 @@ class PythonTokenizer:
             logger.warning("PythonTokenizer ignores lowercase=True: code is case sensitive")
 
     def tokenize(self, text: str) -> list[str]:
-        source = textwrap.dedent(text).strip()
+        # Universal newlines, as compile() applies them: a lone "\r" ends a line for Python, but
+        # neither for ``tokenize`` reading from a StringIO nor for the regex fallback.
+        source = textwrap.dedent(text.replace("\r\n", "\n").replace("\r", "\n")).strip()
         if not source:
             return []
         try:
@@ -350,9 +356,10 @@ TOKENIZERS: dict[str, type] = {
 
 
 def build_tokenizer(name: str, *, lowercase: bool = False) -> Tokenizer:
-    """The tokenizer called ``name`` (one of :data:`TOKENIZERS`)."""
-    if name not in TOKENIZERS:
+    """The tokenizer called ``name`` (one of :data:`TOKENIZERS`); a bad name is a :class:`ConfigError`
+    because it comes from ``data.src_tokenizer`` / ``data.tgt_tokenizer``."""
+    if not isinstance(name, str) or name not in TOKENIZERS:
         valid = ", ".join(sorted(TOKENIZERS))
-        raise ValueError(f"unknown tokenizer {name!r}; valid names: {valid}")
+        raise ConfigError(f"unknown tokenizer {short_repr(name)}; valid names: {valid}")
     return TOKENIZERS[name](lowercase=lowercase)
 

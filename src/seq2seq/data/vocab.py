@@ -84,8 +84,13 @@ class Vocab:
             payload = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ValueError(f"{path}: vocabulary file not found") from None
+        except OSError as error:
+            raise ValueError(f"{path}: cannot read the vocabulary file ({error.strerror or error})") from None
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}:{error.lineno}: malformed vocabulary JSON: {error.msg}") from None
+        except (ValueError, RecursionError) as error:  # undecodable bytes, absurd nesting or a 5000-digit int
+            problem = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+            raise ValueError(f"{path}: malformed vocabulary JSON: {problem}") from None
         tokens = payload.get("tokens") if isinstance(payload, dict) else None
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise ValueError(f"{path}: expected an object {{\"tokens\": [str, ...]}}")

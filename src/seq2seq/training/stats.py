@@ -17,6 +17,7 @@ class EpochStats:
     train_tokens: int  # target tokens seen
     train_tokens_per_s: float
     fraction: float = 1.0  # share of the epoch's batches trained (< 1 when a time budget ran out)
+    skipped_batches: int = 0  # batches with a non-finite loss or gradient, skipped (train.on_nonfinite=skip)
 
     @property
     def valid_perplexity(self) -> float:

@@ -4,6 +4,12 @@ Recipe (the seed specification): Adam, cross-entropy ignoring padding, teacher f
 probability ``teacher_forcing`` (0.5 by default; see ``RecurrentDecoder.forward`` for how it is
 drawn), gradient clipping at max norm ``clip_norm`` (1.0), ReduceLROnPlateau on validation loss,
 early stopping after ``early_stopping_patience`` epochs without improvement.
+
+Crash safety: after each epoch the trainer appends the epoch's metrics record, then writes
+``best.safetensors`` (when improved), then ``last.safetensors``, each atomically. A kill at any
+moment leaves ``last`` at a completed epoch; :meth:`Trainer.resume` drops whatever was written
+for later epochs and repeats them, bit for bit, because the data order, the RNG state and the
+optimizer state all come back with ``last``.
 """
 
 from __future__ import annotations
@@ -20,9 +26,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from seq2seq.config import TrainConfig
+from seq2seq.config import TrainConfig, short_repr
 from seq2seq.data.batching import Batch, EncodedPair, bucketed_batches
-from seq2seq.training.checkpointing import atomic_write_text, load_checkpoint, save_checkpoint, save_weights
+from seq2seq.training.checkpointing import (
+    RunDirError,
+    atomic_write_text,
+    load_checkpoint,
+    remove_temporaries,
+    save_checkpoint,
+    save_weights,
+)
 from seq2seq.training.loss import sequence_cross_entropy
 from seq2seq.training.stats import EpochStats
 from seq2seq.training.validation import mean_reference_loss
@@ -30,6 +43,19 @@ from seq2seq.training.validation import mean_reference_loss
 logger = logging.getLogger(__name__)
 
 BatchCallback = Callable[[int, int, float], None]  # (step, batches done in epoch, loss)
+
+
+class NonFiniteLossError(ValueError):
+    """A training batch gave a NaN or infinite loss or gradient norm and ``train.on_nonfinite`` is ``stop``.
+
+    A ValueError, like the other errors whose remedy is in the input (here: a lower learning
+    rate, a smaller ``clip_norm``, other data, or ``on_nonfinite: skip``), so the command line
+    reports it in one line. ``indices`` are the batch's positions in the training pairs.
+    """
+
+    def __init__(self, message: str, *, indices: Sequence[int]) -> None:
+        super().__init__(message)
+        self.indices = list(indices)
 
 
 def seed_everything(seed: int) -> None:
@@ -50,6 +76,18 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
     return device
+
+
+@dataclass
+class _EpochRun:
+    """What one pass over the training data measured (before validation)."""
+
+    loss: float  # mean per target token over the trained batches
+    tokens: int
+    seconds: float
+    out_of_time: bool
+    fraction: float  # share of the batches trained
+    skipped: int  # batches skipped for a non-finite loss or gradient
 
 
 @dataclass
@@ -97,35 +135,69 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def resume(self) -> None:
-        """Continue from ``run_dir``'s last completed epoch (weights, optimizer, scheduler, RNG)."""
+        """Continue from ``run_dir``'s last completed epoch (weights, optimizer, scheduler, RNG).
+
+        A run killed before its first ``last.safetensors`` was in place (in epoch 1, or between
+        epoch 1's metrics record, ``best`` and ``last``) starts again from epoch 1: that gives the
+        same weights, because the model was built from the same seed. A missing ``last`` after
+        later epochs were recorded is an error: it was lost, not yet to be written.
+        """
         assert self.run_dir is not None
-        counters = load_checkpoint(
-            self.run_dir / "last.safetensors", model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
-        )
-        self.epoch = int(counters["epoch"])
-        self.step = int(counters["step"])
-        self.best_valid_loss = float(counters["best_valid_loss"])
-        self.bad_epochs = int(counters["bad_epochs"])
+        removed = remove_temporaries(self.run_dir)
+        if removed:
+            logger.info("removed %d temporary file(s) left by an interrupted write", len(removed))
+        last = self.run_dir / "last.safetensors"
+        if not last.exists() and self._last_recorded_epoch() <= 1:
+            logger.info("no epoch of %s was checkpointed: starting from epoch 1", self.run_dir)
+            self._truncate_metrics()
+            return
+        counters = load_checkpoint(last, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+        try:
+            self.epoch = int(counters["epoch"])
+            self.step = int(counters["step"])
+            self.best_valid_loss = float(counters["best_valid_loss"])
+            self.bad_epochs = int(counters["bad_epochs"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise RunDirError(f"{last}: malformed counters {short_repr(counters)} in the trainer state ({error})") from None
         self._truncate_metrics()
         logger.info("resumed %s after epoch %d (step %d)", self.run_dir, self.epoch, self.step)
 
+    def _metric_records(self) -> list[tuple[str, dict]]:
+        """(line, record) for each complete line of ``metrics.jsonl``; a line cut short by a crash is left out."""
+        assert self.run_dir is not None
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        records = []
+        for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(record, dict):
+                records.append((line, record))
+        return records
+
+    def _last_recorded_epoch(self) -> int:
+        epochs = [record.get("epoch") for _, record in self._metric_records() if record.get("kind") == "epoch"]
+        return max((epoch for epoch in epochs if isinstance(epoch, int)), default=0)
+
     def _truncate_metrics(self) -> None:
-        """Drop records written after the checkpoint (a crash mid-epoch) so they are not duplicated."""
+        """Drop records of epochs after the checkpoint (a crash mid-epoch, or between the epoch's
+        metrics record and its checkpoint) so that the repeated epochs do not duplicate them."""
         assert self.run_dir is not None
         path = self.run_dir / "metrics.jsonl"
         if not path.is_file():
             return
-        kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by the crash
-            if record.get("step", 0) <= self.step:
-                kept.append(line)
+        kept = [
+            line for line, record in self._metric_records()
+            if isinstance(record.get("epoch"), int) and record["epoch"] <= self.epoch
+        ]
         atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
     def _save(self, improved: bool) -> None:
+        """``best`` before ``last``: a kill between the two repeats this epoch on resume and rewrites
+        the same ``best``; the other order would resume past an improvement whose weights were lost."""
         if self.run_dir is None:
             return
         counters = {
@@ -134,17 +206,22 @@ class Trainer:
             "best_valid_loss": self.best_valid_loss,
             "bad_epochs": self.bad_epochs,
         }
+        if improved:
+            save_weights(self.model, self.run_dir / "best.safetensors", metadata={"epoch": str(self.epoch)})
         save_checkpoint(
             self.run_dir / "last.safetensors",
             model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, counters=counters,
         )
-        if improved:
-            save_weights(self.model, self.run_dir / "best.safetensors", metadata={"epoch": str(self.epoch)})
 
     def _log_metric(self, record: dict) -> None:
-        if self.run_dir is not None:
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        if self.run_dir is None:
+            return
+        path = self.run_dir / "metrics.jsonl"
+        try:
+            with open(path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
+        except OSError as error:  # a full disk reports no file name of its own
+            raise OSError(error.errno, f"cannot append to {path}: {error.strerror or error}") from error
 
     # ------------------------------------------------------------------ loop
     def _loss(self, batch: Batch, *, teacher_forcing: float) -> tuple[torch.Tensor, int]:
@@ -155,18 +232,36 @@ class Trainer:
             logits, batch.tgt_output, pad_index=self.pad_index, label_smoothing=self.config.label_smoothing
         )
 
-    def _train_batch(self, batch: Batch) -> tuple[float, int]:
+    def _train_batch(self, batch: Batch) -> tuple[float, int] | str:
+        """One optimizer step: ``(loss sum, target tokens)``, or what was not finite (nothing is stepped)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum, n_tokens = self._loss(batch, teacher_forcing=self.config.teacher_forcing)
         loss = loss_sum / n_tokens
         if not torch.isfinite(loss):
-            logger.warning("non-finite loss at step %d (batch of examples %s...): batch skipped", self.step, batch.indices[:5])
-            return math.nan, 0
+            return f"loss ({float(loss.detach())})"
         loss.backward()
-        nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
+        if not torch.isfinite(grad_norm):  # clipping cannot rescue an inf norm: the step would write NaNs
+            self.optimizer.zero_grad(set_to_none=True)
+            return f"gradient norm ({float(grad_norm)})"
         self.optimizer.step()
         self.step += 1
         return float(loss_sum.detach()), n_tokens
+
+    def _non_finite(self, what: str, batch: Batch, *, number: int, of: int) -> None:
+        """Stop with an error, or log and go on, as ``train.on_nonfinite`` says."""
+        shown = ", ".join(map(str, batch.indices[:8])) + (", ..." if len(batch.indices) > 8 else "")
+        where = (
+            f"non-finite training {what} at epoch {self.epoch + 1}, step {self.step}, batch {number} of {of} "
+            f"(training examples {shown})"
+        )
+        if self.config.on_nonfinite == "stop":
+            raise NonFiniteLossError(
+                f"{where}; nothing of this epoch was saved. Lower train.learning_rate or train.clip_norm, "
+                "or set train.on_nonfinite=skip to skip such batches",
+                indices=batch.indices,
+            )
+        logger.warning("%s: batch skipped", where)
 
     def evaluate_loss(self, pairs: Sequence[EncodedPair], *, batch_size: int | None = None) -> float:
         """Mean per-token cross-entropy with gold previous tokens (teacher forcing 1.0), no smoothing."""
@@ -174,7 +269,7 @@ class Trainer:
             self.model, pairs, pad_index=self.pad_index, batch_size=batch_size or self.config.batch_size, device=self.device
         )
 
-    def _train_epoch(self, pairs: Sequence[EncodedPair], deadline: float | None) -> tuple[float, int, float, bool, float]:
+    def _train_epoch(self, pairs: Sequence[EncodedPair], deadline: float | None) -> _EpochRun:
         self.model.train()
         # The data order depends only on (seed, epoch), so a resumed run sees the same batches.
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + self.epoch)
@@ -183,10 +278,15 @@ class Trainer:
         batches = list(bucketed_batches(
             pairs, batch_size=self.config.batch_size, pad_index=self.pad_index, shuffle=True, generator=generator
         ))
-        done = 0
+        done, skipped = 0, 0
         for done, batch in enumerate(batches, start=1):
-            loss_sum, n = self._train_batch(batch.to(self.device))
-            if n:
+            outcome = self._train_batch(batch.to(self.device))
+            if isinstance(outcome, str):
+                self._non_finite(outcome, batch, number=done, of=len(batches))
+                skipped += 1
+                loss_sum, n = math.nan, 0
+            else:
+                loss_sum, n = outcome
                 total, tokens = total + loss_sum, tokens + n
                 window_loss, window_tokens = window_loss + loss_sum, window_tokens + n
                 if self.step % self.step_log_every == 0:
@@ -199,7 +299,7 @@ class Trainer:
                 out_of_time = True
                 break
         fraction = done / max(len(batches), 1)
-        return total / max(tokens, 1), tokens, time.perf_counter() - started, out_of_time, fraction
+        return _EpochRun(total / max(tokens, 1), tokens, time.perf_counter() - started, out_of_time, fraction, skipped)
 
     def fit(self, train_pairs: Sequence[EncodedPair], valid_pairs: Sequence[EncodedPair]) -> TrainResult:
         """Train until ``epochs``, early stopping or the time budget, whichever comes first."""
@@ -214,10 +314,13 @@ class Trainer:
             if self.bad_epochs >= self.config.early_stopping_patience:  # e.g. resuming a run that had stopped
                 result.stopped_early = True
                 break
-            train_loss, tokens, seconds, out_of_time, fraction = self._train_epoch(train_pairs, deadline)
+            run = self._train_epoch(train_pairs, deadline)
             self.epoch += 1
-            # 1. validate, 2. schedule the learning rate, 3. early-stopping bookkeeping, 4. save.
+            # 1. validate, 2. schedule the learning rate, 3. early-stopping bookkeeping,
+            # 4. metrics record, then checkpoints (the order that keeps a kill harmless).
             valid_loss = self.evaluate_loss(valid_pairs)
+            if not math.isfinite(valid_loss):
+                logger.warning("epoch %d: validation loss is %s: not saved as best", self.epoch, valid_loss)
             self.scheduler.step(valid_loss)
             improved = math.isfinite(valid_loss) and valid_loss < self.best_valid_loss
             if improved:
@@ -227,23 +330,25 @@ class Trainer:
             stats = EpochStats(
                 epoch=self.epoch,
                 step=self.step,
-                train_loss=train_loss,
+                train_loss=run.loss,
                 valid_loss=valid_loss,
                 learning_rate=self.optimizer.param_groups[0]["lr"],
-                seconds=seconds,
-                train_tokens=tokens,
-                train_tokens_per_s=tokens / max(seconds, 1e-9),
-                fraction=fraction,
+                seconds=run.seconds,
+                train_tokens=run.tokens,
+                train_tokens_per_s=run.tokens / max(run.seconds, 1e-9),
+                fraction=run.fraction,
+                skipped_batches=run.skipped,
             )
             result.history.append(stats)
-            self._save(improved)
             self._log_metric(stats.to_json())
+            self._save(improved)
             logger.info(
-                "epoch %d: train loss %.4f, valid loss %.4f (ppl %.2f), lr %.2e, %.1fs, %.0f tok/s%s",
+                "epoch %d: train loss %.4f, valid loss %.4f (ppl %.2f), lr %.2e, %.1fs, %.0f tok/s%s%s",
                 stats.epoch, stats.train_loss, stats.valid_loss, stats.valid_perplexity, stats.learning_rate,
                 stats.seconds, stats.train_tokens_per_s, " *" if improved else "",
+                f", {run.skipped} batch(es) skipped" if run.skipped else "",
             )
-            if out_of_time:
+            if run.out_of_time:
                 result.out_of_time = True
                 logger.info("time budget of %.0fs reached", budget)
                 break
