@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 from tqdm import tqdm
 
@@ -12,7 +13,9 @@ class TqdmProgress:
 
     def __init__(self, *, desc: str, disable: bool = False) -> None:
         self.desc = desc
-        self.disable = disable
+        # A bar redrawn with carriage returns only makes sense on a terminal; in a log file it
+        # would leave fragments before the messages that matter.
+        self.disable = disable or not sys.stderr.isatty()
         self.bar: tqdm | None = None
 
     def __enter__(self) -> TqdmProgress:
