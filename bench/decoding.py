@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from seq2seq.checkpoint import load_run
+from seq2seq.data.batching import copy_encodings
 from seq2seq.data.corpus import build_corpus
 from seq2seq.decoding.search import decode_sources
 
@@ -64,15 +65,21 @@ def measure(run_dir: Path, *, split: str, batch1_limit: int) -> list[Measurement
     if not corpus.encoded.get(split):
         raise SystemExit(f"{run_dir}: the run's data has no {split!r} split")
     sources = [pair.src for pair in corpus.encoded[split]]
+    copies = copy_encodings(corpus.encoded[split]) if run.model.copies else None
     vocab = run.tgt_vocab
     common = dict(sos_index=vocab.sos_index, eos_index=vocab.eos_index, pad_index=vocab.pad_index,
                   max_len=run.config.decode.max_len, device="cpu")
-    decode_sources(run.model, sources[:64], beam_size=5, batch_size=64, **common)  # warm-up
+
+    def copy_ids(count: int) -> dict:
+        return {} if copies is None else {"copy_sources": [copy.src for copy in copies[:count]]}
+
+    decode_sources(run.model, sources[:64], beam_size=5, batch_size=64, **common, **copy_ids(64))  # warm-up
     measurements = []
     for batch_size, subset in ((64, sources), (1, sources[:batch1_limit])):
         for name, beam in SETTINGS:
             started = time.perf_counter()
-            found = decode_sources(run.model, subset, beam_size=beam, batch_size=batch_size, **common)
+            found = decode_sources(run.model, subset, beam_size=beam, batch_size=batch_size, **common,
+                                   **copy_ids(len(subset)))
             seconds = time.perf_counter() - started
             tokens = sum(len(alternatives[0].token_log_probs) for alternatives in found)
             measurements.append(Measurement(str(run_dir), name, batch_size, len(subset), seconds, tokens))

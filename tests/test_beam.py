@@ -50,7 +50,7 @@ class ScriptedModel:
     def eval(self) -> ScriptedModel:
         return self
 
-    def encode(self, src, src_lengths, src_mask):
+    def encode(self, src, src_lengths, src_mask, *, src_copy=None):
         states = torch.ones(src.size(0), src.size(1), 1)  # [B, S, 1]
         return Memory(states, src_mask), DecoderState(torch.zeros(1, src.size(0), self.MAX + 1))
 
@@ -178,7 +178,7 @@ def test_finished_sentences_leave_the_batch() -> None:
     model = ScriptedModel({(): {EOS: 0.99, A: 0.01}, (A,): {EOS: 1.0}}, default={A: 0.6, B: 0.4})
 
     class PerExample(ScriptedModel):  # example 1 reads a different script: its first step has no <eos>
-        def encode(self, src, src_lengths, src_mask):
+        def encode(self, src, src_lengths, src_mask, *, src_copy=None):
             memory, state = super().encode(src, src_lengths, src_mask)
             hidden = state.hidden.clone()
             hidden[0, 1, 0], hidden[0, 1, 1] = 1, B  # pretend example 1 already emitted "b"

@@ -211,9 +211,12 @@ def _plot_probabilities(translator, generation, path: Path, *, step: int) -> Non
         raise InputError(f"--plot-step {step}: the output has {len(out_tokens)} steps ({' '.join(out_tokens)})")
     probabilities = translator.step_probabilities(generation)[step - 1].numpy()
     vocab = translator.run.tgt_vocab
-    chosen = vocab.stoi.get(out_tokens[step - 1])
+    # A copy model's distribution extends past the vocabulary with this source's unknown words.
+    oovs = vocab.encode_copy_source(generation.source_tokens)[1] if translator.run.model.copies else ()
+    labels = [*vocab.itos, *oovs]
+    chosen = labels.index(out_tokens[step - 1]) if out_tokens[step - 1] in labels else None
     prefix = " ".join(out_tokens[: step - 1]) or "<sos>"
-    figure = next_token_chart(probabilities, vocab.itos, chosen=chosen, k=10,
+    figure = next_token_chart(probabilities, labels, chosen=chosen, k=10,
                               title=f"step {step}, after: {prefix[-60:]}")
     _save_figure(figure, path, "next-token probabilities")
 

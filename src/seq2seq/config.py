@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import reprlib
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,6 +74,11 @@ class EncoderConfig(_Strict):
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
 
 
+# The config key is ``copy``, which shadows pydantic's deprecated ``BaseModel.copy()`` method;
+# nothing calls that method (``model_copy`` replaced it), so the warning at class creation is noise.
+warnings.filterwarnings("ignore", message='Field name "copy" in "DecoderConfig" shadows', category=UserWarning)
+
+
 class DecoderConfig(_Strict):
     cell: Literal["rnn", "gru", "lstm"] = "lstm"
     embedding_size: int = Field(default=128, ge=1)
@@ -81,6 +87,16 @@ class DecoderConfig(_Strict):
     attention: Literal["none", "bahdanau"] = "none"
     attention_size: int = Field(default=256, ge=1)
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    copy: bool = Field(default=False, description="pointer-generator copy mechanism (See et al. 2017); needs attention")
+
+    @model_validator(mode="after")
+    def _copy_needs_attention(self) -> DecoderConfig:
+        if self.copy and self.attention != "bahdanau":
+            raise ValueError(
+                f"copy: true needs attention: bahdanau (it copies source words through the attention weights); "
+                f"got attention: {self.attention}"
+            )
+        return self
 
 
 class ModelConfig(_Strict):
@@ -148,6 +164,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "lstm-attention": {
         "encoder": {"cell": "lstm", **_SIZES},
         "decoder": {"cell": "lstm", "attention": "bahdanau", **_SIZES},
+    },
+    # See et al. 2017 (pointer-generator): lstm-attention that can also copy source words,
+    # including words outside the target vocabulary (identifiers, literals).
+    "lstm-attention-copy": {
+        "encoder": {"cell": "lstm", **_SIZES},
+        "decoder": {"cell": "lstm", "attention": "bahdanau", "copy": True, **_SIZES},
     },
 }
 

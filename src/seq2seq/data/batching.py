@@ -16,9 +16,20 @@ from seq2seq.data.vocab import Vocab
 
 
 @dataclass(frozen=True)
+class CopyEncoding:
+    """A pair in the target vocabulary extended by the source's unknown words, for a copy model
+    (See et al. 2017, section 2.2): id ``V + j`` is ``oovs[j]``, V the target vocabulary size."""
+
+    src: list[int]  # each source token's target id; the j-th distinct unknown source word is V + j
+    tgt: list[int]  # <sos> target ids <eos>; an unknown target word found in the source is V + j, else <unk>
+    oovs: tuple[str, ...]  # the source words outside the target vocabulary, in order of first occurrence
+
+
+@dataclass(frozen=True)
 class EncodedPair:
     src: list[int]  # source ids, no <sos>/<eos>
     tgt: list[int]  # <sos> target ids <eos>
+    copy: CopyEncoding | None = None  # what a copy model reads instead (see collate)
 
 
 @dataclass
@@ -31,6 +42,7 @@ class Batch:
     tgt: torch.Tensor | None  # [B, T] <sos> ... <eos> <pad>...
     tgt_mask: torch.Tensor | None  # [B, T] bool
     indices: list[int]  # positions of these examples in the data set
+    src_copy: torch.Tensor | None = None  # [B, S] source tokens as extended target ids; copy batches only
 
     @property
     def size(self) -> int:
@@ -61,16 +73,22 @@ class Batch:
             tgt=move(self.tgt),
             tgt_mask=move(self.tgt_mask),
             indices=self.indices,
+            src_copy=move(self.src_copy),
         )
 
 
 def encode_pairs(
     pairs: Sequence[tuple[Sequence[str], Sequence[str]]], *, src_vocab: Vocab, tgt_vocab: Vocab
 ) -> list[EncodedPair]:
-    return [
-        EncodedPair(src=src_vocab.encode(src), tgt=tgt_vocab.encode(tgt, add_sos=True, add_eos=True))
-        for src, tgt in pairs
-    ]
+    """Encode token pairs, each with its :class:`CopyEncoding`: the data is read before (and apart
+    from) the model is built, so it is always there, at a few milliseconds per 10k pairs."""
+    return [_encode_pair(src, tgt, src_vocab=src_vocab, tgt_vocab=tgt_vocab) for src, tgt in pairs]
+
+
+def _encode_pair(src: Sequence[str], tgt: Sequence[str], *, src_vocab: Vocab, tgt_vocab: Vocab) -> EncodedPair:
+    src_copy, oovs = tgt_vocab.encode_copy_source(src)
+    copy = CopyEncoding(src_copy, tgt_vocab.encode(tgt, add_sos=True, add_eos=True, oovs=oovs), oovs)
+    return EncodedPair(src=src_vocab.encode(src), tgt=tgt_vocab.encode(tgt, add_sos=True, add_eos=True), copy=copy)
 
 
 def _pad(sequences: Sequence[Sequence[int]], pad_index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,16 +99,36 @@ def _pad(sequences: Sequence[Sequence[int]], pad_index: int) -> tuple[torch.Tens
     return ids, ids != pad_index
 
 
+def copy_encodings(pairs: Sequence[EncodedPair]) -> list[CopyEncoding]:
+    """Every pair's :class:`CopyEncoding`; a pair without one is a ValueError (a copy model needs them)."""
+    encodings = [pair.copy for pair in pairs if pair.copy is not None]
+    if len(encodings) != len(pairs):
+        raise ValueError("a copy model needs pairs with a CopyEncoding (made by encode_pairs)")
+    return encodings
+
+
 def collate(
-    pairs: Sequence[EncodedPair], indices: Sequence[int], *, pad_index: int, with_target: bool = True
+    pairs: Sequence[EncodedPair],
+    indices: Sequence[int],
+    *,
+    pad_index: int,
+    with_target: bool = True,
+    copy: bool = False,
 ) -> Batch:
-    """Pad one batch. Every source must hold at least one token (readers reject empty ones)."""
+    """Pad one batch. Every source must hold at least one token (readers reject empty ones).
+
+    ``copy`` makes a batch for a copy model: ``src_copy`` and the targets come from each pair's
+    :class:`CopyEncoding`, so ``tgt`` holds extended ids (V + j) where the target copies an unknown word.
+    """
     if any(len(pair.src) == 0 for pair in pairs):
         raise ValueError("empty source sequence in batch; an encoder needs at least one token")
     src, src_mask = _pad([pair.src for pair in pairs], pad_index)
-    tgt, tgt_mask = _pad([pair.tgt for pair in pairs], pad_index) if with_target else (None, None)
+    encodings = copy_encodings(pairs) if copy else None
+    targets = [pair.tgt for pair in pairs] if encodings is None else [e.tgt for e in encodings]
+    tgt, tgt_mask = _pad(targets, pad_index) if with_target else (None, None)
+    src_copy = None if encodings is None else _pad([e.src for e in encodings], pad_index)[0]  # [B, S]
     lengths = torch.tensor([len(pair.src) for pair in pairs], dtype=torch.long)
-    return Batch(src, lengths, src_mask, tgt, tgt_mask, list(indices))
+    return Batch(src, lengths, src_mask, tgt, tgt_mask, list(indices), src_copy)
 
 
 def bucketed_batches(
@@ -102,12 +140,14 @@ def bucketed_batches(
     generator: torch.Generator | None = None,
     pool_factor: int = 50,
     with_target: bool = True,
+    copy: bool = False,
 ) -> Iterator[Batch]:
     """Yield padded batches of similar-length pairs.
 
     With ``shuffle``: shuffle, cut into pools of ``pool_factor * batch_size``, sort each pool
     by length, cut it into batches, and shuffle the batch order. Without: sort everything by
     length (deterministic; for evaluation, callers restore the order with ``Batch.indices``).
+    ``copy``: batches for a copy model (see :func:`collate`).
     """
     n = len(pairs)
     if n == 0:
@@ -125,4 +165,4 @@ def bucketed_batches(
             chunks.extend(sorted_pool[i : i + batch_size] for i in range(0, len(sorted_pool), batch_size))
         chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=generator).tolist()]
     for chunk in chunks:
-        yield collate([pairs[i] for i in chunk], chunk, pad_index=pad_index, with_target=with_target)
+        yield collate([pairs[i] for i in chunk], chunk, pad_index=pad_index, with_target=with_target, copy=copy)

@@ -52,16 +52,33 @@ class Vocab:
     def __contains__(self, token: str) -> bool:
         return token in self.stoi
 
-    def encode(self, tokens: Sequence[str], *, add_sos: bool = False, add_eos: bool = False) -> list[int]:
-        ids = [self.stoi.get(token, self.unk_index) for token in tokens]
+    def encode(
+        self, tokens: Sequence[str], *, add_sos: bool = False, add_eos: bool = False, oovs: Sequence[str] = ()
+    ) -> list[int]:
+        """Tokens to indices; an unknown token is ``<unk>``, unless it is the j-th of ``oovs`` (the
+        source words a copy model can point to, see :meth:`encode_copy_source`): then ``len(self) + j``."""
+        extended = {token: len(self) + j for j, token in enumerate(oovs)}
+        ids = [self.stoi.get(token, extended.get(token, self.unk_index)) for token in tokens]
         if add_sos:
             ids.insert(0, self.sos_index)
         if add_eos:
             ids.append(self.eos_index)
         return ids
 
-    def decode(self, ids: Iterable[int], *, strip_specials: bool = True) -> list[str]:
-        """Indices to tokens, stopping at the first ``<eos>`` when ``strip_specials``."""
+    def encode_copy_source(self, tokens: Sequence[str]) -> tuple[list[int], tuple[str, ...]]:
+        """A source sentence in this (target) vocabulary extended by its own unknown words, for the
+        copy mechanism (See et al. 2017, section 2.2): a known token gets its index, the j-th distinct
+        unknown one ``len(self) + j``. Returns the indices and the unknown words in order of first
+        occurrence (pass them as ``oovs`` to :meth:`encode` and :meth:`decode`)."""
+        oovs = tuple(dict.fromkeys(token for token in tokens if token not in self.stoi))
+        return self.encode(tokens, oovs=oovs), oovs
+
+    def decode(self, ids: Iterable[int], *, strip_specials: bool = True, oovs: Sequence[str] = ()) -> list[str]:
+        """Indices to tokens, stopping at the first ``<eos>`` when ``strip_specials``.
+
+        An index ``len(self) + j`` (copied by a copy model) is ``oovs[j]``, the source's j-th unknown
+        word; one beyond ``oovs`` (another example's, possible only by a near-zero-probability pick) is ``<unk>``.
+        """
         tokens = []
         for index in ids:
             index = int(index)
@@ -69,7 +86,11 @@ class Vocab:
                 break
             if strip_specials and index in (self.pad_index, self.sos_index):
                 continue
-            tokens.append(self.itos[index])
+            if index < len(self):
+                tokens.append(self.itos[index])
+            else:
+                j = index - len(self)
+                tokens.append(oovs[j] if j < len(oovs) else UNK)
         return tokens
 
     def to_json(self) -> str:

@@ -177,11 +177,14 @@ def beam_search(
     nbest: int = 1,
     no_repeat_ngram_size: int = 0,
     constraint: PrefixConstraint | None = None,
+    src_copy: torch.Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode a padded batch ``src`` [B, S]; per example, its ``nbest`` best hypotheses.
 
     ``constraint`` bans, at every step, the tokens it proves cannot lead to a valid output
     (see :mod:`seq2seq.decoding.constraints`); banned tokens are treated like ``<pad>``.
+    ``src_copy`` [B, S] is what a copy model needs (``Batch.src_copy``); it travels in the memory,
+    so the search only sees a wider vocabulary.
 
     A hypothesis finishes only by emitting ``<eos>`` (never before ``min_len`` tokens); ``<pad>``
     is never emitted. An example stops when it holds ``beam_size`` finished hypotheses that no
@@ -199,7 +202,7 @@ def beam_search(
     penalty = lambda n: float(_length_penalty(kind, n, alpha))  # noqa: E731
 
     # 1. Encode once, then tile every example K times: rows b*K .. b*K+K-1 are its beams.
-    memory, state = model.encode(src, src_lengths, src_mask)
+    memory, state = model.encode(src, src_lengths, src_mask, src_copy=src_copy)
     tile = torch.arange(batch, device=device).repeat_interleave(beam)  # [B*K]
     memory, state = memory.select(tile), state.select(tile)
     active = list(range(batch))  # original example of each remaining sentence

@@ -40,10 +40,12 @@ def greedy_decode(
     eos_index: int,
     max_len: int,
     constraint: PrefixConstraint | None = None,
+    src_copy: torch.Tensor | None = None,
 ) -> list[Hypothesis]:
     """Decode a padded batch ``src`` [B, S]; one hypothesis per example, in batch order.
 
-    With a ``constraint`` the most probable *allowed* token is taken at each step."""
+    With a ``constraint`` the most probable *allowed* token is taken at each step. ``src_copy``
+    [B, S] is what a copy model needs (``Batch.src_copy``); its outputs may then hold extended ids."""
     if max_len < 1:
         raise ValueError(f"max_len must be at least 1, got {max_len}")
 
@@ -52,7 +54,7 @@ def greedy_decode(
         return best, best_log_prob
 
     return decode_single_path(model, src, src_lengths, src_mask, sos_index=sos_index, eos_index=eos_index,
-                              max_len=max_len, choose=choose, constraint=constraint)
+                              max_len=max_len, choose=choose, constraint=constraint, src_copy=src_copy)
 
 
 def decode_single_path(
@@ -66,6 +68,7 @@ def decode_single_path(
     max_len: int,
     choose: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     constraint: PrefixConstraint | None = None,
+    src_copy: torch.Tensor | None = None,
 ) -> list[Hypothesis]:
     """The loop shared by greedy decoding and sampling: one hypothesis per example, extended by
     ``choose(logits [B, V]) -> (next tokens [B], their log-probabilities [B])`` until every
@@ -76,7 +79,7 @@ def decode_single_path(
     scores compare with unconstrained decoding and beam search."""
     model.eval()
     batch_size = src.size(0)
-    memory, state = model.encode(src, src_lengths, src_mask)
+    memory, state = model.encode(src, src_lengths, src_mask, src_copy=src_copy)
     prev = torch.full((batch_size,), sos_index, dtype=torch.long, device=src.device)  # [B]
     finished = torch.zeros(batch_size, dtype=torch.bool, device=src.device)
     states = [] if constraint is None else [constraint.start()] * batch_size
@@ -113,23 +116,37 @@ def decode_single_path(
     return hypotheses
 
 
+Search = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], list[list[Hypothesis]]]
+
+
 def decode_all(
     sources: list[list[int]],
-    search: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], list[list[Hypothesis]]],
+    search: Search,
     *,
     pad_index: int,
     batch_size: int = 128,
     device: torch.device | str = "cpu",
+    copy_sources: list[list[int]] | None = None,
 ) -> list[list[Hypothesis]]:
-    """Run ``search(src, src_lengths, src_mask)`` over many encoded sources in length-sorted
-    batches; the n-best lists come back in input order."""
-    from seq2seq.data.batching import EncodedPair, bucketed_batches
+    """Run ``search(src, src_lengths, src_mask, src_copy)`` over many encoded sources in
+    length-sorted batches; the n-best lists come back in input order.
 
-    pairs = [EncodedPair(src=ids, tgt=[]) for ids in sources]
+    ``copy_sources`` (for a copy model): each source as extended target ids
+    (``CopyEncoding.src``), batched into ``src_copy`` [B, S]; without them ``src_copy`` is None."""
+    from seq2seq.data.batching import CopyEncoding, EncodedPair, bucketed_batches
+
+    if copy_sources is not None and len(copy_sources) != len(sources):
+        raise ValueError(f"{len(copy_sources)} copy sources for {len(sources)} sources")
+    pairs = [
+        EncodedPair(src=ids, tgt=[], copy=None if copy_sources is None else CopyEncoding(copy_sources[i], [], ()))
+        for i, ids in enumerate(sources)
+    ]
     results: list[list[Hypothesis] | None] = [None] * len(pairs)
-    for batch in bucketed_batches(pairs, batch_size=batch_size, pad_index=pad_index, shuffle=False, with_target=False):
+    batches = bucketed_batches(pairs, batch_size=batch_size, pad_index=pad_index, shuffle=False, with_target=False,
+                               copy=copy_sources is not None)
+    for batch in batches:
         batch = batch.to(torch.device(device))
-        for index, hypotheses in zip(batch.indices, search(batch.src, batch.src_lengths, batch.src_mask)):
+        for index, hypotheses in zip(batch.indices, search(batch.src, batch.src_lengths, batch.src_mask, batch.src_copy)):
             results[index] = hypotheses
     return [h for h in results if h is not None]
 
@@ -144,12 +161,15 @@ def greedy_decode_all(
     max_len: int,
     batch_size: int = 128,
     device: torch.device | str = "cpu",
+    copy_sources: list[list[int]] | None = None,
 ) -> list[Hypothesis]:
-    """Greedy-decode many encoded sources; results come back in input order."""
+    """Greedy-decode many encoded sources (``copy_sources``: see :func:`decode_all`); results come back in input order."""
 
-    def search(src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> list[list[Hypothesis]]:
-        found = greedy_decode(model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, max_len=max_len)
+    def search(src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor, src_copy: torch.Tensor | None) -> list[list[Hypothesis]]:
+        found = greedy_decode(model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, max_len=max_len,
+                              src_copy=src_copy)
         return [[hypothesis] for hypothesis in found]
 
-    nbest = decode_all(sources, search, pad_index=pad_index, batch_size=batch_size, device=device)
+    nbest = decode_all(sources, search, pad_index=pad_index, batch_size=batch_size, device=device,
+                       copy_sources=copy_sources)
     return [hypotheses[0] for hypotheses in nbest]

@@ -63,12 +63,14 @@ def sample_decode(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     constraint: PrefixConstraint | None = None,
+    src_copy: torch.Tensor | None = None,
 ) -> list[Hypothesis]:
     """Sample one hypothesis per example of ``src`` [B, S], in batch order.
 
     The draws come from ``generator`` or else a private ``torch.Generator`` on ``src.device``
     seeded with ``seed`` (seeded: reproducible; torch's global RNG is left alone). ``token_log_probs`` are the model's own log-probabilities
-    (no temperature, no filtering), so scores compare with greedy and beam search.
+    (no temperature, no filtering), so scores compare with greedy and beam search. ``src_copy``
+    [B, S] is what a copy model needs (``Batch.src_copy``).
     """
     _check_arguments(temperature=temperature, top_k=top_k, top_p=top_p, max_len=max_len)
     model.eval()
@@ -85,4 +87,4 @@ def sample_decode(
         return drawn, torch.log_softmax(logits, dim=-1).gather(1, drawn.unsqueeze(1)).squeeze(1)  # [B], [B]
 
     return decode_single_path(model, src, src_lengths, src_mask, sos_index=sos_index, eos_index=eos_index,
-                              max_len=max_len, choose=choose, constraint=constraint)
+                              max_len=max_len, choose=choose, constraint=constraint, src_copy=src_copy)

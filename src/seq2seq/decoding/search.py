@@ -47,11 +47,14 @@ def decode_sources(
     device: torch.device | str = "cpu",
     sampling: SamplingOptions | None = None,
     constraint: PrefixConstraint | None = None,
+    copy_sources: list[list[int]] | None = None,
 ) -> list[list[Hypothesis]]:
     """Up to ``nbest`` hypotheses per encoded source, best first, in input order.
 
     With ``sampling`` each source gets one sampled hypothesis (``beam_size`` must be 1). A
-    ``constraint`` prunes impossible prefixes in every search.
+    ``constraint`` prunes impossible prefixes in every search. A copy model needs
+    ``copy_sources``, each source as extended target ids (``CopyEncoding.src``); its hypotheses
+    may then hold ids >= V, the source's unknown words (see ``Vocab.decode``).
     """
     if nbest > beam_size:
         raise ValueError(f"nbest={nbest} cannot exceed the beam size {beam_size}")
@@ -60,20 +63,23 @@ def decode_sources(
     # One generator for the whole call: a seeded call is reproducible and batches draw independently.
     generator = None if sampling is None else sampling.generator(device)
 
-    def search(src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> list[list[Hypothesis]]:
+    def search(
+        src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor, src_copy: torch.Tensor | None
+    ) -> list[list[Hypothesis]]:
         if sampling is not None:
             found = sample_decode(model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, max_len=max_len,
                                   temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
-                                  generator=generator, constraint=constraint)
+                                  generator=generator, constraint=constraint, src_copy=src_copy)
             return [[hypothesis] for hypothesis in found]
         if beam_size == 1:
             found = greedy_decode(model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, max_len=max_len,
-                                  constraint=constraint)
+                                  constraint=constraint, src_copy=src_copy)
             return [[hypothesis] for hypothesis in found]
         return beam_search(
             model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, pad_index=pad_index,
             beam_size=beam_size, max_len=max_len, nbest=nbest, length_penalty=length_penalty, alpha=alpha,
-            constraint=constraint,
+            constraint=constraint, src_copy=src_copy,
         )
 
-    return decode_all(sources, search, pad_index=pad_index, batch_size=batch_size, device=device)
+    return decode_all(sources, search, pad_index=pad_index, batch_size=batch_size, device=device,
+                      copy_sources=copy_sources)

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from seq2seq.data.batching import EncodedPair
+from seq2seq.data.batching import EncodedPair, copy_encodings
 from seq2seq.data.tokenizers import Tokenizer
 from seq2seq.data.vocab import Vocab
 from seq2seq.decoding.constraints import prefer_accepted, python_constraint
@@ -128,6 +128,14 @@ def task_scores(metric: str, predictions: Sequence[str], references: Sequence[st
     raise ValueError(f"unknown task metric {metric!r}; valid: {', '.join(TASK_METRICS)}")
 
 
+def _parsing_first(
+    alternatives: list[Hypothesis], oovs: Sequence[str], tgt_vocab: Vocab, tgt_tokenizer: Tokenizer
+) -> list[Hypothesis]:
+    """The finished alternatives that ``ast.parse`` accepts (never executed) first, in their order."""
+    accept = lambda h: h.finished and parses(tgt_tokenizer.detokenize(tgt_vocab.decode(h.tokens, oovs=oovs)))  # noqa: E731
+    return prefer_accepted(alternatives, accept)
+
+
 def evaluate(
     model: Seq2Seq,
     pairs: Sequence[EncodedPair],
@@ -152,7 +160,8 @@ def evaluate(
     Exact match and BLEU compare target *tokens* (the tokenizer's units), so formatting
     differences such as spaces around operators do not count as errors. ``task_metric`` adds
     the task's published metric (see :func:`task_scores`), computed on the detokenized outputs
-    against ``raw_references``, the untokenized reference texts.
+    against ``raw_references``, the untokenized reference texts. A copy model reads each pair's
+    ``CopyEncoding``, and the source words it copies appear in its outputs.
     """
     if task_metric is not None and (raw_references is None or len(raw_references) != len(pairs)):
         raise ValueError(f"task metric {task_metric!r} needs one raw reference text per example")
@@ -162,19 +171,21 @@ def evaluate(
     if constrain_python and not is_code:
         raise ValueError("the python constraint needs a model whose target tokenizer is 'python'")
     loss = mean_reference_loss(model, pairs, pad_index=tgt_vocab.pad_index, batch_size=batch_size, device=device)
+    copies = copy_encodings(pairs) if model.copies else None
     started = time.perf_counter()
     found = decode_sources(
         model, [pair.src for pair in pairs], sos_index=tgt_vocab.sos_index, eos_index=tgt_vocab.eos_index,
         pad_index=tgt_vocab.pad_index, max_len=max_len, beam_size=beam_size,
         nbest=beam_size if constrain_python else 1, batch_size=batch_size, device=device,
         constraint=python_constraint(tgt_vocab.itos, eos_index=tgt_vocab.eos_index) if constrain_python else None,
+        copy_sources=None if copies is None else [copy.src for copy in copies],
     )
+    oovs = [()] * len(pairs) if copies is None else [copy.oovs for copy in copies]  # what ids >= V stand for
     if constrain_python:
-        accept = lambda h: h.finished and parses(tgt_tokenizer.detokenize(tgt_vocab.decode(h.tokens)))  # noqa: E731
-        found = [prefer_accepted(alternatives, accept) for alternatives in found]
+        found = [_parsing_first(alternatives, o, tgt_vocab, tgt_tokenizer) for alternatives, o in zip(found, oovs)]
     hypotheses = [alternatives[0] for alternatives in found]
     seconds = time.perf_counter() - started
-    predicted_tokens = [tgt_vocab.decode(h.tokens) for h in hypotheses]
+    predicted_tokens = [tgt_vocab.decode(h.tokens, oovs=o) for h, o in zip(hypotheses, oovs)]
     texts = [tgt_tokenizer.detokenize(tokens) for tokens in predicted_tokens]
     report = EvalReport(
         count=len(pairs),

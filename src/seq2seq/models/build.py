@@ -11,7 +11,9 @@ from seq2seq.models.encoders import Bridge, RecurrentEncoder
 from seq2seq.models.seq2seq import Seq2Seq
 
 
-def build_model(config: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int, pad_index: int = 0) -> Seq2Seq:
+def build_model(
+    config: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int, pad_index: int = 0, unk_index: int = 1
+) -> Seq2Seq:
     enc, dec = config.encoder, config.decoder
     encoder = RecurrentEncoder(
         vocab_size=src_vocab_size,
@@ -37,7 +39,9 @@ def build_model(config: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int
         layers=dec.layers,
         attention=attention,
         dropout=dec.dropout,
+        copy=dec.copy,
         pad_index=pad_index,
+        unk_index=unk_index,
     )
     bridge = Bridge(
         encoder_size=enc.hidden_size,

@@ -8,6 +8,13 @@ With attention (Bahdanau et al. 2015), every step t
    the context c_t (a weighted sum of the encoder states);
 2. feeds ``[embedding(y_{t-1}); c_t]`` to the recurrent cell;
 3. predicts the next token from ``[rnn output; c_t]`` with one linear layer.
+
+With ``copy`` (See et al. 2017, section 2.2; only with attention) step 3 becomes the
+pointer-generator mixture of :mod:`seq2seq.models.copy`: a gate p_gen, computed from
+``[rnn output; c_t; embedding(y_{t-1})]``, mixes generating from the vocabulary with copying source
+words through the attention weights, and the decoder returns log-probabilities over the target
+vocabulary extended by the source's unknown words. Every caller already treats its output as
+logits: log_softmax of normalised log-probabilities changes nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import torch
 from torch import nn
 
 from seq2seq.models.attention import BahdanauAttention
+from seq2seq.models.copy import copy_mixture
 from seq2seq.models.encoders import rnn_class
 from seq2seq.models.state import DecoderState, Memory
 
@@ -32,12 +40,17 @@ class RecurrentDecoder(nn.Module):
         layers: int = 1,
         attention: BahdanauAttention | None = None,
         dropout: float = 0.0,
+        copy: bool = False,
         pad_index: int = 0,
+        unk_index: int = 1,
     ) -> None:
         super().__init__()
+        if copy and attention is None:
+            raise ValueError("the copy mechanism needs attention: it copies source words through the attention weights")
         self.cell = cell
         self.hidden_size = hidden_size
         self.vocab_size = vocab_size
+        self.unk_index = unk_index
         self.attention = attention
         context = context_size if attention is not None else 0
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_index)
@@ -50,28 +63,64 @@ class RecurrentDecoder(nn.Module):
             dropout=dropout if layers > 1 else 0.0,
         )
         self.output = nn.Linear(hidden_size + context, vocab_size)
+        # See et al. 2017, eq. 8: p_gen = sigmoid(w^T [rnn output; c_t; embedding(y_{t-1})] + b)
+        self.p_gen = nn.Linear(hidden_size + context + embedding_size, 1) if copy else None
 
-    def prepare_memory(self, states: torch.Tensor, mask: torch.Tensor) -> Memory:
-        """Project the attention keys once per batch (not once per step)."""
+    @property
+    def copies(self) -> bool:
+        return self.p_gen is not None
+
+    def prepare_memory(self, states: torch.Tensor, mask: torch.Tensor, src_copy: torch.Tensor | None = None) -> Memory:
+        """Project the attention keys once per batch (not once per step); a copy decoder also keeps
+        ``src_copy`` [B, S], the source tokens as extended target ids, and the output width."""
         keys = self.attention.project_keys(states) if self.attention is not None else None
-        return Memory(states=states, mask=mask, keys=keys)
+        if not self.copies:
+            if src_copy is not None:
+                raise ValueError("src_copy was given, but this decoder has no copy mechanism")
+            return Memory(states=states, mask=mask, keys=keys)
+        if src_copy is None or src_copy.shape != mask.shape:
+            shape = None if src_copy is None else tuple(src_copy.shape)
+            raise ValueError(f"a copy decoder needs src_copy [B, S] = {tuple(mask.shape)}, got {shape}")
+        # Extended ids are V + j with j counted from 0 in each example: the largest one gives the width.
+        extended_size = max(self.vocab_size, int(src_copy.max()) + 1)
+        return Memory(states=states, mask=mask, keys=keys, copy_ids=src_copy, extended_size=extended_size)
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Embedded tokens [B, E] (dropout applied). A copied word (id >= V) has no embedding of its
+        own and is read as ``<unk>``, as in See et al. 2017."""
+        if self.copies:
+            tokens = tokens.masked_fill(tokens >= self.vocab_size, self.unk_index)
+        return self.dropout(self.embedding(tokens))
 
     def _features(
         self, prev_tokens: torch.Tensor, state: DecoderState, memory: Memory
-    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-        """Everything of a step up to (not including) the output layer: [B, H (+ He)]."""
-        embedded = self.dropout(self.embedding(prev_tokens))  # [B, E]
-        weights = None
+    ) -> tuple[torch.Tensor, torch.Tensor, DecoderState, torch.Tensor | None]:
+        """Everything of a step up to (not including) the output layer: features [B, H (+ He)],
+        the input embedding [B, E] (p_gen reads it), the new state and the attention weights [B, S]."""
+        embedded = self._embed(prev_tokens)  # [B, E]
+        rnn_input, weights = embedded, None
         if self.attention is not None:
             context, weights = self.attention(
                 query=state.top, keys=memory.keys, values=memory.states, mask=memory.mask
             )  # [B, He], [B, S]
-            embedded = torch.cat([embedded, context], dim=-1)  # [B, E + He]
-        output, new_state = self.rnn(embedded.unsqueeze(1), state.as_rnn_input())
+            rnn_input = torch.cat([embedded, context], dim=-1)  # [B, E + He]
+        output, new_state = self.rnn(rnn_input.unsqueeze(1), state.as_rnn_input())
         features = output.squeeze(1)  # [B, H]
         if self.attention is not None:
             features = torch.cat([features, context], dim=-1)  # [B, H + He]
-        return features, DecoderState.from_rnn_output(new_state), weights
+        return features, embedded, DecoderState.from_rnn_output(new_state), weights
+
+    def _scores(
+        self, features: torch.Tensor, embedded: torch.Tensor, weights: torch.Tensor | None, memory: Memory
+    ) -> torch.Tensor:
+        """The output of one step ([B, ...]) or many ([B, T, ...]): logits [B, (T,) V], or for a copy
+        decoder the log-probabilities [B, (T,) V_ext] of the pointer-generator mixture."""
+        logits = self.output(features)
+        if self.p_gen is None:
+            return logits
+        assert weights is not None and memory.copy_ids is not None  # a copy decoder has attention and copy ids
+        gate = self.p_gen(torch.cat([features, embedded], dim=-1))  # [B, (T,) 1]
+        return copy_mixture(logits, gate, weights, memory.copy_ids, memory.extended_size)
 
     def step(
         self, prev_tokens: torch.Tensor, state: DecoderState, memory: Memory
@@ -81,15 +130,16 @@ class RecurrentDecoder(nn.Module):
         Args:
             prev_tokens: [B] the previous output token (``<sos>`` at the first step).
             state: hidden (and cell) [L, B, H] after the previous step.
-            memory: encoder states [B, S, He], mask [B, S] and projected keys.
+            memory: encoder states [B, S, He], mask [B, S] and projected keys (and copy ids).
 
         Returns:
-            logits [B, V], the new state, and the attention weights [B, S] (None without attention).
+            logits [B, V] (for a copy decoder log-probabilities [B, V_ext]), the new state, and the
+            attention weights [B, S] (None without attention).
         """
         if prev_tokens.dim() != 1:
             raise ValueError(f"expected prev_tokens [B], got {tuple(prev_tokens.shape)}")
-        features, state, weights = self._features(prev_tokens, state, memory)
-        return self.output(self.dropout(features)), state, weights  # [B, V]
+        features, embedded, state, weights = self._features(prev_tokens, state, memory)
+        return self._scores(self.dropout(features), embedded, weights, memory), state, weights  # [B, V(_ext)]
 
     def forward(
         self,
@@ -111,10 +161,11 @@ class RecurrentDecoder(nn.Module):
         its logits, without gradient, just for that argmax.
 
         Args:
-            tgt_input: [B, T] ``<sos> y_1 ... y_{T-1}`` (gold tokens).
+            tgt_input: [B, T] ``<sos> y_1 ... y_{T-1}`` (gold tokens; extended ids for a copy decoder).
 
         Returns:
-            logits [B, T, V] and attention weights [B, T, S] (None without attention).
+            logits [B, T, V] (for a copy decoder log-probabilities [B, T, V_ext]) and attention
+            weights [B, T, S] (None without attention).
         """
         if tgt_input.dim() != 2:
             raise ValueError(f"expected tgt_input [B, T], got {tuple(tgt_input.shape)}")
@@ -122,22 +173,23 @@ class RecurrentDecoder(nn.Module):
             return self._unroll_teacher_forced(tgt_input, state), None
         steps = tgt_input.size(1)
         forced = (torch.rand(steps) < teacher_forcing).tolist()  # one draw per step
-        features_per_step, weights_per_step = [], []
+        features_per_step, embedded_per_step, weights_per_step = [], [], []
         prev = tgt_input[:, 0]
         for t in range(steps):
-            features, state, weights = self._features(prev, state, memory)
+            features, embedded, state, weights = self._features(prev, state, memory)
             features_per_step.append(features)
+            embedded_per_step.append(embedded)
             weights_per_step.append(weights)
             if t + 1 < steps:
                 if forced[t + 1]:
                     prev = tgt_input[:, t + 1]
                 else:
-                    with torch.no_grad():
-                        prev = self.output(features).argmax(dim=-1)
+                    with torch.no_grad():  # a copied word (id >= V) is read as <unk> by the next step
+                        prev = self._scores(features, embedded, weights, memory).argmax(dim=-1)
         features = torch.stack(features_per_step, dim=1)  # [B, T, H (+ He)]
-        logits = self.output(self.dropout(features))  # [B, T, V]
+        embedded = torch.stack(embedded_per_step, dim=1)  # [B, T, E]
         attention = torch.stack(weights_per_step, dim=1) if self.attention is not None else None  # [B, T, S]
-        return logits, attention
+        return self._scores(self.dropout(features), embedded, attention, memory), attention  # [B, T, V(_ext)]
 
     def _unroll_teacher_forced(self, tgt_input: torch.Tensor, state: DecoderState) -> torch.Tensor:
         """Without attention and with gold inputs every step, the cell can run over the whole

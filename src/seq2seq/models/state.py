@@ -45,12 +45,22 @@ class Memory:
     ``states`` [B, S, He] are all encoder states, ``mask`` [B, S] is True at real tokens, and
     ``keys`` [B, S, A] are the states already projected by the attention (computed once per
     batch, not once per decoder step), or None for decoders without attention.
+
+    For a copy decoder, ``copy_ids`` [B, S] are the source tokens as ids of the target vocabulary
+    extended by each example's unknown source words (V + j), and ``extended_size`` is V plus the
+    most unknown words of any example: the width of the output. Selecting rows keeps that width,
+    so beam search sees one vocabulary size from the first step to the last.
     """
 
     states: torch.Tensor
     mask: torch.Tensor
     keys: torch.Tensor | None = None
+    copy_ids: torch.Tensor | None = None
+    extended_size: int = 0
 
     def select(self, index: torch.Tensor) -> Memory:
         keys = None if self.keys is None else self.keys.index_select(0, index)
-        return Memory(self.states.index_select(0, index), self.mask.index_select(0, index), keys)
+        copy_ids = None if self.copy_ids is None else self.copy_ids.index_select(0, index)
+        return Memory(
+            self.states.index_select(0, index), self.mask.index_select(0, index), keys, copy_ids, self.extended_size
+        )

@@ -103,6 +103,8 @@ class Translator:
                 raise InputError(f"input {number}: empty source text: expected at least one word")
             source_tokens.append(tokens)
         vocab = run.tgt_vocab
+        # A copy model also reads each source in the target vocabulary extended by its unknown words.
+        copies = [vocab.encode_copy_source(tokens) for tokens in source_tokens] if run.model.copies else None
         found = decode_sources(
             run.model, [run.src_vocab.encode(tokens) for tokens in source_tokens],
             sos_index=vocab.sos_index, eos_index=vocab.eos_index, pad_index=vocab.pad_index,
@@ -110,10 +112,12 @@ class Translator:
             nbest=beam_size if constrain else nbest, length_penalty=length_penalty, alpha=alpha,
             batch_size=batch_size or run.config.decode.batch_size, device=run.device, sampling=sampling,
             constraint=python_constraint(vocab.itos, eos_index=vocab.eos_index) if constrain else None,
+            copy_sources=None if copies is None else [ids for ids, _ in copies],
         )
+        oovs = [()] * len(texts) if copies is None else [words for _, words in copies]  # what ids >= V stand for
         results = []
-        for text, src_tokens, hypotheses in zip(texts, source_tokens, found):
-            generations = [self._generation(text, src_tokens, h, length_penalty, alpha) for h in hypotheses]
+        for text, src_tokens, hypotheses, src_oovs in zip(texts, source_tokens, found, oovs):
+            generations = [self._generation(text, src_tokens, h, length_penalty, alpha, src_oovs) for h in hypotheses]
             if constrain == "python":
                 generations = prefer_accepted(generations, lambda g: bool(g.parses) and g.finished)
             results.append(generations[:nbest])
@@ -123,20 +127,26 @@ class Translator:
         """The next-token distribution at every step of ``generation``'s output, [T, V] on the CPU.
 
         Row t is what the decoder saw when it chose output token t (``<eos>`` last when the output
-        finished); column v is ``self.run.tgt_vocab.itos[v]``.
+        finished); column v is ``self.run.tgt_vocab.itos[v]``. A copy model has V + n columns:
+        column V + j is the j-th source word outside the target vocabulary (``Vocab.encode_copy_source``).
         """
         run = self.run
         vocab = run.tgt_vocab
         src_ids = run.src_vocab.encode(generation.source_tokens)
-        tgt_ids = vocab.encode(generation.tokens, add_sos=True, add_eos=generation.finished)
+        src_copy, oovs = vocab.encode_copy_source(generation.source_tokens) if run.model.copies else (None, ())
+        tgt_ids = vocab.encode(generation.tokens, add_sos=True, add_eos=generation.finished, oovs=oovs)
         src = torch.tensor([src_ids], device=run.device)
         lengths = torch.tensor([len(src_ids)])
         mask = torch.ones_like(src, dtype=torch.bool)
         tgt = torch.tensor([tgt_ids], device=run.device)
-        return step_distributions(run.model, src, lengths, mask, tgt)[0].cpu()
+        copy = None if src_copy is None else torch.tensor([src_copy], device=run.device)
+        return step_distributions(run.model, src, lengths, mask, tgt, src_copy=copy)[0].cpu()
 
-    def _generation(self, text: str, src_tokens: list[str], hypothesis: Hypothesis, length_penalty: str, alpha: float) -> Generation:
-        tokens = self.run.tgt_vocab.decode(hypothesis.tokens)
+    def _generation(
+        self, text: str, src_tokens: list[str], hypothesis: Hypothesis, length_penalty: str, alpha: float,
+        oovs: tuple[str, ...],
+    ) -> Generation:
+        tokens = self.run.tgt_vocab.decode(hypothesis.tokens, oovs=oovs)
         output = self.run.tgt_tokenizer.detokenize(tokens)
         return Generation(
             source=text,

@@ -12,7 +12,8 @@ def sequence_cross_entropy(
     """Summed cross-entropy over the non-padding target positions.
 
     Args:
-        logits: [B, T, V] unnormalised scores. targets: [B, T] gold ids, ``pad_index`` at padding.
+        logits: [B, T, V] unnormalised scores (or a copy model's log-probabilities, which the
+            softmax leaves unchanged). targets: [B, T] gold ids, ``pad_index`` at padding.
         label_smoothing: mass spread uniformly over the vocabulary (Szegedy et al. 2016, section 7).
 
     Returns:

@@ -28,6 +28,7 @@ from torch import nn
 
 from seq2seq.config import TrainConfig, short_repr
 from seq2seq.data.batching import Batch, EncodedPair, bucketed_batches
+from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.training.checkpointing import (
     RunDirError,
     atomic_write_text,
@@ -105,7 +106,7 @@ class Trainer:
     def __init__(
         self,
         *,
-        model: nn.Module,
+        model: Seq2Seq,
         config: TrainConfig,
         pad_index: int,
         device: torch.device,
@@ -226,7 +227,8 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def _loss(self, batch: Batch, *, teacher_forcing: float) -> tuple[torch.Tensor, int]:
         logits, _ = self.model(
-            batch.src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=teacher_forcing
+            batch.src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=teacher_forcing,
+            src_copy=batch.src_copy,
         )
         return sequence_cross_entropy(
             logits, batch.tgt_output, pad_index=self.pad_index, label_smoothing=self.config.label_smoothing
@@ -276,7 +278,8 @@ class Trainer:
         total, tokens, started, out_of_time = 0.0, 0, time.perf_counter(), False
         window_loss, window_tokens = 0.0, 0  # mean loss since the last logged step
         batches = list(bucketed_batches(
-            pairs, batch_size=self.config.batch_size, pad_index=self.pad_index, shuffle=True, generator=generator
+            pairs, batch_size=self.config.batch_size, pad_index=self.pad_index, shuffle=True, generator=generator,
+            copy=self.model.copies,
         ))
         done, skipped = 0, 0
         for done, batch in enumerate(batches, start=1):

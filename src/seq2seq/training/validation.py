@@ -5,22 +5,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from seq2seq.data.batching import EncodedPair, bucketed_batches
+from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.training.loss import sequence_cross_entropy
 
 
 @torch.inference_mode()
 def mean_reference_loss(
-    model: nn.Module, pairs: Sequence[EncodedPair], *, pad_index: int, batch_size: int, device: torch.device
+    model: Seq2Seq, pairs: Sequence[EncodedPair], *, pad_index: int, batch_size: int, device: torch.device
 ) -> float:
-    """Mean cross-entropy per target token with gold previous tokens (teacher forcing 1.0), no smoothing."""
+    """Mean cross-entropy per target token with gold previous tokens (teacher forcing 1.0), no smoothing.
+
+    A copy model is scored on the extended targets: a reference word it can only copy counts as
+    that word, not as ``<unk>``."""
     model.eval()
     total, tokens = 0.0, 0
-    for batch in bucketed_batches(pairs, batch_size=batch_size, pad_index=pad_index, shuffle=False):
+    for batch in bucketed_batches(pairs, batch_size=batch_size, pad_index=pad_index, shuffle=False, copy=model.copies):
         batch = batch.to(device)
-        logits, _ = model(batch.src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=1.0)
+        logits, _ = model(batch.src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=1.0,
+                          src_copy=batch.src_copy)
         loss_sum, n = sequence_cross_entropy(logits, batch.tgt_output, pad_index=pad_index)
         total, tokens = total + float(loss_sum), tokens + n
     return total / max(tokens, 1)
