@@ -33,3 +33,23 @@ def tiny_config(preset: str = "lstm-attention", *extra: str):
             *extra,
         ],
     )
+
+
+def train_tiny_run(run_dir: Path, *extra: str) -> Path:
+    """Train a tiny attention model for one epoch on 120 built-in pairs (a few seconds) into ``run_dir``.
+
+    One torch thread: on a busy 2-core machine a second one makes this tiny model several times
+    slower. Training sets the thread count for the whole process, so it is restored afterwards.
+    """
+    import torch
+
+    from seq2seq.pipeline import train
+
+    config = tiny_config("lstm-attention", "data.builtin_train_size=120", "train.epochs=1", "train.batch_size=16",
+                         "train.device=cpu", "train.threads=1", *extra)
+    threads = torch.get_num_threads()
+    try:
+        train(config, run_dir)
+    finally:
+        torch.set_num_threads(threads)
+    return run_dir

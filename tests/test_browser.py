@@ -8,10 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
-from helpers import tiny_config
-from seq2seq.pipeline import train
+from helpers import train_tiny_run
 from seq2seq.serving.server import Limits, bind_socket, create_app, uvicorn_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -24,15 +22,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory) -> Iterator[str]:
     """A tiny trained model served by uvicorn on a free loopback port, in a thread of this process."""
-    run_dir = tmp_path_factory.mktemp("browser") / "tiny"
-    # One torch thread: on a busy 2-core machine a second one makes this tiny model several times slower.
-    config = tiny_config("lstm-attention", "data.builtin_train_size=120", "train.epochs=1", "train.batch_size=16",
-                         "decode.max_len=12", "train.device=cpu", "train.threads=1")
-    threads = torch.get_num_threads()
-    try:
-        train(config, run_dir)
-    finally:
-        torch.set_num_threads(threads)
+    run_dir = train_tiny_run(tmp_path_factory.mktemp("browser") / "tiny", "decode.max_len=12")
     sock = bind_socket("127.0.0.1", 0)
     server = uvicorn_server(create_app([run_dir], Limits(), device="cpu"), log_level="warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -15,11 +15,9 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-import torch
 
-from helpers import tiny_config
+from helpers import train_tiny_run
 from seq2seq.checkpoint import RunDirError
-from seq2seq.pipeline import train
 from seq2seq.serving.cli import add_serve_command
 from seq2seq.serving.server import Limits, bind_socket, create_app
 from seq2seq.serving.translator import InputError
@@ -36,15 +34,7 @@ LIMITS = Limits(max_inputs=4, max_chars=200, max_body_bytes=20_000, timeout_s=30
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A tiny attention model trained for one epoch on the built-in NL -> Python task (a few seconds)."""
-    run_dir = tmp_path_factory.mktemp("serve") / "tiny"
-    # One torch thread: on a busy 2-core machine a second one makes this tiny model several times slower.
-    config = tiny_config("lstm-attention", "data.builtin_train_size=120", "train.epochs=1", "train.batch_size=16",
-                         "decode.max_len=20", "train.device=cpu", "train.threads=1")
-    threads = torch.get_num_threads()
-    try:
-        train(config, run_dir)
-    finally:
-        torch.set_num_threads(threads)  # training sets it for the whole process
+    run_dir = train_tiny_run(tmp_path_factory.mktemp("serve") / "tiny", "decode.max_len=20")
     (run_dir / "eval_valid.json").write_text(json.dumps({"count": 6, "bleu": 1.5, "exact_match": 0.0}))
     return run_dir
 
