@@ -36,13 +36,18 @@ def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -
     return logits
 
 
-def _check_arguments(*, temperature: float, top_k: int, top_p: float, max_len: int) -> None:
+def check_sampling_options(*, temperature: float, top_k: int, top_p: float) -> None:
+    """Raise ValueError naming the first option out of range (shared by every caller of sampling)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 = no limit), got {top_k}")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def _check_arguments(*, temperature: float, top_k: int, top_p: float, max_len: int) -> None:
+    check_sampling_options(temperature=temperature, top_k=top_k, top_p=top_p)
     if max_len < 1:
         raise ValueError(f"max_len must be at least 1, got {max_len}")
 

@@ -9,7 +9,7 @@ import torch
 from seq2seq.decoding.beam import beam_search
 from seq2seq.decoding.constraints import PrefixConstraint
 from seq2seq.decoding.greedy import Hypothesis, decode_all, greedy_decode
-from seq2seq.decoding.sampling import sample_decode
+from seq2seq.decoding.sampling import check_sampling_options, sample_decode
 from seq2seq.models.seq2seq import Seq2Seq
 
 
@@ -21,6 +21,9 @@ class SamplingOptions:
     top_k: int = 0
     top_p: float = 1.0
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        check_sampling_options(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
 
     def generator(self, device: torch.device | str) -> torch.Generator:
         generator = torch.Generator(device=torch.device(device))

@@ -83,13 +83,10 @@ class Translator:
         if sample:
             if beam_size != 1 or nbest != 1:
                 raise InputError("sampling draws one output per input: it cannot be combined with beam or nbest")
-            if not temperature > 0:
-                raise InputError(f"temperature must be > 0, got {temperature}")
-            if top_k < 0:
-                raise InputError(f"top_k must be >= 0 (0 = no limit), got {top_k}")
-            if not 0 < top_p <= 1:
-                raise InputError(f"top_p must be in (0, 1], got {top_p}")
-            sampling = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+            try:
+                sampling = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+            except ValueError as error:  # an option out of range is the caller's mistake
+                raise InputError(str(error)) from None
         if nbest > beam_size:
             raise InputError(f"nbest={nbest} cannot exceed the beam size {beam_size}")
         if constrain not in (None, "python"):

@@ -101,7 +101,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 def remove_temporaries(folder: Path) -> list[Path]:
     """Delete the temporary files that a killed :func:`atomic_write` left in ``folder``; return them.
 
-    Only names of the form ``.NAME.XXXX.tmp`` are touched: that is the pattern ``atomic_write`` uses.
+    Only hidden names ``.<file name>.<random part>.tmp`` are touched: the names ``atomic_write`` gives its temporaries.
     """
     stale = [p for p in folder.glob(f".*{TEMPORARY_SUFFIX}") if p.is_file() and p.name.count(".") >= 3]
     for path in stale:
