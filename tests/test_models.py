@@ -30,6 +30,7 @@ VARIANTS = {
     "2layer": TWO_LAYERS,
     "bi-2layer": BIDIRECTIONAL + TWO_LAYERS,
     "mismatched": MISMATCHED,
+    "readout": ("model.decoder.readout_size=7",),  # Luong's tanh attentional vector before the output layer
 }
 # Copy presets need src_copy in every call; tests/test_copy.py checks the same properties for them.
 PLAIN_PRESETS = [name for name, preset in PRESETS.items() if not preset["decoder"].get("copy")]
@@ -245,3 +246,14 @@ def test_gradients_reach_every_parameter(preset: str, variant: str) -> None:
     embedding_grad = model.encoder.embedding.weight.grad  # [V, E]
     assert embedding_grad[used_rows].abs().sum(-1).gt(0).all()
     assert embedding_grad[0].abs().sum() == 0  # <pad> row stays fixed
+
+
+def test_readout_puts_a_tanh_layer_before_the_vocabulary_projection() -> None:
+    model = make_model("lstm-attention", "readout")
+    decoder = model.decoder
+    assert decoder.readout.in_features == 12 + 12 and decoder.readout.out_features == 7
+    assert decoder.output.in_features == 7
+    features = torch.randn(3, 24)
+    expected = decoder.output(torch.tanh(decoder.readout(features)))
+    torch.testing.assert_close(decoder._logits(features), expected)
+    assert make_model("lstm-attention").decoder.readout is None  # the seed architecture projects directly

@@ -90,3 +90,29 @@ def test_translation_run_reports_sacrebleu(tmp_path, capsys) -> None:
     assert "sacreBLEU" in capsys.readouterr().out
     assert main(["evaluate", str(out), "--split", "test"]) == 0
     assert "tok:13a" in capsys.readouterr().out
+
+
+def test_lowercased_moses_translation_scores_case_insensitively(tmp_path, capsys) -> None:
+    from seq2seq.cli import main
+
+    words = ["Ein", "Mann", "eine", "Frau", "Hund", "läuft", "sitzt", "schläft"]
+    english = dict(zip(words, ["A", "man", "a", "woman", "dog", "runs", "sits", "sleeps"]))
+    lines = [" ".join(words[(i * k) % len(words)] for k in (1, 3, 5)) + "." for i in range(60)]
+    for split, rows in (("train", lines[:40]), ("valid", lines[40:50]), ("test2016", lines[50:])):
+        (tmp_path / f"{split}.de").write_text("".join(row + "\n" for row in rows))
+        english_rows = [" ".join(english[w] for w in row[:-1].split()) + "." for row in rows]
+        (tmp_path / f"{split}.en").write_text("".join(row + "\n" for row in english_rows))
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path), "--quick", "--no-progress", "--out", str(out), "--no-eval",
+            "--set", "data.src_tokenizer=moses", "--set", "data.tgt_tokenizer=moses", "--set", "data.lowercase_tgt=true"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--split", "test"]) == 0
+    assert "case:lc" in capsys.readouterr().out  # the cased references are compared lower-cased
+
+
+def test_lowercase_targets_refused_for_code() -> None:
+    from seq2seq.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError, match="lowercase_tgt.*code is case sensitive"):
+        build_config(overrides=["data.lowercase_tgt=true"])

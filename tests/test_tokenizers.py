@@ -14,6 +14,7 @@ from seq2seq.data.tokenizers import (
     INDENT,
     NEWLINE,
     TOKENIZERS,
+    MosesTokenizer,
     PythonTokenizer,
     WhitespaceTokenizer,
     WordTokenizer,
@@ -180,13 +181,29 @@ def test_whitespace_tokenizer() -> None:
     assert WhitespaceTokenizer().detokenize(["a", "b"]) == "a b"
 
 
+def test_moses_tokenizer_splits_punctuation_and_clitics_and_detokenizes() -> None:
+    tokenizer = MosesTokenizer(lowercase=True, lang="en")
+    tokens = tokenizer.tokenize('A man isn\'t "standing" on a ladder, cleaning windows.')
+    assert tokens == ["a", "man", "isn", "'t", '"', "standing", '"', "on", "a", "ladder", ",", "cleaning", "windows", "."]
+    assert tokenizer.detokenize(tokens) == 'a man isn\'t "standing" on a ladder, cleaning windows.'
+    assert MosesTokenizer().tokenize("Hello World") == ["Hello", "World"]  # keeps case by default
+
+
+def test_moses_tokenizer_uses_the_language() -> None:
+    german = build_tokenizer("moses", lang="de")
+    assert isinstance(german, MosesTokenizer) and german.lang == "de"
+    assert german.tokenize("Zwei junge Männer sind in der Nähe vieler Büsche.") == [
+        "Zwei", "junge", "Männer", "sind", "in", "der", "Nähe", "vieler", "Büsche", ".",
+    ]
+
+
 def test_build_tokenizer_by_name() -> None:
-    assert set(TOKENIZERS) == {"space", "word", "python"}
+    assert set(TOKENIZERS) == {"space", "word", "moses", "python"}
     for name, cls in TOKENIZERS.items():
         tokenizer = build_tokenizer(name, lowercase=False)
         assert isinstance(tokenizer, cls) and tokenizer.name == name
 
 
 def test_build_tokenizer_unknown_name_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="'bpe'.*python, space, word"):
+    with pytest.raises(ValueError, match="'bpe'.*moses, python, space, word"):
         build_tokenizer("bpe")

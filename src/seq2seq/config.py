@@ -47,17 +47,24 @@ class DataConfig(_Strict):
     builtin_task: Literal["nl2code"] = "nl2code"
     builtin_train_size: int = Field(default=20000, ge=10)
     builtin_seed: int = 1234
-    src_lang: str = Field(default="de", description="parallel: file suffix of the source")
-    tgt_lang: str = Field(default="en", description="parallel: file suffix of the target")
+    src_lang: str = Field(default="de", description="parallel: file suffix of the source; the Moses tokenizer's source language")
+    tgt_lang: str = Field(default="en", description="parallel: file suffix of the target; the Moses tokenizer's target language")
     src_fields: list[str] = Field(default_factory=lambda: ["rewritten_intent", "intent"])
     tgt_field: str = "snippet"
     label_map: dict[str, str] | None = Field(default=None, description="tsv/json: raw target value -> target text")
     valid_size: int = Field(default=400, ge=1, description="conala, or tsv/json without a valid file: first N train examples")
-    src_tokenizer: Literal["word", "space", "python"] = "word"
-    tgt_tokenizer: Literal["word", "space", "python"] = "python"
+    src_tokenizer: Literal["word", "space", "moses", "python"] = "word"
+    tgt_tokenizer: Literal["word", "space", "moses", "python"] = "python"
     lowercase_src: bool = True
+    lowercase_tgt: bool = Field(default=False, description="lower-case targets too; translation BLEU then compares lower-cased text")
     max_src_len: int = Field(default=100, ge=1, description="longer training pairs are dropped")
     max_tgt_len: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _code_keeps_case(self) -> DataConfig:
+        if self.lowercase_tgt and self.tgt_tokenizer == "python":
+            raise ValueError("lowercase_tgt: true cannot be used with tgt_tokenizer: python (code is case sensitive)")
+        return self
 
 
 class VocabConfig(_Strict):
@@ -88,6 +95,11 @@ class DecoderConfig(_Strict):
     attention_size: int = Field(default=256, ge=1)
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
     copy: bool = Field(default=False, description="pointer-generator copy mechanism (See et al. 2017); needs attention")
+    readout_size: int | None = Field(
+        default=None, ge=1,
+        description="a tanh layer of this size between [rnn output; context] and the vocabulary projection "
+        "(Luong et al. 2015's attentional vector); null = project directly, as the seed architectures do",
+    )
 
     @model_validator(mode="after")
     def _copy_needs_attention(self) -> DecoderConfig:

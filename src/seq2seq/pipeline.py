@@ -143,6 +143,7 @@ def evaluate_run(
         constrain_python=constrain_python,
         task_metric=task_metric_for(run.config.data.format, has_label_map=run.config.data.label_map is not None),
         raw_references=[example.tgt for example in corpus.examples[split]],
+        task_lowercase=run.config.data.lowercase_tgt,
     )
     if output is not None:
         atomic_write_text(output, "".join(text.replace("\n", "\\n") + "\n" for text in report.predictions))

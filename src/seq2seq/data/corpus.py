@@ -127,8 +127,8 @@ class Corpus:
 
 def build_tokenizers(config: DataConfig) -> tuple[Tokenizer, Tokenizer]:
     return (
-        build_tokenizer(config.src_tokenizer, lowercase=config.lowercase_src),
-        build_tokenizer(config.tgt_tokenizer),
+        build_tokenizer(config.src_tokenizer, lowercase=config.lowercase_src, lang=config.src_lang),
+        build_tokenizer(config.tgt_tokenizer, lowercase=config.lowercase_tgt, lang=config.tgt_lang),
     )
 
 

@@ -114,13 +114,14 @@ def task_metric_for(data_format: str, *, has_label_map: bool) -> str | None:
     return None
 
 
-def task_scores(metric: str, predictions: Sequence[str], references: Sequence[str]) -> dict:
-    """``metric``'s figures for detokenized ``predictions`` against raw reference texts."""
+def task_scores(metric: str, predictions: Sequence[str], references: Sequence[str], *, lowercase: bool = False) -> dict:
+    """``metric``'s figures for detokenized ``predictions`` against raw reference texts; ``lowercase``
+    (a model trained on lower-cased targets) makes sacreBLEU case-insensitive (its ``-lc``)."""
     if metric == "conala":
         return {"metric": "conala", "conala_bleu": conala_bleu(predictions, references),
                 "conala_exact_match": conala_exact_match(predictions, references)}
     if metric == "sacrebleu":
-        score = sacre_bleu(predictions, references)
+        score = sacre_bleu(predictions, references, lowercase=lowercase)
         return {"metric": "sacrebleu", "sacrebleu": score.score, "signature": score.signature}
     if metric == "accuracy":
         return {"metric": "accuracy", "accuracy": label_accuracy(predictions, references),
@@ -152,6 +153,7 @@ def evaluate(
     constrain_python: bool = False,
     task_metric: str | None = None,
     raw_references: Sequence[str] | None = None,
+    task_lowercase: bool = False,
 ) -> tuple[EvalReport, list[Hypothesis]]:
     """Decode ``pairs`` (greedy, or beam search when ``beam_size > 1``) and score against the
     reference token lists. ``constrain_python`` prunes unbalanced-bracket prefixes during the
@@ -160,7 +162,8 @@ def evaluate(
     Exact match and BLEU compare target *tokens* (the tokenizer's units), so formatting
     differences such as spaces around operators do not count as errors. ``task_metric`` adds
     the task's published metric (see :func:`task_scores`), computed on the detokenized outputs
-    against ``raw_references``, the untokenized reference texts. A copy model reads each pair's
+    against ``raw_references``, the untokenized reference texts (case-insensitively with
+    ``task_lowercase``, for models trained on lower-cased targets). A copy model reads each pair's
     ``CopyEncoding``, and the source words it copies appear in its outputs.
     """
     if task_metric is not None and (raw_references is None or len(raw_references) != len(pairs)):
@@ -196,7 +199,7 @@ def evaluate(
         decode_sentences_per_s=len(pairs) / max(seconds, 1e-9),
         by_length=scores_by_length([len(p.src) for p in pairs], predicted_tokens, references, edges=edges),
         predictions=texts,
-        task=task_scores(task_metric, texts, raw_references) if task_metric else {},
+        task=task_scores(task_metric, texts, raw_references, lowercase=task_lowercase) if task_metric else {},
     )
     return report, hypotheses
 

@@ -40,6 +40,7 @@ def build_model(
         attention=attention,
         dropout=dec.dropout,
         copy=dec.copy,
+        readout_size=dec.readout_size,
         pad_index=pad_index,
         unk_index=unk_index,
     )

@@ -7,7 +7,11 @@ With attention (Bahdanau et al. 2015), every step t
 1. attends from the previous top-layer hidden state h_{t-1} to all encoder states, giving
    the context c_t (a weighted sum of the encoder states);
 2. feeds ``[embedding(y_{t-1}); c_t]`` to the recurrent cell;
-3. predicts the next token from ``[rnn output; c_t]`` with one linear layer.
+3. predicts the next token from ``[rnn output; c_t]`` with one linear layer, or, with a
+   ``readout_size``, through Luong et al. 2015's attentional vector
+   ``tanh(W_r [rnn output; c_t])`` first (as OpenNMT-py does): the vocabulary projection then
+   reads ``readout_size`` features instead of ``H + He``, which halves the largest matrix product
+   of training at the usual sizes.
 
 With ``copy`` (See et al. 2017, section 2.2; only with attention) step 3 becomes the
 pointer-generator mixture of :mod:`seq2seq.models.copy`: a gate p_gen, computed from
@@ -41,6 +45,7 @@ class RecurrentDecoder(nn.Module):
         attention: BahdanauAttention | None = None,
         dropout: float = 0.0,
         copy: bool = False,
+        readout_size: int | None = None,
         pad_index: int = 0,
         unk_index: int = 1,
     ) -> None:
@@ -62,7 +67,9 @@ class RecurrentDecoder(nn.Module):
             batch_first=True,
             dropout=dropout if layers > 1 else 0.0,
         )
-        self.output = nn.Linear(hidden_size + context, vocab_size)
+        features = hidden_size + context
+        self.readout = nn.Linear(features, readout_size) if readout_size else None  # W_r
+        self.output = nn.Linear(readout_size or features, vocab_size)
         # See et al. 2017, eq. 8: p_gen = sigmoid(w^T [rnn output; c_t; embedding(y_{t-1})] + b)
         self.p_gen = nn.Linear(hidden_size + context + embedding_size, 1) if copy else None
 
@@ -110,12 +117,18 @@ class RecurrentDecoder(nn.Module):
             features = torch.cat([features, context], dim=-1)  # [B, H + He]
         return features, embedded, DecoderState.from_rnn_output(new_state), weights
 
+    def _logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits [..., V] from features [..., H (+ He)], through the readout if there is one."""
+        if self.readout is not None:
+            features = torch.tanh(self.readout(features))  # [..., R]
+        return self.output(features)
+
     def _scores(
         self, features: torch.Tensor, embedded: torch.Tensor, weights: torch.Tensor | None, memory: Memory
     ) -> torch.Tensor:
         """The output of one step ([B, ...]) or many ([B, T, ...]): logits [B, (T,) V], or for a copy
         decoder the log-probabilities [B, (T,) V_ext] of the pointer-generator mixture."""
-        logits = self.output(features)
+        logits = self._logits(features)
         if self.p_gen is None:
             return logits
         assert weights is not None and memory.copy_ids is not None  # a copy decoder has attention and copy ids
@@ -196,4 +209,4 @@ class RecurrentDecoder(nn.Module):
         sequence in one call; the result equals stepping one token at a time."""
         embedded = self.dropout(self.embedding(tgt_input))  # [B, T, E]
         outputs, _ = self.rnn(embedded, state.as_rnn_input())  # [B, T, H]
-        return self.output(self.dropout(outputs))  # [B, T, V]
+        return self._logits(self.dropout(outputs))  # [B, T, V]
