@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt
 
 from seq2seq.config import RunConfig, build_config
 from seq2seq.data.corpus import Corpus, build_corpus
-from seq2seq.evaluation.evaluate import EvalReport, evaluate
-from seq2seq.pipeline import train
+from seq2seq.evaluation.evaluate import EvalReport
+from seq2seq.pipeline import evaluate_split, train
 from seq2seq.training.checkpointing import atomic_write_text
 from seq2seq.visualization.attention import attention_heatmap
 from seq2seq.visualization.curves import loss_curves, quality_by_length
@@ -101,12 +101,7 @@ def _train_one(base: dict[str, Any], overrides: list[str], preset: str, run_dir:
     with TqdmProgress(desc=preset, disable=not show_progress) as progress:
         outcome = train(config, run_dir, overwrite=overwrite, on_batch=progress.update, corpus=corpus)
     history = outcome.result.history
-    report, _ = evaluate(
-        outcome.model, corpus.encoded[split], [t for _, t in corpus.tokens[split]],
-        tgt_vocab=corpus.tgt_vocab, tgt_tokenizer=corpus.tgt_tokenizer, max_len=config.decode.max_len,
-        batch_size=config.decode.batch_size, device=next(outcome.model.parameters()).device,
-        is_code=config.data.tgt_tokenizer == "python",
-    )
+    report = evaluate_split(outcome.model, corpus, config, split, device=next(outcome.model.parameters()).device)
     atomic_write_text(run_dir / f"eval_{split}.json", json.dumps(report.summary(), indent=2))
     seconds = sum(s.seconds for s in history)
     tokens = sum(s.train_tokens for s in history)

@@ -59,11 +59,18 @@ class DataConfig(_Strict):
     lowercase_tgt: bool = Field(default=False, description="lower-case targets too; translation BLEU then compares lower-cased text")
     max_src_len: int = Field(default=100, ge=1, description="longer training pairs are dropped")
     max_tgt_len: int = Field(default=100, ge=1)
+    slots: bool = Field(
+        default=False,
+        description="NL -> code: quoted values in the source become placeholders (var_0, str_0) in source and "
+        "target, restored in outputs (as the CoNaLa baseline and tranX do)",
+    )
 
     @model_validator(mode="after")
-    def _code_keeps_case(self) -> DataConfig:
+    def _code_options(self) -> DataConfig:
         if self.lowercase_tgt and self.tgt_tokenizer == "python":
             raise ValueError("lowercase_tgt: true cannot be used with tgt_tokenizer: python (code is case sensitive)")
+        if self.slots and self.tgt_tokenizer != "python":
+            raise ValueError(f"slots: true needs tgt_tokenizer: python (placeholders stand for code values); got {self.tgt_tokenizer}")
         return self
 
 

@@ -110,6 +110,39 @@ def train(
     return TrainOutcome(run_dir, config, corpus, best.model, parameters, result)
 
 
+def evaluate_split(
+    model: Seq2Seq,
+    corpus: Corpus,
+    config: RunConfig,
+    split: str,
+    *,
+    device: torch.device,
+    beam_size: int = 1,
+    constrain_python: bool = False,
+) -> EvalReport:
+    """Decode one split of ``corpus`` and score it with every metric its data has: token-level
+    figures, and the task's published metric on the detokenized outputs (placeholders restored)."""
+    data = config.data
+    report, _ = evaluate(
+        model,
+        corpus.encoded[split],
+        corpus.reference_tokens(split),
+        tgt_vocab=corpus.tgt_vocab,
+        tgt_tokenizer=corpus.tgt_tokenizer,
+        max_len=config.decode.max_len,
+        batch_size=config.decode.batch_size,
+        device=device,
+        is_code=data.tgt_tokenizer == "python",
+        beam_size=beam_size,
+        constrain_python=constrain_python,
+        task_metric=task_metric_for(data.format, has_label_map=data.label_map is not None),
+        raw_references=[example.tgt for example in corpus.examples[split]],
+        task_lowercase=data.lowercase_tgt,
+        slots=corpus.slots.get(split),
+    )
+    return report
+
+
 def evaluate_run(
     run_dir: Path,
     *,
@@ -129,21 +162,8 @@ def evaluate_run(
         raise ValueError(f"unknown split {split!r}; this data has {sorted(corpus.encoded)}")
     if not corpus.encoded[split]:
         raise ValueError(f"split {split!r} of {run.config.data.format} data is empty")
-    report, _ = evaluate(
-        run.model,
-        corpus.encoded[split],
-        [tgt for _, tgt in corpus.tokens[split]],
-        tgt_vocab=run.tgt_vocab,
-        tgt_tokenizer=run.tgt_tokenizer,
-        max_len=run.config.decode.max_len,
-        batch_size=run.config.decode.batch_size,
-        device=torch_device,
-        is_code=run.config.data.tgt_tokenizer == "python",
-        beam_size=beam_size,
-        constrain_python=constrain_python,
-        task_metric=task_metric_for(run.config.data.format, has_label_map=run.config.data.label_map is not None),
-        raw_references=[example.tgt for example in corpus.examples[split]],
-        task_lowercase=run.config.data.lowercase_tgt,
+    report = evaluate_split(
+        run.model, corpus, run.config, split, device=torch_device, beam_size=beam_size, constrain_python=constrain_python
     )
     if output is not None:
         atomic_write_text(output, "".join(text.replace("\n", "\\n") + "\n" for text in report.predictions))

@@ -22,6 +22,7 @@ from seq2seq.config import DataConfig, VocabConfig, short_repr
 from seq2seq.data.batching import EncodedPair, encode_pairs
 from seq2seq.data.dataset import read_conala, read_django, read_json, read_parallel_dir, read_tsv, read_tsv_header
 from seq2seq.data.example import DataError, Example
+from seq2seq.data.slots import Slot, extract_slots, slot_code_tokens
 from seq2seq.data.tasks import BUILTIN_TASKS
 from seq2seq.data.tokenizers import Tokenizer, build_tokenizer
 from seq2seq.data.vocab import Vocab
@@ -123,6 +124,15 @@ class Corpus:
     examples: dict[str, list[Example]] = field(default_factory=dict)
     tokens: dict[str, list[TokenPair]] = field(default_factory=dict)
     encoded: dict[str, list[EncodedPair]] = field(default_factory=dict)
+    # With data.slots: each example's placeholders (``tokens`` and ``encoded`` hold the slotted text).
+    slots: dict[str, list[tuple[Slot, ...]]] = field(default_factory=dict)
+
+    def reference_tokens(self, split: str) -> list[list[str]]:
+        """The target tokens of ``split`` as written (placeholders, if any, not applied): what
+        outputs are scored against once their placeholders are restored."""
+        if not self.slots:
+            return [tgt for _, tgt in self.tokens[split]]
+        return [self.tgt_tokenizer.tokenize(example.tgt) for example in self.examples[split]]
 
 
 def build_tokenizers(config: DataConfig) -> tuple[Tokenizer, Tokenizer]:
@@ -133,13 +143,24 @@ def build_tokenizers(config: DataConfig) -> tuple[Tokenizer, Tokenizer]:
 
 
 def build_corpus(config: DataConfig, vocab_config: VocabConfig, *, vocabs: tuple[Vocab, Vocab] | None = None) -> Corpus:
-    """Read, tokenize, (build vocabularies from train unless given), filter long train pairs, encode."""
+    """Read, tokenize (with ``slots``: placeholders for quoted values, see :mod:`seq2seq.data.slots`),
+    build vocabularies from train unless given, filter long train pairs, encode."""
     src_tokenizer, tgt_tokenizer = build_tokenizers(config)
     examples = load_examples(config)
-    tokens = {
-        split: tokenize_examples(items, src_tokenizer=src_tokenizer, tgt_tokenizer=tgt_tokenizer)
-        for split, items in examples.items()
-    }
+    slots: dict[str, list[tuple[Slot, ...]]] = {}
+    if config.slots:
+        tokens = {}
+        for split, items in examples.items():
+            slotted = [extract_slots(example.src) for example in items]
+            slots[split] = [found for _, found in slotted]
+            renamed = [Example(text, example.tgt, example.origin) for (text, _), example in zip(slotted, items)]
+            pairs = tokenize_examples(renamed, src_tokenizer=src_tokenizer, tgt_tokenizer=tgt_tokenizer)
+            tokens[split] = [(src, slot_code_tokens(tgt, found)) for (src, tgt), found in zip(pairs, slots[split])]
+    else:
+        tokens = {
+            split: tokenize_examples(items, src_tokenizer=src_tokenizer, tgt_tokenizer=tgt_tokenizer)
+            for split, items in examples.items()
+        }
     keep = [
         i for i, (src, tgt) in enumerate(tokens["train"]) if len(src) <= config.max_src_len and len(tgt) <= config.max_tgt_len
     ]
@@ -147,6 +168,8 @@ def build_corpus(config: DataConfig, vocab_config: VocabConfig, *, vocabs: tuple
         logger.info("dropped %d training pairs longer than %d/%d tokens", len(tokens["train"]) - len(keep), config.max_src_len, config.max_tgt_len)
         examples["train"] = [examples["train"][i] for i in keep]
         tokens["train"] = [tokens["train"][i] for i in keep]
+        if slots:
+            slots["train"] = [slots["train"][i] for i in keep]
     if vocabs is None:
         src_vocab = Vocab.build((s for s, _ in tokens["train"]), min_freq=vocab_config.min_freq, max_size=vocab_config.max_size)
         tgt_vocab = Vocab.build((t for _, t in tokens["train"]), min_freq=vocab_config.min_freq, max_size=vocab_config.max_size)
@@ -157,4 +180,4 @@ def build_corpus(config: DataConfig, vocab_config: VocabConfig, *, vocabs: tuple
         "data: %s; vocab src %d / tgt %d",
         ", ".join(f"{split} {len(items)}" for split, items in examples.items()), len(src_vocab), len(tgt_vocab),
     )
-    return Corpus(src_tokenizer, tgt_tokenizer, src_vocab, tgt_vocab, examples, tokens, encoded)
+    return Corpus(src_tokenizer, tgt_tokenizer, src_vocab, tgt_vocab, examples, tokens, encoded, slots)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from seq2seq.data.batching import EncodedPair, copy_encodings
+from seq2seq.data.slots import Slot, restore_slots
 from seq2seq.data.tokenizers import Tokenizer
 from seq2seq.data.vocab import Vocab
 from seq2seq.decoding.constraints import prefer_accepted, python_constraint
@@ -154,6 +155,7 @@ def evaluate(
     task_metric: str | None = None,
     raw_references: Sequence[str] | None = None,
     task_lowercase: bool = False,
+    slots: Sequence[Sequence[Slot]] | None = None,
 ) -> tuple[EvalReport, list[Hypothesis]]:
     """Decode ``pairs`` (greedy, or beam search when ``beam_size > 1``) and score against the
     reference token lists. ``constrain_python`` prunes unbalanced-bracket prefixes during the
@@ -163,9 +165,13 @@ def evaluate(
     differences such as spaces around operators do not count as errors. ``task_metric`` adds
     the task's published metric (see :func:`task_scores`), computed on the detokenized outputs
     against ``raw_references``, the untokenized reference texts (case-insensitively with
-    ``task_lowercase``, for models trained on lower-cased targets). A copy model reads each pair's
+    ``task_lowercase``, for models trained on lower-cased targets). With ``slots`` (one tuple of
+    placeholders per pair, ``data.slots``) the outputs' placeholders are restored before anything
+    is scored, and ``references`` must be the targets as written. A copy model reads each pair's
     ``CopyEncoding``, and the source words it copies appear in its outputs.
     """
+    if slots is not None and len(slots) != len(pairs):
+        raise ValueError(f"{len(slots)} slot tuples for {len(pairs)} pairs")
     if task_metric is not None and (raw_references is None or len(raw_references) != len(pairs)):
         raise ValueError(f"task metric {task_metric!r} needs one raw reference text per example")
     device = torch.device(device)
@@ -189,7 +195,11 @@ def evaluate(
     hypotheses = [alternatives[0] for alternatives in found]
     seconds = time.perf_counter() - started
     predicted_tokens = [tgt_vocab.decode(h.tokens, oovs=o) for h, o in zip(hypotheses, oovs)]
+    if slots is not None:
+        predicted_tokens = [restore_slots(tokens, found) for tokens, found in zip(predicted_tokens, slots)]
     texts = [tgt_tokenizer.detokenize(tokens) for tokens in predicted_tokens]
+    if slots is not None:  # a restored value may span several tokens ("[1, 2]"): score the text's own tokens
+        predicted_tokens = [tgt_tokenizer.tokenize(text) for text in texts]
     report = EvalReport(
         count=len(pairs),
         loss=loss,

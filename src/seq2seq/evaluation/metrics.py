@@ -33,7 +33,8 @@ def token_bleu(predictions: Sequence[Sequence[str]], references: Sequence[Sequen
         return 0.0
     hyps = [_join(p) for p in predictions]
     refs = [[_join(r) for r in references]]
-    return float(sacrebleu.corpus_bleu(hyps, refs, tokenize="none").score)
+    # force: the input is tokenized on purpose; sacreBLEU would otherwise warn that it looks tokenized.
+    return float(sacrebleu.corpus_bleu(hyps, refs, tokenize="none", force=True).score)
 
 
 def _join(tokens: Sequence[str]) -> str:

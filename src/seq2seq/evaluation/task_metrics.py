@@ -54,7 +54,7 @@ def unsmoothed_corpus_bleu(predictions: Sequence[Sequence[str]], references: Seq
         return 0.0
     hyps = [" ".join(tokens) for tokens in predictions]
     refs = [[" ".join(tokens) for tokens in references]]
-    return float(sacrebleu.corpus_bleu(hyps, refs, tokenize="none", smooth_method="none").score)
+    return float(sacrebleu.corpus_bleu(hyps, refs, tokenize="none", smooth_method="none", force=True).score)
 
 
 def conala_bleu(predictions: Sequence[str], references: Sequence[str]) -> float:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from seq2seq.checkpoint import LoadedRun, load_run
+from seq2seq.data.slots import Slot, extract_slots, restore_slots
 from seq2seq.decoding.beam import normalized_score
 from seq2seq.decoding.constraints import prefer_accepted, python_constraint
 from seq2seq.decoding.greedy import Hypothesis
@@ -23,9 +24,9 @@ class InputError(ValueError):
 @dataclass(frozen=True)
 class Generation:
     source: str
-    source_tokens: list[str]
-    tokens: list[str]
-    text: str
+    source_tokens: list[str]  # what the model read (with data.slots: placeholders such as var_0)
+    tokens: list[str]  # what the model wrote (placeholders not restored)
+    text: str  # the detokenized output, placeholders restored
     score: float  # sum of token log-probabilities, <eos> included
     normalized_score: float  # score divided by the length penalty (equal to score without one)
     attention: torch.Tensor | None  # [T, S]
@@ -93,8 +94,12 @@ class Translator:
             raise InputError(f"constrain={constrain!r}: the only constraint is 'python'")
         if constrain == "python" and not self.is_code:
             raise InputError("constrain='python' needs a model whose target tokenizer is 'python'")
-        source_tokens = []
+        source_tokens, slots = [], []
         for number, text in enumerate(texts, start=1):
+            placeholders: tuple[Slot, ...] = ()
+            if run.config.data.slots:  # quoted values -> placeholders, restored in the outputs
+                text, placeholders = extract_slots(text)
+            slots.append(placeholders)
             tokens = run.src_tokenizer.tokenize(text)
             if not tokens:
                 raise InputError(f"input {number}: empty source text: expected at least one word")
@@ -113,8 +118,10 @@ class Translator:
         )
         oovs = [()] * len(texts) if copies is None else [words for _, words in copies]  # what ids >= V stand for
         results = []
-        for text, src_tokens, hypotheses, src_oovs in zip(texts, source_tokens, found, oovs):
-            generations = [self._generation(text, src_tokens, h, length_penalty, alpha, src_oovs) for h in hypotheses]
+        for text, src_tokens, hypotheses, src_oovs, src_slots in zip(texts, source_tokens, found, oovs, slots):
+            generations = [
+                self._generation(text, src_tokens, h, length_penalty, alpha, src_oovs, src_slots) for h in hypotheses
+            ]
             if constrain == "python":
                 generations = prefer_accepted(generations, lambda g: bool(g.parses) and g.finished)
             results.append(generations[:nbest])
@@ -142,9 +149,10 @@ class Translator:
     def _generation(
         self, text: str, src_tokens: list[str], hypothesis: Hypothesis, length_penalty: str, alpha: float,
         oovs: tuple[str, ...],
+        slots: tuple[Slot, ...],
     ) -> Generation:
         tokens = self.run.tgt_vocab.decode(hypothesis.tokens, oovs=oovs)
-        output = self.run.tgt_tokenizer.detokenize(tokens)
+        output = self.run.tgt_tokenizer.detokenize(restore_slots(tokens, slots) if slots else tokens)
         return Generation(
             source=text,
             source_tokens=src_tokens,
