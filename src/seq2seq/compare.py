@@ -43,6 +43,14 @@ COMPARE_DEFAULTS: list[str] = [
 ]
 
 
+# The task's published metric (see evaluation.evaluate.task_scores): column name and cell text.
+TASK_COLUMNS: dict[str, tuple[str, Any]] = {
+    "conala": ("CoNaLa BLEU", lambda task: f"{task['conala_bleu']:.2f}"),
+    "sacrebleu": ("sacreBLEU", lambda task: f"{task['sacrebleu']:.2f}"),
+    "accuracy": ("accuracy", lambda task: f"{task['accuracy']:.1%}"),
+}
+
+
 @dataclass
 class ModelResult:
     preset: str
@@ -63,7 +71,10 @@ class Comparison:
 
     def table_markdown(self) -> str:
         buckets = [b.label for b in self.results[0].test.by_length] if self.results else []
-        header = ["model", "parameters", "train tok/s", "s/epoch", "epochs", "valid ppl", "exact match", "BLEU", "parses"]
+        task = self.results[0].test.task.get("metric") if self.results else None
+        header = ["model", "parameters", "train tok/s", "s/epoch", "epochs", "valid ppl"]
+        header += [TASK_COLUMNS[task][0]] if task else []
+        header += ["exact match", "BLEU", "parses"]
         header += [f"EM len {b}" for b in buckets]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for r in self.results:
@@ -71,8 +82,10 @@ class Comparison:
             parse = f"{r.test.parse_rate:.1%}" if r.test.parse_rate is not None else "n/a"
             cells = [
                 r.preset, f"{r.parameters:,}", f"{r.train_tokens_per_s:,.0f}", f"{r.seconds_per_epoch:.1f}", f"{r.epochs:.2g}",
-                f"{r.valid_perplexity:.3f}", f"{r.test.exact_match:.1%}", f"{r.test.bleu:.2f}", parse,
+                f"{r.valid_perplexity:.3f}",
             ]
+            cells += [TASK_COLUMNS[task][1](r.test.task)] if task else []
+            cells += [f"{r.test.exact_match:.1%}", f"{r.test.bleu:.2f}", parse]
             cells += [f"{by_len[b].exact_match:.1%} (n={by_len[b].count})" if b in by_len else "-" for b in buckets]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
@@ -164,7 +177,8 @@ def _markdown_report(comparison: Comparison, corpus: Corpus, config: RunConfig, 
         f"batch {config.train.batch_size}, Adam lr {config.train.learning_rate}, teacher forcing {config.train.teacher_forcing}, "
         f"clip {config.train.clip_norm}, seed {config.train.seed}"
         + (f", wall-clock cap {config.train.time_budget_s:.0f} s per model" if config.train.time_budget_s else "") + ".",
-        f"Scores on the `{split}` split with greedy decoding; exact match and BLEU over target tokens; "
+        f"Scores on the `{split}` split with greedy decoding; the task's own metric where it has one "
+        "(official CoNaLa BLEU, sacreBLEU on detokenized text, label accuracy); exact match and BLEU over target tokens; "
         "'parses' = share of outputs accepted by `ast.parse` (never executed). "
         "EM len = exact match by source length in tokens.",
         "",
