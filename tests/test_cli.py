@@ -265,3 +265,19 @@ def test_prefer_accepted_is_stable_and_never_drops():
 
     assert prefer_accepted(["a", "B", "c", "D"], str.isupper) == ["B", "D", "a", "c"]
     assert prefer_accepted(["a", "c"], str.isupper) == ["a", "c"]
+
+
+def test_int8_quantized_decoding_gives_the_float_models_outputs(tmp_path, capsys) -> None:
+    from seq2seq.serving.translator import Translator
+
+    out = tmp_path / "run"
+    assert main(["train", "--quick", "--no-progress", "--no-eval", "--preset", "lstm-attention-copy", "--out", str(out)]) == 0
+    assert main(["evaluate", str(out), "--split", "test", "--quantize", "int8"]) == 0
+    assert "exact match" in capsys.readouterr().out
+    summary = json.loads((out / "eval_test_int8.json").read_text())
+    assert summary["quantize"] == "int8"
+    texts = ["create a list named scores containing 3 , 17 and 42", "sort scores in reverse order"]
+    plain = [g.text for g in Translator.from_run_dir(out).generate(texts, beam_size=3)]
+    quantized = Translator.from_run_dir(out, quantize="int8")
+    assert ".quantized." in type(quantized.run.model.decoder.output).__module__  # int8 kernels, not a float copy
+    assert [g.text for g in quantized.generate(texts, beam_size=3)] == plain

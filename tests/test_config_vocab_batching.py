@@ -111,3 +111,19 @@ def test_bucketing_covers_every_example_once_and_groups_lengths():
     assert padding < 0.2 * sum(lengths)  # unsorted batches of 16 would pad about 80 %
     again = list(bucketed_batches(pairs, batch_size=16, pad_index=0, shuffle=True, generator=torch.Generator().manual_seed(0), pool_factor=8))
     assert [b.indices for b in batches] == [b.indices for b in again]
+
+
+def test_training_batches_sort_by_target_length_unless_asked_for_source():
+    # Source and target lengths independent of each other, as in translation.
+    pairs = [EncodedPair(src=[5] * (1 + (i * 7) % 30), tgt=[2] + [6] * (1 + (i * 11) % 23) + [3]) for i in range(600)]
+
+    def padding(sort_by: str, side: str) -> float:
+        batches = list(bucketed_batches(pairs, batch_size=16, pad_index=0, shuffle=True,
+                                        generator=torch.Generator().manual_seed(0), pool_factor=8, sort_by=sort_by))
+        tensors = [b.tgt_output if side == "tgt" else b.src for b in batches]
+        return sum(int((t == 0).sum()) for t in tensors) / sum(t.numel() for t in tensors)
+
+    assert padding("target", "tgt") < padding("source", "tgt") / 3
+    assert padding("source", "src") < padding("target", "src") / 3
+    with pytest.raises(ValueError, match="sort_by"):
+        next(bucketed_batches(pairs, batch_size=4, pad_index=0, shuffle=False, sort_by="random"))

@@ -110,8 +110,11 @@ class LoadedRun:
         return count_parameters(self.model)
 
 
-def load_run(run_dir: Path, *, which: str = "best", device: torch.device | str = "cpu") -> LoadedRun:
-    """Rebuild the model of a run directory and load its ``best`` or ``last`` weights."""
+def load_run(
+    run_dir: Path, *, which: str = "best", device: torch.device | str = "cpu", quantize: str | None = None
+) -> LoadedRun:
+    """Rebuild the model of a run directory and load its ``best`` or ``last`` weights
+    (``quantize="int8"``: then quantize it for CPU decoding, see :mod:`seq2seq.models.quantize`)."""
     if which not in ("best", "last"):
         raise ValueError(f"which={which!r}; expected 'best' or 'last'")
     config = load_run_config(run_dir)
@@ -123,5 +126,9 @@ def load_run(run_dir: Path, *, which: str = "best", device: torch.device | str =
     load_weights(model, weights)
     device = torch.device(device)
     model.to(device).eval()
+    if quantize is not None:
+        from seq2seq.models.quantize import quantize_for_cpu
+
+        model = quantize_for_cpu(model, quantize)
     src_tokenizer, tgt_tokenizer = build_tokenizers(config.data)
     return LoadedRun(run_dir, config, model, src_vocab, tgt_vocab, src_tokenizer, tgt_tokenizer, device)

@@ -140,7 +140,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         lines = _read_input_lines(args.file)
         if not any(line.strip() for line in lines):
             raise InputError(f"{args.file or 'stdin'}: no input lines")
-    translator = Translator.from_run_dir(Path(args.run), which=args.checkpoint, device=args.device)
+    translator = Translator.from_run_dir(Path(args.run), which=args.checkpoint, device=args.device, quantize=args.quantize)
     # Blank input lines give blank output lines, so output line N always answers input line N.
     wanted = [i for i, line in enumerate(lines) if line.strip() or args.text is not None]
     if args.sample and (args.beam > 1 or args.nbest > 1):
@@ -247,6 +247,9 @@ def _read_input_lines(file: str | None) -> list[str]:
     return decoded
 
 
+QUANTIZE_HELP = "decode with int8 weights (dynamic quantization; CPU only, about 2x faster, see docs/BENCHMARKS.md)"
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -259,7 +262,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate_run(Path(args.run), split=args.split, which=args.checkpoint, device=args.device,
                           output=Path(args.output) if args.output else None, beam_size=args.beam,
-                          constrain_python=args.constrain == "python")
+                          constrain_python=args.constrain == "python", quantize=args.quantize)
     decoding = f"beam {args.beam}" if args.beam > 1 else "greedy"
     print(_report_line(args.split, report) + f"  ({decoding}{', python constraint' if args.constrain else ''})")
     for bucket in report.by_length:
@@ -336,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot-nbest", metavar="PNG", help="save a bar chart of the first input's n-best outputs and scores")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--quantize", choices=["int8"], help=QUANTIZE_HELP)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("evaluate", help="score a run on a split of its data")
@@ -347,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Python outputs: prune prefixes whose brackets cannot balance and, with --beam, prefer outputs that ast.parse accepts")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--device", default="auto")
+    p.add_argument("--quantize", choices=["int8"], help=QUANTIZE_HELP)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(

@@ -153,10 +153,12 @@ def evaluate_run(
     corpus: Corpus | None = None,
     beam_size: int = 1,
     constrain_python: bool = False,
+    quantize: str | None = None,
 ) -> EvalReport:
-    """Evaluate a trained run on one split of its own data (as configured in the run)."""
-    torch_device = resolve_device(device)
-    run = load_run(run_dir, which=which, device=torch_device)
+    """Evaluate a trained run on one split of its own data (as configured in the run);
+    ``quantize="int8"`` decodes with an int8-quantized copy of the model (CPU only)."""
+    torch_device = resolve_device("cpu" if quantize and device == "auto" else device)
+    run = load_run(run_dir, which=which, device=torch_device, quantize=quantize)
     corpus = corpus or build_corpus(run.config.data, run.config.vocab, vocabs=(run.src_vocab, run.tgt_vocab))
     if split not in corpus.encoded:
         raise ValueError(f"unknown split {split!r}; this data has {sorted(corpus.encoded)}")
@@ -168,6 +170,8 @@ def evaluate_run(
     if output is not None:
         atomic_write_text(output, "".join(text.replace("\n", "\\n") + "\n" for text in report.predictions))
     name = f"eval_{split}" + (f"_beam{beam_size}" if beam_size > 1 else "") + ("_python" if constrain_python else "")
-    summary = {**report.summary(), "beam_size": beam_size, "constrain": "python" if constrain_python else None}
+    name += f"_{quantize}" if quantize else ""
+    summary = {**report.summary(), "beam_size": beam_size, "constrain": "python" if constrain_python else None,
+               "quantize": quantize}
     atomic_write_text(run_dir / f"{name}.json", json.dumps(summary, indent=2))
     return report

@@ -141,6 +141,7 @@ def bucketed_batches(
     pool_factor: int = 50,
     with_target: bool = True,
     copy: bool = False,
+    sort_by: str = "target",
 ) -> Iterator[Batch]:
     """Yield padded batches of similar-length pairs.
 
@@ -150,15 +151,19 @@ def bucketed_batches(
 
     With targets the sort is by target length first: the decoder runs one step per target
     position and its output layer is the largest matrix product, while the encoder packs its
-    sequences and does no work on source padding. On Multi30k this leaves under 2 % target padding
-    per batch instead of about 19 % when sorting by source length.
+    sequences and does no work on source padding. On Multi30k this leaves about 3 % target padding
+    per batch instead of about 19 % with ``sort_by="source"`` (kept for benchmarks).
     ``copy``: batches for a copy model (see :func:`collate`).
     """
     n = len(pairs)
     if n == 0:
         return
-    if with_target:
+    if sort_by not in ("target", "source"):
+        raise ValueError(f"sort_by must be 'target' or 'source', got {sort_by!r}")
+    if with_target and sort_by == "target":
         key = lambda i: (len(pairs[i].tgt), len(pairs[i].src))  # noqa: E731
+    elif with_target:
+        key = lambda i: (len(pairs[i].src), len(pairs[i].tgt))  # noqa: E731
     else:
         key = lambda i: len(pairs[i].src)  # noqa: E731
     if not shuffle:

@@ -41,10 +41,12 @@ class Translator:
         self.run = run
 
     @classmethod
-    def from_run_dir(cls, run_dir: Path, *, which: str = "best", device: str = "cpu") -> Translator:
+    def from_run_dir(
+        cls, run_dir: Path, *, which: str = "best", device: str = "cpu", quantize: str | None = None
+    ) -> Translator:
         from seq2seq.training.trainer import resolve_device
 
-        return cls(load_run(run_dir, which=which, device=resolve_device(device)))
+        return cls(load_run(run_dir, which=which, device=resolve_device(device), quantize=quantize))
 
     @property
     def is_code(self) -> bool:

@@ -1,0 +1,103 @@
+"""Training speed of one configuration: target tokens/s and where a step's time goes.
+
+    python bench/train_speed.py configs/multi30k/bigru-attention.yaml [--set KEY=VALUE ...]
+        [--batches 40] [--warmup 5] [--sort target|source] [--adam fused|default]
+
+Builds the configuration's data and model, then runs ``--warmup`` + ``--batches`` training steps
+exactly as the trainer does (teacher forcing from the config, loss over non-padding tokens, clip,
+Adam) and prints target tokens/s over the timed batches plus the mean milliseconds per phase
+(encode, decoder loop, output layer, loss, backward, clip, optimizer). ``--sort source`` and
+``--adam default`` undo two of the speed changes (batches sorted by target length; fused Adam) so
+their effect can be measured in the same session; ``--set model.decoder.readout_size=null``
+removes the readout layer. Run one configuration at a time on an otherwise idle machine and
+compare ratios, not seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from seq2seq.config import build_config, load_config_file
+from seq2seq.data.batching import bucketed_batches
+from seq2seq.data.corpus import build_corpus
+from seq2seq.models.build import build_model, count_parameters
+from seq2seq.training.loss import sequence_cross_entropy
+from seq2seq.training.trainer import seed_everything
+
+PHASES = ("encode", "decoder loop", "output layer", "loss", "backward", "clip", "optimizer")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--sort", choices=("target", "source"), default="target")
+    parser.add_argument("--adam", choices=("fused", "default"), default="fused")
+    args = parser.parse_args(argv)
+    print("command:", shlex.join(["python", "bench/train_speed.py", *(argv if argv is not None else sys.argv[1:])]))
+
+    config = build_config(base=load_config_file(args.config), overrides=args.overrides, source=str(args.config))
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    seed_everything(config.train.seed)
+    corpus = build_corpus(config.data, config.vocab)
+    model = build_model(config.model, src_vocab_size=len(corpus.src_vocab), tgt_vocab_size=len(corpus.tgt_vocab))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate, fused=args.adam == "fused")
+    generator = torch.Generator().manual_seed(config.train.seed)
+    batches = list(bucketed_batches(corpus.encoded["train"], batch_size=config.train.batch_size, pad_index=0,
+                                    shuffle=True, generator=generator, sort_by=args.sort))[: args.warmup + args.batches]
+    real = sum(int((b.tgt_output != 0).sum()) for b in batches)
+    padded = sum(b.tgt_output.numel() for b in batches)
+    print(f"parameters {count_parameters(model):,}; threads {torch.get_num_threads()}; "
+          f"target padding {1 - real / padded:.1%} of the positions")
+
+    decoder = model.decoder
+    totals = dict.fromkeys(PHASES, 0.0)
+    tokens = 0
+    model.train()
+    for number, batch in enumerate(batches):
+        if number == args.warmup:
+            totals, tokens = dict.fromkeys(PHASES, 0.0), 0
+        marks = [time.perf_counter()]
+        optimizer.zero_grad(set_to_none=True)
+        memory, state = model.encode(batch.src, batch.src_lengths, batch.src_mask)
+        marks.append(time.perf_counter())
+        # The decoder's own loop (forward() with teacher forcing 1.0), split so the output layer is timed apart.
+        features, embedded, weights = [], [], []
+        for t in range(batch.tgt_input.size(1)):
+            step_features, step_embedded, state, step_weights = decoder._features(batch.tgt_input[:, t], state, memory)
+            features.append(step_features)
+            embedded.append(step_embedded)
+            weights.append(step_weights)
+        attention = torch.stack(weights, dim=1) if decoder.attention is not None else None
+        marks.append(time.perf_counter())
+        logits = decoder._scores(decoder.dropout(torch.stack(features, 1)), torch.stack(embedded, 1), attention, memory)
+        marks.append(time.perf_counter())
+        loss_sum, n = sequence_cross_entropy(logits, batch.tgt_output, pad_index=0,
+                                             label_smoothing=config.train.label_smoothing)
+        marks.append(time.perf_counter())
+        (loss_sum / n).backward()
+        marks.append(time.perf_counter())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_norm)
+        marks.append(time.perf_counter())
+        optimizer.step()
+        marks.append(time.perf_counter())
+        for phase, start, end in zip(PHASES, marks, marks[1:]):
+            totals[phase] += end - start
+        tokens += n
+    seconds = sum(totals.values())
+    print(f"target tokens/s {tokens / seconds:,.0f} over {args.batches} batches ({1000 * seconds / args.batches:.0f} ms/batch)")
+    print("  " + ", ".join(f"{phase} {1000 * value / args.batches:.0f} ms" for phase, value in totals.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
