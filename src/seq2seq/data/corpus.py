@@ -148,19 +148,16 @@ def build_corpus(config: DataConfig, vocab_config: VocabConfig, *, vocabs: tuple
     src_tokenizer, tgt_tokenizer = build_tokenizers(config)
     examples = load_examples(config)
     slots: dict[str, list[tuple[Slot, ...]]] = {}
-    if config.slots:
-        tokens = {}
-        for split, items in examples.items():
+    tokens = {}
+    for split, items in examples.items():
+        if config.slots:  # placeholders in the source text here, in the code tokens below
             slotted = [extract_slots(example.src) for example in items]
             slots[split] = [found for _, found in slotted]
-            renamed = [Example(text, example.tgt, example.origin) for (text, _), example in zip(slotted, items)]
-            pairs = tokenize_examples(renamed, src_tokenizer=src_tokenizer, tgt_tokenizer=tgt_tokenizer)
-            tokens[split] = [(src, slot_code_tokens(tgt, found)) for (src, tgt), found in zip(pairs, slots[split])]
-    else:
-        tokens = {
-            split: tokenize_examples(items, src_tokenizer=src_tokenizer, tgt_tokenizer=tgt_tokenizer)
-            for split, items in examples.items()
-        }
+            items = [Example(text, example.tgt, example.origin) for (text, _), example in zip(slotted, items)]
+        pairs = tokenize_examples(items, src_tokenizer=src_tokenizer, tgt_tokenizer=tgt_tokenizer)
+        if config.slots:
+            pairs = [(src, slot_code_tokens(tgt, found)) for (src, tgt), found in zip(pairs, slots[split])]
+        tokens[split] = pairs
     keep = [
         i for i, (src, tgt) in enumerate(tokens["train"]) if len(src) <= config.max_src_len and len(tgt) <= config.max_tgt_len
     ]
