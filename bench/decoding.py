@@ -61,7 +61,9 @@ class Measurement:
 
 def measure(run_dir: Path, *, split: str, batch1_limit: int) -> list[Measurement]:
     run = load_run(run_dir, device="cpu")
-    corpus = build_corpus(run.config.data, run.config.vocab, vocabs=(run.src_vocab, run.tgt_vocab))
+    corpus = build_corpus(
+        run.config.data, run.config.vocab, vocabs=(run.src_vocab, run.tgt_vocab), subword_models=run.subword_models
+    )
     if not corpus.encoded.get(split):
         raise SystemExit(f"{run_dir}: the run's data has no {split!r} split")
     sources = [pair.src for pair in corpus.encoded[split]]

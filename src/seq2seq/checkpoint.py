@@ -4,6 +4,7 @@ Layout::
 
     RUN/config.yaml                 resolved configuration (all defaults filled in)
     RUN/src_vocab.json, tgt_vocab.json
+    RUN/src_subwords.model, ...     SentencePiece models (protobuf), when data.*_subwords asks for them
     RUN/best.safetensors            weights with the best validation loss
     RUN/last.safetensors            the last completed epoch: weights plus optimizer, scheduler,
                                     RNG state and counters in one file (what --resume reads)
@@ -14,14 +15,16 @@ Layout::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from seq2seq import __version__
-from seq2seq.config import ConfigError, RunConfig, build_config, config_to_yaml, load_config_file, short_repr
+from seq2seq.config import ConfigError, DataConfig, RunConfig, build_config, config_to_yaml, load_config_file, short_repr
 from seq2seq.data.corpus import build_tokenizers
+from seq2seq.data.subwords import subword_file_name
 from seq2seq.data.tokenizers import Tokenizer
 from seq2seq.data.vocab import Vocab
 from seq2seq.models.build import build_model, count_parameters
@@ -29,6 +32,7 @@ from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.training.checkpointing import (
     FORMAT_VERSION,
     RunDirError,
+    atomic_write,
     atomic_write_text,
     load_weights,
     remove_temporaries,
@@ -37,7 +41,16 @@ from seq2seq.training.checkpointing import (
 RUN_MARKER = "run.json"
 
 
-def init_run_dir(run_dir: Path, *, config: RunConfig, src_vocab: Vocab, tgt_vocab: Vocab, parameters: int, overwrite: bool) -> None:
+def init_run_dir(
+    run_dir: Path,
+    *,
+    config: RunConfig,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    parameters: int,
+    overwrite: bool,
+    subword_models: Mapping[str, bytes] | None = None,
+) -> None:
     """Create a new run directory; refuse to clobber an existing run unless ``overwrite``."""
     if (run_dir / RUN_MARKER).exists() and not overwrite:
         raise RunDirError(
@@ -57,6 +70,12 @@ def init_run_dir(run_dir: Path, *, config: RunConfig, src_vocab: Vocab, tgt_voca
     atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
     atomic_write_text(run_dir / "src_vocab.json", src_vocab.to_json())
     atomic_write_text(run_dir / "tgt_vocab.json", tgt_vocab.to_json())
+    for side in ("src", "tgt"):
+        path = run_dir / subword_file_name(side)
+        if subword_models and side in subword_models:
+            atomic_write(path, lambda tmp, model=subword_models[side]: tmp.write_bytes(model))
+        else:
+            path.unlink(missing_ok=True)
     meta = {"format_version": FORMAT_VERSION, "seq2seq_version": __version__, "parameters": parameters}
     atomic_write_text(run_dir / RUN_MARKER, json.dumps(meta, indent=2))
 
@@ -94,6 +113,22 @@ def load_vocabs(run_dir: Path) -> tuple[Vocab, Vocab]:
         raise RunDirError(str(error)) from None
 
 
+def load_subword_models(run_dir: Path, data: DataConfig) -> dict[str, bytes]:
+    """The SentencePiece models of the sides that ``data`` splits into subwords; a missing or
+    unreadable model is a RunDirError that names the file."""
+    models = {}
+    for side in ("src", "tgt"):
+        if getattr(data, f"{side}_subwords") == "none":
+            continue
+        path = run_dir / subword_file_name(side)
+        try:
+            models[side] = path.read_bytes()
+        except OSError as error:
+            raise RunDirError(f"{path}: cannot read the {side} subword model ({error.strerror or error}); "
+                              f"config.yaml sets data.{side}_subwords") from None
+    return models
+
+
 @dataclass
 class LoadedRun:
     run_dir: Path
@@ -104,6 +139,7 @@ class LoadedRun:
     src_tokenizer: Tokenizer
     tgt_tokenizer: Tokenizer
     device: torch.device
+    subword_models: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def parameters(self) -> int:
@@ -130,5 +166,9 @@ def load_run(
         from seq2seq.models.quantize import quantize_for_cpu
 
         model = quantize_for_cpu(model, quantize)
-    src_tokenizer, tgt_tokenizer = build_tokenizers(config.data)
-    return LoadedRun(run_dir, config, model, src_vocab, tgt_vocab, src_tokenizer, tgt_tokenizer, device)
+    subword_models = load_subword_models(run_dir, config.data)
+    try:
+        src_tokenizer, tgt_tokenizer = build_tokenizers(config.data, subword_models)
+    except RuntimeError as error:  # SentencePiece's message for a corrupt model file
+        raise RunDirError(f"{run_dir}: a subword model cannot be read: {error}") from None
+    return LoadedRun(run_dir, config, model, src_vocab, tgt_vocab, src_tokenizer, tgt_tokenizer, device, subword_models)

@@ -59,6 +59,14 @@ class DataConfig(_Strict):
     lowercase_tgt: bool = Field(default=False, description="lower-case targets too; translation BLEU then compares lower-cased text")
     max_src_len: int = Field(default=100, ge=1, description="longer training pairs are dropped")
     max_tgt_len: int = Field(default=100, ge=1)
+    src_subwords: Literal["none", "bpe", "unigram"] = Field(
+        default="none",
+        description="split source words into SentencePiece subword units (bpe or unigram) trained on the train split",
+    )
+    tgt_subwords: Literal["none", "bpe", "unigram"] = Field(
+        default="none", description="the same for the target; outputs are joined back into words before scoring"
+    )
+    subword_vocab_size: int = Field(default=8000, ge=50, description="at most this many subword units per side")
     slots: bool = Field(
         default=False,
         description="NL -> code: quoted values in the source become placeholders (var_0, str_0) in source and "
@@ -71,6 +79,11 @@ class DataConfig(_Strict):
             raise ValueError("lowercase_tgt: true cannot be used with tgt_tokenizer: python (code is case sensitive)")
         if self.slots and self.tgt_tokenizer != "python":
             raise ValueError(f"slots: true needs tgt_tokenizer: python (placeholders stand for code values); got {self.tgt_tokenizer}")
+        if self.slots and (self.src_subwords, self.tgt_subwords) != ("none", "none"):
+            raise ValueError("slots: true cannot be combined with src_subwords / tgt_subwords (placeholders must stay whole tokens)")
+        for side in ("src", "tgt"):  # pieces are joined back into words at spaces, and code tokens may hold spaces
+            if getattr(self, f"{side}_subwords") != "none" and getattr(self, f"{side}_tokenizer") == "python":
+                raise ValueError(f"{side}_subwords needs a word-level {side}_tokenizer (word, space or moses), not python")
         return self
 
 

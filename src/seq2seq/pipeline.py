@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from seq2seq.checkpoint import init_run_dir, load_run, load_run_config, load_vocabs
+from seq2seq.checkpoint import init_run_dir, load_run, load_run_config, load_subword_models, load_vocabs
 from seq2seq.config import ConfigError, RunConfig, short_repr
 from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.data.vocab import Vocab
@@ -90,7 +90,9 @@ def train(
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)
     if resume:
-        corpus = corpus or build_corpus(config.data, config.vocab, vocabs=load_vocabs(run_dir))
+        corpus = corpus or build_corpus(
+            config.data, config.vocab, vocabs=load_vocabs(run_dir), subword_models=load_subword_models(run_dir, config.data)
+        )
     else:
         corpus = corpus or build_corpus(config.data, config.vocab)
     model = build_model(config.model, src_vocab_size=len(corpus.src_vocab), tgt_vocab_size=len(corpus.tgt_vocab), pad_index=Vocab.pad_index)
@@ -98,7 +100,10 @@ def train(
     logger.info("model %s: %s trainable parameters", config.model.preset or "custom", f"{parameters:,}")
     device = resolve_device(config.train.device)  # before anything is written
     if not resume:
-        init_run_dir(run_dir, config=config, src_vocab=corpus.src_vocab, tgt_vocab=corpus.tgt_vocab, parameters=parameters, overwrite=overwrite)
+        init_run_dir(
+            run_dir, config=config, src_vocab=corpus.src_vocab, tgt_vocab=corpus.tgt_vocab, parameters=parameters,
+            overwrite=overwrite, subword_models=corpus.subword_models,
+        )
     trainer = Trainer(model=model, config=config.train, pad_index=Vocab.pad_index, device=device, run_dir=run_dir, on_batch=on_batch)
     if resume:
         trainer.resume()
@@ -159,7 +164,9 @@ def evaluate_run(
     ``quantize="int8"`` decodes with an int8-quantized copy of the model (CPU only)."""
     torch_device = resolve_device("cpu" if quantize and device == "auto" else device)
     run = load_run(run_dir, which=which, device=torch_device, quantize=quantize)
-    corpus = corpus or build_corpus(run.config.data, run.config.vocab, vocabs=(run.src_vocab, run.tgt_vocab))
+    corpus = corpus or build_corpus(
+        run.config.data, run.config.vocab, vocabs=(run.src_vocab, run.tgt_vocab), subword_models=run.subword_models
+    )
     if split not in corpus.encoded:
         raise ValueError(f"unknown split {split!r}; this data has {sorted(corpus.encoded)}")
     if not corpus.encoded[split]:

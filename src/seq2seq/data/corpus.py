@@ -14,7 +14,7 @@ Formats (``data.format``):
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from seq2seq.data.batching import EncodedPair, encode_pairs
 from seq2seq.data.dataset import read_conala, read_django, read_json, read_parallel_dir, read_tsv, read_tsv_header
 from seq2seq.data.example import DataError, Example
 from seq2seq.data.slots import Slot, extract_slots, slot_code_tokens
+from seq2seq.data.subwords import SubwordTokenizer, train_subword_model
 from seq2seq.data.tasks import BUILTIN_TASKS
 from seq2seq.data.tokenizers import Tokenizer, build_tokenizer
 from seq2seq.data.vocab import Vocab
@@ -126,6 +127,8 @@ class Corpus:
     encoded: dict[str, list[EncodedPair]] = field(default_factory=dict)
     # With data.slots: each example's placeholders (``tokens`` and ``encoded`` hold the slotted text).
     slots: dict[str, list[tuple[Slot, ...]]] = field(default_factory=dict)
+    # With data.src_subwords / tgt_subwords: the serialised SentencePiece model of each side ("src", "tgt").
+    subword_models: dict[str, bytes] = field(default_factory=dict)
 
     def reference_tokens(self, split: str) -> list[list[str]]:
         """The target tokens of ``split`` as written (placeholders, if any, not applied): what
@@ -135,17 +138,51 @@ class Corpus:
         return [self.tgt_tokenizer.tokenize(example.tgt) for example in self.examples[split]]
 
 
-def build_tokenizers(config: DataConfig) -> tuple[Tokenizer, Tokenizer]:
+def _word_tokenizers(config: DataConfig) -> tuple[Tokenizer, Tokenizer]:
     return (
         build_tokenizer(config.src_tokenizer, lowercase=config.lowercase_src, lang=config.src_lang),
         build_tokenizer(config.tgt_tokenizer, lowercase=config.lowercase_tgt, lang=config.tgt_lang),
     )
 
 
-def build_corpus(config: DataConfig, vocab_config: VocabConfig, *, vocabs: tuple[Vocab, Vocab] | None = None) -> Corpus:
-    """Read, tokenize (with ``slots``: placeholders for quoted values, see :mod:`seq2seq.data.slots`),
-    build vocabularies from train unless given, filter long train pairs, encode."""
-    src_tokenizer, tgt_tokenizer = build_tokenizers(config)
+def build_tokenizers(config: DataConfig, subword_models: Mapping[str, bytes] | None = None) -> tuple[Tokenizer, Tokenizer]:
+    """The source and target tokenizers of ``config``; a side with subwords wraps its word-level
+    tokenizer in the SentencePiece model ``subword_models[side]`` (trained by :func:`build_corpus`,
+    kept in the run directory)."""
+    tokenizers = list(_word_tokenizers(config))
+    for index, side in enumerate(("src", "tgt")):
+        kind = getattr(config, f"{side}_subwords")
+        if kind != "none":
+            if not subword_models or side not in subword_models:
+                raise ValueError(f"data.{side}_subwords is {kind}, but no {side} subword model was given")
+            tokenizers[index] = SubwordTokenizer(tokenizers[index], subword_models[side], kind=kind)
+    return tokenizers[0], tokenizers[1]
+
+
+def _train_subwords(config: DataConfig, train_words: list[TokenPair]) -> dict[str, bytes]:
+    """One SentencePiece model per side that asks for subwords, trained on the train split's words."""
+    models = {}
+    for index, side in enumerate(("src", "tgt")):
+        kind = getattr(config, f"{side}_subwords")
+        if kind != "none":
+            sentences = (" ".join(pair[index]) for pair in train_words)
+            models[side] = train_subword_model(sentences, kind=kind, vocab_size=config.subword_vocab_size)
+            logger.info("trained a %s subword model for the %s side", kind, side)
+    return models
+
+
+def build_corpus(
+    config: DataConfig,
+    vocab_config: VocabConfig,
+    *,
+    vocabs: tuple[Vocab, Vocab] | None = None,
+    subword_models: Mapping[str, bytes] | None = None,
+) -> Corpus:
+    """Read, tokenize (with ``slots``: placeholders for quoted values, see :mod:`seq2seq.data.slots`;
+    with subwords: SentencePiece pieces, the models trained on train unless given), build
+    vocabularies from train unless given, filter long train pairs, encode."""
+    src_tokenizer, tgt_tokenizer = _word_tokenizers(config)
+    subwords = (config.src_subwords, config.tgt_subwords) != ("none", "none")
     examples = load_examples(config)
     slots: dict[str, list[tuple[Slot, ...]]] = {}
     tokens = {}
@@ -158,6 +195,11 @@ def build_corpus(config: DataConfig, vocab_config: VocabConfig, *, vocabs: tuple
         if config.slots:
             pairs = [(src, slot_code_tokens(tgt, found)) for (src, tgt), found in zip(pairs, slots[split])]
         tokens[split] = pairs
+    if subwords:  # words -> pieces, with the models of a run or ones trained on the train split's words
+        subword_models = dict(subword_models) if subword_models else _train_subwords(config, tokens["train"])
+        src_tokenizer, tgt_tokenizer = build_tokenizers(config, subword_models=subword_models)
+        for split, pairs in tokens.items():
+            tokens[split] = [(_pieces(src_tokenizer, src), _pieces(tgt_tokenizer, tgt)) for src, tgt in pairs]
     keep = [
         i for i, (src, tgt) in enumerate(tokens["train"]) if len(src) <= config.max_src_len and len(tgt) <= config.max_tgt_len
     ]
@@ -177,4 +219,12 @@ def build_corpus(config: DataConfig, vocab_config: VocabConfig, *, vocabs: tuple
         "data: %s; vocab src %d / tgt %d",
         ", ".join(f"{split} {len(items)}" for split, items in examples.items()), len(src_vocab), len(tgt_vocab),
     )
-    return Corpus(src_tokenizer, tgt_tokenizer, src_vocab, tgt_vocab, examples, tokens, encoded, slots)
+    return Corpus(
+        src_tokenizer, tgt_tokenizer, src_vocab, tgt_vocab, examples, tokens, encoded, slots,
+        subword_models=dict(subword_models or {}) if subwords else {},
+    )
+
+
+def _pieces(tokenizer: Tokenizer, words: list[str]) -> list[str]:
+    """``words`` as the subword units of ``tokenizer`` (unchanged for a side without subwords)."""
+    return tokenizer.pieces(words) if isinstance(tokenizer, SubwordTokenizer) else words
