@@ -205,16 +205,20 @@ def _one_thread():
 _TRAINED: dict[tuple[str, int], object] = {}  # reverse_data is deterministic, so models can be shared
 
 
-def _model(reverse_data, preset: str = "lstm-attention", *, train_steps: int = 0):
-    if (preset, train_steps) not in _TRAINED:
-        _TRAINED[preset, train_steps] = _build(reverse_data, preset, train_steps)
-    return _TRAINED[preset, train_steps]
+def _model(reverse_data, preset: str = "lstm-attention", *, train_steps: int = 0, extra: tuple[str, ...] = ()):
+    if (preset, train_steps, extra) not in _TRAINED:
+        _TRAINED[preset, train_steps, extra] = _build(reverse_data, preset, train_steps, extra)
+    return _TRAINED[preset, train_steps, extra]
 
 
-def _build(reverse_data, preset: str, train_steps: int):
+# Luong's input feeding: the decoder state also carries the attentional vector, which beams reorder.
+INPUT_FEEDING = ("model.decoder.readout_size=24", "model.decoder.input_feeding=true")
+
+
+def _build(reverse_data, preset: str, train_steps: int, extra: tuple[str, ...] = ()):
     src_vocab, tgt_vocab, _, encoded = reverse_data
     torch.manual_seed(0)
-    model = build_model(tiny_config(preset).model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab))
+    model = build_model(tiny_config(preset, *extra).model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab))
     if train_steps:
         optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
         batches = list(bucketed_batches(encoded[:200], batch_size=32, pad_index=PAD, shuffle=True,
@@ -240,13 +244,16 @@ def _batch(reverse_data, start: int, size: int):
 OPTIONS = dict(sos_index=SOS, eos_index=EOS, pad_index=PAD)
 
 
-@pytest.mark.parametrize("train_steps", [0, 30])
-def test_beam_1_equals_greedy_and_wider_beams_score_higher(reverse_data, train_steps: int) -> None:
+@pytest.mark.parametrize(
+    "train_steps, extra",
+    [(0, ()), (30, ()), pytest.param(30, INPUT_FEEDING, id="30-input-feeding")],
+)
+def test_beam_1_equals_greedy_and_wider_beams_score_higher(reverse_data, train_steps: int, extra) -> None:
     """Beam 1 is greedy exactly. A wider beam is not *guaranteed* to beat greedy (the greedy
     prefix, or its <eos>, can be pruned: on the trained model beam 4 loses on 1 of 40 examples
     because three <eos> candidates rank 5th-7th behind 4 alive ones), so wider beams are checked
     on the whole set: never worse on average and worse on at most 1 example in 10."""
-    model = _model(reverse_data, train_steps=train_steps)
+    model = _model(reverse_data, train_steps=train_steps, extra=extra)
     batch = _batch(reverse_data, 200, 40)
     args = (model, batch.src, batch.src_lengths, batch.src_mask)
     greedy = greedy_decode(*args, sos_index=SOS, eos_index=EOS, max_len=15)

@@ -70,9 +70,9 @@ def test_copy_ids_and_extended_targets_on_a_hand_example() -> None:
 
 
 # --------------------------------------------------------------------------- the mixture
-def _model(seed: int = 0):
+def _model(seed: int = 0, *extra: str):
     torch.manual_seed(seed)
-    config = tiny_config("lstm-attention-copy", "model.encoder.bidirectional=true")
+    config = tiny_config("lstm-attention-copy", "model.encoder.bidirectional=true", *extra)
     return build_model(config.model, src_vocab_size=SRC_VOCAB, tgt_vocab_size=TGT_VOCAB)
 
 
@@ -125,8 +125,11 @@ def test_p_gen_zero_gives_the_attention_scattered_onto_copy_ids() -> None:
 
 
 # --------------------------------------------------------------------------- the decoder with copying
-def test_copy_decoder_steps_like_its_unroll_and_reads_copied_words_as_unk() -> None:
-    model = _model().eval()
+@pytest.mark.parametrize(
+    "extra", [(), ("model.decoder.readout_size=20", "model.decoder.input_feeding=true")], ids=["bahdanau", "input-feeding"]
+)
+def test_copy_decoder_steps_like_its_unroll_and_reads_copied_words_as_unk(extra) -> None:
+    model = _model(0, *extra).eval()
     src, lengths, mask, tgt_input, src_copy = _batch([5, 2, 4], tgt_len=6)
     with torch.no_grad():
         memory, state = model.encode(src, lengths, mask, src_copy=src_copy)

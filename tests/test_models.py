@@ -31,10 +31,18 @@ VARIANTS = {
     "bi-2layer": BIDIRECTIONAL + TWO_LAYERS,
     "mismatched": MISMATCHED,
     "readout": ("model.decoder.readout_size=7",),  # Luong's tanh attentional vector before the output layer
+    # Luong's input feeding: attention after the cell, the attentional vector fed to the next step.
+    "input-feeding": ("model.decoder.readout_size=7", "model.decoder.input_feeding=true", "model.encoder.bidirectional=true"),
 }
+NEEDS_ATTENTION = {"input-feeding"}
 # Copy presets need src_copy in every call; tests/test_copy.py checks the same properties for them.
 PLAIN_PRESETS = [name for name, preset in PRESETS.items() if not preset["decoder"].get("copy")]
-CASES = [pytest.param(preset, variant, id=f"{preset}-{variant}") for preset in PLAIN_PRESETS for variant in VARIANTS]
+CASES = [
+    pytest.param(preset, variant, id=f"{preset}-{variant}")
+    for preset in PLAIN_PRESETS
+    for variant in VARIANTS
+    if variant not in NEEDS_ATTENTION or PRESETS[preset]["decoder"]["attention"] != "none"
+]
 ATTENTION_PRESETS = [name for name in PLAIN_PRESETS if PRESETS[name]["decoder"]["attention"] == "bahdanau"]
 
 
@@ -169,6 +177,31 @@ def test_partial_teacher_forcing_is_reproducible_with_a_seed(preset: str) -> Non
         forced, _ = model(*batch, teacher_forcing=1.0)
     torch.testing.assert_close(runs[0], runs[1], atol=0, rtol=0)
     assert not torch.allclose(runs[0], forced, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- input feeding
+def test_input_feeding_carries_the_attentional_vector_to_the_next_step() -> None:
+    model = make_model("gru-attention", "input-feeding").eval()
+    src, lengths, mask, tgt_input = make_batch([3, 6, 5], tgt_len=4)
+    with torch.no_grad():
+        memory, state = model.encode(src, lengths, mask)
+        assert state.feed is None  # zeros before the first step
+        _, state, _ = model.decoder.step(tgt_input[:, 0], state, memory)
+        assert state.feed is not None and state.feed.shape == (3, 7)  # [B, R]
+        assert state.select(torch.tensor([2, 0])).feed.equal(state.feed[[2, 0]])
+        logits, _, _ = model.decoder.step(tgt_input[:, 1], state, memory)
+        other = type(state)(state.hidden, state.cell, torch.zeros_like(state.feed))
+        changed, _, _ = model.decoder.step(tgt_input[:, 1], other, memory)
+    assert not torch.allclose(logits, changed, atol=1e-4)  # the fed vector is read
+
+
+@pytest.mark.parametrize("overrides", [["model.decoder.input_feeding=true"], ["model.decoder.input_feeding=true",
+                                       "model.decoder.readout_size=8", "model.decoder.attention=none"]])
+def test_input_feeding_needs_attention_and_a_readout(overrides) -> None:
+    from seq2seq.config import ConfigError
+
+    with pytest.raises(ConfigError, match="input_feeding: true needs attention"):
+        build_config(preset="gru-attention", overrides=overrides)
 
 
 # --------------------------------------------------------------------------- state values

@@ -120,6 +120,11 @@ class DecoderConfig(_Strict):
         description="a tanh layer of this size between [rnn output; context] and the vocabulary projection "
         "(Luong et al. 2015's attentional vector); null = project directly, as the seed architectures do",
     )
+    input_feeding: bool = Field(
+        default=False,
+        description="Luong et al. 2015 input feeding (as OpenNMT-py): attend from the new hidden state after the "
+        "recurrent step and feed the attentional vector to the next step; needs attention and readout_size",
+    )
 
     @model_validator(mode="after")
     def _copy_needs_attention(self) -> DecoderConfig:
@@ -127,6 +132,11 @@ class DecoderConfig(_Strict):
             raise ValueError(
                 f"copy: true needs attention: bahdanau (it copies source words through the attention weights); "
                 f"got attention: {self.attention}"
+            )
+        if self.input_feeding and (self.attention == "none" or not self.readout_size):
+            raise ValueError(
+                "input_feeding: true needs attention: bahdanau and a readout_size (the attentional vector it feeds); "
+                f"got attention: {self.attention}, readout_size: {self.readout_size}"
             )
         return self
 

@@ -41,6 +41,7 @@ def build_model(
         dropout=dec.dropout,
         copy=dec.copy,
         readout_size=dec.readout_size,
+        input_feeding=dec.input_feeding,
         pad_index=pad_index,
         unk_index=unk_index,
     )

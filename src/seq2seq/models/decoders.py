@@ -13,6 +13,12 @@ With attention (Bahdanau et al. 2015), every step t
    reads ``readout_size`` features instead of ``H + He``, which halves the largest matrix product
    of training at the usual sizes.
 
+With ``input_feeding`` (Luong et al. 2015, sections 3 and 3.3; OpenNMT-py's RNN decoder) the
+order changes: the cell reads ``[embedding(y_{t-1}); h~_{t-1}]``, the previous step's attentional
+vector, the attention then reads the *new* hidden state h_t (same additive score), and
+``h~_t = tanh(W_r [h_t; c_t])`` both predicts the next token and is fed to the next step, so
+the decoder knows which source words it has already covered.
+
 With ``copy`` (See et al. 2017, section 2.2; only with attention) step 3 becomes the
 pointer-generator mixture of :mod:`seq2seq.models.copy`: a gate p_gen, computed from
 ``[rnn output; c_t; embedding(y_{t-1})]``, mixes generating from the vocabulary with copying source
@@ -46,12 +52,16 @@ class RecurrentDecoder(nn.Module):
         dropout: float = 0.0,
         copy: bool = False,
         readout_size: int | None = None,
+        input_feeding: bool = False,
         pad_index: int = 0,
         unk_index: int = 1,
     ) -> None:
         super().__init__()
         if copy and attention is None:
             raise ValueError("the copy mechanism needs attention: it copies source words through the attention weights")
+        if input_feeding and (attention is None or not readout_size):
+            raise ValueError("input feeding needs attention and a readout_size: it feeds the attentional vector")
+        self.input_feeding = input_feeding
         self.cell = cell
         self.hidden_size = hidden_size
         self.vocab_size = vocab_size
@@ -60,8 +70,10 @@ class RecurrentDecoder(nn.Module):
         context = context_size if attention is not None else 0
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_index)
         self.dropout = nn.Dropout(dropout)
+        # The cell reads the context (Bahdanau) or the previous attentional vector (input feeding).
+        fed = readout_size if input_feeding else context
         self.rnn = rnn_class(cell)(
-            embedding_size + context,
+            embedding_size + fed,
             hidden_size,
             num_layers=layers,
             batch_first=True,
@@ -70,8 +82,9 @@ class RecurrentDecoder(nn.Module):
         features = hidden_size + context
         self.readout = nn.Linear(features, readout_size) if readout_size else None  # W_r
         self.output = nn.Linear(readout_size or features, vocab_size)
-        # See et al. 2017, eq. 8: p_gen = sigmoid(w^T [rnn output; c_t; embedding(y_{t-1})] + b)
-        self.p_gen = nn.Linear(hidden_size + context + embedding_size, 1) if copy else None
+        # See et al. 2017, eq. 8: p_gen = sigmoid(w^T [rnn output; c_t; embedding(y_{t-1})] + b), where an
+        # input-feeding decoder's features are already the attentional vector h~_t.
+        self.p_gen = nn.Linear((readout_size if input_feeding else features) + embedding_size, 1) if copy else None
 
     @property
     def copies(self) -> bool:
@@ -102,9 +115,12 @@ class RecurrentDecoder(nn.Module):
     def _features(
         self, prev_tokens: torch.Tensor, state: DecoderState, memory: Memory
     ) -> tuple[torch.Tensor, torch.Tensor, DecoderState, torch.Tensor | None]:
-        """Everything of a step up to (not including) the output layer: features [B, H (+ He)],
-        the input embedding [B, E] (p_gen reads it), the new state and the attention weights [B, S]."""
+        """Everything of a step up to (not including) the output layer: features [B, H (+ He)]
+        (with input feeding the attentional vector [B, R]), the input embedding [B, E] (p_gen reads
+        it), the new state and the attention weights [B, S]."""
         embedded = self._embed(prev_tokens)  # [B, E]
+        if self.input_feeding:
+            return self._fed_features(embedded, state, memory)
         rnn_input, weights = embedded, None
         if self.attention is not None:
             context, weights = self.attention(
@@ -117,9 +133,25 @@ class RecurrentDecoder(nn.Module):
             features = torch.cat([features, context], dim=-1)  # [B, H + He]
         return features, embedded, DecoderState.from_rnn_output(new_state), weights
 
+    def _fed_features(
+        self, embedded: torch.Tensor, state: DecoderState, memory: Memory
+    ) -> tuple[torch.Tensor, torch.Tensor, DecoderState, torch.Tensor]:
+        """:meth:`_features` of an input-feeding decoder (Luong et al. 2015, section 3.3)."""
+        assert self.attention is not None and self.readout is not None  # checked in __init__
+        feed = state.feed
+        if feed is None:  # the first step: no attentional vector yet
+            feed = embedded.new_zeros(embedded.size(0), self.readout.out_features)  # [B, R]
+        rnn_input = torch.cat([embedded, feed], dim=-1)  # [B, E + R]
+        output, new_state = self.rnn(rnn_input.unsqueeze(1), state.as_rnn_input())
+        output = output.squeeze(1)  # [B, H]: h_t, the query
+        context, weights = self.attention(query=output, keys=memory.keys, values=memory.states, mask=memory.mask)
+        attentional = torch.tanh(self.readout(torch.cat([output, context], dim=-1)))  # h~_t [B, R]
+        return attentional, embedded, DecoderState.from_rnn_output(new_state, attentional), weights
+
     def _logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Vocabulary logits [..., V] from features [..., H (+ He)], through the readout if there is one."""
-        if self.readout is not None:
+        """Vocabulary logits [..., V] from features [..., H (+ He)], through the readout if there is one
+        (an input-feeding decoder's features have been through it already)."""
+        if self.readout is not None and not self.input_feeding:
             features = torch.tanh(self.readout(features))  # [..., R]
         return self.output(features)
 

@@ -13,24 +13,30 @@ import torch
 
 @dataclass(frozen=True)
 class DecoderState:
-    """Recurrent state of a decoder: ``hidden`` [L, B, H] and, for an LSTM, ``cell`` [L, B, H]."""
+    """Recurrent state of a decoder: ``hidden`` [L, B, H], for an LSTM ``cell`` [L, B, H], and for
+    an input-feeding decoder ``feed`` [B, R], the previous step's attentional vector (None before
+    the first step: read as zeros)."""
 
     hidden: torch.Tensor
     cell: torch.Tensor | None = None
+    feed: torch.Tensor | None = None
 
     def select(self, index: torch.Tensor) -> DecoderState:
         """Keep/reorder batch rows: ``index`` [B'] -> a state with batch size B'."""
         cell = None if self.cell is None else self.cell.index_select(1, index)
-        return DecoderState(self.hidden.index_select(1, index), cell)
+        feed = None if self.feed is None else self.feed.index_select(0, index)
+        return DecoderState(self.hidden.index_select(1, index), cell, feed)
 
     def as_rnn_input(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return self.hidden if self.cell is None else (self.hidden, self.cell)
 
     @classmethod
-    def from_rnn_output(cls, state: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> DecoderState:
+    def from_rnn_output(
+        cls, state: torch.Tensor | tuple[torch.Tensor, torch.Tensor], feed: torch.Tensor | None = None
+    ) -> DecoderState:
         if isinstance(state, tuple):
-            return cls(state[0], state[1])
-        return cls(state)
+            return cls(state[0], state[1], feed)
+        return cls(state, None, feed)
 
     @property
     def top(self) -> torch.Tensor:
