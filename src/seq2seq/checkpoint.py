@@ -147,12 +147,22 @@ class LoadedRun:
 
 
 def load_run(
-    run_dir: Path, *, which: str = "best", device: torch.device | str = "cpu", quantize: str | None = None
+    run_dir: Path,
+    *,
+    which: str = "best",
+    device: torch.device | str = "cpu",
+    quantize: str | None = None,
+    runtime: str = "torch",
 ) -> LoadedRun:
     """Rebuild the model of a run directory and load its ``best`` or ``last`` weights
-    (``quantize="int8"``: then quantize it for CPU decoding, see :mod:`seq2seq.models.quantize`)."""
+    (``quantize="int8"``: then quantize it for CPU decoding, see :mod:`seq2seq.models.quantize`;
+    ``runtime="onnx"``: decode with the run's ONNX export instead, see :mod:`seq2seq.export`)."""
     if which not in ("best", "last"):
         raise ValueError(f"which={which!r}; expected 'best' or 'last'")
+    if runtime not in ("torch", "onnx"):
+        raise ValueError(f"runtime={runtime!r}; expected 'torch' or 'onnx'")
+    if runtime == "onnx" and (quantize is not None or torch.device(device).type != "cpu"):
+        raise ValueError("the ONNX runtime decodes on the CPU in float32: no quantize, device cpu")
     config = load_run_config(run_dir)
     src_vocab, tgt_vocab = load_vocabs(run_dir)
     model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab), pad_index=Vocab.pad_index)
@@ -166,6 +176,10 @@ def load_run(
         from seq2seq.models.quantize import quantize_for_cpu
 
         model = quantize_for_cpu(model, quantize)
+    if runtime == "onnx":
+        from seq2seq.export import load_onnx_model
+
+        model = load_onnx_model(run_dir, model, which=which)
     subword_models = load_subword_models(run_dir, config.data)
     try:
         src_tokenizer, tgt_tokenizer = build_tokenizers(config.data, subword_models)

@@ -140,7 +140,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         lines = _read_input_lines(args.file)
         if not any(line.strip() for line in lines):
             raise InputError(f"{args.file or 'stdin'}: no input lines")
-    translator = Translator.from_run_dir(Path(args.run), which=args.checkpoint, device=args.device, quantize=args.quantize)
+    translator = Translator.from_run_dir(Path(args.run), which=args.checkpoint, device=args.device, quantize=args.quantize,
+                                         runtime=args.runtime)
     # Blank input lines give blank output lines, so output line N always answers input line N.
     wanted = [i for i, line in enumerate(lines) if line.strip() or args.text is not None]
     if args.sample and (args.beam > 1 or args.nbest > 1):
@@ -248,6 +249,7 @@ def _read_input_lines(file: str | None) -> list[str]:
 
 
 QUANTIZE_HELP = "decode with int8 weights (dynamic quantization; CPU only, about 2x faster, see docs/BENCHMARKS.md)"
+RUNTIME_HELP = "onnx: decode with the run's ONNX export (seq2seq export RUN) through onnxruntime, on the CPU"
 
 
 def _positive_int(text: str) -> int:
@@ -262,11 +264,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate_run(Path(args.run), split=args.split, which=args.checkpoint, device=args.device,
                           output=Path(args.output) if args.output else None, beam_size=args.beam,
-                          constrain_python=args.constrain == "python", quantize=args.quantize)
+                          constrain_python=args.constrain == "python", quantize=args.quantize, runtime=args.runtime)
     decoding = f"beam {args.beam}" if args.beam > 1 else "greedy"
     print(_report_line(args.split, report) + f"  ({decoding}{', python constraint' if args.constrain else ''})")
     for bucket in report.by_length:
         print(f"  source length {bucket.label:>6}: {bucket.count:5d} examples  exact match {bucket.exact_match:.1%}  BLEU {bucket.bleu:.2f}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from seq2seq.export import export_run
+
+    folder = export_run(Path(args.run), which=args.checkpoint, fmt=args.format)
+    print(f"wrote {folder / 'encoder.onnx'}, {folder / 'decoder_step.onnx'} and {folder / 'onnx.json'}")
+    print(f"decode with it: seq2seq generate {args.run} --runtime onnx \"TEXT\"  (or seq2seq evaluate {args.run} --runtime onnx)")
     return 0
 
 
@@ -340,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quantize", choices=["int8"], help=QUANTIZE_HELP)
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch", help=RUNTIME_HELP)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("evaluate", help="score a run on a split of its data")
@@ -352,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--device", default="auto")
     p.add_argument("--quantize", choices=["int8"], help=QUANTIZE_HELP)
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch", help=RUNTIME_HELP)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -366,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
     p.set_defaults(func=cmd_compare)
 
+    p = sub.add_parser("export", help="export a run's model for another runtime (ONNX: encoder + decoder step)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.set_defaults(func=cmd_export)
+
     add_serve_command(sub)
     return parser
 
@@ -373,7 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse binds an optional positional (generate's TEXT) as soon as an option follows RUN, so
+    # `generate RUN --beam 5 "text"` would leave "text" over: give it to TEXT.
+    if getattr(args, "text", "") is None and len(extra) == 1 and not extra[0].startswith("-"):
+        args.text, extra = extra[0], []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

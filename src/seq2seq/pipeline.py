@@ -159,11 +159,13 @@ def evaluate_run(
     beam_size: int = 1,
     constrain_python: bool = False,
     quantize: str | None = None,
+    runtime: str = "torch",
 ) -> EvalReport:
     """Evaluate a trained run on one split of its own data (as configured in the run);
-    ``quantize="int8"`` decodes with an int8-quantized copy of the model (CPU only)."""
-    torch_device = resolve_device("cpu" if quantize and device == "auto" else device)
-    run = load_run(run_dir, which=which, device=torch_device, quantize=quantize)
+    ``quantize="int8"`` decodes with an int8-quantized copy of the model (CPU only);
+    ``runtime="onnx"`` with the run's ONNX export through onnxruntime (CPU only)."""
+    torch_device = resolve_device("cpu" if (quantize or runtime == "onnx") and device == "auto" else device)
+    run = load_run(run_dir, which=which, device=torch_device, quantize=quantize, runtime=runtime)
     corpus = corpus or build_corpus(
         run.config.data, run.config.vocab, vocabs=(run.src_vocab, run.tgt_vocab), subword_models=run.subword_models
     )
@@ -178,7 +180,8 @@ def evaluate_run(
         atomic_write_text(output, "".join(text.replace("\n", "\\n") + "\n" for text in report.predictions))
     name = f"eval_{split}" + (f"_beam{beam_size}" if beam_size > 1 else "") + ("_python" if constrain_python else "")
     name += f"_{quantize}" if quantize else ""
+    name += "_onnx" if runtime == "onnx" else ""
     summary = {**report.summary(), "beam_size": beam_size, "constrain": "python" if constrain_python else None,
-               "quantize": quantize}
+               "quantize": quantize, "runtime": runtime}
     atomic_write_text(run_dir / f"{name}.json", json.dumps(summary, indent=2))
     return report

@@ -42,11 +42,12 @@ class Translator:
 
     @classmethod
     def from_run_dir(
-        cls, run_dir: Path, *, which: str = "best", device: str = "cpu", quantize: str | None = None
+        cls, run_dir: Path, *, which: str = "best", device: str = "cpu", quantize: str | None = None,
+        runtime: str = "torch",
     ) -> Translator:
         from seq2seq.training.trainer import resolve_device
 
-        return cls(load_run(run_dir, which=which, device=resolve_device(device), quantize=quantize))
+        return cls(load_run(run_dir, which=which, device=resolve_device(device), quantize=quantize, runtime=runtime))
 
     @property
     def is_code(self) -> bool:

@@ -1,0 +1,96 @@
+"""ONNX export: the onnxruntime model decodes exactly like the PyTorch model it was exported from
+(greedy and beam search, every cell and attention layout), and stale or missing exports are refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import train_tiny_run
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[onnx]')")
+
+from seq2seq.checkpoint import load_run  # noqa: E402
+from seq2seq.cli import main  # noqa: E402
+from seq2seq.export import export_run  # noqa: E402
+from seq2seq.serving.translator import Translator  # noqa: E402
+from seq2seq.training.checkpointing import RunDirError  # noqa: E402
+
+SOURCES = [
+    "sort the list `items` in reverse order",
+    "print hello",
+    "open the file 'data.txt' and read all lines into a list called lines, then strip each line",
+    "x",
+]
+
+# train_tiny_run starts from the lstm-attention preset; these overrides give the other layouts.
+LAYOUTS = {
+    "lstm-attention": (),
+    "bigru-input-feeding": ("model.encoder.cell=gru", "model.decoder.cell=gru", "model.encoder.bidirectional=true",
+                            "model.decoder.readout_size=24", "model.decoder.input_feeding=true"),
+    "rnn-2layer-no-attention": ("model.encoder.cell=rnn", "model.decoder.cell=rnn", "model.encoder.layers=2",
+                                "model.decoder.layers=2", "model.decoder.attention=none"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(LAYOUTS))
+def exported(request, tmp_path_factory):
+    run_dir = train_tiny_run(tmp_path_factory.mktemp("onnx") / request.param, *LAYOUTS[request.param])
+    export_run(run_dir)
+    return run_dir
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_onnx_runtime_decodes_like_torch(exported, beam):
+    torch_out = Translator.from_run_dir(exported).generate_nbest(SOURCES, beam_size=beam, nbest=beam)
+    onnx_out = Translator.from_run_dir(exported, runtime="onnx").generate_nbest(SOURCES, beam_size=beam, nbest=beam)
+    for expected, got in zip(torch_out, onnx_out):
+        assert [g.tokens for g in got] == [e.tokens for e in expected]
+        for e, g in zip(expected, got):
+            assert g.score == pytest.approx(e.score, abs=1e-3)
+            if e.attention is not None:
+                torch.testing.assert_close(g.attention, e.attention, atol=1e-4, rtol=0)
+
+
+def test_evaluate_with_onnx_matches_torch(exported):
+    from seq2seq.pipeline import evaluate_run
+
+    with_torch = evaluate_run(exported, split="test", device="cpu")
+    with_onnx = evaluate_run(exported, split="test", runtime="onnx")
+    assert with_onnx.predictions == with_torch.predictions
+    assert with_onnx.loss == pytest.approx(with_torch.loss, abs=1e-4)  # teacher-forced, step by step
+    assert json.loads((exported / "eval_test_onnx.json").read_text())["runtime"] == "onnx"
+
+
+def test_a_stale_or_missing_export_is_refused(tmp_path):
+    run_dir = train_tiny_run(tmp_path / "run")
+    with pytest.raises(RunDirError, match="export the run first"):
+        load_run(run_dir, runtime="onnx")
+    export_run(run_dir)
+    load_run(run_dir, runtime="onnx")
+    with pytest.raises(RunDirError, match="other weights"):
+        load_run(run_dir, which="last", runtime="onnx")  # the export holds best, not last
+    (run_dir / "onnx" / "decoder_step.onnx").write_bytes(b"not a graph")
+    with pytest.raises(RunDirError, match="cannot be loaded"):
+        load_run(run_dir, runtime="onnx")
+
+
+def test_cli_export_and_generate(tmp_path, capsys):
+    run_dir = train_tiny_run(tmp_path / "run")
+    assert main(["export", str(run_dir)]) == 0
+    assert (run_dir / "onnx" / "onnx.json").is_file()
+    capsys.readouterr()
+    assert main(["generate", str(run_dir), "--runtime", "onnx", "print hello"]) == 0
+    onnx_text = capsys.readouterr().out
+    assert main(["generate", str(run_dir), "print hello"]) == 0
+    assert capsys.readouterr().out == onnx_text
+    assert main(["generate", str(run_dir), "--runtime", "onnx", "--quantize", "int8", "print hello"]) == 2
+    assert "no quantize" in capsys.readouterr().err
+
+
+def test_copy_models_are_refused(tmp_path):
+    run_dir = train_tiny_run(tmp_path / "run", "model.decoder.copy=true")
+    with pytest.raises(RunDirError, match="copy models cannot be exported"):
+        export_run(run_dir)
+    assert not (run_dir / "onnx" / "onnx.json").exists()
