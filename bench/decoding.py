@@ -1,6 +1,7 @@
 """Decoding speed: greedy vs beam 5 vs beam 10, at batch 64 and batch 1, on trained runs.
 
     python bench/decoding.py RUN [RUN ...] [--split test] [--batch1-limit 200] [--json out.json]
+                             [--runtimes torch,int8,onnx] [--settings greedy,beam5]
 
 For each run directory it decodes the run's own test split (the built-in task's 1,000 test
 pairs, Multi30k's test2016, ...) with every setting and prints sentences/s, generated tokens/s
@@ -8,6 +9,8 @@ and the cost of beam search relative to greedy decoding at the same batch size (
 goal: beam 5 at most 3x greedy at batch 64). Ratios, not seconds, are the result: the
 machines are shared and noisy. Settings run one after another, never in parallel, each once
 after a short warm-up; batch 1 decodes only the first ``--batch1-limit`` sentences.
+``--runtimes`` decodes each run with the float32 torch model, its int8 dynamic quantization and
+its ONNX export through onnxruntime (``seq2seq export RUN`` first), with the same search code.
 
 Train the runs first, e.g. (the figures in docs/BENCHMARKS.md used these):
 
@@ -34,16 +37,18 @@ from seq2seq.data.batching import copy_encodings
 from seq2seq.data.corpus import build_corpus
 from seq2seq.decoding.search import decode_sources
 
-SETTINGS = [  # (name, beam size)
-    ("greedy", 1),
-    ("beam 5", 5),
-    ("beam 10", 10),
-]
+SETTINGS = {  # name -> beam size
+    "greedy": 1,
+    "beam5": 5,
+    "beam10": 10,
+}
+RUNTIMES = ("torch", "int8", "onnx")
 
 
 @dataclass
 class Measurement:
     run: str
+    runtime: str
     setting: str
     batch_size: int
     sentences: int
@@ -59,8 +64,9 @@ class Measurement:
         return self.generated_tokens / self.seconds
 
 
-def measure(run_dir: Path, *, split: str, batch1_limit: int) -> list[Measurement]:
-    run = load_run(run_dir, device="cpu")
+def measure(run_dir: Path, *, split: str, batch1_limit: int, runtime: str, settings: list[str]) -> list[Measurement]:
+    run = load_run(run_dir, device="cpu", quantize="int8" if runtime == "int8" else None,
+                   runtime="onnx" if runtime == "onnx" else "torch")
     corpus = build_corpus(
         run.config.data, run.config.vocab, vocabs=(run.src_vocab, run.tgt_vocab), subword_models=run.subword_models
     )
@@ -78,27 +84,29 @@ def measure(run_dir: Path, *, split: str, batch1_limit: int) -> list[Measurement
     decode_sources(run.model, sources[:64], beam_size=5, batch_size=64, **common, **copy_ids(64))  # warm-up
     measurements = []
     for batch_size, subset in ((64, sources), (1, sources[:batch1_limit])):
-        for name, beam in SETTINGS:
+        for name in settings:
+            beam = SETTINGS[name]
             started = time.perf_counter()
             found = decode_sources(run.model, subset, beam_size=beam, batch_size=batch_size, **common,
                                    **copy_ids(len(subset)))
             seconds = time.perf_counter() - started
             tokens = sum(len(alternatives[0].token_log_probs) for alternatives in found)
-            measurements.append(Measurement(str(run_dir), name, batch_size, len(subset), seconds, tokens))
-            print(f"  {run_dir}  {name:8s} batch {batch_size:3d}: {len(subset) / seconds:8.1f} sentences/s", file=sys.stderr)
+            measurements.append(Measurement(str(run_dir), runtime, name, batch_size, len(subset), seconds, tokens))
+            print(f"  {run_dir}  {runtime:5s} {name:8s} batch {batch_size:3d}: {len(subset) / seconds:8.1f} sentences/s", file=sys.stderr)
     return measurements
 
 
 def table(measurements: list[Measurement]) -> str:
-    greedy = {(m.run, m.batch_size): m for m in measurements if m.setting == "greedy"}
+    reference = {(m.run, m.setting, m.batch_size): m for m in measurements if m.runtime == "torch"}
     lines = [
-        "| run | decoding | batch | sentences | sentences/s | tokens/s | time vs greedy |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| run | runtime | decoding | batch | sentences | sentences/s | tokens/s | speed vs torch fp32 |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for m in measurements:
-        ratio = m.seconds / m.sentences / (greedy[m.run, m.batch_size].seconds / greedy[m.run, m.batch_size].sentences)
-        lines.append(f"| {Path(m.run).name} | {m.setting} | {m.batch_size} | {m.sentences} | {m.sentences_per_s:,.1f} "
-                     f"| {m.tokens_per_s:,.0f} | {ratio:.2f}x |")
+        base = reference.get((m.run, m.setting, m.batch_size))
+        ratio = f"{m.sentences_per_s / base.sentences_per_s:.2f}x" if base else "-"
+        lines.append(f"| {Path(m.run).name} | {m.runtime} | {m.setting} | {m.batch_size} | {m.sentences} "
+                     f"| {m.sentences_per_s:,.1f} | {m.tokens_per_s:,.0f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -109,10 +117,18 @@ def main() -> None:
     parser.add_argument("--batch1-limit", type=int, default=200, help="sentences decoded one at a time")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
+    parser.add_argument("--runtimes", default="torch", help=f"comma-separated, of {', '.join(RUNTIMES)}")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {', '.join(SETTINGS)}")
     args = parser.parse_args()
+    runtimes, settings = args.runtimes.split(","), args.settings.split(",")
+    if unknown := [r for r in runtimes if r not in RUNTIMES] + [s for s in settings if s not in SETTINGS]:
+        parser.error(f"unknown runtime or setting: {', '.join(unknown)}")
     torch.set_num_threads(args.threads)
     command = "python bench/decoding.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    measurements = [m for run_dir in args.runs for m in measure(run_dir, split=args.split, batch1_limit=args.batch1_limit)]
+    measurements = [
+        m for run_dir in args.runs for runtime in runtimes
+        for m in measure(run_dir, split=args.split, batch1_limit=args.batch1_limit, runtime=runtime, settings=settings)
+    ]
     print(f"command: {command}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print(table(measurements))
