@@ -7,9 +7,10 @@ Each system trains the same model setting, OpenNMT-py's RNN baseline (configs/mu
 bigru-attention.yaml for ours, bench/peers/joey.yaml and bench/peers/opennmt.yaml for the
 peers): a bidirectional GRU encoder 256 per direction, a GRU decoder 512 with Bahdanau (MLP)
 attention and input feeding, embeddings 500, dropout 0.3, label smoothing 0.1, Adam 1e-3,
-batches of 128 sentences, gradient norm 1.0. The models are close, not identical (ours attends
-before its GRU step, feeds the context to the cell and reads out through a 512 tanh layer; the
-peers attend after the step, Luong-style), so the table prints each one's parameter count.
+batches of 128 sentences, gradient norm 1.0. The models are close, not identical (all three attend
+after the GRU step and feed the attentional vector back; ours maps the encoder's final state to the
+decoder's first state through a learned tanh layer and has no bias in its attention score), so the
+table prints each one's parameter count.
 
 The systems run one at a time, each with 2 torch threads, for ``--train-seconds`` of training
 (timed from the peer's "training starts" log line; ours has its own train.time_budget_s). The
@@ -565,10 +566,10 @@ def quality_table(decoded: list[Decoded], systems: dict[str, System]) -> str:
 NOTES = """\
 Notes:
 - ours / system: ours' figure over the system's; above 1.00x, ours is faster.
-- The models are close but not identical: ours attends before its GRU step (Bahdanau), feeds the
-  context to the cell and reads out through a 512 tanh layer; Joey NMT and OpenNMT-py attend after
-  the step with an MLP score (OpenNMT-py: "mlp" global attention; Joey NMT: "bahdanau") and feed the
-  previous attentional vector back (input feeding). Parameter counts differ accordingly.
+- The models are close but not identical: all three attend after the GRU step with an additive
+  score (ours and Joey NMT: "bahdanau"; OpenNMT-py: "mlp") and feed the previous attentional vector
+  back (input feeding, through a 512 tanh readout); ours starts the decoder from a learned tanh
+  bridge over the encoder's final states. Parameter counts differ accordingly.
 - tgt tokens/s: non-padding target tokens, <eos> included, <sos> not, for all three (ours: the
   tgt_tokens of metrics.jsonl; Joey NMT: batch.ntokens in "Tokens per Sec"; OpenNMT-py: n_words in
   "tok/s"). Readings: ours every 50 steps, the peers every 10; the first reading and any starting in
