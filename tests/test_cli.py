@@ -97,11 +97,37 @@ def test_compare_quick_writes_table_report_and_figures(tmp_path, capsys):
     assert "parameters" in printed and "EM len" in printed
     report = (out / "comparison.md").read_text()
     assert "seq2seq compare --quick" in report
-    for figure in ("loss_curves.png", "quality_by_length.png", "attention.png"):
+    figures = ("loss_curves.png", "quality_by_length.png", "grad_norm.png", "attention_lstm-attention.png")
+    for figure in figures:
         assert (out / figure).stat().st_size > 1000
-    rows = json.loads((out / "comparison.json").read_text())
+        assert f"]({figure})" in report
+    rows = json.loads((out / "results.json").read_text())
     assert [r["preset"] for r in rows] == ["rnn", "lstm", "lstm-attention"]
     assert rows[0]["parameters"] < rows[1]["parameters"] < rows[2]["parameters"]
+    # Gradient norms before clipping: logged per step window, summarised per model.
+    for row in rows:
+        assert 0 < row["grad_norm_mean"] <= row["grad_norm_max"] and 0 <= row["clipped_fraction"] <= 1
+    records = [json.loads(line) for line in (out / "rnn" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [m for m in records if m["kind"] == "epoch"]
+    assert epochs and all({"grad_norm_mean", "grad_norm_max", "clipped_fraction"} <= set(m) for m in epochs)
+    # The HTML report stands alone: every figure embedded, no external reference, well formed.
+    from html.parser import HTMLParser
+
+    page = (out / "comparison.html").read_text()
+    sources, links = [], []
+
+    class Collect(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if "src" in attrs:
+                sources.append(attrs["src"])
+            if "href" in attrs:
+                links.append(attrs["href"])
+
+    Collect().feed(page)
+    assert len(sources) == len(figures) and all(src.startswith("data:image/png;base64,") for src in sources)
+    assert not links and "http" not in page.replace("data:image", "")
+    assert "<td>lstm-attention</td>" in page and "steps clipped" in page
 
 
 def test_help_for_every_subcommand():

@@ -170,3 +170,19 @@ def test_atomic_write_gives_normal_file_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o666 & ~umask
+
+
+def test_gradient_norms_before_clipping_are_recorded(tmp_path):
+    """Each epoch record carries the pre-clipping gradient norm; the clipped share follows clip_norm."""
+    import json
+
+    from helpers import train_tiny_run
+
+    shares = {}
+    for clip in ("1e-6", "1e6"):
+        run_dir = train_tiny_run(tmp_path / clip, f"train.clip_norm={clip}")
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        (epoch,) = [m for m in records if m["kind"] == "epoch"]
+        assert 0 < epoch["grad_norm_mean"] <= epoch["grad_norm_max"]
+        shares[clip] = epoch["clipped_fraction"]
+    assert shares == {"1e-6": 1.0, "1e6": 0.0}

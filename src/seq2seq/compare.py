@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +18,15 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from seq2seq.compare_report import render_html
 from seq2seq.config import RunConfig, build_config
 from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.evaluation.evaluate import EvalReport
 from seq2seq.pipeline import evaluate_split, train
+from seq2seq.training.stats import EpochStats
 from seq2seq.training.checkpointing import atomic_write_text
 from seq2seq.visualization.attention import attention_heatmap
-from seq2seq.visualization.curves import loss_curves, quality_by_length
+from seq2seq.visualization.curves import grad_norm_curves, loss_curves, quality_by_length
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,9 @@ class ModelResult:
     valid_perplexity: float
     test: EvalReport
     run_dir: Path
+    grad_norm_mean: float = float("nan")  # gradient norm before clipping, mean over the logged steps
+    grad_norm_max: float = float("nan")  # its largest value in any step
+    clipped_fraction: float = float("nan")  # share of steps that clipping shortened
 
 
 @dataclass
@@ -69,14 +75,15 @@ class Comparison:
     test_split: str = "test"
     command: str = ""
 
-    def table_markdown(self) -> str:
+    def table_rows(self) -> tuple[list[str], list[list[str]]]:
+        """The comparison table as a header and rows of cell texts (for Markdown and HTML)."""
         buckets = [b.label for b in self.results[0].test.by_length] if self.results else []
         task = self.results[0].test.task.get("metric") if self.results else None
         header = ["model", "parameters", "train tok/s", "s/epoch", "epochs", "valid ppl"]
         header += [TASK_COLUMNS[task][0]] if task else []
-        header += ["exact match", "BLEU", "parses"]
+        header += ["exact match", "BLEU", "parses", "grad norm mean / max", "steps clipped"]
         header += [f"EM len {b}" for b in buckets]
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        rows = []
         for r in self.results:
             by_len = {b.label: b for b in r.test.by_length}
             parse = f"{r.test.parse_rate:.1%}" if r.test.parse_rate is not None else "n/a"
@@ -85,9 +92,16 @@ class Comparison:
                 f"{r.valid_perplexity:.3f}",
             ]
             cells += [TASK_COLUMNS[task][1](r.test.task)] if task else []
-            cells += [f"{r.test.exact_match:.1%}", f"{r.test.bleu:.2f}", parse]
+            cells += [f"{r.test.exact_match:.1%}", f"{r.test.bleu:.2f}", parse,
+                      f"{r.grad_norm_mean:.2f} / {r.grad_norm_max:.2f}", f"{r.clipped_fraction:.0%}"]
             cells += [f"{by_len[b].exact_match:.1%} (n={by_len[b].count})" if b in by_len else "-" for b in buckets]
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append(cells)
+        return header, rows
+
+    def table_markdown(self) -> str:
+        header, rows = self.table_rows()
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in rows]
         return "\n".join(lines)
 
     def to_json(self) -> list[dict[str, Any]]:
@@ -96,6 +110,8 @@ class Comparison:
                 "preset": r.preset, "parameters": r.parameters, "epochs": r.epochs,
                 "train_tokens_per_s": r.train_tokens_per_s, "seconds_per_epoch": r.seconds_per_epoch,
                 "valid_perplexity": r.valid_perplexity, "test": r.test.summary(), "run_dir": str(r.run_dir),
+                "grad_norm_mean": r.grad_norm_mean, "grad_norm_max": r.grad_norm_max,
+                "clipped_fraction": r.clipped_fraction,
             }
             for r in self.results
         ]
@@ -104,6 +120,24 @@ class Comparison:
 def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _grad_norms(history: list[EpochStats]) -> dict[str, float]:
+    """Gradient-norm behaviour over a whole run, from its epochs (each weighted by its steps)."""
+    epochs = [e for e in history if math.isfinite(e.grad_norm_mean)]
+    if not epochs:
+        return {}
+    steps, previous = [], 0
+    for e in history:  # EpochStats.step is the optimizer step count at the epoch's end
+        if math.isfinite(e.grad_norm_mean):
+            steps.append(max(e.step - previous, 1))
+        previous = e.step
+    total = sum(steps)
+    return {
+        "grad_norm_mean": sum(w * e.grad_norm_mean for w, e in zip(steps, epochs)) / total,
+        "grad_norm_max": max(e.grad_norm_max for e in epochs),
+        "clipped_fraction": sum(w * e.clipped_fraction for w, e in zip(steps, epochs)) / total,
+    }
 
 
 def _train_one(base: dict[str, Any], overrides: list[str], preset: str, run_dir: Path, corpus: Corpus,
@@ -120,31 +154,37 @@ def _train_one(base: dict[str, Any], overrides: list[str], preset: str, run_dir:
     tokens = sum(s.train_tokens for s in history)
     epochs = sum(s.fraction for s in history)
     best = min(history, key=lambda s: s.valid_loss)
+    norms = _grad_norms(history)
     result = ModelResult(
         preset=preset, parameters=outcome.parameters, epochs=epochs,
         train_tokens_per_s=tokens / max(seconds, 1e-9), seconds_per_epoch=seconds / max(epochs, 1e-9),
-        valid_perplexity=best.valid_perplexity, test=report, run_dir=run_dir,
+        valid_perplexity=best.valid_perplexity, test=report, run_dir=run_dir, **norms,
     )
     logger.info("%s: %s parameters, test exact match %.1f%%, BLEU %.2f", preset, f"{result.parameters:,}", 100 * report.exact_match, report.bleu)
     return result
 
 
-def _plot(comparison: Comparison, corpus: Corpus, out_dir: Path, split: str) -> list[Path]:
-    written = []
-    train_curves, valid_curves = {}, {}
+def _plot(comparison: Comparison, corpus: Corpus, out_dir: Path, split: str, *, clip: float) -> list[Path]:
+    """Write the report's figures into ``out_dir``; return their paths, in report order."""
+    train_curves, valid_curves, norm_curves = {}, {}, {}
     for r in comparison.results:
         records = _read_metrics(r.run_dir)
         steps = [m for m in records if m["kind"] == "step"]
         epochs = [m for m in records if m["kind"] == "epoch"]
         train_curves[r.preset] = ([m["step"] for m in steps], [m["train_loss"] for m in steps])
         valid_curves[r.preset] = ([m["epoch"] for m in epochs], [m["valid_loss"] for m in epochs])
+        normed = [m for m in steps if "grad_norm_mean" in m]
+        norm_curves[r.preset] = ([m["step"] for m in normed], [m["grad_norm_mean"] for m in normed],
+                                 [m["grad_norm_max"] for m in normed])
     figures = {"loss_curves.png": loss_curves(train_curves, valid_curves)}
     buckets = [b.label for b in comparison.results[0].test.by_length]
     scores = {r.preset: [100 * b.exact_match for b in r.test.by_length] for r in comparison.results}
     figures["quality_by_length.png"] = quality_by_length(buckets, scores)
-    attentive = [r for r in comparison.results if "attention" in r.preset]
-    if attentive:
-        figures["attention.png"] = _attention_figure(attentive[-1], corpus, split)
+    figures["grad_norm.png"] = grad_norm_curves(norm_curves, clip=clip)
+    for r in comparison.results:  # one heatmap per attentive model
+        if "attention" in r.preset:
+            figures[f"attention_{r.preset}.png"] = _attention_figure(r, corpus, split)
+    written = []
     for name, figure in figures.items():
         figure.savefig(out_dir / name, dpi=110)
         plt.close(figure)
@@ -165,13 +205,10 @@ def _attention_figure(result: ModelResult, corpus: Corpus, split: str):
     return attention_heatmap(weights, generation.source_tokens, out_tokens, title=f"{result.preset}: {generation.text}")
 
 
-def _markdown_report(comparison: Comparison, corpus: Corpus, config: RunConfig, split: str) -> str:
+def _description(corpus: Corpus, config: RunConfig, split: str) -> list[str]:
+    """The paragraphs that say what was compared and how (the same in Markdown and HTML)."""
     sizes = ", ".join(f"{k} {len(v):,}" for k, v in corpus.examples.items())
-    return "\n".join([
-        "# Architecture comparison",
-        "",
-        f"Command: `{comparison.command}`",
-        "",
+    return [
         f"Data: {config.data.format} ({sizes}); vocabularies: source {len(corpus.src_vocab):,}, target {len(corpus.tgt_vocab):,}.",
         f"Equal budget: {config.train.epochs} epochs max (early stopping patience {config.train.early_stopping_patience}), "
         f"batch {config.train.batch_size}, Adam lr {config.train.learning_rate}, teacher forcing {config.train.teacher_forcing}, "
@@ -180,15 +217,19 @@ def _markdown_report(comparison: Comparison, corpus: Corpus, config: RunConfig, 
         f"Scores on the `{split}` split with greedy decoding; the task's own metric where it has one "
         "(official CoNaLa BLEU, sacreBLEU on detokenized text, label accuracy); exact match and BLEU over target tokens; "
         "'parses' = share of outputs accepted by `ast.parse` (never executed). "
-        "EM len = exact match by source length in tokens.",
-        "",
-        comparison.table_markdown(),
-        "",
-        "![loss curves](loss_curves.png)",
-        "![exact match by input length](quality_by_length.png)",
-        "![attention](attention.png)",
-        "",
-    ])
+        "EM len = exact match by source length in tokens. Gradient norm: the L2 norm of all gradients "
+        f"before clipping at {config.train.clip_norm:g}, its mean over training steps and its largest value; "
+        "'steps clipped' = share of steps where it exceeded the threshold.",
+    ]
+
+
+def _markdown_report(comparison: Comparison, corpus: Corpus, config: RunConfig, split: str, figures: list[Path]) -> str:
+    lines = ["# Architecture comparison", "", f"Command: `{comparison.command}`", ""]
+    for paragraph in _description(corpus, config, split):
+        lines += [paragraph]
+    lines += ["", comparison.table_markdown(), ""]
+    lines += [f"![{path.stem.replace('_', ' ')}]({path.name})" for path in figures]
+    return "\n".join([*lines, ""])
 
 
 def run_comparison(
@@ -207,7 +248,12 @@ def run_comparison(
             _train_one(base, overrides, preset, out_dir / preset, corpus, overwrite=overwrite, show_progress=show_progress, split=split)
         )
     logger.info("trained %d models in %.0f s", len(presets), time.perf_counter() - started)
-    _plot(comparison, corpus, out_dir, split)
-    atomic_write_text(out_dir / "comparison.md", _markdown_report(comparison, corpus, shared, split))
-    atomic_write_text(out_dir / "comparison.json", json.dumps(comparison.to_json(), indent=2))
+    figures = _plot(comparison, corpus, out_dir, split, clip=shared.train.clip_norm)
+    atomic_write_text(out_dir / "comparison.md", _markdown_report(comparison, corpus, shared, split, figures))
+    header, rows = comparison.table_rows()
+    atomic_write_text(out_dir / "comparison.html", render_html(
+        title="Architecture comparison", command=comparison.command,
+        paragraphs=_description(corpus, shared, split), header=header, rows=rows, figures=figures,
+    ))
+    atomic_write_text(out_dir / "results.json", json.dumps(comparison.to_json(), indent=2))
     return comparison

@@ -18,6 +18,11 @@ class EpochStats:
     train_tokens_per_s: float
     fraction: float = 1.0  # share of the epoch's batches trained (< 1 when a time budget ran out)
     skipped_batches: int = 0  # batches with a non-finite loss or gradient, skipped (train.on_nonfinite=skip)
+    # The L2 norm of all gradients before clipping, over the epoch's optimizer steps: mean, largest,
+    # and the share of steps that clipping shortened (NaN when no step was taken).
+    grad_norm_mean: float = math.nan
+    grad_norm_max: float = math.nan
+    clipped_fraction: float = math.nan
 
     @property
     def valid_perplexity(self) -> float:

@@ -89,6 +89,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _norm_summary(norms: list[float], *, clip: float) -> dict[str, float]:
+    """Mean and largest gradient norm, and the share of them above ``clip`` (empty: no fields)."""
+    if not norms:
+        return {}
+    return {"grad_norm_mean": sum(norms) / len(norms), "grad_norm_max": max(norms),
+            "clipped_fraction": sum(g > clip for g in norms) / len(norms)}
+
+
 @dataclass
 class _EpochRun:
     """What one pass over the training data measured (before validation)."""
@@ -99,6 +107,7 @@ class _EpochRun:
     out_of_time: bool
     fraction: float  # share of the batches trained
     skipped: int  # batches skipped for a non-finite loss or gradient
+    grad_norms: list[float]  # gradient norm before clipping of every optimizer step
 
 
 @dataclass
@@ -244,8 +253,9 @@ class Trainer:
             logits, batch.tgt_output, pad_index=self.pad_index, label_smoothing=self.config.label_smoothing
         )
 
-    def _train_batch(self, batch: Batch) -> tuple[float, int] | str:
-        """One optimizer step: ``(loss sum, target tokens)``, or what was not finite (nothing is stepped)."""
+    def _train_batch(self, batch: Batch) -> tuple[float, int, float] | str:
+        """One optimizer step: ``(loss sum, target tokens, gradient norm before clipping)``, or what
+        was not finite (nothing is stepped)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum, n_tokens = self._loss(batch, teacher_forcing=self.config.teacher_forcing)
         loss = loss_sum / n_tokens
@@ -258,7 +268,7 @@ class Trainer:
             return f"gradient norm ({float(grad_norm)})"
         self.optimizer.step()
         self.step += 1
-        return float(loss_sum.detach()), n_tokens
+        return float(loss_sum.detach()), n_tokens, float(grad_norm)
 
     def _non_finite(self, what: str, batch: Batch, *, number: int, of: int) -> None:
         """Stop with an error, or log and go on, as ``train.on_nonfinite`` says."""
@@ -287,6 +297,8 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + self.epoch)
         total, tokens, started, out_of_time = 0.0, 0, time.perf_counter(), False
         window_loss, window_tokens = 0.0, 0  # mean loss and speed since the last logged step
+        window_norms: list[float] = []  # gradient norms before clipping, since the last logged step
+        epoch_norms: list[float] = []
         window_started = time.perf_counter()
         batches = list(bucketed_batches(
             pairs, batch_size=self.config.batch_size, pad_index=self.pad_index, shuffle=True, generator=generator,
@@ -300,25 +312,29 @@ class Trainer:
                 skipped += 1
                 loss_sum, n = math.nan, 0
             else:
-                loss_sum, n = outcome
+                loss_sum, n, grad_norm = outcome
                 total, tokens = total + loss_sum, tokens + n
                 window_loss, window_tokens = window_loss + loss_sum, window_tokens + n
+                window_norms.append(grad_norm)
+                epoch_norms.append(grad_norm)
                 if self.step % self.step_log_every == 0:
                     now = time.perf_counter()
                     record = {
                         "kind": "step", "step": self.step, "epoch": self.epoch + 1,
                         "train_loss": window_loss / window_tokens,
                         "tgt_tokens": window_tokens, "tgt_tokens_per_s": window_tokens / max(now - window_started, 1e-9),
+                        **_norm_summary(window_norms, clip=self.config.clip_norm),
                     }
                     self._log_metric(record)
-                    window_loss, window_tokens, window_started = 0.0, 0, now
+                    window_loss, window_tokens, window_started, window_norms = 0.0, 0, now, []
             if self.on_batch is not None:
                 self.on_batch(self.step, done, loss_sum / n if n else math.nan)
             if deadline is not None and time.perf_counter() > deadline:
                 out_of_time = True
                 break
         fraction = done / max(len(batches), 1)
-        return _EpochRun(total / max(tokens, 1), tokens, time.perf_counter() - started, out_of_time, fraction, skipped)
+        return _EpochRun(total / max(tokens, 1), tokens, time.perf_counter() - started, out_of_time, fraction, skipped,
+                         epoch_norms)
 
     def fit(self, train_pairs: Sequence[EncodedPair], valid_pairs: Sequence[EncodedPair]) -> TrainResult:
         """Train until ``epochs``, early stopping or the time budget, whichever comes first."""
@@ -357,6 +373,7 @@ class Trainer:
                 train_tokens_per_s=run.tokens / max(run.seconds, 1e-9),
                 fraction=run.fraction,
                 skipped_batches=run.skipped,
+                **_norm_summary(run.grad_norms, clip=self.config.clip_norm),
             )
             result.history.append(stats)
             self._log_metric(stats.to_json())

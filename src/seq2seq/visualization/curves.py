@@ -47,3 +47,20 @@ def quality_by_length(buckets: Sequence[str], scores: Mapping[str, Sequence[floa
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def grad_norm_curves(norms: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]], *, clip: float) -> Figure:
+    """Gradient norm before clipping per logged step (mean over the window as a line, the window's
+    largest as a faint line above it), log scale, with the clipping threshold. ``name -> (steps,
+    means, maxima)``."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, (steps, means, maxima) in norms.items():
+        (line,) = ax.plot(steps, means, label=f"{name} (mean)")
+        ax.plot(steps, maxima, color=line.get_color(), alpha=0.35, linewidth=0.8)
+    ax.axhline(clip, color="black", linestyle="--", linewidth=1, label=f"clip at {clip:g}")
+    ax.set_yscale("log")
+    ax.set(title="gradient norm before clipping (faint: window maximum)", xlabel="step", ylabel="L2 norm")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
