@@ -290,15 +290,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for preset in presets:
         if preset not in PRESETS:
             raise ConfigError(f"--presets: unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
-    from seq2seq.compare import COMPARE_DEFAULTS
+    from seq2seq.compare import compare_defaults
 
     base, overrides = _config_sources(args)
     comparison = run_comparison(
-        base, [*COMPARE_DEFAULTS, *overrides], presets=presets, out_dir=Path(args.out), overwrite=args.overwrite,
+        base, [*compare_defaults(base), *overrides], presets=presets, out_dir=Path(args.out), overwrite=args.overwrite,
         show_progress=not args.no_progress, command="seq2seq " + " ".join(shlex.quote(a) for a in args.argv),
     )
     print(comparison.table_markdown())
-    print(f"\nwrote {Path(args.out) / 'comparison.md'} and figures in {args.out}")
+    print(f"\nwrote {Path(args.out) / 'comparison.md'}, comparison.html, results.json and figures in {args.out}")
     return 0
 
 

@@ -46,6 +46,21 @@ COMPARE_DEFAULTS: list[str] = [
 ]
 
 
+def compare_defaults(base: dict[str, Any] | None) -> list[str]:
+    """The :data:`COMPARE_DEFAULTS` that a config file ``base`` does not set itself (the file wins;
+    ``--set`` overrides win over both)."""
+
+    def is_set(dotted: str) -> bool:
+        node: Any = base or {}
+        for key in dotted.split("."):
+            if not isinstance(node, dict) or key not in node:
+                return False
+            node = node[key]
+        return True
+
+    return [default for default in COMPARE_DEFAULTS if not is_set(default.split("=", 1)[0])]
+
+
 # The task's published metric (see evaluation.evaluate.task_scores): column name and cell text.
 TASK_COLUMNS: dict[str, tuple[str, Any]] = {
     "conala": ("CoNaLa BLEU", lambda task: f"{task['conala_bleu']:.2f}"),
