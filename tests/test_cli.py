@@ -307,3 +307,20 @@ def test_int8_quantized_decoding_gives_the_float_models_outputs(tmp_path, capsys
     quantized = Translator.from_run_dir(out, quantize="int8")
     assert ".quantized." in type(quantized.run.model.decoder.output).__module__  # int8 kernels, not a float copy
     assert [g.text for g in quantized.generate(texts, beam_size=3)] == plain
+
+
+def test_compare_with_several_seeds_reports_mean_and_spread(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", *FAST, "--presets", "rnn,lstm-attention", "--seeds", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| rnn (2 seeds) |" in printed and " ± " in printed
+    rows = json.loads((out / "results.json").read_text())
+    for row in rows:
+        seeds = row["seeds"]
+        assert len(seeds) == 2 and seeds[0]["run_dir"] != seeds[1]["run_dir"]
+        assert seeds[0]["valid_perplexity"] != seeds[1]["valid_perplexity"]  # different seeds, different runs
+    configs = [(out / "rnn" / f"seed{k}" / "config.yaml").read_text() for k in (42, 43)]
+    assert "seed: 42" in configs[0] and "seed: 43" in configs[1]
+    with pytest.raises(SystemExit) as stopped:  # argparse refuses it: one line, exit status 2
+        main(["compare", *FAST, "--seeds", "0", "--out", str(out)])
+    assert stopped.value.code == 2 and "expected a positive integer" in capsys.readouterr().err

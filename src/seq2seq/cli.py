@@ -295,6 +295,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     base, overrides = _config_sources(args)
     comparison = run_comparison(
         base, [*compare_defaults(base), *overrides], presets=presets, out_dir=Path(args.out), overwrite=args.overwrite,
+        seeds=args.seeds,
         show_progress=not args.no_progress, command="seq2seq " + " ".join(shlex.quote(a) for a in args.argv),
     )
     print(comparison.table_markdown())
@@ -376,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--presets", default="rnn,lstm,lstm-attention", help="comma-separated presets to compare")
     p.add_argument("--out", default="comparison", help="output folder (default: comparison)")
+    p.add_argument("--seeds", type=_positive_int, default=1,
+                   help="train each preset with this many seeds (train.seed, +1, ...); the table gives mean ± sd")
     p.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
     p.set_defaults(func=cmd_compare)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,7 @@ TASK_COLUMNS: dict[str, tuple[str, Any]] = {
     "sacrebleu": ("sacreBLEU", lambda task: f"{task['sacrebleu']:.2f}"),
     "accuracy": ("accuracy", lambda task: f"{task['accuracy']:.1%}"),
 }
+TASK_KEYS = {"conala": "conala_bleu", "sacrebleu": "sacrebleu", "accuracy": "accuracy"}  # the figure in EvalReport.task
 
 
 @dataclass
@@ -86,9 +88,19 @@ class ModelResult:
 
 @dataclass
 class Comparison:
-    results: list[ModelResult] = field(default_factory=list)
+    results: list[ModelResult] = field(default_factory=list)  # per preset, its first seed's run
     test_split: str = "test"
     command: str = ""
+    # preset -> every seed's run (``--seeds N``); the table then gives mean ± sample standard deviation.
+    seeds: dict[str, list[ModelResult]] = field(default_factory=dict)
+
+    def _spread(self, preset: str, value: Any, text: Any) -> str:
+        """``text(value(run))`` for one seed; ``mean ± sd`` over the seeds when there are several."""
+        runs = self.seeds.get(preset) or [r for r in self.results if r.preset == preset]
+        values = [value(r) for r in runs]
+        if len(values) == 1:
+            return text(values[0])
+        return f"{text(statistics.mean(values))} ± {text(statistics.stdev(values))}"
 
     def table_rows(self) -> tuple[list[str], list[list[str]]]:
         """The comparison table as a header and rows of cell texts (for Markdown and HTML)."""
@@ -102,12 +114,17 @@ class Comparison:
         for r in self.results:
             by_len = {b.label: b for b in r.test.by_length}
             parse = f"{r.test.parse_rate:.1%}" if r.test.parse_rate is not None else "n/a"
+            spread = lambda value, text, preset=r.preset: self._spread(preset, value, text)  # noqa: E731
             cells = [
-                r.preset, f"{r.parameters:,}", f"{r.train_tokens_per_s:,.0f}", f"{r.seconds_per_epoch:.1f}", f"{r.epochs:.2g}",
-                f"{r.valid_perplexity:.3f}",
+                r.preset + (f" ({len(self.seeds[r.preset])} seeds)" if len(self.seeds.get(r.preset, [])) > 1 else ""),
+                f"{r.parameters:,}", spread(lambda m: m.train_tokens_per_s, "{:,.0f}".format),
+                f"{r.seconds_per_epoch:.1f}", f"{r.epochs:.2g}", spread(lambda m: m.valid_perplexity, "{:.3f}".format),
             ]
-            cells += [TASK_COLUMNS[task][1](r.test.task)] if task else []
-            cells += [f"{r.test.exact_match:.1%}", f"{r.test.bleu:.2f}", parse,
+            if task:
+                key = TASK_KEYS[task]
+                cells += [spread(lambda m: m.test.task[key], lambda v: TASK_COLUMNS[task][1]({key: v}))]
+            cells += [spread(lambda m: m.test.exact_match, "{:.1%}".format), spread(lambda m: m.test.bleu, "{:.2f}".format),
+                      parse,
                       f"{r.grad_norm_mean:.2f} / {r.grad_norm_max:.2f}", f"{r.clipped_fraction:.0%}"]
             cells += [f"{by_len[b].exact_match:.1%} (n={by_len[b].count})" if b in by_len else "-" for b in buckets]
             rows.append(cells)
@@ -120,16 +137,22 @@ class Comparison:
         return "\n".join(lines)
 
     def to_json(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "preset": r.preset, "parameters": r.parameters, "epochs": r.epochs,
-                "train_tokens_per_s": r.train_tokens_per_s, "seconds_per_epoch": r.seconds_per_epoch,
-                "valid_perplexity": r.valid_perplexity, "test": r.test.summary(), "run_dir": str(r.run_dir),
-                "grad_norm_mean": r.grad_norm_mean, "grad_norm_max": r.grad_norm_max,
-                "clipped_fraction": r.clipped_fraction,
-            }
-            for r in self.results
-        ]
+        """One record per preset (its first seed), with every seed's record under ``seeds``."""
+        records = []
+        for r in self.results:
+            record = _run_record(r)
+            record["seeds"] = [_run_record(run) for run in self.seeds.get(r.preset, [r])]
+            records.append(record)
+        return records
+
+
+def _run_record(r: ModelResult) -> dict[str, Any]:
+    return {
+        "preset": r.preset, "parameters": r.parameters, "epochs": r.epochs,
+        "train_tokens_per_s": r.train_tokens_per_s, "seconds_per_epoch": r.seconds_per_epoch,
+        "valid_perplexity": r.valid_perplexity, "test": r.test.summary(), "run_dir": str(r.run_dir),
+        "grad_norm_mean": r.grad_norm_mean, "grad_norm_max": r.grad_norm_max, "clipped_fraction": r.clipped_fraction,
+    }
 
 
 def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -156,11 +179,13 @@ def _grad_norms(history: list[EpochStats]) -> dict[str, float]:
 
 
 def _train_one(base: dict[str, Any], overrides: list[str], preset: str, run_dir: Path, corpus: Corpus,
-               *, overwrite: bool, show_progress: bool, split: str) -> ModelResult:
+               *, overwrite: bool, show_progress: bool, split: str, seed: int | None = None) -> ModelResult:
     from seq2seq.progress import TqdmProgress
 
+    overrides = overrides + ([f"train.seed={seed}"] if seed is not None else [])
     config = build_config(base=base, preset=preset, overrides=overrides, source=f"compare/{preset}")
-    with TqdmProgress(desc=preset, disable=not show_progress) as progress:
+    label = preset if seed is None else f"{preset} seed {seed}"
+    with TqdmProgress(desc=label, disable=not show_progress) as progress:
         outcome = train(config, run_dir, overwrite=overwrite, on_batch=progress.update, corpus=corpus)
     history = outcome.result.history
     report = evaluate_split(outcome.model, corpus, config, split, device=next(outcome.model.parameters()).device)
@@ -249,20 +274,29 @@ def _markdown_report(comparison: Comparison, corpus: Corpus, config: RunConfig, 
 
 def run_comparison(
     base: dict[str, Any], overrides: list[str], *, presets: list[str], out_dir: Path, overwrite: bool = False,
-    show_progress: bool = True, command: str = "",
+    show_progress: bool = True, command: str = "", seeds: int = 1,
 ) -> Comparison:
-    """Train ``presets`` one after another into ``out_dir/<preset>`` and write the report there."""
+    """Train ``presets`` one after another into ``out_dir/<preset>`` and write the report there.
+    With ``seeds > 1`` each preset trains once per seed (``train.seed``, ``train.seed + 1``, ...) into
+    ``out_dir/<preset>/seed<k>``, with the same data and vocabulary; the table reports mean ± sd."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
     out_dir.mkdir(parents=True, exist_ok=True)
     shared = build_config(base=base, preset=presets[0], overrides=overrides, source="compare")
     corpus = build_corpus(shared.data, shared.vocab)
     split = "test" if corpus.encoded.get("test") else "valid"
     comparison = Comparison(test_split=split, command=command)
     started = time.perf_counter()
+    first_seed = shared.train.seed
     for preset in presets:
-        comparison.results.append(
-            _train_one(base, overrides, preset, out_dir / preset, corpus, overwrite=overwrite, show_progress=show_progress, split=split)
-        )
-    logger.info("trained %d models in %.0f s", len(presets), time.perf_counter() - started)
+        runs = []
+        for seed in range(first_seed, first_seed + seeds):
+            run_dir = out_dir / preset if seeds == 1 else out_dir / preset / f"seed{seed}"
+            runs.append(_train_one(base, overrides, preset, run_dir, corpus, overwrite=overwrite, show_progress=show_progress,
+                                   split=split, seed=seed if seeds > 1 else None))
+        comparison.results.append(runs[0])
+        comparison.seeds[preset] = runs
+    logger.info("trained %d models in %.0f s", len(presets) * seeds, time.perf_counter() - started)
     figures = _plot(comparison, corpus, out_dir, split, clip=shared.train.clip_norm)
     atomic_write_text(out_dir / "comparison.md", _markdown_report(comparison, corpus, shared, split, figures))
     header, rows = comparison.table_rows()
