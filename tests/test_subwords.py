@@ -148,3 +148,9 @@ def test_multi30k_slice_has_almost_no_unknown_pieces():
     valid = [token for src, _ in corpus.tokens["valid"] for token in src]
     unknown = sum(token not in corpus.src_vocab.stoi for token in valid)
     assert unknown / len(valid) < 0.005
+
+
+def test_vocabularies_without_their_subword_models_are_refused(subword_run):
+    config = subword_run.config
+    with pytest.raises(ValueError, match="need its subword models"):
+        build_corpus(config.data, config.vocab, vocabs=(subword_run.corpus.src_vocab, subword_run.corpus.tgt_vocab))

@@ -183,6 +183,8 @@ def build_corpus(
     vocabularies from train unless given, filter long train pairs, encode."""
     src_tokenizer, tgt_tokenizer = _word_tokenizers(config)
     subwords = (config.src_subwords, config.tgt_subwords) != ("none", "none")
+    if subwords and vocabs is not None and not subword_models:  # retrained units would not match the vocabularies
+        raise ValueError("the vocabularies of a subword run need its subword models (see checkpoint.load_subword_models)")
     examples = load_examples(config)
     slots: dict[str, list[tuple[Slot, ...]]] = {}
     tokens = {}
