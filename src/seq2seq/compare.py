@@ -62,13 +62,13 @@ def compare_defaults(base: dict[str, Any] | None) -> list[str]:
     return [default for default in COMPARE_DEFAULTS if not is_set(default.split("=", 1)[0])]
 
 
-# The task's published metric (see evaluation.evaluate.task_scores): column name and cell text.
-TASK_COLUMNS: dict[str, tuple[str, Any]] = {
-    "conala": ("CoNaLa BLEU", lambda task: f"{task['conala_bleu']:.2f}"),
-    "sacrebleu": ("sacreBLEU", lambda task: f"{task['sacrebleu']:.2f}"),
-    "accuracy": ("accuracy", lambda task: f"{task['accuracy']:.1%}"),
+# The task's published metric (see evaluation.evaluate.task_scores): column name, key in
+# EvalReport.task, and cell format.
+TASK_COLUMNS: dict[str, tuple[str, str, str]] = {
+    "conala": ("CoNaLa BLEU", "conala_bleu", "{:.2f}"),
+    "sacrebleu": ("sacreBLEU", "sacrebleu", "{:.2f}"),
+    "accuracy": ("accuracy", "accuracy", "{:.1%}"),
 }
-TASK_KEYS = {"conala": "conala_bleu", "sacrebleu": "sacrebleu", "accuracy": "accuracy"}  # the figure in EvalReport.task
 
 
 @dataclass
@@ -121,11 +121,12 @@ class Comparison:
                 f"{r.seconds_per_epoch:.1f}", f"{r.epochs:.2g}", spread(lambda m: m.valid_perplexity, "{:.3f}".format),
             ]
             if task:
-                key = TASK_KEYS[task]
-                cells += [spread(lambda m: m.test.task[key], lambda v: TASK_COLUMNS[task][1]({key: v}))]
+                _, key, fmt = TASK_COLUMNS[task]
+                cells += [spread(lambda m: m.test.task[key], fmt.format)]
             cells += [spread(lambda m: m.test.exact_match, "{:.1%}".format), spread(lambda m: m.test.bleu, "{:.2f}".format),
                       parse,
-                      f"{r.grad_norm_mean:.2f} / {r.grad_norm_max:.2f}", f"{r.clipped_fraction:.0%}"]
+                      spread(lambda m: m.grad_norm_mean, "{:.2f}".format) + f" / {r.grad_norm_max:.2f}",
+                      spread(lambda m: m.clipped_fraction, "{:.0%}".format)]
             cells += [f"{by_len[b].exact_match:.1%} (n={by_len[b].count})" if b in by_len else "-" for b in buckets]
             rows.append(cells)
         return header, rows
