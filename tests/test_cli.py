@@ -324,3 +324,74 @@ def test_compare_with_several_seeds_reports_mean_and_spread(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:  # argparse refuses it: one line, exit status 2
         main(["compare", *FAST, "--seeds", "0", "--out", str(out)])
     assert stopped.value.code == 2 and "expected a positive integer" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- named tasks
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        ("conala", {"format": "conala", "tgt_tokenizer": "python", "slots": True}),
+        ("django", {"format": "django", "tgt_tokenizer": "python", "slots": True}),
+        ("multi30k", {"format": "parallel", "src_lang": "de", "tgt_lang": "en", "src_tokenizer": "moses", "lowercase_tgt": True}),
+        ("sst2", {"format": "tsv", "tgt_field": "label", "label_map": {"0": "negative", "1": "positive"}}),
+    ],
+)
+def test_task_names_a_real_tasks_reader_and_folder(task, expected, tmp_path, monkeypatch):
+    from seq2seq.cli import _config_from_args, build_parser
+
+    (tmp_path / task).mkdir()
+    monkeypatch.setenv("SEQ2SEQ_DATA", str(tmp_path))
+    config = _config_from_args(build_parser().parse_args(["compare", "--task", task, "--set", "train.epochs=2"]))
+    assert config.data.path == str(tmp_path / task) and config.train.epochs == 2
+    assert {key: getattr(config.data, key) for key in expected} == expected
+    # --data moves the folder; the task, not the folder's files, decides the format.
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    config = _config_from_args(build_parser().parse_args(["train", "--task", task, "--data", str(other)]))
+    assert config.data.path == str(other) and config.data.format == expected["format"]
+
+
+def test_task_config_file_settings_win_over_the_task(tmp_path, monkeypatch):
+    from seq2seq.cli import _config_from_args, build_parser
+
+    (tmp_path / "multi30k").mkdir()
+    monkeypatch.setenv("SEQ2SEQ_DATA", str(tmp_path))
+    config_file = tmp_path / "en-de.yaml"
+    config_file.write_text("data:\n  src_lang: en\n  tgt_lang: de\n")
+    config = _config_from_args(build_parser().parse_args(["train", str(config_file), "--task", "multi30k"]))
+    assert (config.data.src_lang, config.data.tgt_lang, config.data.src_tokenizer) == ("en", "de", "moses")
+
+
+def test_task_without_its_data_folder_is_a_clear_error(tmp_path):
+    result = run_cli("compare", "--task", "django", "--quick", "--out", str(tmp_path / "cmp"), cwd=tmp_path)
+    _assert_clean_error(result, "--task django", "data folder", "--data PATH", "SEQ2SEQ_DATA")
+    assert not (tmp_path / "cmp").exists()
+    _assert_clean_error(run_cli("compare", "--task", "builtin", "--data", str(tmp_path)), "--task builtin generates its data")
+
+
+def test_compare_on_real_tasks_reports_each_tasks_own_metric(tmp_path, capsys):
+    """compare --task on slices of SST-2 and Multi30k: labels get accuracy and no code columns;
+    translation gets sacreBLEU and quality by length in BLEU."""
+    sst2, multi30k = real_data("sst2"), real_data("multi30k")
+    slices = {"sst2": tmp_path / "sst2", "multi30k": tmp_path / "multi30k"}
+    slices["sst2"].mkdir()
+    for split in ("train", "dev"):
+        lines = (sst2 / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+        (slices["sst2"] / f"{split}.tsv").write_text("\n".join(lines[: 301 if split == "train" else 61]) + "\n", encoding="utf-8")
+    slices["multi30k"].mkdir()
+    for split, count in (("train", 300), ("valid", 40), ("test2016", 40)):
+        for lang in ("de", "en"):
+            lines = (multi30k / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()[:count]
+            (slices["multi30k"] / f"{split}.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    budget = ["--set", "train.epochs=1", "--set", "model.encoder.hidden_size=32", "--set", "model.decoder.hidden_size=32"]
+    for task, column, absent in (("sst2", "| accuracy |", ("| parses |", "| BLEU |")), ("multi30k", "| sacreBLEU |", ("| parses |",))):
+        out = tmp_path / f"cmp-{task}"
+        assert main(["compare", "--task", task, "--data", str(slices[task]), "--presets", "rnn,lstm-attention",
+                     "--no-progress", *budget, "--out", str(out)]) == 0
+        table = capsys.readouterr().out
+        header = table.splitlines()[[i for i, line in enumerate(table.splitlines()) if line.startswith("| model |")][0]]
+        assert column in header and not any(name in header for name in absent), header
+        assert ("BLEU len" if task == "multi30k" else "EM len") in header
+        rows = json.loads((out / "results.json").read_text())
+        assert {r["test"]["task"]["metric"] for r in rows} == {"accuracy" if task == "sst2" else "sacrebleu"}
+        assert (out / "attention_lstm-attention.png").stat().st_size > 1000

@@ -3,7 +3,7 @@
     seq2seq train    [CONFIG] [--preset P] [--data DIR] [--set key=value ...] --out RUN
     seq2seq generate RUN ["text" | --file F | < stdin]
     seq2seq evaluate RUN [--split test]
-    seq2seq compare  [--out DIR] [--quick]
+    seq2seq compare  [--task NAME] [--presets rnn,lstm,...] [--out DIR] [--quick]
     seq2seq serve    RUN [RUN ...] [--host H] [--port P]
 """
 
@@ -18,8 +18,9 @@ from pathlib import Path
 
 from seq2seq import __version__
 from seq2seq.checkpoint import RunDirError
-from seq2seq.config import PRESETS, ConfigError, RunConfig, build_config, load_config_file
+from seq2seq.config import PRESETS, ConfigError, RunConfig, build_config, deep_merge, load_config_file
 from seq2seq.data.example import DataError
+from seq2seq.data.named_tasks import TASKS, task_config
 from seq2seq.serving.cli import add_serve_command
 from seq2seq.serving.translator import InputError
 
@@ -65,6 +66,10 @@ def _config_sources(args: argparse.Namespace) -> tuple[dict, list[str]]:
     """The config file's tree and the ordered overrides (--quick, --data, --set) from the arguments."""
     base = load_config_file(Path(args.config)) if getattr(args, "config", None) else {}
     overrides = list(QUICK_OVERRIDES) if getattr(args, "quick", False) else []
+    if getattr(args, "task", None):
+        # The task's reader, tokenizers and limits under the config file's own settings;
+        # --data only moves the folder (the format is the task's, not inferred).
+        return deep_merge(task_config(args.task, args.data), base), overrides + list(getattr(args, "set", None) or [])
     if getattr(args, "data", None):
         # Set directly, not as a "key=value" override: a folder named 2024 or null must stay a string.
         data_path = Path(args.data)
@@ -88,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         from seq2seq.checkpoint import load_run_config
 
-        ignored = [flag for flag, given in (("CONFIG", args.config), ("--preset", args.preset), ("--data", args.data),
+        ignored = [flag for flag, given in (("CONFIG", args.config), ("--preset", args.preset), ("--task", args.task), ("--data", args.data),
                                             ("--quick", args.quick), ("--overwrite", args.overwrite)) if given]
         if ignored:
             raise ConfigError(f"--resume continues a run with its saved configuration; remove {', '.join(ignored)} "
@@ -313,7 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     def add_config_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("config", nargs="?", help="YAML config file (optional; defaults + preset otherwise)")
         p.add_argument("--preset", help=f"model preset: {', '.join(PRESETS)}")
-        p.add_argument("--data", help="data folder; format inferred (conala, django, parallel, tsv, json). Default: the built-in NL -> Python task")
+        p.add_argument("--task", choices=list(TASKS), help="a named task: its reader, tokenizers and limits, its data "
+                       "from ../shared/data/<task> ($SEQ2SEQ_DATA/<task>, or --data). Default: builtin, the generated NL -> Python task")
+        p.add_argument("--data", help="data folder; format inferred (conala, django, parallel, tsv, json) unless --task names it. "
+                       "Default: the built-in NL -> Python task")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. --set train.epochs=5 (repeatable)")
         p.add_argument("--quick", action="store_true", help="tiny data and model, 2 epochs: a smoke test in seconds")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -102,18 +102,37 @@ class Comparison:
             return text(values[0])
         return f"{text(statistics.mean(values))} ± {text(statistics.stdev(values))}"
 
+    @property
+    def task(self) -> str | None:
+        """The task's published metric (a key of TASK_COLUMNS), or None for exact-match tasks."""
+        return self.results[0].test.task.get("metric") if self.results else None
+
+    @property
+    def length_metric(self) -> tuple[str, str]:
+        """(label, BucketScore field) of quality by source length: exact match where whole outputs
+        are right or wrong (generated code, labels), token BLEU where partial credit is the metric
+        (translation, CoNaLa)."""
+        return ("BLEU", "bleu") if self.task in ("sacrebleu", "conala") else ("EM", "exact_match")
+
     def table_rows(self) -> tuple[list[str], list[list[str]]]:
-        """The comparison table as a header and rows of cell texts (for Markdown and HTML)."""
+        """The comparison table as a header and rows of cell texts (for Markdown and HTML).
+
+        Columns follow the task: its own metric first; exact match and token BLEU only where they
+        say something beyond it (not for labels, whose exact match is the accuracy, nor for
+        translation); 'parses' only for code."""
         buckets = [b.label for b in self.results[0].test.by_length] if self.results else []
-        task = self.results[0].test.task.get("metric") if self.results else None
+        task, (length_label, length_field) = self.task, self.length_metric
+        is_code = bool(self.results) and self.results[0].test.parse_rate is not None
+        token_scores = task not in ("accuracy", "sacrebleu")
         header = ["model", "parameters", "train tok/s", "s/epoch", "epochs", "valid ppl"]
         header += [TASK_COLUMNS[task][0]] if task else []
-        header += ["exact match", "BLEU", "parses", "grad norm mean / max", "steps clipped"]
-        header += [f"EM len {b}" for b in buckets]
+        header += ["exact match", "BLEU"] if token_scores else []
+        header += ["parses"] if is_code else []
+        header += ["grad norm mean / max", "steps clipped"]
+        header += [f"{length_label} len {b}" for b in buckets]
         rows = []
         for r in self.results:
             by_len = {b.label: b for b in r.test.by_length}
-            parse = f"{r.test.parse_rate:.1%}" if r.test.parse_rate is not None else "n/a"
             spread = lambda value, text, preset=r.preset: self._spread(preset, value, text)  # noqa: E731
             cells = [
                 r.preset + (f" ({len(self.seeds[r.preset])} seeds)" if len(self.seeds.get(r.preset, [])) > 1 else ""),
@@ -123,11 +142,14 @@ class Comparison:
             if task:
                 _, key, fmt = TASK_COLUMNS[task]
                 cells += [spread(lambda m: m.test.task[key], fmt.format)]
-            cells += [spread(lambda m: m.test.exact_match, "{:.1%}".format), spread(lambda m: m.test.bleu, "{:.2f}".format),
-                      parse,
-                      spread(lambda m: m.grad_norm_mean, "{:.2f}".format) + f" / {r.grad_norm_max:.2f}",
+            if token_scores:
+                cells += [spread(lambda m: m.test.exact_match, "{:.1%}".format), spread(lambda m: m.test.bleu, "{:.2f}".format)]
+            if is_code:
+                cells += [spread(lambda m: m.test.parse_rate, "{:.1%}".format)]
+            cells += [spread(lambda m: m.grad_norm_mean, "{:.2f}".format) + f" / {r.grad_norm_max:.2f}",
                       spread(lambda m: m.clipped_fraction, "{:.0%}".format)]
-            cells += [f"{by_len[b].exact_match:.1%} (n={by_len[b].count})" if b in by_len else "-" for b in buckets]
+            cell = (lambda b: f"{b.bleu:.2f} (n={b.count})") if length_field == "bleu" else (lambda b: f"{b.exact_match:.1%} (n={b.count})")
+            cells += [cell(by_len[b]) if b in by_len else "-" for b in buckets]
             rows.append(cells)
         return header, rows
 
@@ -219,8 +241,11 @@ def _plot(comparison: Comparison, corpus: Corpus, out_dir: Path, split: str, *, 
                                  [m["grad_norm_max"] for m in normed])
     figures = {"loss_curves.png": loss_curves(train_curves, valid_curves)}
     buckets = [b.label for b in comparison.results[0].test.by_length]
-    scores = {r.preset: [100 * b.exact_match for b in r.test.by_length] for r in comparison.results}
-    figures["quality_by_length.png"] = quality_by_length(buckets, scores)
+    label, name = comparison.length_metric
+    scale = 1 if name == "bleu" else 100
+    scores = {r.preset: [scale * getattr(b, name) for b in r.test.by_length] for r in comparison.results}
+    metric = "token BLEU" if name == "bleu" else "exact match (%)"
+    figures["quality_by_length.png"] = quality_by_length(buckets, scores, metric=metric)
     figures["grad_norm.png"] = grad_norm_curves(norm_curves, clip=clip)
     for r in comparison.results:  # one heatmap per attentive model
         if "attention" in r.preset:
@@ -258,7 +283,7 @@ def _description(corpus: Corpus, config: RunConfig, split: str) -> list[str]:
         f"Scores on the `{split}` split with greedy decoding; the task's own metric where it has one "
         "(official CoNaLa BLEU, sacreBLEU on detokenized text, label accuracy); exact match and BLEU over target tokens; "
         "'parses' = share of outputs accepted by `ast.parse` (never executed). "
-        "EM len = exact match by source length in tokens. Gradient norm: the L2 norm of all gradients "
+        "EM / BLEU len = exact match (or token BLEU, for translation and CoNaLa) by source length in tokens. Gradient norm: the L2 norm of all gradients "
         f"before clipping at {config.train.clip_norm:g}, its mean over training steps and its largest value; "
         "'steps clipped' = share of steps where it exceeded the threshold.",
     ]

@@ -225,11 +225,11 @@ def preset_model_config(name: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- building
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -264,7 +264,7 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` strings to a nested dict (validation happens afterwards)."""
-    tree = _deep_merge({}, tree)
+    tree = deep_merge({}, tree)
     for item in overrides:
         path, value = _parse_override(item)
         node = tree
@@ -326,7 +326,7 @@ def build_config(
         except ConfigError as error:
             raise ConfigError(f"{source}: model.preset: {error}") from None
         # Values given explicitly (file or --set) win over the preset's.
-        tree["model"] = _deep_merge(preset_tree, {k: v for k, v in model.items() if k != "preset"})
+        tree["model"] = deep_merge(preset_tree, {k: v for k, v in model.items() if k != "preset"})
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as error:
