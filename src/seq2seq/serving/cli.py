@@ -38,6 +38,9 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
                    help="characters over all texts of a request (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=defaults.timeout_s,
                    help="seconds a request may wait and decode (default: %(default)s)")
+    p.add_argument("--read-timeout", type=float, default=defaults.read_timeout_s, metavar="SECONDS",
+                   help="a request's headers and body must arrive within this; slower connections are closed "
+                   "(default: %(default)s)")
     p.add_argument("--micro-batch", type=int, default=defaults.micro_batch_inputs, metavar="N",
                    help="decode waiting requests with equal options together, up to N texts "
                    "(default: %(default)s; 0 = one request at a time)")
@@ -49,10 +52,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not args.timeout > 0:
         raise InputError(f"--timeout must be > 0, got {args.timeout}")
+    if not args.read_timeout > 0:
+        raise InputError(f"--read-timeout must be > 0, got {args.read_timeout}")
     if args.micro_batch < 0:
         raise InputError(f"--micro-batch must be >= 0, got {args.micro_batch}")
     limits = Limits(max_inputs=args.max_inputs, max_chars=args.max_chars, timeout_s=args.timeout,
-                    micro_batch_inputs=args.micro_batch)
+                    micro_batch_inputs=args.micro_batch, read_timeout_s=args.read_timeout)
     app = create_app([Path(run) for run in args.runs], limits, device=args.device, checkpoint=args.checkpoint)
     sock = bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
@@ -60,7 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logger.warning("listening on %s: anyone who can reach this machine can use the models", args.host)
     print(f"serving on http://{'[' + host + ']' if ':' in host else host}:{port}/  (Ctrl+C to stop)", file=sys.stderr)
     try:
-        uvicorn_server(app).run(sockets=[sock])
+        uvicorn_server(app, read_timeout_s=limits.read_timeout_s).run(sockets=[sock])
     except KeyboardInterrupt:
         pass  # uvicorn has already shut down cleanly and re-raises the signal for its caller
     return 0

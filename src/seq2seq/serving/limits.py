@@ -17,3 +17,4 @@ class Limits:
     max_queue: int = 256  # requests waiting per model (503 beyond)
     micro_batch_inputs: int = 64  # waiting requests merged up to this many texts; 0 = one request at a time
     max_attention_weights: int = 2_000_000  # attention weights in one response, about 16 MB of JSON (413 beyond)
+    read_timeout_s: float = 10.0  # a request's headers and body must arrive within this (the connection is closed beyond)

@@ -1,7 +1,7 @@
 """HTTP server: ``POST /v1/generate``, ``GET /v1/models``, ``GET /health`` and a web page at ``/``.
 
 Each model is loaded once, at start-up. All of a model's inference runs on one worker thread
-(:class:`ModelWorker`), so torch is never entered concurrently and the event loop stays free
+(:class:`seq2seq.serving.worker.ModelWorker`), so torch is never entered concurrently and the event loop stays free
 to accept requests; requests that wait with equal options are decoded as one batch. Every
 error is JSON ``{"error": message}`` (plus ``fields`` for a 422). No route takes a file path:
 the page's assets are read from this package once, and only the run directories named at
@@ -13,12 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
-from collections import deque
 from collections.abc import AsyncIterator
-from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -34,8 +31,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from seq2seq import __version__
 from seq2seq.api import Model, ModelInfo, Result, attention_rows, load
 from seq2seq.checkpoint import RunDirError
+from seq2seq.serving.connections import DeadlineH11Protocol, raise_open_file_limit
 from seq2seq.serving.limits import Limits
 from seq2seq.serving.translator import Generation, InputError
+from seq2seq.serving.worker import ModelWorker, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -156,107 +155,6 @@ class ApiError(Exception):
     def response(self) -> JSONResponse:
         fields = [FieldError(field=self.field, message=self.message)] if self.field else None
         return JSONResponse(ErrorOut(error=self.message, fields=fields).model_dump(exclude_none=True), self.status, self.headers)
-
-
-# ----------------------------------------------------------------------------- inference worker
-class Unavailable(Exception):
-    """The model takes no request now: too many are waiting, or the server is starting or stopping."""
-
-
-@dataclass(eq=False)
-class Job:
-    texts: list[str]
-    options: dict[str, object]  # keyword arguments of Model.generate
-    future: Future[list[Result]] = field(default_factory=Future)
-
-    @property
-    def mergeable(self) -> bool:
-        # A sampled output depends on the draws before it, so a seeded request stays
-        # reproducible only when decoded alone; search results do not depend on batch neighbours.
-        return not self.options.get("sample")
-
-
-class ModelWorker:
-    """The one thread that runs a model: requests queue here, and those waiting with equal
-    options are merged into one decoding call (up to ``merge_inputs`` texts; 0 = never).
-
-    Merging costs no waiting: a batch is whatever queued up while the previous one decoded.
-    A job cancelled while queued (its request timed out) is dropped unrun.
-    """
-
-    def __init__(self, model: Model, *, max_queue: int, merge_inputs: int) -> None:
-        self.model, self.max_queue, self.merge_inputs = model, max_queue, merge_inputs
-        self._queue: deque[Job] = deque()
-        self._ready = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._closing = False
-
-    def start(self) -> None:
-        self._closing = False
-        self._thread = threading.Thread(target=self._loop, name=f"seq2seq-{self.model.name}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Finish the queued jobs, then end the thread."""
-        with self._ready:
-            self._closing = True
-            self._ready.notify()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def submit(self, texts: list[str], options: dict[str, object]) -> Future[list[Result]]:
-        job = Job(texts, options)
-        with self._ready:
-            if self._thread is None or self._closing:
-                raise Unavailable(f"model {self.model.name!r} is not running (the server is starting or stopping)")
-            if len(self._queue) >= self.max_queue:
-                raise Unavailable(f"server busy: {len(self._queue)} requests are waiting for model {self.model.name!r}; retry shortly")
-            self._queue.append(job)
-            self._ready.notify()
-        return job.future
-
-    def _loop(self) -> None:
-        while (jobs := self._take()) is not None:
-            self._decode([job for job in jobs if job.future.set_running_or_notify_cancel()])
-
-    def _take(self) -> list[Job] | None:
-        """The oldest job plus the waiting jobs it can merge with; None once stopped and drained."""
-        with self._ready:
-            while not self._queue and not self._closing:
-                self._ready.wait()
-            if not self._queue:
-                return None
-            first = self._queue.popleft()
-            jobs, size = [first], len(first.texts)
-            for job in list(self._queue) if first.mergeable else []:
-                if job.mergeable and job.options == first.options and size + len(job.texts) <= self.merge_inputs:
-                    self._queue.remove(job)
-                    jobs.append(job)
-                    size += len(job.texts)
-            return jobs
-
-    def _decode(self, jobs: list[Job]) -> None:
-        if not jobs:
-            return
-        try:
-            results = self.model.generate([text for job in jobs for text in job.texts], **jobs[0].options)
-        except InputError as error:
-            if len(jobs) == 1:
-                jobs[0].future.set_exception(error)
-                return
-            for job in jobs:  # one at a time, so that a bad text fails only its own request
-                self._decode([job])
-            return
-        except Exception as error:  # reaches each waiting request, which answers 500
-            logger.exception("model %s failed on a batch of %d requests", self.model.name, len(jobs))
-            for job in jobs:
-                job.future.set_exception(error)
-            return
-        start = 0
-        for job in jobs:
-            job.future.set_result(results[start : start + len(job.texts)])
-            start += len(job.texts)
 
 
 # ----------------------------------------------------------------------------- app
@@ -451,6 +349,11 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_server(app: FastAPI, *, log_level: str = "info") -> uvicorn.Server:
-    """The server ``seq2seq serve`` runs; start it with ``.run(sockets=[bind_socket(host, port)])``."""
-    return uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_keep_alive=KEEP_ALIVE_S))
+def uvicorn_server(app: FastAPI, *, log_level: str = "info", read_timeout_s: float = Limits.read_timeout_s) -> uvicorn.Server:
+    """The server ``seq2seq serve`` runs; start it with ``.run(sockets=[bind_socket(host, port)])``.
+
+    Each request must arrive whole within ``read_timeout_s`` (see :mod:`seq2seq.serving.connections`),
+    and the process may hold as many connections as its hard limit on open files allows."""
+    raise_open_file_limit()
+    protocol = DeadlineH11Protocol.with_timeout(read_timeout_s)
+    return uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_keep_alive=KEEP_ALIVE_S, http=protocol))

@@ -1,0 +1,316 @@
+"""The server under hostile clients, on loopback: ``seq2seq serve`` in a child process, raw sockets.
+
+Idle and half-sent connections, byte-at-a-time requests, oversized and lying bodies, huge
+headers, raw path-traversal targets and fuzzed request bytes. After each, the server must still
+answer, its memory must stay bounded, and no response may contain a file from outside the run
+directory. ``test_fuzzed_requests_thorough`` (``pytest -m slow``) sends 1,000 fuzzed requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from helpers import train_tiny_run
+
+READ_TIMEOUT_S = 2.0
+# Files a path-traversal attempt would reach; their contents must never appear in a response.
+SECRET = "root:x:0:0"
+
+
+@dataclass
+class LiveServer:
+    process: subprocess.Popen
+    port: int
+
+    @property
+    def rss_kib(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+
+    def exchange(self, raw: bytes, *, timeout: float = 10.0) -> bytes:
+        """Send ``raw`` on a new connection; read until the server closes it, or until it has sent
+        something and then gone quiet (a kept-alive connection). No half-close: uvicorn closes a
+        connection at the client's end of stream, before it answers."""
+        with self.connect() as sock:
+            try:
+                sock.sendall(raw)
+            except OSError:  # the server answered and closed before reading everything
+                pass
+            return read_all(sock, first_s=timeout)
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        return parse_response(self.exchange(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()))
+
+    def post_generate(self, body: dict) -> tuple[int, bytes]:
+        data = json.dumps(body).encode()
+        head = f"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        return parse_response(self.exchange(head.encode() + data))
+
+    def assert_answering(self) -> None:
+        started = time.monotonic()
+        assert self.get("/health")[0] == 200
+        status, body = self.post_generate({"inputs": ["add 3 to total"], "attention": False})
+        assert status == 200 and json.loads(body)["results"][0]["generations"], body[:200]
+        assert time.monotonic() - started < 5, "the server answered, but slowly"
+
+
+def read_all(sock: socket.socket, *, first_s: float = 10.0, quiet_s: float = 0.3) -> bytes:
+    """What the server sends: wait up to ``first_s`` for the first bytes, then read until it closes
+    or sends nothing for ``quiet_s``."""
+    chunks = []
+    sock.settimeout(first_s)
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+            sock.settimeout(quiet_s)
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return b"".join(chunks)
+
+
+def parse_response(raw: bytes) -> tuple[int, bytes]:
+    """(status, body) of one HTTP/1.1 response; status 0 if the server sent none."""
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", raw)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if length := re.search(rb"(?im)^content-length: *(\d+)\r?$", head):
+        body = body[: int(length.group(1))]  # a second response (to pipelined bytes) may follow
+    return (int(match.group(1)) if match else 0), body
+
+
+def closed_by_server(sock: socket.socket, wait_s: float) -> bool:
+    """True once the server has closed ``sock`` (EOF or reset) within ``wait_s``."""
+    sock.settimeout(wait_s)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[LiveServer]:
+    run_dir = train_tiny_run(tmp_path_factory.mktemp("robust") / "tiny", "decode.max_len=20")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "seq2seq", "serve", str(run_dir), "--port", "0", "--device", "cpu",
+         "--read-timeout", str(READ_TIMEOUT_S)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+    )
+    port = None
+    deadline = time.monotonic() + 120
+    while port is None and time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line and process.poll() is not None:
+            raise RuntimeError(f"seq2seq serve exited with {process.returncode}")
+        if match := re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line):
+            port = int(match.group(1))
+    assert port, "seq2seq serve did not report its port"
+    # Keep draining its log so that the child never blocks on a full pipe.
+    import threading
+
+    threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
+    live = LiveServer(process, port)
+    for _ in range(100):
+        try:
+            if live.get("/health")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.1)
+    yield live
+    process.terminate()
+    process.wait(timeout=30)
+
+
+# ----------------------------------------------------------------------------- slow and idle clients
+def test_idle_and_half_sent_connections_are_closed_and_the_server_keeps_answering(server):
+    before = server.rss_kib
+    idle = [server.connect() for _ in range(150)]  # connect, send nothing
+    half_headers = [server.connect() for _ in range(150)]  # headers never finished
+    for sock in half_headers:
+        sock.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+    half_bodies = [server.connect() for _ in range(100)]  # 10 of 200 promised body bytes
+    for sock in half_bodies:
+        sock.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n{\"inputs\": ")
+    opened = idle + half_headers + half_bodies
+    try:
+        server.assert_answering()  # 400 stalled connections do not block anyone else
+        grown_mib = (server.rss_kib - before) / 1024
+        assert grown_mib < 64, f"400 stalled connections grew the server by {grown_mib:.0f} MiB"
+        started = time.monotonic()
+        still_open = [sock for sock in opened if not closed_by_server(sock, max(0.1, READ_TIMEOUT_S + 3 - (time.monotonic() - started)))]
+        assert not still_open, f"{len(still_open)} of {len(opened)} stalled connections still open after {READ_TIMEOUT_S + 3:g} s"
+        print(f"\n{len(opened)} stalled connections: server RSS +{grown_mib:.1f} MiB, all closed "
+              f"{time.monotonic() - started:.1f} s after the server answered around them")
+    finally:
+        for sock in opened:
+            sock.close()
+    server.assert_answering()
+
+
+def test_a_request_trickled_byte_by_byte_is_cut_off_at_the_deadline(server):
+    """Slowloris: bytes keep coming, but the request is never complete; the deadline is per request."""
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Padding: " + b"a" * 1000
+    with server.connect() as sock:
+        started, sent = time.monotonic(), 0
+        try:
+            while time.monotonic() - started < READ_TIMEOUT_S + 5:
+                sock.sendall(request[sent : sent + 1])
+                sent += 1
+                time.sleep(0.05)
+            closed_after = None
+        except (BrokenPipeError, ConnectionResetError):
+            closed_after = time.monotonic() - started
+    assert closed_after is not None, "a byte-at-a-time request held its connection past the deadline"
+    assert READ_TIMEOUT_S - 0.5 <= closed_after <= READ_TIMEOUT_S + 3
+    server.assert_answering()
+
+
+def test_a_kept_alive_connection_gets_a_fresh_deadline_per_request(server):
+    """A slow but steady client is not punished: each request on one connection has its own deadline
+    (the first counts from the connection's opening, the next ones from their first byte)."""
+    with server.connect() as sock:
+        for request in range(3):
+            if request:  # idle between requests: the keep-alive timer applies, not the read deadline
+                time.sleep(READ_TIMEOUT_S * 0.6)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(READ_TIMEOUT_S * 0.6)  # slow, but within this request's deadline
+            sock.sendall(b"\r\n")
+            reply = b""
+            while b'"status":"ok"' not in reply:
+                chunk = sock.recv(65536)
+                assert chunk, "the server closed a connection whose requests each arrived in time"
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 200")
+
+
+# ----------------------------------------------------------------------------- oversized input
+def test_an_oversized_body_is_refused_before_it_is_sent(server):
+    with server.connect() as sock:
+        sock.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 50000000\r\n\r\n")  # 50 MB promised, none sent
+        status, body = parse_response(read_all(sock, first_s=5))
+    assert status == 413 and b"at most 1000000" in body
+    server.assert_answering()
+
+
+def test_a_body_longer_than_its_content_length_is_not_read_past_it(server):
+    data = json.dumps({"inputs": ["add 3 to total"], "attention": False}).encode()
+    head = f"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+    # 2 MB of junk after the declared body: the server answers the request, then refuses the junk as
+    # a malformed next request (its headers limit) instead of buffering it.
+    raw = server.exchange(head + data + b"x" * 2_000_000, timeout=10)
+    assert raw.startswith(b"HTTP/1.1 200")
+    server.assert_answering()
+
+
+def test_huge_headers_are_a_400(server):
+    status, _ = parse_response(server.exchange(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"))
+    assert status == 400
+    server.assert_answering()
+
+
+# ----------------------------------------------------------------------------- what a request can read
+TRAVERSALS = [
+    "/static/../../../../etc/passwd", "/static/..%2f..%2f..%2f..%2fetc%2fpasswd", "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/static/..%252f..%252fetc%252fpasswd", "/static/....//....//etc/passwd", "/static/..\\..\\..\\etc\\passwd",
+    "/../../../../etc/passwd", "//etc/passwd", "/static//etc/passwd", "/static/%00../../etc/passwd",
+    "/static/index.html/../../../../etc/passwd", "/v1/models/..%2f..%2f..%2fetc%2fpasswd", "/v1/models/../../etc/passwd",
+    "http://127.0.0.1/etc/passwd", "/static/config.yaml", "/static/model.safetensors", "/config.yaml", "/run.json",
+]
+
+
+@pytest.mark.parametrize("target", TRAVERSALS)
+def test_raw_traversal_targets_read_nothing_outside_the_package(server, target):
+    raw = server.exchange(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    status, body = parse_response(raw)
+    assert status in (400, 404), raw[:300]
+    assert SECRET.encode() not in body and b'"dtype"' not in body and b"decoder:" not in body  # a weights file, a config
+
+
+def test_a_model_name_cannot_name_a_path(server):
+    for name in ("../../etc/passwd", "/etc/passwd", "tiny/../../etc", "tiny/config.yaml"):
+        status, body = server.post_generate({"inputs": ["add 3 to total"], "model": name})
+        assert status == 422 and b"unknown model" in body and SECRET.encode() not in body
+
+
+# ----------------------------------------------------------------------------- fuzzed requests
+METHODS = st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"BREW", b"", b"G\x00T"])
+TARGETS = st.one_of(st.sampled_from([b"/", b"/health", b"/v1/generate", b"/v1/models", b"/static/app.js", b"*"]),
+                    st.binary(max_size=80), st.text(max_size=60).map(lambda t: ("/" + t).encode("utf-8", "surrogatepass")))
+JSON_BODIES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+).map(lambda value: json.dumps(value).encode())
+GENERATE_BODIES = st.fixed_dictionaries(
+    {"inputs": st.lists(st.text(max_size=40), max_size=3)},
+    optional={"beam": st.integers(-3, 40), "nbest": st.integers(-3, 40), "max_len": st.integers(-3, 2000),
+              "sample": st.booleans(), "temperature": st.floats(-1, 20), "model": st.text(max_size=10),
+              "constrain": st.sampled_from(["python", "java", None]), "top_p": st.floats(-1, 2)},
+).map(lambda value: json.dumps(value).encode())
+BODIES = st.one_of(st.binary(max_size=300), JSON_BODIES, GENERATE_BODIES)
+HEADER_LINES = st.lists(st.sampled_from([
+    b"Content-Type: application/json", b"Content-Length: 5", b"Content-Length: -1", b"Content-Length: abc",
+    b"Content-Length: 99999999999999999999", b"Transfer-Encoding: chunked", b"Connection: keep-alive", b"Expect: 100-continue",
+    b"Host:", b"X: \x00\xff", b": nameless", b"Content-Type: text/plain",
+]), max_size=4)
+
+
+@st.composite
+def raw_requests(draw) -> bytes:
+    method, target, body = draw(METHODS), draw(TARGETS), draw(BODIES)
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1 extra", b""]))
+    headers = [b"Host: x"] + draw(HEADER_LINES)
+    if draw(st.booleans()):
+        headers.append(b"Content-Length: %d" % len(body))
+    return method + b" " + target + b" " + version + b"\r\n" + b"\r\n".join(headers) + b"\r\n\r\n" + body
+
+
+def check_fuzzed_request(server: LiveServer, raw: bytes) -> None:
+    """Every request gets an HTTP answer or a closed connection, never a 500 or a leaked file."""
+    reply = server.exchange(raw, timeout=READ_TIMEOUT_S + 5)
+    status, body = parse_response(reply)
+    assert status != 500 and not 501 <= status < 600 or status == 503, reply[:400]
+    if status >= 400 and body and b"application/json" in reply.partition(b"\r\n\r\n")[0]:  # HEAD: no body
+        assert "error" in json.loads(body)
+    assert SECRET.encode() not in reply
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=raw_requests())
+def test_fuzzed_requests(server, raw):
+    check_fuzzed_request(server, raw)
+
+
+@pytest.mark.slow
+@settings(max_examples=1000, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=raw_requests())
+def test_fuzzed_requests_thorough(server, raw):
+    check_fuzzed_request(server, raw)
+
+
+def test_the_server_survived_everything(server):
+    """Runs last in this module: after every test above the server still answers, with bounded memory."""
+    server.assert_answering()
+    assert server.process.poll() is None
+    assert server.rss_kib < 1024 * 1024, f"server RSS {server.rss_kib / 1024:.0f} MiB"
+    print(f"\nserver RSS after the module: {server.rss_kib / 1024:.0f} MiB")
