@@ -112,7 +112,9 @@ class Comparison:
         """(label, BucketScore field) of quality by source length: exact match where whole outputs
         are right or wrong (generated code, labels), token BLEU where partial credit is the metric
         (translation, CoNaLa)."""
-        return ("BLEU", "bleu") if self.task in ("sacrebleu", "conala") else ("EM", "exact_match")
+        if self.task in ("sacrebleu", "conala"):
+            return "BLEU", "bleu"
+        return ("accuracy" if self.task == "accuracy" else "EM"), "exact_match"
 
     def table_rows(self) -> tuple[list[str], list[list[str]]]:
         """The comparison table as a header and rows of cell texts (for Markdown and HTML).
@@ -244,7 +246,7 @@ def _plot(comparison: Comparison, corpus: Corpus, out_dir: Path, split: str, *, 
     label, name = comparison.length_metric
     scale = 1 if name == "bleu" else 100
     scores = {r.preset: [scale * getattr(b, name) for b in r.test.by_length] for r in comparison.results}
-    metric = "token BLEU" if name == "bleu" else "exact match (%)"
+    metric = "token BLEU" if name == "bleu" else f"{'accuracy' if label == 'accuracy' else 'exact match'} (%)"
     figures["quality_by_length.png"] = quality_by_length(buckets, scores, metric=metric)
     figures["grad_norm.png"] = grad_norm_curves(norm_curves, clip=clip)
     for r in comparison.results:  # one heatmap per attentive model
@@ -283,7 +285,7 @@ def _description(corpus: Corpus, config: RunConfig, split: str) -> list[str]:
         f"Scores on the `{split}` split with greedy decoding; the task's own metric where it has one "
         "(official CoNaLa BLEU, sacreBLEU on detokenized text, label accuracy); exact match and BLEU over target tokens; "
         "'parses' = share of outputs accepted by `ast.parse` (never executed). "
-        "EM / BLEU len = exact match (or token BLEU, for translation and CoNaLa) by source length in tokens. Gradient norm: the L2 norm of all gradients "
+        "EM / BLEU / accuracy len = exact match (token BLEU for translation and CoNaLa, accuracy for labels) by source length in tokens. Gradient norm: the L2 norm of all gradients "
         f"before clipping at {config.train.clip_norm:g}, its mean over training steps and its largest value; "
         "'steps clipped' = share of steps where it exceeded the threshold.",
     ]
