@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--sort", choices=("target", "source"), default="target")
     parser.add_argument("--adam", choices=("fused", "default"), default="fused")
+    parser.add_argument("--flop-batches", type=int, default=3, help="batches whose FLOPs are counted (after the timed ones)")
     args = parser.parse_args(argv)
     print("command:", shlex.join(["python", "bench/train_speed.py", *(argv if argv is not None else sys.argv[1:])]))
 
@@ -94,9 +95,34 @@ def main(argv: list[str] | None = None) -> int:
             totals[phase] += end - start
         tokens += n
     seconds = sum(totals.values())
-    print(f"target tokens/s {tokens / seconds:,.0f} over {args.batches} batches ({1000 * seconds / args.batches:.0f} ms/batch)")
+    tokens_per_s = tokens / seconds
+    print(f"target tokens/s {tokens_per_s:,.0f} over {args.batches} batches ({1000 * seconds / args.batches:.0f} ms/batch)")
     print("  " + ", ".join(f"{phase} {1000 * value / args.batches:.0f} ms" for phase, value in totals.items()))
+    flops_per_token = count_step_flops(model, batches[args.warmup : args.warmup + args.flop_batches], config)
+    parameters = count_parameters(model)
+    print(f"achieved {flops_per_token * tokens_per_s / 1e9:.1f} GFLOP/s counted ({flops_per_token / 1e6:.1f} MFLOP per target "
+          f"token: matrix products of forward and backward, torch.utils.flop_counter over {args.flop_batches} batches); "
+          f"{6 * parameters * tokens_per_s / 1e9:.1f} GFLOP/s by the 6 x parameters per token estimate")
     return 0
+
+
+def count_step_flops(model: torch.nn.Module, batches: list, config) -> float:
+    """Matrix-product FLOPs of forward + backward per target token, counted on ``batches`` with
+    ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, as FLOP/s figures usually count;
+    element-wise work is left out). The weights are not updated."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    total, tokens = 0, 0
+    for batch in batches:
+        model.zero_grad(set_to_none=True)
+        with FlopCounterMode(display=False) as counter:
+            logits, _ = model(batch.src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=config.train.teacher_forcing)
+            loss_sum, n = sequence_cross_entropy(logits, batch.tgt_output, pad_index=0, label_smoothing=config.train.label_smoothing)
+            (loss_sum / n).backward()
+        total += counter.get_total_flops()
+        tokens += n
+    model.zero_grad(set_to_none=True)
+    return total / max(tokens, 1)
 
 
 if __name__ == "__main__":
