@@ -550,3 +550,31 @@ def test_weights_only_file_cannot_be_resumed(run_copy):
     with pytest.raises(RunDirError, match="holds weights only, not a training checkpoint"):
         Trainer(model=load_run(run_copy).model, config=load_run_config(run_copy).train, pad_index=0,
                 device=torch.device("cpu"), run_dir=run_copy).resume()
+
+
+# Ways to run code: the builtins exec / eval / compile (not re.compile), and child processes or
+# shells (the package starts none; an execution-based metric would have to, with limits).
+RUNS_CODE = re.compile(r"(?<![\w.])(exec|eval|compile|__import__)\s*\(|\b(subprocess|os\s*\.\s*(system|popen|exec\w*|spawn\w*))\b|\bruntime\s*\.\s*exec\b")
+
+
+def test_generated_code_is_never_executed(tmp_path, monkeypatch):
+    """Parsing is the only thing done with generated code: no exec/eval/compile or child process in
+    the package, and an output that would write a file if run is only parsed."""
+    found = [
+        f"{path.relative_to(SRC)}:{number}: {code.strip()}"
+        for path in sorted(SRC.rglob("*.py"))
+        for number, code in _code_without_strings_and_comments(path)
+        if RUNS_CODE.search(code.replace(" . ", "."))  # "re . compile" -> "re.compile": a method, not the builtin
+    ]
+    assert found == [], "code that can run generated text:\n" + "\n".join(found)
+    assert RUNS_CODE.search("exec ( text )") and RUNS_CODE.search("import subprocess")
+    assert not RUNS_CODE.search("re.compile ( x )") and not RUNS_CODE.search("model.eval ( )")
+
+    from seq2seq.evaluation.metrics import parse_rate, parses
+
+    marker = tmp_path / "ran"
+    payload = f"__import__('pathlib').Path({str(marker)!r}).write_text('x')"
+    monkeypatch.setattr("builtins.exec", lambda *a, **k: pytest.fail("exec called"))
+    monkeypatch.setattr("builtins.eval", lambda *a, **k: pytest.fail("eval called"))
+    assert parses(payload) and parse_rate([payload, "x = ("]) == 0.5
+    assert not marker.exists()
