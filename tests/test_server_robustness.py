@@ -202,6 +202,20 @@ def test_a_kept_alive_connection_gets_a_fresh_deadline_per_request(server):
             assert reply.startswith(b"HTTP/1.1 200")
 
 
+def test_a_pipelined_partial_request_gets_a_deadline_too(server):
+    """A complete request followed, in the same packet, by one whose body never finishes: the first
+    is answered, then the connection is closed at the second's deadline."""
+    with server.connect() as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 200\r\n\r\n{\"inputs\": ")
+        started = time.monotonic()
+        reply = read_all(sock, first_s=5, quiet_s=READ_TIMEOUT_S + 5)  # until the server closes
+        elapsed = time.monotonic() - started
+    assert reply.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in reply
+    assert elapsed <= READ_TIMEOUT_S + 3, f"closed after {elapsed:.1f} s"
+
+
 # ----------------------------------------------------------------------------- oversized input
 def test_an_oversized_body_is_refused_before_it_is_sent(server):
     with server.connect() as sock:

@@ -43,7 +43,7 @@ class DeadlineH11Protocol(H11Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if self._read_deadline is None and self.conn.their_state is h11.IDLE:
+        if self._read_deadline is None and self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
             self._arm()  # the first bytes of the next request on a kept-alive connection
         super().data_received(data)
         self._disarm_when_read()
@@ -51,6 +51,15 @@ class DeadlineH11Protocol(H11Protocol):
     def handle_events(self) -> None:
         super().handle_events()
         self._disarm_when_read()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # A pipelined request that arrived while the last one was answered, and is still partial.
+        state = self.conn.their_state
+        if self._read_deadline is None and not self.transport.is_closing() and (
+            state is h11.SEND_BODY or (state is h11.IDLE and self.conn.trailing_data[0])
+        ):
+            self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
