@@ -234,6 +234,28 @@ def test_full_queue_is_503_with_retry_after(run_dir):
 
 
 # ----------------------------------------------------------------------------- several models, info, health
+def test_int8_and_onnx_serving_give_the_float_models_outputs(run_dir, tmp_path):
+    """serve --quantize int8 / --runtime onnx answer like the float torch model, and /v1/models says which."""
+    pytest.importorskip("onnxruntime", reason="the [onnx] extra is not installed")
+    from seq2seq.export import export_run
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(run_dir, copy)
+    export_run(copy)
+    body = {"inputs": TEXTS, "beam": 3, "nbest": 2, "attention": False}
+    answers = {}
+    for options in ({}, {"quantize": "int8"}, {"runtime": "onnx"}):
+        with TestClient(create_app([copy], LIMITS, device="cpu", **options)) as client:
+            response = client.post("/v1/generate", json=body)
+            assert response.status_code == 200, response.text
+            answers[str(options)] = [[g["text"] for g in r["generations"]] for r in response.json()["results"]]
+            info = client.get("/v1/models").json()[0]
+            assert (info["weights"], info["runtime"]) == (options.get("quantize", "float32"), options.get("runtime", "torch"))
+    assert answers["{'runtime': 'onnx'}"] == answers["{}"]  # float32 either way
+    # int8 weights move the scores a little: this one-epoch model's near-tied runners-up may swap.
+    assert [nbest[0] for nbest in answers["{'quantize': 'int8'}"]] == [nbest[0] for nbest in answers["{}"]]
+
+
 def test_several_models_are_chosen_by_name(run_dir, tmp_path):
     text = tmp_path / "text"  # the same weights read as a text model: its outputs are not Python code
     shutil.copytree(run_dir, text)

@@ -79,6 +79,8 @@ class ModelInfo:
     target: Literal["python", "text"]
     max_len: int  # the default output length limit
     device: str
+    weights: Literal["float32", "int8"] = "float32"  # int8: dynamically quantized for CPU decoding
+    runtime: Literal["torch", "onnx"] = "torch"
     training: dict[str, Any] = field(default_factory=dict)  # run.json and the per-epoch records of metrics.jsonl
     evaluations: dict[str, Any] = field(default_factory=dict)  # eval_<split>*.json by file stem
 
@@ -86,9 +88,10 @@ class ModelInfo:
 class Model:
     """A trained model loaded once from a run directory; see :func:`load`."""
 
-    def __init__(self, translator: Translator, *, name: str) -> None:
+    def __init__(self, translator: Translator, *, name: str, quantize: str | None = None, runtime: str = "torch") -> None:
         self.translator = translator
         self.name = name
+        self.quantize, self.runtime = quantize, runtime
 
     @property
     def is_code(self) -> bool:
@@ -140,20 +143,30 @@ class Model:
             target="python" if self.is_code else "text",
             max_len=run.config.decode.max_len,
             device=str(run.device),
+            weights="int8" if self.quantize == "int8" else "float32",
+            runtime="onnx" if self.runtime == "onnx" else "torch",
             training=_training_summary(run.run_dir),
             evaluations={path.stem: _read_json(path) for path in sorted(run.run_dir.glob("eval_*.json"))},
         )
 
 
-def load(run_dir: str | PathLike[str], *, device: str = "auto", checkpoint: Literal["best", "last"] = "best") -> Model:
+def load(
+    run_dir: str | PathLike[str], *, device: str = "auto", checkpoint: Literal["best", "last"] = "best",
+    quantize: Literal["int8"] | None = None, runtime: Literal["torch", "onnx"] = "torch",
+) -> Model:
     """Load the ``best`` (or ``last``) weights of a run directory made by ``seq2seq train``.
 
     ``device`` is ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
-    ``"cuda:N"``. A missing or incomplete run directory raises
-    :class:`~seq2seq.checkpoint.RunDirError`; an unavailable device, ``ValueError``.
+    ``"cuda:N"``. ``quantize="int8"`` decodes with int8 weights (CPU only; about 2x faster, see
+    docs/BENCHMARKS.md); ``runtime="onnx"`` decodes with the run's ONNX export (``seq2seq export``)
+    through onnxruntime on the CPU. A missing or incomplete run directory raises
+    :class:`~seq2seq.checkpoint.RunDirError`; an unavailable device or a bad option, ``ValueError``.
     """
     path = Path(run_dir)
-    return Model(Translator.from_run_dir(path, which=checkpoint, device=device), name=path.resolve().name)
+    if quantize is not None or runtime != "torch":
+        device = "cpu" if device == "auto" else device  # both decode on the CPU only
+    translator = Translator.from_run_dir(path, which=checkpoint, device=device, quantize=quantize, runtime=runtime)
+    return Model(translator, name=path.resolve().name, quantize=quantize, runtime=runtime)
 
 
 def _read_json(path: Path) -> Any:

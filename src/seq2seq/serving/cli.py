@@ -32,6 +32,10 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=_port, default=8000, help="port (default: 8000; 0 = any free port)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="weights to serve (default: best)")
+    p.add_argument("--quantize", choices=["int8"],
+                   help="decode with int8 weights (dynamic quantization; CPU only, about 2x faster, see docs/BENCHMARKS.md)")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                   help="onnx: decode with each run's ONNX export (seq2seq export RUN) through onnxruntime, on the CPU")
     p.add_argument("--max-inputs", type=_positive_int, default=defaults.max_inputs,
                    help="texts per request (default: %(default)s)")
     p.add_argument("--max-chars", type=_positive_int, default=defaults.max_chars,
@@ -58,7 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InputError(f"--micro-batch must be >= 0, got {args.micro_batch}")
     limits = Limits(max_inputs=args.max_inputs, max_chars=args.max_chars, timeout_s=args.timeout,
                     micro_batch_inputs=args.micro_batch, read_timeout_s=args.read_timeout)
-    app = create_app([Path(run) for run in args.runs], limits, device=args.device, checkpoint=args.checkpoint)
+    app = create_app([Path(run) for run in args.runs], limits, device=args.device, checkpoint=args.checkpoint,
+                     quantize=args.quantize, runtime=args.runtime)
     sock = bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
     if not _is_loopback(args.host):

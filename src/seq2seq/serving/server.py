@@ -164,11 +164,13 @@ class Served:
     worker: ModelWorker
 
 
-def create_app(runs: list[Path], limits: Limits = Limits(), *, device: str = "auto", checkpoint: str = "best") -> FastAPI:
-    """Load every run once and return the app; a missing run or a name clash raises :class:`RunDirError`."""
+def create_app(runs: list[Path], limits: Limits = Limits(), *, device: str = "auto", checkpoint: str = "best",
+               quantize: str | None = None, runtime: str = "torch") -> FastAPI:
+    """Load every run once (as :func:`seq2seq.load` does, with the same options) and return the app;
+    a missing run or a name clash raises :class:`RunDirError`."""
     served = {}
     for run_dir in runs:
-        model = load(run_dir, device=device, checkpoint=checkpoint)
+        model = load(run_dir, device=device, checkpoint=checkpoint, quantize=quantize, runtime=runtime)
         if model.name in served:
             raise RunDirError(f"{run_dir}: two runs are named {model.name!r}; serve runs whose folder names differ")
         served[model.name] = Served(model, ModelWorker(model, max_queue=limits.max_queue, merge_inputs=limits.micro_batch_inputs))
