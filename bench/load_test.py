@@ -46,11 +46,11 @@ class Tally:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
-def serve(run_dir: str, micro_batch: int, port_to: Connection) -> None:
+def serve(run_dir: str, micro_batch: int, quantize: str | None, port_to: Connection) -> None:
     """Child process: what ``seq2seq serve RUN --port 0 --micro-batch N`` does, reporting its port."""
     from seq2seq.serving.server import Limits, bind_socket, create_app, uvicorn_server
 
-    app = create_app([Path(run_dir)], Limits(micro_batch_inputs=micro_batch), device="cpu")
+    app = create_app([Path(run_dir)], Limits(micro_batch_inputs=micro_batch), device="cpu", quantize=quantize)
     sock = bind_socket("127.0.0.1", 0)
     port_to.send(sock.getsockname()[1])
     uvicorn_server(app, log_level="warning").run(sockets=[sock])
@@ -113,7 +113,8 @@ def report(tally: Tally, elapsed: float, args: argparse.Namespace) -> str:
     return "\n".join([
         f"command:    python bench/load_test.py {shlex.join(args.argv)}",
         f"load:       {args.clients} concurrent clients, {done + errors} requests of 1 input "
-        f"({'greedy' if args.beam == 1 else f'beam {args.beam}'}), micro-batch {args.micro_batch}",
+        f"({'greedy' if args.beam == 1 else f'beam {args.beam}'}), micro-batch {args.micro_batch}"
+        f"{', int8 weights' if args.quantize else ''}",
         f"throughput: {done / elapsed:.1f} requests/s over {elapsed:.1f} s",
         f"latency:    p50 {cuts[49] * 1000:.0f} ms, p99 {cuts[98] * 1000:.0f} ms",
         f"errors:     {errors}" + (f" {tally.errors}" if errors else ""),
@@ -139,6 +140,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=bounded(1, 600, float), default=120, help="stop sending after this (default: 120)")
     parser.add_argument("--beam", type=bounded(1, 16), default=1, help="beam size of every request (default: 1, greedy)")
     parser.add_argument("--micro-batch", type=bounded(0, 1024), default=64, help="server --micro-batch (default: 64; 0 = off)")
+    parser.add_argument("--quantize", choices=["int8"], help="server --quantize int8")
     args = parser.parse_args(argv)
     if (args.run is None) == (not args.quick):
         parser.error("give a run directory or --quick (not both)")
@@ -153,7 +155,7 @@ def main(argv: list[str]) -> int:
         run_dir = train_quick_run(Path(scratch)) if args.quick else Path(args.run)
         receive_port, send_port = multiprocessing.Pipe(duplex=False)
         server = multiprocessing.get_context("spawn").Process(
-            target=serve, args=(str(run_dir), args.micro_batch, send_port), daemon=True
+            target=serve, args=(str(run_dir), args.micro_batch, args.quantize, send_port), daemon=True
         )
         server.start()
         try:
