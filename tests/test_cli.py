@@ -395,3 +395,14 @@ def test_compare_on_real_tasks_reports_each_tasks_own_metric(tmp_path, capsys):
         rows = json.loads((out / "results.json").read_text())
         assert {r["test"]["task"]["metric"] for r in rows} == {"accuracy" if task == "sst2" else "sacrebleu"}
         assert (out / "attention_lstm-attention.png").stat().st_size > 1000
+
+
+def test_task_with_a_config_file_uses_the_files_data_path(tmp_path, monkeypatch):
+    from seq2seq.cli import _config_from_args, build_parser
+
+    monkeypatch.setenv("SEQ2SEQ_DATA", str(tmp_path / "nowhere"))  # the default folder is missing
+    (tmp_path / "mine").mkdir()
+    config_file = tmp_path / "sst2.yaml"
+    config_file.write_text(f"data:\n  path: {tmp_path / 'mine'}\n")
+    config = _config_from_args(build_parser().parse_args(["train", str(config_file), "--task", "sst2"]))
+    assert config.data.path == str(tmp_path / "mine") and config.data.format == "tsv"

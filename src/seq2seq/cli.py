@@ -69,7 +69,12 @@ def _config_sources(args: argparse.Namespace) -> tuple[dict, list[str]]:
     if getattr(args, "task", None):
         # The task's reader, tokenizers and limits under the config file's own settings;
         # --data only moves the folder (the format is the task's, not inferred).
-        return deep_merge(task_config(args.task, args.data), base), overrides + list(getattr(args, "set", None) or [])
+        file_data = base.get("data") or {}
+        folder = args.data or (file_data.get("path") if args.task != "builtin" else None)  # --data, else the file's path
+        merged = deep_merge(task_config(args.task, None if folder is None else str(folder)), base)
+        if args.data:
+            merged["data"]["path"] = str(Path(args.data))
+        return merged, overrides + list(getattr(args, "set", None) or [])
     if getattr(args, "data", None):
         # Set directly, not as a "key=value" override: a folder named 2024 or null must stay a string.
         data_path = Path(args.data)
