@@ -69,10 +69,10 @@ def _config_sources(args: argparse.Namespace) -> tuple[dict, list[str]]:
     if getattr(args, "task", None):
         # The task's reader, tokenizers and limits under the config file's own settings;
         # --data only moves the folder (the format is the task's, not inferred).
-        file_data = base.get("data") or {}
+        file_data = base.get("data") if isinstance(base.get("data"), dict) else {}  # a wrong type: build_config says so
         folder = args.data or (file_data.get("path") if args.task != "builtin" else None)  # --data, else the file's path
         merged = deep_merge(task_config(args.task, None if folder is None else str(folder)), base)
-        if args.data:
+        if args.data and isinstance(merged.get("data"), dict):
             merged["data"]["path"] = str(Path(args.data))
         return merged, overrides + list(getattr(args, "set", None) or [])
     if getattr(args, "data", None):
