@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -125,8 +126,6 @@ def server(tmp_path_factory) -> Iterator[LiveServer]:
             port = int(match.group(1))
     assert port, "seq2seq serve did not report its port"
     # Keep draining its log so that the child never blocks on a full pipe.
-    import threading
-
     threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
     live = LiveServer(process, port)
     for _ in range(100):

@@ -45,8 +45,7 @@ class DeadlineH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._read_deadline is None and self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
             self._arm()  # the first bytes of the next request on a kept-alive connection
-        super().data_received(data)
-        self._disarm_when_read()
+        super().data_received(data)  # parses through handle_events, which disarms once the request is in
 
     def handle_events(self) -> None:
         super().handle_events()
