@@ -151,7 +151,7 @@ class Model:
 
 
 def load(
-    run_dir: str | PathLike[str], *, device: str = "auto", checkpoint: Literal["best", "last"] = "best",
+    run_dir: str | PathLike[str], *, device: str = "auto", checkpoint: Literal["best", "last", "averaged"] = "best",
     quantize: Literal["int8"] | None = None, runtime: Literal["torch", "onnx"] = "torch",
 ) -> Model:
     """Load the ``best`` (or ``last``) weights of a run directory made by ``seq2seq train``.

@@ -39,6 +39,7 @@ from seq2seq.training.checkpointing import (
 )
 
 RUN_MARKER = "run.json"
+CHECKPOINTS = ("best", "last", "averaged")  # the weights a run directory can hold; averaged: `seq2seq average`
 
 
 def init_run_dir(
@@ -154,11 +155,11 @@ def load_run(
     quantize: str | None = None,
     runtime: str = "torch",
 ) -> LoadedRun:
-    """Rebuild the model of a run directory and load its ``best`` or ``last`` weights
+    """Rebuild the model of a run directory and load its ``best``, ``last`` or ``averaged`` weights
     (``quantize="int8"``: then quantize it for CPU decoding, see :mod:`seq2seq.models.quantize`;
     ``runtime="onnx"``: decode with the run's ONNX export instead, see :mod:`seq2seq.export`)."""
-    if which not in ("best", "last"):
-        raise ValueError(f"which={which!r}; expected 'best' or 'last'")
+    if which not in CHECKPOINTS:
+        raise ValueError(f"which={which!r}; expected one of {', '.join(CHECKPOINTS)}")
     if runtime not in ("torch", "onnx"):
         raise ValueError(f"runtime={runtime!r}; expected 'torch' or 'onnx'")
     if runtime == "onnx" and (quantize is not None or torch.device(device).type != "cpu"):
@@ -168,6 +169,8 @@ def load_run(
     model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab), pad_index=Vocab.pad_index)
     weights = run_dir / f"{which}.safetensors"
     if not weights.exists():
+        if which == "averaged":
+            raise RunDirError(f"{weights}: not found; write it first with: seq2seq average {run_dir} --last 5")
         raise RunDirError(f"{weights}: not found; no epoch of this run has finished with a finite validation loss")
     load_weights(model, weights)
     device = torch.device(device)

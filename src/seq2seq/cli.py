@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from seq2seq import __version__
-from seq2seq.checkpoint import RunDirError
+from seq2seq.checkpoint import CHECKPOINTS, RunDirError
 from seq2seq.config import PRESETS, ConfigError, RunConfig, build_config, deep_merge, load_config_file
 from seq2seq.data.example import DataError
 from seq2seq.data.named_tasks import TASKS, task_config
@@ -259,6 +259,7 @@ def _read_input_lines(file: str | None) -> list[str]:
 
 
 QUANTIZE_HELP = "decode with int8 weights (dynamic quantization; CPU only, about 2x faster, see docs/BENCHMARKS.md)"
+CHECKPOINT_HELP = "weights to use: best (lowest validation loss), last, or averaged (written by seq2seq average)"
 RUNTIME_HELP = "onnx: decode with the run's ONNX export (seq2seq export RUN) through onnxruntime, on the CPU"
 
 
@@ -289,6 +290,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"wrote {folder / 'encoder.onnx'}, {folder / 'decoder_step.onnx'} and {folder / 'onnx.json'}")
     print(f"decode with it: seq2seq generate {args.run} --runtime onnx \"TEXT\"  (or seq2seq evaluate {args.run} --runtime onnx)")
     return 0
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    from seq2seq.training.averaging import average_run
+
+    epochs = _epoch_list(args.epochs) if args.epochs else None
+    path, chosen = average_run(Path(args.run), last=args.last, epochs=epochs)
+    print(f"wrote {path}: the mean of the weights of epochs {', '.join(map(str, chosen))}")
+    print(f"evaluate it: seq2seq evaluate {args.run} --checkpoint averaged")
+    return 0
+
+
+def _epoch_list(text: str) -> list[int]:
+    try:
+        epochs = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--epochs {text!r}: expected comma-separated epoch numbers, e.g. 6,7,8") from None
+    if not epochs or min(epochs) < 1:
+        raise ConfigError(f"--epochs {text!r}: expected comma-separated epoch numbers from 1, e.g. 6,7,8")
+    return epochs
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -362,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot-probs", metavar="PNG", help="save a bar chart of the top-10 next-token candidates at --plot-step")
     p.add_argument("--plot-step", type=_positive_int, default=1, help="output step for --plot-probs (1 = first token)")
     p.add_argument("--plot-nbest", metavar="PNG", help="save a bar chart of the first input's n-best outputs and scores")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", choices=list(CHECKPOINTS), default="best", help=CHECKPOINT_HELP)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quantize", choices=["int8"], help=QUANTIZE_HELP)
     p.add_argument("--runtime", choices=["torch", "onnx"], default="torch", help=RUNTIME_HELP)
@@ -375,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=_positive_int, default=1, help="beam size (1 = greedy, the default)")
     p.add_argument("--constrain", choices=["python"],
                    help="Python outputs: prune prefixes whose brackets cannot balance and, with --beam, prefer outputs that ast.parse accepts")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", choices=list(CHECKPOINTS), default="best", help=CHECKPOINT_HELP)
     p.add_argument("--device", default="auto")
     p.add_argument("--quantize", choices=["int8"], help=QUANTIZE_HELP)
     p.add_argument("--runtime", choices=["torch", "onnx"], default="torch", help=RUNTIME_HELP)
@@ -398,8 +419,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a run's model for another runtime (ONNX: encoder + decoder step)")
     p.add_argument("run", help="run directory")
     p.add_argument("--format", choices=["onnx"], default="onnx")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", choices=list(CHECKPOINTS), default="best", help=CHECKPOINT_HELP)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("average", help="average the weights of a run's last epochs into averaged.safetensors")
+    p.add_argument("run", help="run directory (trained with train.keep_epoch_checkpoints > 0)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--last", type=_positive_int, help="average the last N kept epochs (default: all kept)")
+    group.add_argument("--epochs", help="average these epochs, e.g. 6,7,8")
+    p.set_defaults(func=cmd_average)
 
     add_serve_command(sub)
     return parser

@@ -162,6 +162,10 @@ class TrainConfig(_Strict):
     teacher_forcing: float = Field(default=0.5, ge=0.0, le=1.0)
     clip_norm: float = Field(default=1.0, gt=0)
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    word_dropout: float = Field(
+        default=0.0, ge=0.0, lt=1.0,
+        description="share of source tokens replaced by <unk> in each training batch (Iyyer et al. 2015's word dropout)",
+    )
     lr_factor: float = Field(default=0.5, gt=0, lt=1)
     lr_patience: int = Field(default=1, ge=0)
     min_learning_rate: float = Field(default=1e-5, ge=0)
@@ -170,6 +174,10 @@ class TrainConfig(_Strict):
     seed: int = 42
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (None = torch default)")
+    keep_epoch_checkpoints: int = Field(
+        default=0, ge=0,
+        description="keep the weights of the last N epochs as epoch-<k>.safetensors, for `seq2seq average`",
+    )
     on_nonfinite: Literal["stop", "skip"] = Field(
         default="stop", description="a NaN/inf training loss: stop with an error, or skip the batch (counted per epoch)"
     )

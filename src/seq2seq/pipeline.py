@@ -181,7 +181,8 @@ def evaluate_run(
     name = f"eval_{split}" + (f"_beam{beam_size}" if beam_size > 1 else "") + ("_python" if constrain_python else "")
     name += f"_{quantize}" if quantize else ""
     name += "_onnx" if runtime == "onnx" else ""
-    summary = {**report.summary(), "beam_size": beam_size, "constrain": "python" if constrain_python else None,
-               "quantize": quantize, "runtime": runtime}
+    name += f"_{which}" if which != "best" else ""  # other weights never overwrite the best weights' report
+    summary = {**report.summary(), "checkpoint": which, "beam_size": beam_size,
+               "constrain": "python" if constrain_python else None, "quantize": quantize, "runtime": runtime}
     atomic_write_text(run_dir / f"{name}.json", json.dumps(summary, indent=2))
     return report

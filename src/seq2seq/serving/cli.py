@@ -31,7 +31,8 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=_port, default=8000, help="port (default: 8000; 0 = any free port)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="weights to serve (default: best)")
+    p.add_argument("--checkpoint", choices=["best", "last", "averaged"], default="best",
+                   help="weights to serve: best (the default), last, or averaged (written by seq2seq average)")
     p.add_argument("--quantize", choices=["int8"],
                    help="decode with int8 weights (dynamic quantization; CPU only, about 2x faster, see docs/BENCHMARKS.md)")
     p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",

@@ -28,7 +28,9 @@ from torch import nn
 
 from seq2seq.config import TrainConfig, short_repr
 from seq2seq.data.batching import Batch, EncodedPair, bucketed_batches
+from seq2seq.data.vocab import Vocab
 from seq2seq.models.seq2seq import Seq2Seq
+from seq2seq.training.averaging import epoch_checkpoints, epoch_weights_path
 from seq2seq.training.checkpointing import (
     RunDirError,
     atomic_write_text,
@@ -40,6 +42,7 @@ from seq2seq.training.checkpointing import (
 from seq2seq.training.loss import sequence_cross_entropy
 from seq2seq.training.stats import EpochStats
 from seq2seq.training.validation import mean_reference_loss
+from seq2seq.training.word_dropout import word_dropout
 
 logger = logging.getLogger(__name__)
 
@@ -228,10 +231,17 @@ class Trainer:
         }
         if improved:
             save_weights(self.model, self.run_dir / "best.safetensors", metadata={"epoch": str(self.epoch)})
+        keep = self.config.keep_epoch_checkpoints
+        if keep:
+            save_weights(self.model, epoch_weights_path(self.run_dir, self.epoch), metadata={"epoch": str(self.epoch)})
         save_checkpoint(
             self.run_dir / "last.safetensors",
             model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, counters=counters,
         )
+        if keep:  # only once `last` is in place: a resume repeats this epoch and rewrites its file
+            for epoch, path in epoch_checkpoints(self.run_dir).items():
+                if epoch <= self.epoch - keep or epoch > self.epoch:
+                    path.unlink(missing_ok=True)
 
     def _log_metric(self, record: dict) -> None:
         if self.run_dir is None:
@@ -245,8 +255,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _loss(self, batch: Batch, *, teacher_forcing: float) -> tuple[torch.Tensor, int]:
+        src = batch.src
+        if self.config.word_dropout > 0:
+            src = word_dropout(src, batch.src_mask, rate=self.config.word_dropout, unk_index=Vocab.unk_index)
         logits, _ = self.model(
-            batch.src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=teacher_forcing,
+            src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=teacher_forcing,
             src_copy=batch.src_copy,
         )
         return sequence_cross_entropy(
