@@ -15,7 +15,7 @@ Layout::
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,3 +189,48 @@ def load_run(
     except RuntimeError as error:  # SentencePiece's message for a corrupt model file
         raise RunDirError(f"{run_dir}: a subword model cannot be read: {error}") from None
     return LoadedRun(run_dir, config, model, src_vocab, tgt_vocab, src_tokenizer, tgt_tokenizer, device, subword_models)
+
+
+# The data settings that decide how a text becomes ids and ids become text: ensemble members must agree.
+_TEXT_SETTINGS = ("src_tokenizer", "tgt_tokenizer", "lowercase_src", "lowercase_tgt", "src_subwords", "tgt_subwords",
+                  "slots", "src_lang", "tgt_lang")
+
+
+def load_ensemble(
+    run_dirs: Sequence[Path],
+    *,
+    which: str = "best",
+    device: torch.device | str = "cpu",
+    quantize: str | None = None,
+) -> LoadedRun:
+    """The runs of ``run_dirs`` as one :class:`~seq2seq.models.ensemble.Ensemble` (the mean of their
+    output distributions). The first run gives the configuration, vocabularies and tokenizers; every
+    other run must have the same vocabularies, subword models and text settings, or it is refused
+    with a RunDirError that names it and what differs."""
+    from seq2seq.models.ensemble import Ensemble
+
+    if not run_dirs:
+        raise ValueError("an ensemble needs at least one run directory")
+    runs = [load_run(run_dir, which=which, device=device, quantize=quantize) for run_dir in run_dirs]
+    first = runs[0]
+    for run in runs[1:]:
+        problems = [
+            f"the {side} vocabulary ({len(getattr(run, f'{side}_vocab'))} vs {len(getattr(first, f'{side}_vocab'))} tokens)"
+            for side in ("src", "tgt")
+            if getattr(run, f"{side}_vocab").itos != getattr(first, f"{side}_vocab").itos
+        ]
+        problems += [
+            f"data.{key} ({getattr(run.config.data, key)!r} vs {getattr(first.config.data, key)!r})"
+            for key in _TEXT_SETTINGS
+            if getattr(run.config.data, key) != getattr(first.config.data, key)
+        ]
+        if run.subword_models != first.subword_models:
+            problems.append("the subword models")
+        if problems:
+            raise RunDirError(
+                f"{run.run_dir}: cannot join an ensemble with {first.run_dir}: {', '.join(problems)} differ; "
+                "ensemble members must be trained on the same data with the same vocabularies"
+            )
+    model = Ensemble([run.model for run in runs]).eval()
+    return LoadedRun(first.run_dir, first.config, model, first.src_vocab, first.tgt_vocab, first.src_tokenizer,
+                     first.tgt_tokenizer, first.device, first.subword_models)

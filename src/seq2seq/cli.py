@@ -151,6 +151,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if not any(line.strip() for line in lines):
             raise InputError(f"{args.file or 'stdin'}: no input lines")
     translator = Translator.from_run_dir(Path(args.run), which=args.checkpoint, device=args.device, quantize=args.quantize,
+                                         ensemble=[Path(run) for run in args.ensemble or ()],
                                          runtime=args.runtime)
     # Blank input lines give blank output lines, so output line N always answers input line N.
     wanted = [i for i, line in enumerate(lines) if line.strip() or args.text is not None]
@@ -260,6 +261,8 @@ def _read_input_lines(file: str | None) -> list[str]:
 
 QUANTIZE_HELP = "decode with int8 weights (dynamic quantization; CPU only, about 2x faster, see docs/BENCHMARKS.md)"
 CHECKPOINT_HELP = "weights to use: best (lowest validation loss), last, or averaged (written by seq2seq average)"
+ENSEMBLE_HELP = ("decode with this run's model too (repeatable): the ensemble predicts the mean of the models' "
+                 "distributions; the runs must share vocabularies and tokenizers")
 RUNTIME_HELP = "onnx: decode with the run's ONNX export (seq2seq export RUN) through onnxruntime, on the CPU"
 
 
@@ -275,7 +278,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate_run(Path(args.run), split=args.split, which=args.checkpoint, device=args.device,
                           output=Path(args.output) if args.output else None, beam_size=args.beam,
-                          constrain_python=args.constrain == "python", quantize=args.quantize, runtime=args.runtime)
+                          constrain_python=args.constrain == "python", quantize=args.quantize, runtime=args.runtime,
+                          ensemble=[Path(run) for run in args.ensemble or ()])
     decoding = f"beam {args.beam}" if args.beam > 1 else "greedy"
     print(_report_line(args.split, report) + f"  ({decoding}{', python constraint' if args.constrain else ''})")
     for bucket in report.by_length:
@@ -387,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quantize", choices=["int8"], help=QUANTIZE_HELP)
     p.add_argument("--runtime", choices=["torch", "onnx"], default="torch", help=RUNTIME_HELP)
+    p.add_argument("--ensemble", action="append", metavar="RUN", help=ENSEMBLE_HELP)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("evaluate", help="score a run on a split of its data")
@@ -400,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--quantize", choices=["int8"], help=QUANTIZE_HELP)
     p.add_argument("--runtime", choices=["torch", "onnx"], default="torch", help=RUNTIME_HELP)
+    p.add_argument("--ensemble", action="append", metavar="RUN", help=ENSEMBLE_HELP)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(

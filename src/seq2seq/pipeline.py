@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from seq2seq.checkpoint import init_run_dir, load_run, load_run_config, load_subword_models, load_vocabs
+from seq2seq.checkpoint import init_run_dir, load_ensemble, load_run, load_run_config, load_subword_models, load_vocabs
 from seq2seq.config import ConfigError, RunConfig, short_repr
 from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.data.vocab import Vocab
@@ -160,12 +161,19 @@ def evaluate_run(
     constrain_python: bool = False,
     quantize: str | None = None,
     runtime: str = "torch",
+    ensemble: Sequence[Path] = (),
 ) -> EvalReport:
     """Evaluate a trained run on one split of its own data (as configured in the run);
     ``quantize="int8"`` decodes with an int8-quantized copy of the model (CPU only);
-    ``runtime="onnx"`` with the run's ONNX export through onnxruntime (CPU only)."""
+    ``runtime="onnx"`` with the run's ONNX export through onnxruntime (CPU only); ``ensemble``:
+    more runs whose models decode together with this one (the mean of their distributions)."""
     torch_device = resolve_device("cpu" if (quantize or runtime == "onnx") and device == "auto" else device)
-    run = load_run(run_dir, which=which, device=torch_device, quantize=quantize, runtime=runtime)
+    if ensemble and runtime != "torch":
+        raise ValueError("an ensemble decodes with the torch runtime only")
+    if ensemble:
+        run = load_ensemble([run_dir, *ensemble], which=which, device=torch_device, quantize=quantize)
+    else:
+        run = load_run(run_dir, which=which, device=torch_device, quantize=quantize, runtime=runtime)
     corpus = corpus or build_corpus(
         run.config.data, run.config.vocab, vocabs=(run.src_vocab, run.tgt_vocab), subword_models=run.subword_models
     )
@@ -182,7 +190,9 @@ def evaluate_run(
     name += f"_{quantize}" if quantize else ""
     name += "_onnx" if runtime == "onnx" else ""
     name += f"_{which}" if which != "best" else ""  # other weights never overwrite the best weights' report
-    summary = {**report.summary(), "checkpoint": which, "beam_size": beam_size,
+    name += f"_ensemble{len(ensemble) + 1}" if ensemble else ""
+    summary = {**report.summary(), "checkpoint": which, "ensemble": [str(run_dir), *map(str, ensemble)] if ensemble else None,
+               "beam_size": beam_size,
                "constrain": "python" if constrain_python else None, "quantize": quantize, "runtime": runtime}
     atomic_write_text(run_dir / f"{name}.json", json.dumps(summary, indent=2))
     return report
