@@ -141,3 +141,13 @@ def test_an_ensemble_is_refused_with_the_onnx_runtime(two_runs, capsys):
     assert main(["evaluate", str(first), "--ensemble", str(second), "--runtime", "onnx"]) == 2
     assert "torch runtime only" in capsys.readouterr().err
     assert load_run(first).model is not None
+
+
+def test_python_api_loads_an_ensemble(two_runs):
+    from seq2seq import load
+
+    first, second = two_runs
+    model = load(first, device="cpu", ensemble=[second])
+    result = model.generate(["add 3 to total", "print names"], beam=2)
+    assert len(result) == 2 and all(isinstance(r.outputs[0], str) for r in result)
+    assert model.info.parameters == load_ensemble([first, second]).parameters

@@ -153,8 +153,12 @@ class Model:
 def load(
     run_dir: str | PathLike[str], *, device: str = "auto", checkpoint: Literal["best", "last", "averaged"] = "best",
     quantize: Literal["int8"] | None = None, runtime: Literal["torch", "onnx"] = "torch",
+    ensemble: Sequence[str | PathLike[str]] = (),
 ) -> Model:
-    """Load the ``best`` (or ``last``) weights of a run directory made by ``seq2seq train``.
+    """Load the ``best`` (``last``, ``averaged``) weights of a run directory made by ``seq2seq train``.
+
+    ``ensemble``: more run directories whose models decode together with this one (the mean of
+    their distributions; they must share its vocabularies and tokenizers).
 
     ``device`` is ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
     ``"cuda:N"``. ``quantize="int8"`` decodes with int8 weights (CPU only; about 2x faster, see
@@ -165,7 +169,8 @@ def load(
     path = Path(run_dir)
     if quantize is not None or runtime != "torch":
         device = "cpu" if device == "auto" else device  # both decode on the CPU only
-    translator = Translator.from_run_dir(path, which=checkpoint, device=device, quantize=quantize, runtime=runtime)
+    translator = Translator.from_run_dir(path, which=checkpoint, device=device, quantize=quantize, runtime=runtime,
+                                         ensemble=[Path(other) for other in ensemble])
     return Model(translator, name=path.resolve().name, quantize=quantize, runtime=runtime)
 
 
