@@ -76,6 +76,8 @@ def test_without_kept_epochs_no_file_is_written(reverse_data, tmp_path):
     assert epoch_checkpoints(run_dir) == {}
     with pytest.raises(RunDirError, match="keep_epoch_checkpoints"):
         average_run(run_dir)
+    with pytest.raises(RunDirError, match="run directory not found"):
+        average_run(tmp_path / "missing")
 
 
 def test_resume_with_kept_epochs_and_word_dropout_is_bit_identical(reverse_data, tmp_path):

@@ -66,6 +66,8 @@ def average_weights(paths: Sequence[Path]) -> dict[str, torch.Tensor]:
 def average_run(run_dir: Path, *, last: int | None = None, epochs: Sequence[int] | None = None) -> tuple[Path, list[int]]:
     """Average the kept epoch weights of ``run_dir`` (the ``last`` N, or the listed ``epochs``; all
     kept ones by default) into ``averaged.safetensors``. Returns the file and the epochs averaged."""
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: run directory not found")
     kept = epoch_checkpoints(run_dir)
     if not kept:
         raise RunDirError(
