@@ -98,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print("command:", shlex.join(["python", "bench/scaling.py", *(argv if argv is not None else sys.argv[1:])]), flush=True)
     try:
-        sizes = sorted(int(part) for part in args.sizes.split(",") if part.strip())
+        sizes = sorted({int(part) for part in args.sizes.split(",") if part.strip()})
     except ValueError:
         parser.error(f"--sizes {args.sizes!r}: expected comma-separated integers, e.g. 10000,100000")
     if len(sizes) < 2 or sizes[0] < 10:
-        parser.error("--sizes: give at least two sizes of at least 10 pairs")
+        parser.error("--sizes: give at least two different sizes of at least 10 pairs")
 
     rows = []
     for size in sizes:

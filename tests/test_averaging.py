@@ -109,12 +109,17 @@ def test_word_dropout_changes_training_but_never_padding(reverse_data, tmp_path)
     with pytest.raises(ValueError, match="rate"):
         word_dropout(src, mask, rate=1.0, unk_index=1)
 
-    plain, encoded = _trainer(reverse_data, tmp_path / "plain", "train.epochs=1")
-    plain.fit(encoded[:200], encoded[200:])
-    noisy, _ = _trainer(reverse_data, tmp_path / "noisy", "train.epochs=1", "train.word_dropout=0.3")
+    # The trainer feeds the model the dropped source: <unk> (id 1) appears in what the model reads.
+    noisy, encoded = _trainer(reverse_data, tmp_path / "noisy", "train.epochs=1", "train.word_dropout=0.3")
+    seen = []
+    forward = noisy.model.forward
+    noisy.model.forward = lambda src, *args, **kwargs: seen.append(src.clone()) or forward(src, *args, **kwargs)
     noisy.fit(encoded[:200], encoded[200:])
-    weight = "encoder.embedding.weight"
-    assert not torch.equal(plain.model.state_dict()[weight], noisy.model.state_dict()[weight])
+    training_sources = seen[: len(seen) - 3]  # the last calls are validation (no dropout there)
+    unk_share = sum(int((s == 1).sum()) for s in training_sources) / sum(int((s != 0).sum()) for s in training_sources)
+    assert 0.2 < unk_share < 0.4
+    validation = seen[-1]
+    assert not (validation == 1).any()  # validation reads the source as it is
 
 
 def test_cli_average_then_evaluate_and_generate_with_the_averaged_weights(tmp_path, capsys):
@@ -156,3 +161,24 @@ def test_save_weights_of_a_model_round_trip_through_an_average_of_one(tmp_path):
     (averaged,) = [average_weights([tmp_path / "epoch-001.safetensors"])]
     for name, tensor in model.state_dict().items():
         assert torch.equal(averaged[name], tensor), name
+
+
+def test_resume_removes_epoch_files_a_crash_left_beyond_the_checkpoint(reverse_data, tmp_path):
+    run_dir = tmp_path / "run"
+    first, encoded = _trainer(reverse_data, run_dir, "train.epochs=2", "train.keep_epoch_checkpoints=5")
+    first.fit(encoded[:200], encoded[200:])
+    (run_dir / "epoch-003.safetensors").write_bytes((run_dir / "epoch-002.safetensors").read_bytes())  # a kill before `last`
+    (run_dir / "epoch-007.safetensors").write_bytes(b"from another life")
+    resumed, _ = _trainer(reverse_data, run_dir, "train.epochs=3", "train.keep_epoch_checkpoints=5")
+    resumed.resume()
+    resumed.fit(encoded[:200], encoded[200:])
+    assert list(epoch_checkpoints(run_dir)) == [1, 2, 3]
+    epoch3, _ = read_safetensors(run_dir / "epoch-003.safetensors")
+    assert all(torch.equal(epoch3[name], tensor) for name, tensor in resumed.model.state_dict().items())
+
+
+def test_overwrite_removes_the_old_runs_epoch_and_averaged_weights(tmp_path, capsys):
+    run_dir = train_tiny_run(tmp_path / "run", "train.epochs=2", "train.keep_epoch_checkpoints=2")
+    assert main(["average", str(run_dir)]) == 0
+    assert main(["train", "--quick", "--set", "train.epochs=1", "--no-eval", "--overwrite", "--out", str(run_dir)]) == 0
+    assert epoch_checkpoints(run_dir) == {} and not (run_dir / "averaged.safetensors").exists()

@@ -116,8 +116,11 @@ def test_cli_evaluate_and_generate_with_an_ensemble(two_runs, capsys):
     first, second = two_runs
     assert main(["evaluate", str(first), "--ensemble", str(second), "--beam", "2"]) == 0
     assert capsys.readouterr().out.startswith("test:")
-    summary = json.loads((first / "eval_test_beam2_ensemble2.json").read_text())
+    (report,) = first.glob("eval_test_beam2_ensemble2-*.json")
+    summary = json.loads(report.read_text())
     assert summary["ensemble"] == [str(first), str(second)]
+    assert main(["evaluate", str(second), "--ensemble", str(first), "--beam", "2"]) == 0  # its own report
+    assert len(list(first.glob("eval_test_beam2_ensemble2-*.json"))) == 1
     assert main(["generate", str(first), "--ensemble", str(second), "add 3 to total", "--scores"]) == 0
     assert capsys.readouterr().out.count("\t") == 2
     run = load_ensemble([first, second])
@@ -150,4 +153,21 @@ def test_python_api_loads_an_ensemble(two_runs):
     model = load(first, device="cpu", ensemble=[second])
     result = model.generate(["add 3 to total", "print names"], beam=2)
     assert len(result) == 2 and all(isinstance(r.outputs[0], str) for r in result)
-    assert model.info.parameters == load_ensemble([first, second]).parameters
+    assert model.info.parameters == load_run(first).parameters + load_run(second).parameters
+
+
+def test_an_ensemble_of_copy_models_decodes_and_a_copy_mismatch_names_the_run(two_runs, tmp_path, capsys):
+    first, _ = two_runs
+    copy_a = train_tiny_run(tmp_path / "copy-a", "model.decoder.copy=true", "train.seed=1")
+    copy_b = train_tiny_run(tmp_path / "copy-b", "model.decoder.copy=true", "train.seed=2")
+    alone = load_run(copy_a).model
+    run = load_ensemble([copy_a, copy_b])
+    assert run.model.copies
+    src, src_copy = [[4, 5, 6]], [[4, 5, 6]]
+    hypotheses = decode_sources(run.model, src, max_len=6, beam_size=3, copy_sources=src_copy, **SPECIAL)
+    assert hypotheses[0][0].tokens is not None
+    same = decode_sources(Ensemble([alone, alone]), src, max_len=6, beam_size=3, copy_sources=src_copy, **SPECIAL)
+    assert same[0][0].tokens == decode_sources(alone, src, max_len=6, beam_size=3, copy_sources=src_copy, **SPECIAL)[0][0].tokens
+    assert main(["evaluate", str(first), "--ensemble", str(copy_a)]) == 2
+    err = capsys.readouterr().err
+    assert str(copy_a) in err and "copy mechanism" in err

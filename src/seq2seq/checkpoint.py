@@ -15,6 +15,7 @@ Layout::
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +36,11 @@ from seq2seq.training.checkpointing import (
     atomic_write,
     atomic_write_text,
     load_weights,
+    read_safetensors,
     remove_temporaries,
 )
+
+logger = logging.getLogger(__name__)
 
 RUN_MARKER = "run.json"
 CHECKPOINTS = ("best", "last", "averaged")  # the weights a run directory can hold; averaged: `seq2seq average`
@@ -65,7 +69,8 @@ def init_run_dir(
     # folder that looks like a complete run mixing old and new files.
     (run_dir / RUN_MARKER).unlink(missing_ok=True)
     remove_temporaries(run_dir)
-    stale = ["metrics.jsonl", "best.safetensors", "last.safetensors", *(p.name for p in run_dir.glob("eval_*.json"))]
+    stale = ["metrics.jsonl", "best.safetensors", "last.safetensors", "averaged.safetensors",
+             *(p.name for p in run_dir.glob("eval_*.json")), *(p.name for p in run_dir.glob("epoch-*.safetensors"))]
     for name in stale:
         (run_dir / name).unlink(missing_ok=True)
     atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
@@ -147,6 +152,11 @@ class LoadedRun:
         return count_parameters(self.model)
 
 
+def _averaged_epochs(path: Path) -> str:
+    _, metadata = read_safetensors(path)
+    return metadata.get("averaged_epochs", "?")
+
+
 def load_run(
     run_dir: Path,
     *,
@@ -170,9 +180,12 @@ def load_run(
     weights = run_dir / f"{which}.safetensors"
     if not weights.exists():
         if which == "averaged":
-            raise RunDirError(f"{weights}: not found; write it first with: seq2seq average {run_dir} --last 5")
+            raise RunDirError(f"{weights}: not found; write it first with: seq2seq average {run_dir} "
+                              "(which needs a run trained with train.keep_epoch_checkpoints > 0)")
         raise RunDirError(f"{weights}: not found; no epoch of this run has finished with a finite validation loss")
     load_weights(model, weights)
+    if which == "averaged":
+        logger.info("%s: the mean of the weights of epochs %s", weights, _averaged_epochs(weights))
     device = torch.device(device)
     model.to(device).eval()
     if quantize is not None:
@@ -226,6 +239,8 @@ def load_ensemble(
         ]
         if run.subword_models != first.subword_models:
             problems.append("the subword models")
+        if run.model.copies != first.model.copies:
+            problems.append(f"the copy mechanism ({run.model.copies} vs {first.model.copies})")
         if problems:
             raise RunDirError(
                 f"{run.run_dir}: cannot join an ensemble with {first.run_dir}: {', '.join(problems)} differ; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -190,7 +191,9 @@ def evaluate_run(
     name += f"_{quantize}" if quantize else ""
     name += "_onnx" if runtime == "onnx" else ""
     name += f"_{which}" if which != "best" else ""  # other weights never overwrite the best weights' report
-    name += f"_ensemble{len(ensemble) + 1}" if ensemble else ""
+    if ensemble:  # one report per member list: another ensemble never overwrites it
+        members = "\n".join(str(path.resolve()) for path in [run_dir, *ensemble])
+        name += f"_ensemble{len(ensemble) + 1}-{hashlib.sha256(members.encode()).hexdigest()[:8]}"
     summary = {**report.summary(), "checkpoint": which, "ensemble": [str(run_dir), *map(str, ensemble)] if ensemble else None,
                "beam_size": beam_size,
                "constrain": "python" if constrain_python else None, "quantize": quantize, "runtime": runtime}

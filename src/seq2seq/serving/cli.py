@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from seq2seq.checkpoint import CHECKPOINTS
 from seq2seq.serving.translator import InputError
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=_port, default=8000, help="port (default: 8000; 0 = any free port)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--checkpoint", choices=["best", "last", "averaged"], default="best",
+    p.add_argument("--checkpoint", choices=list(CHECKPOINTS), default="best",
                    help="weights to serve: best (the default), last, or averaged (written by seq2seq average)")
     p.add_argument("--quantize", choices=["int8"],
                    help="decode with int8 weights (dynamic quantization; CPU only, about 2x faster, see docs/BENCHMARKS.md)")
