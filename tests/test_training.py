@@ -186,3 +186,34 @@ def test_gradient_norms_before_clipping_are_recorded(tmp_path):
         assert 0 < epoch["grad_norm_mean"] <= epoch["grad_norm_max"]
         shares[clip] = epoch["clipped_fraction"]
     assert shares == {"1e-6": 1.0, "1e6": 0.0}
+
+
+BF16_CPU = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def test_bf16_autocast_trains_with_float32_weights_and_learns(reverse_data, tmp_path, monkeypatch):
+    # A GRU model: its cells run in bfloat16 without oneDNN, so the autocast path is exercised on
+    # any CPU (the refusal that protects oneDNN's LSTM is bypassed where it would apply).
+    if not BF16_CPU:
+        monkeypatch.setattr("seq2seq.training.trainer.check_precision", lambda precision, device: None)
+    fp32_model, fp32_trainer = _train_reverse(reverse_data, tmp_path, epochs=3, run_name="fp32", preset="gru-attention")
+    bf16_model, bf16_trainer = _train_reverse(reverse_data, tmp_path, epochs=3, run_name="bf16", preset="gru-attention",
+                                              extra=("train.precision=bf16",))
+    assert all(p.dtype == torch.float32 for p in bf16_model.parameters())
+    records = [json.loads(line) for line in (tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["valid_loss"] for r in records if r["kind"] == "epoch"]
+    assert losses[-1] < losses[0] and all(map(torch.isfinite, torch.tensor(losses)))
+    fp32_losses = [json.loads(line)["valid_loss"] for line in (tmp_path / "fp32" / "metrics.jsonl").read_text().splitlines()
+                   if json.loads(line)["kind"] == "epoch"]
+    assert losses[-1] == pytest.approx(fp32_losses[-1], rel=0.1)  # bfloat16 changes the numbers, not the learning
+    weight = "decoder.output.weight"
+    assert not torch.equal(fp32_model.state_dict()[weight], bf16_model.state_dict()[weight])
+
+
+@pytest.mark.skipif(BF16_CPU, reason="this CPU runs bf16; the refusal is for CPUs without bfloat16 kernels")
+def test_bf16_on_a_cpu_without_bfloat16_is_a_clear_error_before_anything_is_written(tmp_path):
+    from seq2seq.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--quick", "--set", "train.precision=bf16", "--out", str(out)]) == 2
+    assert not out.exists() or not any(out.iterdir())

@@ -174,6 +174,11 @@ class TrainConfig(_Strict):
     seed: int = 42
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (None = torch default)")
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32",
+        description="bf16: the training forward pass under torch.autocast in bfloat16 (fast on GPUs and on CPUs with "
+        "AMX; emulated and slower elsewhere); weights, optimizer and loss stay float32",
+    )
     keep_epoch_checkpoints: int = Field(
         default=0, ge=0,
         description="keep the weights of the last N epochs as epoch-<k>.safetensors, for `seq2seq average`",

@@ -22,6 +22,7 @@ from seq2seq.training.checkpointing import atomic_write_text
 from seq2seq.training.trainer import (
     BatchCallback,
     NonFiniteLossError,
+    check_precision,
     Trainer,
     TrainResult,
     resolve_device,
@@ -101,6 +102,7 @@ def train(
     parameters = count_parameters(model)
     logger.info("model %s: %s trainable parameters", config.model.preset or "custom", f"{parameters:,}")
     device = resolve_device(config.train.device)  # before anything is written
+    check_precision(config.train.precision, device)
     if not resume:
         init_run_dir(
             run_dir, config=config, src_vocab=corpus.src_vocab, tgt_vocab=corpus.tgt_vocab, parameters=parameters,

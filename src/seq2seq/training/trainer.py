@@ -92,6 +92,18 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse bf16 where it cannot run: a CPU without oneDNN bfloat16 kernels (they need AVX-512,
+    fast with AVX512-BF16 or AMX; oneDNN's LSTM fails without them) or a GPU without bfloat16."""
+    if precision != "bf16":
+        return
+    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise ValueError("train.precision=bf16: this CPU has no bfloat16 kernels (oneDNN needs AVX-512; "
+                         "AVX512-BF16 or AMX make it fast); use train.precision=fp32")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"train.precision=bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use fp32")
+
+
 def _norm_summary(norms: list[float], *, clip: float) -> dict[str, float]:
     """Mean and largest gradient norm, and the share of them above ``clip`` (empty: no fields)."""
     if not norms:
@@ -136,6 +148,7 @@ class Trainer:
         on_batch: BatchCallback | None = None,
         step_log_every: int = 50,
     ) -> None:
+        check_precision(config.precision, device)
         self.model = model.to(device)
         self.config = config
         self.pad_index = pad_index
@@ -258,12 +271,15 @@ class Trainer:
         src = batch.src
         if self.config.word_dropout > 0:
             src = word_dropout(src, batch.src_mask, rate=self.config.word_dropout, unk_index=Vocab.unk_index)
-        logits, _ = self.model(
-            src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=teacher_forcing,
-            src_copy=batch.src_copy,
-        )
+        # bf16 autocast runs the matrix products (and the recurrent cells) in bfloat16; the weights,
+        # their gradients and Adam's moments stay float32, so no loss scaling is needed.
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
+            logits, _ = self.model(
+                src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=teacher_forcing,
+                src_copy=batch.src_copy,
+            )
         return sequence_cross_entropy(
-            logits, batch.tgt_output, pad_index=self.pad_index, label_smoothing=self.config.label_smoothing
+            logits.float(), batch.tgt_output, pad_index=self.pad_index, label_smoothing=self.config.label_smoothing
         )
 
     def _train_batch(self, batch: Batch) -> tuple[float, int, float] | str:
