@@ -36,7 +36,6 @@ from seq2seq.training.checkpointing import (
     atomic_write,
     atomic_write_text,
     load_weights,
-    read_safetensors,
     remove_temporaries,
 )
 
@@ -152,11 +151,6 @@ class LoadedRun:
         return count_parameters(self.model)
 
 
-def _averaged_epochs(path: Path) -> str:
-    _, metadata = read_safetensors(path)
-    return metadata.get("averaged_epochs", "?")
-
-
 def load_run(
     run_dir: Path,
     *,
@@ -183,9 +177,9 @@ def load_run(
             raise RunDirError(f"{weights}: not found; write it first with: seq2seq average {run_dir} "
                               "(which needs a run trained with train.keep_epoch_checkpoints > 0)")
         raise RunDirError(f"{weights}: not found; no epoch of this run has finished with a finite validation loss")
-    load_weights(model, weights)
+    metadata = load_weights(model, weights)
     if which == "averaged":
-        logger.info("%s: the mean of the weights of epochs %s", weights, _averaged_epochs(weights))
+        logger.info("%s: the mean of the weights of epochs %s", weights, metadata.get("averaged_epochs", "?"))
     device = torch.device(device)
     model.to(device).eval()
     if quantize is not None:

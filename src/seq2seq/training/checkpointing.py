@@ -196,10 +196,11 @@ def _load_model_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor]
     model.load_state_dict(tensors)
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load safetensors weights (a weights file or a training checkpoint) into ``model``."""
-    tensors, _ = read_safetensors(path)
+def load_weights(model: torch.nn.Module, path: Path) -> dict[str, str]:
+    """Load safetensors weights (a weights file or a training checkpoint) into ``model``; returns the file's metadata."""
+    tensors, metadata = read_safetensors(path)
     _load_model_tensors(model, _model_tensors(tensors), path)
+    return metadata
 
 
 # ---------------------------------------------------------------- the trainer's state
