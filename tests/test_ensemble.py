@@ -154,6 +154,8 @@ def test_python_api_loads_an_ensemble(two_runs):
     result = model.generate(["add 3 to total", "print names"], beam=2)
     assert len(result) == 2 and all(isinstance(r.outputs[0], str) for r in result)
     assert model.info.parameters == load_run(first).parameters + load_run(second).parameters
+    assert model.info.ensemble == (str(first), str(second))
+    assert load(first, device="cpu").info.ensemble == ()
 
 
 def test_an_ensemble_of_copy_models_decodes_and_a_copy_mismatch_names_the_run(two_runs, tmp_path, capsys):

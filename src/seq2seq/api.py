@@ -72,8 +72,8 @@ class ModelInfo:
     """What a run directory says about its model: enough to choose among served models."""
 
     name: str
-    architecture: dict[str, Any]  # the run's `model` config section (preset, encoder, decoder)
-    parameters: int
+    architecture: dict[str, Any]  # the run's `model` config section (preset, encoder, decoder); an ensemble's first member's
+    parameters: int  # an ensemble: all its members together
     src_vocab_size: int
     tgt_vocab_size: int
     target: Literal["python", "text"]
@@ -83,6 +83,7 @@ class ModelInfo:
     runtime: Literal["torch", "onnx"] = "torch"
     training: dict[str, Any] = field(default_factory=dict)  # run.json and the per-epoch records of metrics.jsonl
     evaluations: dict[str, Any] = field(default_factory=dict)  # eval_<split>*.json by file stem
+    ensemble: tuple[str, ...] = ()  # an ensemble's run directories, the loaded run first; empty for one model
 
 
 class Model:
@@ -147,6 +148,7 @@ class Model:
             runtime="onnx" if self.runtime == "onnx" else "torch",
             training=_training_summary(run.run_dir),
             evaluations={path.stem: _read_json(path) for path in sorted(run.run_dir.glob("eval_*.json"))},
+            ensemble=tuple(map(str, run.members)),
         )
 
 

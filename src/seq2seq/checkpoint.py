@@ -145,6 +145,7 @@ class LoadedRun:
     tgt_tokenizer: Tokenizer
     device: torch.device
     subword_models: dict[str, bytes] = field(default_factory=dict)
+    members: tuple[Path, ...] = ()  # an ensemble's run directories, this one first; empty for one model
 
     @property
     def parameters(self) -> int:
@@ -242,4 +243,22 @@ def load_ensemble(
             )
     model = Ensemble([run.model for run in runs]).eval()
     return LoadedRun(first.run_dir, first.config, model, first.src_vocab, first.tgt_vocab, first.src_tokenizer,
-                     first.tgt_tokenizer, first.device, first.subword_models)
+                     first.tgt_tokenizer, first.device, first.subword_models, members=tuple(run.run_dir for run in runs))
+
+
+def load_for_decoding(
+    run_dir: Path,
+    *,
+    ensemble: Sequence[Path] = (),
+    which: str = "best",
+    device: torch.device | str = "cpu",
+    quantize: str | None = None,
+    runtime: str = "torch",
+) -> LoadedRun:
+    """:func:`load_run`, or with ``ensemble`` (more run directories) :func:`load_ensemble` of all of
+    them, which decodes with the torch runtime only."""
+    if not ensemble:
+        return load_run(run_dir, which=which, device=device, quantize=quantize, runtime=runtime)
+    if runtime != "torch":
+        raise ValueError("an ensemble decodes with the torch runtime only")
+    return load_ensemble([run_dir, *ensemble], which=which, device=device, quantize=quantize)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from seq2seq.checkpoint import init_run_dir, load_ensemble, load_run, load_run_config, load_subword_models, load_vocabs
+from seq2seq.checkpoint import init_run_dir, load_for_decoding, load_run, load_run_config, load_subword_models, load_vocabs
 from seq2seq.config import ConfigError, RunConfig, short_repr
 from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.data.vocab import Vocab
@@ -171,12 +171,7 @@ def evaluate_run(
     ``runtime="onnx"`` with the run's ONNX export through onnxruntime (CPU only); ``ensemble``:
     more runs whose models decode together with this one (the mean of their distributions)."""
     torch_device = resolve_device("cpu" if (quantize or runtime == "onnx") and device == "auto" else device)
-    if ensemble and runtime != "torch":
-        raise ValueError("an ensemble decodes with the torch runtime only")
-    if ensemble:
-        run = load_ensemble([run_dir, *ensemble], which=which, device=torch_device, quantize=quantize)
-    else:
-        run = load_run(run_dir, which=which, device=torch_device, quantize=quantize, runtime=runtime)
+    run = load_for_decoding(run_dir, ensemble=ensemble, which=which, device=torch_device, quantize=quantize, runtime=runtime)
     corpus = corpus or build_corpus(
         run.config.data, run.config.vocab, vocabs=(run.src_vocab, run.tgt_vocab), subword_models=run.subword_models
     )

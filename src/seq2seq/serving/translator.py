@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from seq2seq.checkpoint import LoadedRun, load_ensemble, load_run
+from seq2seq.checkpoint import LoadedRun, load_for_decoding
 from seq2seq.data.slots import Slot, extract_slots, restore_slots
 from seq2seq.decoding.beam import normalized_score
 from seq2seq.decoding.constraints import prefer_accepted, python_constraint
@@ -49,11 +49,8 @@ class Translator:
         """The run's model, or with ``ensemble`` (more run directories) all of them decoding as one."""
         from seq2seq.training.trainer import resolve_device
 
-        if ensemble:
-            if runtime != "torch":
-                raise ValueError("an ensemble decodes with the torch runtime only")
-            return cls(load_ensemble([run_dir, *ensemble], which=which, device=resolve_device(device), quantize=quantize))
-        return cls(load_run(run_dir, which=which, device=resolve_device(device), quantize=quantize, runtime=runtime))
+        return cls(load_for_decoding(run_dir, ensemble=ensemble, which=which, device=resolve_device(device),
+                                     quantize=quantize, runtime=runtime))
 
     @property
     def is_code(self) -> bool:
