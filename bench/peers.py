@@ -21,8 +21,9 @@ machine is shared and noisy, and the peers run their own torch builds (printed).
 
 ``--quality-minutes M`` also trains each system for M minutes (OpenNMT-py, which cannot stop on
 a clock, gets the steps its speed run would do in M minutes) and decodes test2016 greedily and
-with beam 5 (batch 64, at most 60 tokens, no length penalty); every output is Moses-detokenized
-and scored here with sacreBLEU (13a, lower-cased) against the raw references.
+with beam 5 (batch 64, at most 60 tokens, no length penalty), ours also with int8 weights
+(``--quantize int8``); every output is Moses-detokenized and scored here with sacreBLEU (13a,
+lower-cased) against the raw references.
 
 Setup is idempotent and lives in ``--work`` (default ~/.cache/seq2seq-bench; a .seq2seq-bench/
 inside the repo is git-ignored): one venv per peer, installed from PyPI, and the Moses-tokenized,
@@ -272,6 +273,7 @@ class Decoded:
     seconds: float  # the system's own decoding time (model loading excluded)
     sacrebleu: float
     train_seconds: float | None = None
+    weights: str = "fp32"  # ours also decodes with int8 weights (--quantize int8)
 
     @property
     def sentences_per_s(self) -> float:
@@ -372,12 +374,15 @@ class Ours(System):
         return TrainRun(self.name, parameters, readings, sum(e["seconds"] for e in epochs), monitored.wall_seconds,
                         monitored.peak_rss_mb, note=note)
 
-    def decode(self, run_dir: Path, *, beam: int) -> tuple[list[str], float]:
-        output, log = run_dir / f"test-beam{beam}.txt", run_dir / f"decode-beam{beam}.log"
+    def decode(self, run_dir: Path, *, beam: int, quantize: str | None = None) -> tuple[list[str], float]:
+        suffix = f"-{quantize}" if quantize else ""
+        output, log = run_dir / f"test-beam{beam}{suffix}.txt", run_dir / f"decode-beam{beam}{suffix}.log"
         command = [str(self.python), "-m", "seq2seq", "evaluate", str(run_dir / "run"), "--split", "test",
                    "--beam", str(beam), "--device", "cpu", "--output", str(output)]
+        command += ["--quantize", quantize] if quantize else []
         check(run_monitored(command, log=log, threads=self.threads, cwd=REPO), log, "seq2seq evaluate")
-        summary = json.loads((run_dir / "run" / ("eval_test" + (f"_beam{beam}" if beam > 1 else "") + ".json")).read_text())
+        report = "eval_test" + (f"_beam{beam}" if beam > 1 else "") + (f"_{quantize}" if quantize else "")
+        summary = json.loads((run_dir / "run" / f"{report}.json").read_text())
         return read_lines(output), summary["count"] / summary["decode_sentences_per_s"]
 
 
@@ -523,12 +528,15 @@ def measure_quality(system: System, speed: TrainRun, *, minutes: float, run_dir:
     print(f"{system.label}: quality run, {minutes:g} minutes" + (f" ({steps} steps)" if steps else ""), file=sys.stderr)
     trained = system.train(run_dir, seconds=minutes * 60, steps=steps)
     results = []
-    for decoding, beam in DECODINGS:
-        hypotheses, seconds = system.decode(run_dir, beam=beam)
-        results.append(Decoded(system.name, decoding, len(hypotheses), seconds, corpus_sacrebleu(hypotheses, references),
-                               trained.window_seconds))
-        print(f"  {system.label} {decoding}: {results[-1].sacrebleu:.2f} BLEU, {results[-1].sentences_per_s:.1f} sentences/s",
-              file=sys.stderr)
+    variants = [None, "int8"] if isinstance(system, Ours) else [None]  # ours also with int8 weights
+    for quantize in variants:
+        for decoding, beam in DECODINGS:
+            options = {"quantize": quantize} if quantize else {}
+            hypotheses, seconds = system.decode(run_dir, beam=beam, **options)
+            results.append(Decoded(system.name, decoding, len(hypotheses), seconds,
+                                   corpus_sacrebleu(hypotheses, references), trained.window_seconds, quantize or "fp32"))
+            print(f"  {system.label} {decoding} {results[-1].weights}: {results[-1].sacrebleu:.2f} BLEU, "
+                  f"{results[-1].sentences_per_s:.1f} sentences/s", file=sys.stderr)
     return results
 
 
@@ -550,16 +558,19 @@ def speed_table(runs: dict[str, TrainRun], systems: dict[str, System], versions:
 
 
 def quality_table(decoded: list[Decoded], systems: dict[str, System]) -> str:
-    ours = {d.decoding: d for d in decoded if d.system == "ours"}
+    """BLEU and decoding speed; the ratio columns divide ours' sentences/s (fp32, int8) by each row's."""
+    ours = {(d.decoding, d.weights): d for d in decoded if d.system == "ours"}
     lines = [
-        "| system | decoding | trained s | test2016 sacreBLEU | sentences/s | ours / system |",
-        "|---|---|---:|---:|---:|---:|",
+        "| system | weights | decoding | trained s | test2016 sacreBLEU | sentences/s | ours fp32 / system "
+        "| ours int8 / system |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for d in decoded:
-        ratio = f"{ours[d.decoding].sentences_per_s / d.sentences_per_s:.2f}x" if d.decoding in ours else "-"
+        ratios = [f"{ours[d.decoding, weights].sentences_per_s / d.sentences_per_s:.2f}x"
+                  if (d.decoding, weights) in ours else "-" for weights in ("fp32", "int8")]
         trained = f"{d.train_seconds:.0f}" if d.train_seconds else "?"
-        lines.append(f"| {systems[d.system].label} | {d.decoding} | {trained} | {d.sacrebleu:.2f} "
-                     f"| {d.sentences_per_s:,.1f} | {ratio} |")
+        lines.append(f"| {systems[d.system].label} | {d.weights} | {d.decoding} | {trained} | {d.sacrebleu:.2f} "
+                     f"| {d.sentences_per_s:,.1f} | {' | '.join(ratios)} |")
     return "\n".join(lines)
 
 

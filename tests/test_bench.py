@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[f"bench_{name}"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -48,3 +49,23 @@ def test_scaling_benchmark_rejects_bad_sizes(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "scaling.py"), "--sizes", "100,x"],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 2 and "--sizes" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_peers_quality_table_divides_ours_fp32_and_int8_speeds_by_each_row():
+    peers = _load("peers")
+
+    class Label:
+        def __init__(self, label):
+            self.label = label
+
+    systems = {"ours": Label("ours"), "opennmt": Label("OpenNMT-py")}
+    decoded = [
+        peers.Decoded("ours", "greedy", 1000, 5.0, 37.0, 1800),  # 200 sentences/s
+        peers.Decoded("ours", "greedy", 1000, 2.5, 36.9, 1800, "int8"),  # 400
+        peers.Decoded("opennmt", "greedy", 1000, 4.0, 36.3, 1800),  # 250
+        peers.Decoded("opennmt", "beam 5", 1000, 10.0, 37.9, 1800),  # ours has no beam row: no ratio
+    ]
+    rows = peers.quality_table(decoded, systems).splitlines()[2:]
+    assert rows[2] == "| OpenNMT-py | fp32 | greedy | 1800 | 36.30 | 250.0 | 0.80x | 1.60x |"
+    assert rows[1].endswith("| 400.0 | 0.50x | 1.00x |")
+    assert rows[3].endswith("| 100.0 | - | - |")
