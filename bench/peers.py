@@ -1,7 +1,7 @@
 """Training and decoding speed against the peers: Joey NMT 2.3.0 and OpenNMT-py 3.5.1 on Multi30k de->en.
 
     python bench/peers.py [--peers ours,joey,opennmt] [--train-seconds 300] [--quality-minutes 0]
-                          [--work DIR] [--data DIR] [--json out.json]
+                          [--work DIR] [--data DIR] [--json out.json] [--setup-only]
 
 Each system trains the same model setting, OpenNMT-py's RNN baseline (configs/multi30k/
 bigru-attention.yaml for ours, bench/peers/joey.yaml and bench/peers/opennmt.yaml for the
@@ -604,6 +604,8 @@ def parse_args() -> argparse.Namespace:
                         help="raw Multi30k: {train,valid,test2016}.{de,en}")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per system (default 2)")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument("--setup-only", action="store_true",
+                        help="install the peers and tokenize the data, then stop (e.g. while the machine is busy)")
     args = parser.parse_args()
     args.peers = [name.strip() for name in args.peers.split(",") if name.strip()]
     unknown = [name for name in args.peers if name not in SYSTEMS]
@@ -631,6 +633,9 @@ def main() -> None:
     command = "python bench/peers.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     load = os.getloadavg()[0]
     systems = set_up(args)
+    if args.setup_only:
+        print(f"set up in {args.work}: {', '.join(system.label for system in systems.values()) or 'nothing'}")
+        return
     versions = {name: system.versions() for name, system in systems.items()}
     references = read_lines(args.data / "test2016.en")
     runs: dict[str, TrainRun] = {}

@@ -69,3 +69,20 @@ def test_peers_quality_table_divides_ours_fp32_and_int8_speeds_by_each_row():
     assert rows[2] == "| OpenNMT-py | fp32 | greedy | 1800 | 36.30 | 250.0 | 0.80x | 1.60x |"
     assert rows[1].endswith("| 400.0 | 0.50x | 1.00x |")
     assert rows[3].endswith("| 100.0 | - | - |")
+
+
+def test_peers_setup_only_installs_and_trains_nothing(monkeypatch, capsys):
+    peers = _load("peers")
+
+    class Installed:
+        label = "OpenNMT-py"
+
+        def train(self, *args, **kwargs):
+            raise AssertionError("--setup-only must not train")
+
+    calls = []
+    monkeypatch.setattr(peers, "set_up", lambda args: calls.append(args.peers) or {"opennmt": Installed()})
+    monkeypatch.setattr(sys, "argv", ["peers.py", "--peers", "opennmt", "--setup-only"])
+    peers.main()
+    assert calls == [["opennmt"]]
+    assert "set up in" in capsys.readouterr().out
