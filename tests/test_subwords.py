@@ -14,6 +14,7 @@ from seq2seq.config import build_config
 from seq2seq.data.corpus import build_corpus
 from seq2seq.data.subwords import SubwordTokenizer, train_subword_model
 from seq2seq.data.tokenizers import build_tokenizer
+from seq2seq.evaluation.metrics import exact_match, token_bleu
 from seq2seq.pipeline import evaluate_run, train
 from seq2seq.training.checkpointing import RunDirError
 
@@ -154,3 +155,23 @@ def test_vocabularies_without_their_subword_models_are_refused(subword_run):
     config = subword_run.config
     with pytest.raises(ValueError, match="need its subword models"):
         build_corpus(config.data, config.vocab, vocabs=(subword_run.corpus.src_vocab, subword_run.corpus.tgt_vocab))
+
+
+def test_token_bleu_and_exact_match_count_words_not_pieces(tmp_path):
+    """With subwords the token-level figures score the words the pieces spell (the metric of
+    word-level anchors such as multi-bleu over Moses tokens), not the pieces themselves."""
+    threads = torch.get_num_threads()
+    (tmp_path / "data").mkdir()
+    config = _subword_config(_write_parallel(tmp_path / "data"), "data.subword_vocab_size=50", "data.tgt_subwords=bpe")
+    try:
+        outcome = train(config, tmp_path / "run")
+        report = evaluate_run(outcome.run_dir, split="test", device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    base = load_run(outcome.run_dir).tgt_tokenizer.base
+    pieces = outcome.corpus.reference_tokens("test")
+    references = [base.tokenize(example.tgt) for example in outcome.corpus.examples["test"]]
+    assert sum(map(len, pieces)) > sum(map(len, references))  # words are split: pieces and words differ
+    predicted = [base.tokenize(text) for text in report.predictions]
+    assert report.bleu == pytest.approx(token_bleu(predicted, references), abs=1e-6)
+    assert report.exact_match == pytest.approx(exact_match(predicted, references))

@@ -89,5 +89,9 @@ class SubwordTokenizer:
     def tokenize(self, text: str) -> list[str]:
         return self.pieces(self.base.tokenize(text))
 
+    def words(self, pieces: Sequence[str]) -> list[str]:
+        """The base tokenizer's tokens that ``pieces`` spell (what word-level metrics count)."""
+        return self._processor.decode(list(pieces)).split()
+
     def detokenize(self, tokens: Sequence[str]) -> str:
-        return self.base.detokenize(self._processor.decode(list(tokens)).split())
+        return self.base.detokenize(self.words(tokens))

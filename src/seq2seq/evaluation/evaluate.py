@@ -161,8 +161,9 @@ def evaluate(
     reference token lists. ``constrain_python`` prunes unbalanced-bracket prefixes during the
     search and, with a beam, prefers the finished outputs that ``ast.parse`` accepts.
 
-    Exact match and BLEU compare target *tokens* (the tokenizer's units), so formatting
-    differences such as spaces around operators do not count as errors. ``task_metric`` adds
+    Exact match and BLEU compare target *tokens* (the tokenizer's units; with subwords, the words
+    the units spell), so formatting differences such as spaces around operators do not count as
+    errors. ``task_metric`` adds
     the task's published metric (see :func:`task_scores`), computed on the detokenized outputs
     against ``raw_references``, the untokenized reference texts (case-insensitively with
     ``task_lowercase``, for models trained on lower-cased targets). With ``slots`` (one tuple of
@@ -200,6 +201,10 @@ def evaluate(
     texts = [tgt_tokenizer.detokenize(tokens) for tokens in predicted_tokens]
     if slots is not None:  # a restored value may span several tokens ("[1, 2]"): score the text's own tokens
         predicted_tokens = [tgt_tokenizer.tokenize(text) for text in texts]
+    words = getattr(tgt_tokenizer, "words", None)
+    if words is not None:  # subword units: score the words they spell, as word-level metrics define them
+        predicted_tokens = [words(tokens) for tokens in predicted_tokens]
+        references = [words(tokens) for tokens in references]
     report = EvalReport(
         count=len(pairs),
         loss=loss,
