@@ -9,7 +9,7 @@ Adam) and prints target tokens/s over the timed batches plus the mean millisecon
 (encode, decoder loop, output layer, loss, backward, clip, optimizer). ``--sort source`` and
 ``--adam default`` undo two of the speed changes (batches sorted by target length; fused Adam) so
 their effect can be measured in the same session; ``--set model.decoder.readout_size=null``
-removes the readout layer. Run one configuration at a time on an otherwise idle machine and
+removes the readout layer; ``--set train.precision=bf16`` times bf16 autocast. Run one configuration at a time on an otherwise idle machine and
 compare ratios, not seconds.
 """
 
@@ -28,6 +28,7 @@ from seq2seq.data.batching import bucketed_batches
 from seq2seq.data.corpus import build_corpus
 from seq2seq.models.build import build_model, count_parameters
 from seq2seq.training.loss import sequence_cross_entropy
+from seq2seq.training.trainer import check_precision
 from seq2seq.training.trainer import seed_everything
 
 PHASES = ("encode", "decoder loop", "output layer", "loss", "backward", "clip", "optimizer")
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                                     shuffle=True, generator=generator, sort_by=args.sort))[: args.warmup + args.batches]
     real = sum(int((b.tgt_output != 0).sum()) for b in batches)
     padded = sum(b.tgt_output.numel() for b in batches)
-    print(f"parameters {count_parameters(model):,}; threads {torch.get_num_threads()}; "
+    print(f"parameters {count_parameters(model):,}; threads {torch.get_num_threads()}; precision {config.train.precision}; "
           f"target padding {1 - real / padded:.1%} of the positions")
 
     decoder = model.decoder
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         # batches absorb the compilation. The encoder is left alone: packing by data-dependent lengths
         # makes it recompile for every batch.
         decoder._features = torch.compile(decoder._features, dynamic=True)
+    # train.precision=bf16 runs the forward pass under bf16 autocast, as the trainer does.
+    bf16 = config.train.precision == "bf16"
+    check_precision(config.train.precision, torch.device("cpu"))
     totals = dict.fromkeys(PHASES, 0.0)
     tokens = 0
     model.train()
@@ -76,21 +80,22 @@ def main(argv: list[str] | None = None) -> int:
             totals, tokens = dict.fromkeys(PHASES, 0.0), 0
         marks = [time.perf_counter()]
         optimizer.zero_grad(set_to_none=True)
-        memory, state = model.encode(batch.src, batch.src_lengths, batch.src_mask)
-        marks.append(time.perf_counter())
-        # The decoder's own loop (forward() with teacher forcing 1.0), split so the output layer is timed apart.
-        features, embedded, weights = [], [], []
-        for t in range(batch.tgt_input.size(1)):
-            step_features, step_embedded, state, step_weights = decoder._features(batch.tgt_input[:, t], state, memory)
-            features.append(step_features)
-            embedded.append(step_embedded)
-            weights.append(step_weights)
-        attention = torch.stack(weights, dim=1) if decoder.attention is not None else None
-        marks.append(time.perf_counter())
-        logits = decoder._scores(decoder.dropout(torch.stack(features, 1)), torch.stack(embedded, 1), attention, memory)
-        marks.append(time.perf_counter())
-        loss_sum, n = sequence_cross_entropy(logits, batch.tgt_output, pad_index=0,
-                                             label_smoothing=config.train.label_smoothing)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            memory, state = model.encode(batch.src, batch.src_lengths, batch.src_mask)
+            marks.append(time.perf_counter())
+            # The decoder's own loop (forward() with teacher forcing 1.0), split so the output layer is timed apart.
+            features, embedded, weights = [], [], []
+            for t in range(batch.tgt_input.size(1)):
+                step_features, step_embedded, state, step_weights = decoder._features(batch.tgt_input[:, t], state, memory)
+                features.append(step_features)
+                embedded.append(step_embedded)
+                weights.append(step_weights)
+            attention = torch.stack(weights, dim=1) if decoder.attention is not None else None
+            marks.append(time.perf_counter())
+            logits = decoder._scores(decoder.dropout(torch.stack(features, 1)), torch.stack(embedded, 1), attention, memory)
+            marks.append(time.perf_counter())
+            loss_sum, n = sequence_cross_entropy(logits, batch.tgt_output, pad_index=0,
+                                                 label_smoothing=config.train.label_smoothing)
         marks.append(time.perf_counter())
         (loss_sum / n).backward()
         marks.append(time.perf_counter())
