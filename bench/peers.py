@@ -344,6 +344,7 @@ class System:
 
 class Ours(System):
     name, label, dist = "ours", "ours", "seq2seq"
+    overrides: tuple[str, ...] = ()  # --set KEY=VALUE on top of the recipe
 
     @property
     def python(self) -> Path:
@@ -353,6 +354,7 @@ class Ours(System):
         command = [
             str(self.python), "-m", "seq2seq", "train", str(OURS_CONFIG), "--set", f"train.time_budget_s={seconds:g}",
             "--set", f"train.threads={self.threads}", "--set", f"data.path={self.raw}",
+            *(part for override in self.overrides for part in ("--set", override)),
             "--out", str(run_dir / "run"), "--overwrite", "--no-eval", "--no-progress",
         ]
         log = run_dir / "train.log"
@@ -505,7 +507,15 @@ class OpenNMT(System):
         return moses_detokenized(output), seconds
 
 
-SYSTEMS: dict[str, type[System]] = {"ours": Ours, "joey": Joey, "opennmt": OpenNMT}
+class OursBF16(Ours):
+    """Ours with bf16 autocast (train.precision=bf16): only where the CPU has bfloat16 kernels
+    (AVX512-BF16 or AMX); elsewhere ours refuses it and the run fails with that message."""
+
+    name, label = "ours-bf16", "ours, bf16 autocast"
+    overrides = ("train.precision=bf16",)
+
+
+SYSTEMS: dict[str, type[System]] = {"ours": Ours, "ours-bf16": OursBF16, "joey": Joey, "opennmt": OpenNMT}
 
 
 # ---------------------------------------------------------------------------------------------
