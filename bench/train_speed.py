@@ -9,8 +9,8 @@ Adam) and prints target tokens/s over the timed batches plus the mean millisecon
 (encode, decoder loop, output layer, loss, backward, clip, optimizer). ``--sort source`` and
 ``--adam default`` undo two of the speed changes (batches sorted by target length; fused Adam) so
 their effect can be measured in the same session; ``--set model.decoder.readout_size=null``
-removes the readout layer; ``--set train.precision=bf16`` times bf16 autocast. Run one configuration at a time on an otherwise idle machine and
-compare ratios, not seconds.
+removes the readout layer; ``--set train.precision=bf16`` times bf16 autocast. Run one
+configuration at a time on an otherwise idle machine and compare ratios, not seconds.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from seq2seq.data.batching import bucketed_batches
 from seq2seq.data.corpus import build_corpus
 from seq2seq.models.build import build_model, count_parameters
 from seq2seq.training.loss import sequence_cross_entropy
-from seq2seq.training.trainer import check_precision
-from seq2seq.training.trainer import seed_everything
+from seq2seq.training.trainer import check_precision, seed_everything
 
 PHASES = ("encode", "decoder loop", "output layer", "loss", "backward", "clip", "optimizer")
 
@@ -70,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         # makes it recompile for every batch.
         decoder._features = torch.compile(decoder._features, dynamic=True)
     # train.precision=bf16 runs the forward pass under bf16 autocast, as the trainer does.
-    bf16 = config.train.precision == "bf16"
     check_precision(config.train.precision, torch.device("cpu"))
+    bf16 = config.train.precision == "bf16"
     totals = dict.fromkeys(PHASES, 0.0)
     tokens = 0
     model.train()

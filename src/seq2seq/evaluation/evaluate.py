@@ -11,6 +11,7 @@ import torch
 
 from seq2seq.data.batching import EncodedPair, copy_encodings
 from seq2seq.data.slots import Slot, restore_slots
+from seq2seq.data.subwords import SubwordTokenizer
 from seq2seq.data.tokenizers import Tokenizer
 from seq2seq.data.vocab import Vocab
 from seq2seq.decoding.constraints import prefer_accepted, python_constraint
@@ -163,10 +164,9 @@ def evaluate(
 
     Exact match and BLEU compare target *tokens* (the tokenizer's units; with subwords, the words
     the units spell), so formatting differences such as spaces around operators do not count as
-    errors. ``task_metric`` adds
-    the task's published metric (see :func:`task_scores`), computed on the detokenized outputs
-    against ``raw_references``, the untokenized reference texts (case-insensitively with
-    ``task_lowercase``, for models trained on lower-cased targets). With ``slots`` (one tuple of
+    errors. ``task_metric`` adds the task's published metric (see :func:`task_scores`), computed
+    on the detokenized outputs against ``raw_references``, the untokenized reference texts
+    (case-insensitively with ``task_lowercase``, for models trained on lower-cased targets). With ``slots`` (one tuple of
     placeholders per pair, ``data.slots``) the outputs' placeholders are restored before anything
     is scored, and ``references`` must be the targets as written. A copy model reads each pair's
     ``CopyEncoding``, and the source words it copies appear in its outputs.
@@ -201,10 +201,9 @@ def evaluate(
     texts = [tgt_tokenizer.detokenize(tokens) for tokens in predicted_tokens]
     if slots is not None:  # a restored value may span several tokens ("[1, 2]"): score the text's own tokens
         predicted_tokens = [tgt_tokenizer.tokenize(text) for text in texts]
-    words = getattr(tgt_tokenizer, "words", None)
-    if words is not None:  # subword units: score the words they spell, as word-level metrics define them
-        predicted_tokens = [words(tokens) for tokens in predicted_tokens]
-        references = [words(tokens) for tokens in references]
+    if isinstance(tgt_tokenizer, SubwordTokenizer):  # score the words the units spell, as word-level metrics do
+        predicted_tokens = [tgt_tokenizer.words(tokens) for tokens in predicted_tokens]
+        references = [tgt_tokenizer.words(tokens) for tokens in references]
     report = EvalReport(
         count=len(pairs),
         loss=loss,
