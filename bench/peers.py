@@ -1,7 +1,7 @@
 """Training and decoding speed against the peers: Joey NMT 2.3.0 and OpenNMT-py 3.5.1 on Multi30k de->en.
 
     python bench/peers.py [--peers ours,joey,opennmt] [--train-seconds 300] [--quality-minutes 0]
-                          [--work DIR] [--data DIR] [--json out.json] [--setup-only]
+                          [--work DIR] [--data DIR] [--json out.json] [--setup-only] [--report out.json]
 
 Each system trains the same model setting, OpenNMT-py's RNN baseline (configs/multi30k/
 bigru-attention.yaml for ours, bench/peers/joey.yaml and bench/peers/opennmt.yaml for the
@@ -550,7 +550,7 @@ def measure_quality(system: System, speed: TrainRun, *, minutes: float, run_dir:
     return results
 
 
-def speed_table(runs: dict[str, TrainRun], systems: dict[str, System], versions: dict[str, dict[str, str]]) -> str:
+def speed_table(runs: dict[str, TrainRun], labels: dict[str, str], versions: dict[str, dict[str, str]]) -> str:
     ours = runs.get("ours")
     lines = [
         "| system | package | torch | parameters | training s | steady readings | tgt tokens/s | ours / system "
@@ -561,13 +561,13 @@ def speed_table(runs: dict[str, TrainRun], systems: dict[str, System], versions:
         ratio = f"{ours.tokens_per_s / run.tokens_per_s:.2f}x" if ours else "-"
         parameters = f"{run.parameters:,}" if run.parameters else "?"
         window = f"{run.window_seconds:.0f}" if run.window_seconds else "?"
-        lines.append(f"| {systems[name].label} | {versions[name]['package']} | {versions[name]['torch']} | {parameters} "
+        lines.append(f"| {labels[name]} | {versions[name]['package']} | {versions[name]['torch']} | {parameters} "
                      f"| {window} | {run.steady_readings} of {len(run.readings)} | {run.tokens_per_s:,.0f} | {ratio} "
                      f"| {run.peak_rss_mb:,.0f} | {run.wall_seconds:.0f} |")
     return "\n".join(lines)
 
 
-def quality_table(decoded: list[Decoded], systems: dict[str, System]) -> str:
+def quality_table(decoded: list[Decoded], labels: dict[str, str]) -> str:
     """BLEU and decoding speed; the ratio columns divide ours' sentences/s (fp32, int8) by each row's."""
     ours = {(d.decoding, d.weights): d for d in decoded if d.system == "ours"}
     lines = [
@@ -579,7 +579,7 @@ def quality_table(decoded: list[Decoded], systems: dict[str, System]) -> str:
         ratios = [f"{ours[d.decoding, weights].sentences_per_s / d.sentences_per_s:.2f}x"
                   if (d.decoding, weights) in ours else "-" for weights in ("fp32", "int8")]
         trained = f"{d.train_seconds:.0f}" if d.train_seconds else "?"
-        lines.append(f"| {systems[d.system].label} | {d.weights} | {d.decoding} | {trained} | {d.sacrebleu:.2f} "
+        lines.append(f"| {labels[d.system]} | {d.weights} | {d.decoding} | {trained} | {d.sacrebleu:.2f} "
                      f"| {d.sentences_per_s:,.1f} | {' | '.join(ratios)} |")
     return "\n".join(lines)
 
@@ -614,6 +614,8 @@ def parse_args() -> argparse.Namespace:
                         help="raw Multi30k: {train,valid,test2016}.{de,en}")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per system (default 2)")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument("--report", type=Path, metavar="JSON",
+                        help="print the tables of an earlier --json record (complete or not), run nothing")
     parser.add_argument("--setup-only", action="store_true",
                         help="install the peers and tokenize the data, then stop (e.g. while the machine is busy)")
     args = parser.parse_args()
@@ -638,15 +640,62 @@ def set_up(args: argparse.Namespace) -> dict[str, System]:
     return systems
 
 
+def save_json(path: Path, record: dict) -> None:
+    """Write ``record`` whole or not at all (a temporary file, then a rename)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record, indent=2))
+    partial.replace(path)
+
+
+def load_json(path: Path) -> tuple[dict, dict[str, TrainRun], list[Decoded]]:
+    """A --json record back as its runs and decodings (for --report)."""
+    try:
+        record = json.loads(path.read_text())
+        runs = {name: TrainRun(**{**run, "readings": [Reading(**r) for r in run["readings"]]})
+                for name, run in record["training"].items()}
+        decoded = [Decoded(**{k: v for k, v in d.items() if k != "sentences_per_s"}) for d in record["decoding"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"--report {path}: not a record written by bench/peers.py --json ({error})") from None
+    return record, runs, decoded
+
+
+def report(record: dict, runs: dict[str, TrainRun], decoded: list[Decoded]) -> None:
+    labels = {name: SYSTEMS[name].label for name in SYSTEMS}
+    print(f"command: {record['command']}")
+    missing = [name for name in record["systems"] if name not in runs]
+    if missing:
+        print(f"INCOMPLETE: {', '.join(missing)} not measured (the run stopped early)")
+    print(f"Multi30k de->en, {record['machine']}, {record['threads']} torch threads per system, "
+          f"load average {record['load_average']:.2f} at the start and {record['load_average_end']:.2f} at the end "
+          f"(above 0.5: shared, noisy)")
+    print(speed_table(runs, labels, record["versions"]))
+    for run in runs.values():
+        if run.note:
+            print(f"- {run.note}")
+    if decoded:
+        print()
+        print(quality_table(decoded, labels))
+    print()
+    print(NOTES.format(threads=record["threads"]))
+
+
 def main() -> None:
     args = parse_args()
+    if args.report:
+        report(*load_json(args.report))
+        return
     command = "python bench/peers.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     load = os.getloadavg()[0]
     systems = set_up(args)
     if args.setup_only:
         print(f"set up in {args.work}: {', '.join(system.label for system in systems.values()) or 'nothing'}")
         return
-    versions = {name: system.versions() for name, system in systems.items()}
+    record = {
+        "command": command, "train_seconds": args.train_seconds, "quality_minutes": args.quality_minutes,
+        "threads": args.threads, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "load_average": load,
+        "systems": list(systems), "versions": {name: system.versions() for name, system in systems.items()},
+        "load_average_end": load, "training": {}, "decoding": [],
+    }
     references = read_lines(args.data / "test2016.en")
     runs: dict[str, TrainRun] = {}
     decoded: list[Decoded] = []
@@ -657,25 +706,12 @@ def main() -> None:
         if args.quality_minutes > 0:
             decoded += measure_quality(system, runs[name], minutes=args.quality_minutes, references=references,
                                        run_dir=fresh_dir(args.work / "runs" / f"{name}-quality"))
-    print(f"command: {command}")
-    print(f"Multi30k de->en, {platform.machine()}, {os.cpu_count()} cores, {args.threads} torch threads per system, "
-          f"load average {load:.2f} at the start and {os.getloadavg()[0]:.2f} at the end (above 0.5: shared, noisy)")
-    print(speed_table(runs, systems, versions))
-    for run in runs.values():
-        if run.note:
-            print(f"- {run.note}")
-    if decoded:
-        print()
-        print(quality_table(decoded, systems))
-    print()
-    print(NOTES.format(threads=args.threads))
-    if args.json:
-        args.json.write_text(json.dumps({
-            "command": command, "train_seconds": args.train_seconds, "quality_minutes": args.quality_minutes,
-            "threads": args.threads, "load_average": load, "versions": versions,
-            "training": {name: asdict(run) for name, run in runs.items()},
-            "decoding": [{**asdict(d), "sentences_per_s": d.sentences_per_s} for d in decoded],
-        }, indent=2))
+        record.update(load_average_end=os.getloadavg()[0],
+                      training={n: asdict(run) for n, run in runs.items()},
+                      decoding=[{**asdict(d), "sentences_per_s": d.sentences_per_s} for d in decoded])
+        if args.json:  # after every system: a run stopped part-way keeps what it measured (--report renders it)
+            save_json(args.json, record)
+    report(record, runs, decoded)
 
 
 if __name__ == "__main__":

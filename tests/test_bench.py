@@ -53,19 +53,14 @@ def test_scaling_benchmark_rejects_bad_sizes(tmp_path):
 
 def test_peers_quality_table_divides_ours_fp32_and_int8_speeds_by_each_row():
     peers = _load("peers")
-
-    class Label:
-        def __init__(self, label):
-            self.label = label
-
-    systems = {"ours": Label("ours"), "opennmt": Label("OpenNMT-py")}
+    labels = {"ours": "ours", "opennmt": "OpenNMT-py"}
     decoded = [
         peers.Decoded("ours", "greedy", 1000, 5.0, 37.0, 1800),  # 200 sentences/s
         peers.Decoded("ours", "greedy", 1000, 2.5, 36.9, 1800, "int8"),  # 400
         peers.Decoded("opennmt", "greedy", 1000, 4.0, 36.3, 1800),  # 250
         peers.Decoded("opennmt", "beam 5", 1000, 10.0, 37.9, 1800),  # ours has no beam row: no ratio
     ]
-    rows = peers.quality_table(decoded, systems).splitlines()[2:]
+    rows = peers.quality_table(decoded, labels).splitlines()[2:]
     assert rows[2] == "| OpenNMT-py | fp32 | greedy | 1800 | 36.30 | 250.0 | 0.80x | 1.60x |"
     assert rows[1].endswith("| 400.0 | 0.50x | 1.00x |")
     assert rows[3].endswith("| 100.0 | - | - |")
@@ -86,3 +81,27 @@ def test_peers_setup_only_installs_and_trains_nothing(monkeypatch, capsys):
     peers.main()
     assert calls == [["opennmt"]]
     assert "set up in" in capsys.readouterr().out
+
+
+def test_peers_json_record_survives_a_stop_and_renders_with_report(tmp_path, capsys):
+    peers = _load("peers")
+    run = peers.TrainRun("ours", 1000, [peers.Reading(50, 1000.0, 10.0), peers.Reading(50, 2000.0, 5.0)], 15.0, 20.0, 900.0)
+    decoded = [peers.Decoded("ours", "greedy", 1000, 4.0, 36.5, 1800)]
+    record = {"command": "python bench/peers.py --json x", "threads": 2, "machine": "x86_64, 2 cores",
+              "load_average": 0.1, "load_average_end": 0.2, "systems": ["ours", "opennmt"],
+              "versions": {"ours": {"package": "seq2seq 0.1", "torch": "2.13.0"}},
+              "training": {"ours": peers.asdict(run)},
+              "decoding": [{**peers.asdict(d), "sentences_per_s": d.sentences_per_s} for d in decoded]}
+    path = tmp_path / "peers.json"
+    peers.save_json(path, record)
+    assert not (tmp_path / "peers.json.partial").exists()
+    loaded, runs, back = peers.load_json(path)
+    assert runs["ours"].tokens_per_s == pytest.approx(run.tokens_per_s) and back == decoded
+    peers.report(loaded, runs, back)
+    out = capsys.readouterr().out
+    assert "INCOMPLETE: opennmt not measured" in out
+    assert "| ours | seq2seq 0.1 | 2.13.0 | 1,000 |" in out and "| 36.50 | 250.0 |" in out
+
+    path.write_text('{"command": "x"}')
+    with pytest.raises(SystemExit, match=r"--report .*peers.json: not a record written by bench/peers.py"):
+        peers.load_json(path)
