@@ -529,9 +529,12 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
-def measure_quality(system: System, speed: TrainRun, *, minutes: float, run_dir: Path, references: list[str]) -> list[Decoded]:
+def measure_quality(system: System, speed: TrainRun, *, minutes: float, run_dir: Path,
+                    references: list[str]) -> tuple[TrainRun, list[Decoded]]:
     """Train ``minutes`` (or, for a system that saves nothing when stopped, the steps its speed run
-    would do in that time), then decode test2016 greedily and with beam 5."""
+    would do in that time), then decode test2016 greedily and with beam 5. The training run is
+    returned too: its tokens/s and peak memory over the whole budget, a longer window than the
+    speed run's."""
     steps = None
     if not system.checkpoints_on_stop:
         steps = max(1, round(minutes * 60 * speed.steps_per_s))
@@ -547,7 +550,7 @@ def measure_quality(system: System, speed: TrainRun, *, minutes: float, run_dir:
                                    corpus_sacrebleu(hypotheses, references), trained.window_seconds, quantize or "fp32"))
             print(f"  {system.label} {decoding} {results[-1].weights}: {results[-1].sacrebleu:.2f} BLEU, "
                   f"{results[-1].sentences_per_s:.1f} sentences/s", file=sys.stderr)
-    return results
+    return trained, results
 
 
 def speed_table(runs: dict[str, TrainRun], labels: dict[str, str], versions: dict[str, dict[str, str]]) -> str:
@@ -647,24 +650,26 @@ def save_json(path: Path, record: dict) -> None:
     partial.replace(path)
 
 
-def load_json(path: Path) -> tuple[dict, dict[str, TrainRun], list[Decoded]]:
-    """A --json record back as its runs and decodings (for --report)."""
+def load_json(path: Path) -> tuple[dict, dict[str, TrainRun], list[Decoded], dict[str, TrainRun]]:
+    """A --json record back as its speed runs, decodings and quality runs (for --report)."""
+    def runs(part: dict) -> dict[str, TrainRun]:
+        return {name: TrainRun(**{**run, "readings": [Reading(**r) for r in run["readings"]]}) for name, run in part.items()}
+
     try:
         record = json.loads(path.read_text())
-        runs = {name: TrainRun(**{**run, "readings": [Reading(**r) for r in run["readings"]]})
-                for name, run in record["training"].items()}
         decoded = [Decoded(**{k: v for k, v in d.items() if k != "sentences_per_s"}) for d in record["decoding"]]
+        return record, runs(record["training"]), decoded, runs(record.get("quality_training", {}))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SystemExit(f"--report {path}: not a record written by bench/peers.py --json ({error})") from None
-    return record, runs, decoded
 
 
-def report(record: dict, runs: dict[str, TrainRun], decoded: list[Decoded]) -> None:
+def report(record: dict, runs: dict[str, TrainRun], decoded: list[Decoded],
+           quality_runs: dict[str, TrainRun] | None = None) -> None:
     labels = {name: SYSTEMS[name].label for name in SYSTEMS}
     print(f"command: {record['command']}")
     missing = [name for name in record["systems"] if name not in runs]
     if missing:
-        print(f"INCOMPLETE: {', '.join(missing)} not measured (the run stopped early)")
+        print(f"INCOMPLETE: {', '.join(missing)} not in this record (the run stopped early, or is still going)")
     print(f"Multi30k de->en, {record['machine']}, {record['threads']} torch threads per system, "
           f"load average {record['load_average']:.2f} at the start and {record['load_average_end']:.2f} at the end "
           f"(above 0.5: shared, noisy)")
@@ -672,6 +677,10 @@ def report(record: dict, runs: dict[str, TrainRun], decoded: list[Decoded]) -> N
     for run in runs.values():
         if run.note:
             print(f"- {run.note}")
+    if quality_runs:
+        print()
+        print(f"Training over the quality run ({record['quality_minutes']:g} minutes; OpenNMT-py: a fixed number of steps):")
+        print(speed_table(quality_runs, labels, record["versions"]))
     if decoded:
         print()
         print(quality_table(decoded, labels))
@@ -700,20 +709,24 @@ def main() -> None:
     }
     references = read_lines(args.data / "test2016.en")
     runs: dict[str, TrainRun] = {}
+    quality_runs: dict[str, TrainRun] = {}
     decoded: list[Decoded] = []
     for name, system in systems.items():  # one at a time: the machine has 2 cores
         print(f"{system.label}: training {args.train_seconds:g} s ...", file=sys.stderr)
         runs[name] = system.train(fresh_dir(args.work / "runs" / f"{name}-speed"), seconds=args.train_seconds)
         print(f"  {system.label}: {runs[name].tokens_per_s:,.0f} tgt tokens/s", file=sys.stderr)
         if args.quality_minutes > 0:
-            decoded += measure_quality(system, runs[name], minutes=args.quality_minutes, references=references,
-                                       run_dir=fresh_dir(args.work / "runs" / f"{name}-quality"))
+            quality_runs[name], scored = measure_quality(system, runs[name], minutes=args.quality_minutes,
+                                                         references=references,
+                                                         run_dir=fresh_dir(args.work / "runs" / f"{name}-quality"))
+            decoded += scored
         record.update(load_average_end=os.getloadavg()[0],
                       training={n: asdict(run) for n, run in runs.items()},
+                      quality_training={n: asdict(run) for n, run in quality_runs.items()},
                       decoding=[{**asdict(d), "sentences_per_s": d.sentences_per_s} for d in decoded])
         if args.json:  # after every system: a run stopped part-way keeps what it measured (--report renders it)
             save_json(args.json, record)
-    report(record, runs, decoded)
+    report(record, runs, decoded, quality_runs)
 
 
 if __name__ == "__main__":

@@ -90,16 +90,17 @@ def test_peers_json_record_survives_a_stop_and_renders_with_report(tmp_path, cap
     record = {"command": "python bench/peers.py --json x", "threads": 2, "machine": "x86_64, 2 cores",
               "load_average": 0.1, "load_average_end": 0.2, "systems": ["ours", "opennmt"],
               "versions": {"ours": {"package": "seq2seq 0.1", "torch": "2.13.0"}},
-              "training": {"ours": peers.asdict(run)},
+              "quality_minutes": 30, "training": {"ours": peers.asdict(run)}, "quality_training": {"ours": peers.asdict(run)},
               "decoding": [{**peers.asdict(d), "sentences_per_s": d.sentences_per_s} for d in decoded]}
     path = tmp_path / "peers.json"
     peers.save_json(path, record)
     assert not (tmp_path / "peers.json.partial").exists()
-    loaded, runs, back = peers.load_json(path)
+    loaded, runs, back, quality = peers.load_json(path)
     assert runs["ours"].tokens_per_s == pytest.approx(run.tokens_per_s) and back == decoded
-    peers.report(loaded, runs, back)
+    assert quality["ours"].tokens_per_s == pytest.approx(run.tokens_per_s)
+    peers.report(loaded, runs, back, quality)
     out = capsys.readouterr().out
-    assert "INCOMPLETE: opennmt not measured" in out
+    assert "INCOMPLETE: opennmt not in this record" in out and "Training over the quality run (30 minutes" in out
     assert "| ours | seq2seq 0.1 | 2.13.0 | 1,000 |" in out and "| 36.50 | 250.0 |" in out
 
     path.write_text('{"command": "x"}')
