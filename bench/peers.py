@@ -712,14 +712,18 @@ def main() -> None:
     quality_runs: dict[str, TrainRun] = {}
     decoded: list[Decoded] = []
     for name, system in systems.items():  # one at a time: the machine has 2 cores
-        print(f"{system.label}: training {args.train_seconds:g} s ...", file=sys.stderr)
-        runs[name] = system.train(fresh_dir(args.work / "runs" / f"{name}-speed"), seconds=args.train_seconds)
-        print(f"  {system.label}: {runs[name].tokens_per_s:,.0f} tgt tokens/s", file=sys.stderr)
-        if args.quality_minutes > 0:
-            quality_runs[name], scored = measure_quality(system, runs[name], minutes=args.quality_minutes,
-                                                         references=references,
-                                                         run_dir=fresh_dir(args.work / "runs" / f"{name}-quality"))
-            decoded += scored
+        try:
+            print(f"{system.label}: training {args.train_seconds:g} s ...", file=sys.stderr)
+            runs[name] = system.train(fresh_dir(args.work / "runs" / f"{name}-speed"), seconds=args.train_seconds)
+            print(f"  {system.label}: {runs[name].tokens_per_s:,.0f} tgt tokens/s", file=sys.stderr)
+            if args.quality_minutes > 0:
+                quality_runs[name], scored = measure_quality(system, runs[name], minutes=args.quality_minutes,
+                                                             references=references,
+                                                             run_dir=fresh_dir(args.work / "runs" / f"{name}-quality"))
+                decoded += scored
+        except RuntimeError as error:  # one system failing does not cost the others their measurements
+            print(f"{system.label} failed, going on with the next system: {error}", file=sys.stderr)
+            runs.pop(name, None)
         record.update(load_average_end=os.getloadavg()[0],
                       training={n: asdict(run) for n, run in runs.items()},
                       quality_training={n: asdict(run) for n, run in quality_runs.items()},
