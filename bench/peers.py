@@ -667,6 +667,8 @@ def report(record: dict, runs: dict[str, TrainRun], decoded: list[Decoded],
            quality_runs: dict[str, TrainRun] | None = None) -> None:
     labels = {name: SYSTEMS[name].label for name in SYSTEMS}
     print(f"command: {record['command']}")
+    for name, error in record.get("failed", {}).items():
+        print(f"FAILED: {name}: {error}")
     missing = [name for name in record["systems"] if name not in runs]
     if missing:
         print(f"INCOMPLETE: {', '.join(missing)} not in this record (the run stopped early, or is still going)")
@@ -723,7 +725,7 @@ def main() -> None:
                 decoded += scored
         except RuntimeError as error:  # one system failing does not cost the others their measurements
             print(f"{system.label} failed, going on with the next system: {error}", file=sys.stderr)
-            runs.pop(name, None)
+            record.setdefault("failed", {})[name] = str(error).splitlines()[0]  # what it measured before stays
         record.update(load_average_end=os.getloadavg()[0],
                       training={n: asdict(run) for n, run in runs.items()},
                       quality_training={n: asdict(run) for n, run in quality_runs.items()},
