@@ -106,3 +106,32 @@ def test_peers_json_record_survives_a_stop_and_renders_with_report(tmp_path, cap
     path.write_text('{"command": "x"}')
     with pytest.raises(SystemExit, match=r"--report .*peers.json: not a record written by bench/peers.py"):
         peers.load_json(path)
+
+
+def test_peers_a_failing_system_is_reported_and_the_next_one_still_measured(monkeypatch, tmp_path, capsys):
+    peers = _load("peers")
+
+    class Fake:
+        def __init__(self, name, label, fails):
+            self.name, self.label, self.fails = name, label, fails
+
+        def versions(self):
+            return {"package": self.label, "torch": "2.13.0"}
+
+        def train(self, run_dir, *, seconds, steps=None):
+            if self.fails:
+                raise RuntimeError("joeynmt translate failed (exit 1)\nthe end of its log")
+            return peers.TrainRun(self.name, 10, [peers.Reading(50, 1000.0, 10.0)], seconds, seconds, 100.0)
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test2016.en").write_text("a\n")
+    monkeypatch.setattr(peers, "set_up", lambda args: {"joey": Fake("joey", "Joey NMT", True),
+                                                       "ours": Fake("ours", "ours", False)})
+    out = tmp_path / "peers.json"
+    monkeypatch.setattr(sys, "argv", ["peers.py", "--peers", "joey,ours", "--data", str(tmp_path / "data"),
+                                      "--work", str(tmp_path / "work"), "--json", str(out)])
+    peers.main()
+    printed = capsys.readouterr()
+    assert "Joey NMT failed, going on with the next system" in printed.err
+    assert "FAILED: joey: joeynmt translate failed (exit 1)" in printed.out and "| ours | ours |" in printed.out
+    assert json.loads(out.read_text())["failed"] == {"joey": "joeynmt translate failed (exit 1)"}
