@@ -135,3 +135,24 @@ def test_peers_a_failing_system_is_reported_and_the_next_one_still_measured(monk
     assert "Joey NMT failed, going on with the next system" in printed.err
     assert "FAILED: joey: joeynmt translate failed (exit 1)" in printed.out and "| ours | ours |" in printed.out
     assert json.loads(out.read_text())["failed"] == {"joey": "joeynmt translate failed (exit 1)"}
+
+
+@pytest.mark.parametrize("name, budget", [("joey", ("training", "updates")), ("opennmt", ("train_steps",))])
+def test_peers_that_save_nothing_when_stopped_get_a_step_budget_for_quality(tmp_path, name, budget):
+    """Joey NMT and OpenNMT-py keep no checkpoint when stopped on the clock: their quality runs
+    stop after a step budget instead (the steps their speed run does in the budget's minutes)."""
+    yaml = pytest.importorskip("yaml")
+    peers = _load("peers")
+    system = peers.SYSTEMS[name](work=tmp_path, raw=tmp_path, data=tmp_path / "data", threads=2)
+    assert not system.checkpoints_on_stop
+
+    def value(config_path):
+        config = yaml.safe_load(config_path.read_text())
+        for key in budget:
+            config = config.get(key) if isinstance(config, dict) else None
+        return config
+
+    for run in ("speed", "quality"):
+        (tmp_path / run).mkdir()
+    assert value(system._config(tmp_path / "speed", "config.yaml")) != 2274  # the speed run stops on the clock
+    assert value(system._config(tmp_path / "quality", "config.yaml", 2274)) == 2274
