@@ -1,7 +1,8 @@
 """Training and decoding speed against the peers: Joey NMT 2.3.0 and OpenNMT-py 3.5.1 on Multi30k de->en.
 
     python bench/peers.py [--peers ours,joey,opennmt] [--train-seconds 300] [--quality-minutes 0]
-                          [--work DIR] [--data DIR] [--json out.json] [--setup-only] [--report out.json]
+                          [--decode-batches 64,1] [--work DIR] [--data DIR] [--json out.json]
+                          [--setup-only] [--report out.json] [--decode-only --json out.json]
 
 Each system trains the same model setting, OpenNMT-py's RNN baseline (configs/multi30k/
 bigru-attention.yaml for ours, bench/peers/joey.yaml and bench/peers/opennmt.yaml for the
@@ -19,11 +20,13 @@ reading and any that start within the first 10% of the logged time are dropped. 
 count the non-padding target tokens, <eos> included. Ratios, not seconds, are the result: the
 machine is shared and noisy, and the peers run their own torch builds (printed).
 
-``--quality-minutes M`` also trains each system for M minutes (OpenNMT-py, which cannot stop on
-a clock, gets the steps its speed run would do in M minutes) and decodes test2016 greedily and
-with beam 5 (batch 64, at most 60 tokens, no length penalty), ours also with int8 weights
-(``--quantize int8``); every output is Moses-detokenized and scored here with sacreBLEU (13a,
-lower-cased) against the raw references.
+``--quality-minutes M`` also trains each system for M minutes (the peers, which keep no checkpoint
+when stopped on a clock, get the steps their speed run would do in M minutes) and decodes test2016
+greedily and with beam 5 (batches of 64 and of 1 sentence, ``--decode-batches``; at most 60 tokens,
+no length penalty), ours also with int8 weights (``--quantize int8``); every output is
+Moses-detokenized and scored here with sacreBLEU (13a, lower-cased) against the raw references.
+``--decode-only --json RECORD`` decodes again with the models an earlier quality run left in
+``--work`` (e.g. at other batch sizes) and adds the results to RECORD.
 
 Setup is idempotent and lives in ``--work`` (default ~/.cache/seq2seq-bench; a .seq2seq-bench/
 inside the repo is git-ignored): one venv per peer, installed from PyPI, and the Moses-tokenized,
@@ -274,10 +277,18 @@ class Decoded:
     sacrebleu: float
     train_seconds: float | None = None
     weights: str = "fp32"  # ours also decodes with int8 weights (--quantize int8)
+    batch: int = DECODE_BATCH  # sentences per batch
 
     @property
     def sentences_per_s(self) -> float:
         return self.sentences / self.seconds
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        return self.system, self.decoding, self.weights, self.batch
+
+    def as_record(self) -> dict:
+        return {**asdict(self), "sentences_per_s": self.sentences_per_s}
 
 
 def moses_detokenized(path: Path) -> list[str]:
@@ -337,8 +348,9 @@ class System:
     def train(self, run_dir: Path, *, seconds: float, steps: int | None = None) -> TrainRun:
         raise NotImplementedError
 
-    def decode(self, run_dir: Path, *, beam: int) -> tuple[list[str], float]:
-        """Detokenized outputs for test2016 and the decoding seconds the system reports."""
+    def decode(self, run_dir: Path, *, beam: int, batch: int = DECODE_BATCH) -> tuple[list[str], float]:
+        """Detokenized outputs for test2016 and the decoding seconds the system reports, decoding
+        ``batch`` sentences at a time."""
         raise NotImplementedError
 
 
@@ -376,14 +388,16 @@ class Ours(System):
         return TrainRun(self.name, parameters, readings, sum(e["seconds"] for e in epochs), monitored.wall_seconds,
                         monitored.peak_rss_mb, note=note)
 
-    def decode(self, run_dir: Path, *, beam: int, quantize: str | None = None) -> tuple[list[str], float]:
-        suffix = f"-{quantize}" if quantize else ""
+    def decode(self, run_dir: Path, *, beam: int, batch: int = DECODE_BATCH,
+               quantize: str | None = None) -> tuple[list[str], float]:
+        suffix = f"-batch{batch}" + (f"-{quantize}" if quantize else "")
         output, log = run_dir / f"test-beam{beam}{suffix}.txt", run_dir / f"decode-beam{beam}{suffix}.log"
         command = [str(self.python), "-m", "seq2seq", "evaluate", str(run_dir / "run"), "--split", "test",
-                   "--beam", str(beam), "--device", "cpu", "--output", str(output)]
+                   "--beam", str(beam), "--batch-size", str(batch), "--device", "cpu", "--output", str(output)]
         command += ["--quantize", quantize] if quantize else []
         check(run_monitored(command, log=log, threads=self.threads, cwd=REPO), log, "seq2seq evaluate")
         report = "eval_test" + (f"_beam{beam}" if beam > 1 else "") + (f"_{quantize}" if quantize else "")
+        report += f"_batch{batch}"
         summary = json.loads((run_dir / "run" / f"{report}.json").read_text())
         return read_lines(output), summary["count"] / summary["decode_sentences_per_s"]
 
@@ -434,10 +448,10 @@ class Joey(System):
             since = at
         return readings
 
-    def decode(self, run_dir: Path, *, beam: int) -> tuple[list[str], float]:
-        config = self._config(run_dir, f"decode-beam{beam}.yaml", beam_size=beam,
+    def decode(self, run_dir: Path, *, beam: int, batch: int = DECODE_BATCH) -> tuple[list[str], float]:
+        config = self._config(run_dir, f"decode-beam{beam}-batch{batch}.yaml", beam_size=beam, batch_size=batch,
                               load_model=str(run_dir / "model" / "latest.ckpt"))
-        output, log = run_dir / f"test-beam{beam}.txt", run_dir / f"decode-beam{beam}.log"
+        output, log = run_dir / f"test-beam{beam}-batch{batch}.txt", run_dir / f"decode-beam{beam}-batch{batch}.log"
         # the outputs come from stdout: 2.3.0's --output-path fails (it reads args.n_best, not args.test.n_best)
         command = [str(self.python), "-m", "joeynmt", "translate", str(config)]
         monitored = run_monitored(command, log=log, threads=self.threads, stdin=self.data / "test2016.de", stdout=output)
@@ -500,11 +514,11 @@ class OpenNMT(System):
         return TrainRun(self.name, first_int(r"\* number of parameters: (\d+)", text), readings,
                         monitored.window_seconds, monitored.wall_seconds, monitored.peak_rss_mb)
 
-    def decode(self, run_dir: Path, *, beam: int) -> tuple[list[str], float]:
+    def decode(self, run_dir: Path, *, beam: int, batch: int = DECODE_BATCH) -> tuple[list[str], float]:
         model = max(run_dir.glob("model_step_*.pt"), key=lambda path: int(path.stem.rsplit("_", 1)[1]))
-        output, log = run_dir / f"test-beam{beam}.txt", run_dir / f"decode-beam{beam}.log"
+        output, log = run_dir / f"test-beam{beam}-batch{batch}.txt", run_dir / f"decode-beam{beam}-batch{batch}.log"
         command = [str(self.python.parent / "onmt_translate"), "-model", str(model), "-src", str(self.data / "test2016.de"),
-                   "-output", str(output), "-beam_size", str(beam), "-batch_size", str(DECODE_BATCH), "-batch_type", "sents",
+                   "-output", str(output), "-beam_size", str(beam), "-batch_size", str(batch), "-batch_type", "sents",
                    "-max_length", str(DECODE_MAX_LEN), "-length_penalty", "none", "-report_time"]
         check(run_monitored(command, log=log, threads=self.threads), log, "onmt_translate")
         seconds = last_float(r"Total translation time \(s\): ([\d.]+)", log.read_text(errors="replace"), log)
@@ -533,10 +547,10 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
-def measure_quality(system: System, speed: TrainRun, *, minutes: float, run_dir: Path,
-                    references: list[str]) -> tuple[TrainRun, list[Decoded]]:
+def measure_quality(system: System, speed: TrainRun, *, minutes: float, run_dir: Path, references: list[str],
+                    batches: list[int]) -> tuple[TrainRun, list[Decoded]]:
     """Train ``minutes`` (or, for a system that saves nothing when stopped, the steps its speed run
-    would do in that time), then decode test2016 greedily and with beam 5. The training run is
+    would do in that time), then decode test2016 (see :func:`decode_test`). The training run is
     returned too: its tokens/s and peak memory over the whole budget, a longer window than the
     speed run's."""
     steps = None
@@ -544,17 +558,26 @@ def measure_quality(system: System, speed: TrainRun, *, minutes: float, run_dir:
         steps = max(1, round(minutes * 60 * speed.steps_per_s))
     print(f"{system.label}: quality run, {minutes:g} minutes" + (f" ({steps} steps)" if steps else ""), file=sys.stderr)
     trained = system.train(run_dir, seconds=minutes * 60, steps=steps)
+    return trained, decode_test(system, run_dir, references=references, batches=batches,
+                                train_seconds=trained.window_seconds)
+
+
+def decode_test(system: System, run_dir: Path, *, references: list[str], batches: list[int],
+                train_seconds: float | None) -> list[Decoded]:
+    """Decode test2016 with the model trained in ``run_dir``, greedily and with beam 5, at each
+    batch size (ours with fp32 and with int8 weights), and score each output with sacreBLEU."""
     results = []
     variants = [None, "int8"] if isinstance(system, Ours) else [None]  # ours also with int8 weights
-    for quantize in variants:
-        for decoding, beam in DECODINGS:
-            options = {"quantize": quantize} if quantize else {}
-            hypotheses, seconds = system.decode(run_dir, beam=beam, **options)
-            results.append(Decoded(system.name, decoding, len(hypotheses), seconds,
-                                   corpus_sacrebleu(hypotheses, references), trained.window_seconds, quantize or "fp32"))
-            print(f"  {system.label} {decoding} {results[-1].weights}: {results[-1].sacrebleu:.2f} BLEU, "
-                  f"{results[-1].sentences_per_s:.1f} sentences/s", file=sys.stderr)
-    return trained, results
+    for batch in batches:
+        for quantize in variants:
+            for decoding, beam in DECODINGS:
+                options = {"quantize": quantize} if quantize else {}
+                hypotheses, seconds = system.decode(run_dir, beam=beam, batch=batch, **options)
+                results.append(Decoded(system.name, decoding, len(hypotheses), seconds,
+                                       corpus_sacrebleu(hypotheses, references), train_seconds, quantize or "fp32", batch))
+                print(f"  {system.label} {decoding} {results[-1].weights} batch {batch}: {results[-1].sacrebleu:.2f} "
+                      f"BLEU, {results[-1].sentences_per_s:.1f} sentences/s", file=sys.stderr)
+    return results
 
 
 def speed_table(runs: dict[str, TrainRun], labels: dict[str, str], versions: dict[str, dict[str, str]]) -> str:
@@ -575,18 +598,19 @@ def speed_table(runs: dict[str, TrainRun], labels: dict[str, str], versions: dic
 
 
 def quality_table(decoded: list[Decoded], labels: dict[str, str]) -> str:
-    """BLEU and decoding speed; the ratio columns divide ours' sentences/s (fp32, int8) by each row's."""
-    ours = {(d.decoding, d.weights): d for d in decoded if d.system == "ours"}
+    """BLEU and decoding speed; the ratio columns divide ours' sentences/s (fp32, int8) by each
+    row's, at the same decoding and batch size."""
+    ours = {d.key[1:]: d for d in decoded if d.system == "ours"}
     lines = [
-        "| system | weights | decoding | trained s | test2016 sacreBLEU | sentences/s | ours fp32 / system "
+        "| system | weights | decoding | batch | trained s | test2016 sacreBLEU | sentences/s | ours fp32 / system "
         "| ours int8 / system |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for d in decoded:
-        ratios = [f"{ours[d.decoding, weights].sentences_per_s / d.sentences_per_s:.2f}x"
-                  if (d.decoding, weights) in ours else "-" for weights in ("fp32", "int8")]
+    for d in sorted(decoded, key=lambda d: -d.batch):  # stable: within a batch size, the order measured
+        ratios = [f"{ours[d.decoding, weights, d.batch].sentences_per_s / d.sentences_per_s:.2f}x"
+                  if (d.decoding, weights, d.batch) in ours else "-" for weights in ("fp32", "int8")]
         trained = f"{d.train_seconds:.0f}" if d.train_seconds else "?"
-        lines.append(f"| {labels[d.system]} | {d.weights} | {d.decoding} | {trained} | {d.sacrebleu:.2f} "
+        lines.append(f"| {labels[d.system]} | {d.weights} | {d.decoding} | {d.batch} | {trained} | {d.sacrebleu:.2f} "
                      f"| {d.sentences_per_s:,.1f} | {' | '.join(ratios)} |")
     return "\n".join(lines)
 
@@ -620,6 +644,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "multi30k",
                         help="raw Multi30k: {train,valid,test2016}.{de,en}")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per system (default 2)")
+    parser.add_argument("--decode-batches", default="64,1",
+                        help="comma-separated batch sizes (sentences) for decoding test2016 (default 64,1)")
+    parser.add_argument("--decode-only", action="store_true",
+                        help="train nothing: decode with the models of the quality run recorded in --json, "
+                             "and add the results to that record")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument("--report", type=Path, metavar="JSON",
                         help="print the tables of an earlier --json record (complete or not), run nothing")
@@ -630,6 +659,15 @@ def parse_args() -> argparse.Namespace:
     unknown = [name for name in args.peers if name not in SYSTEMS]
     if unknown or not args.peers:
         parser.error(f"--peers: unknown {', '.join(unknown) or '(none given)'}; valid: {', '.join(SYSTEMS)}")
+    text = args.decode_batches
+    try:
+        args.decode_batches = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        args.decode_batches = []
+    if not args.decode_batches or min(args.decode_batches) < 1:
+        parser.error(f"--decode-batches: expected positive integers separated by commas, got {text!r}")
+    if args.decode_only and (args.json is None or not args.json.exists()):
+        parser.error("--decode-only adds to an earlier record: give it with --json (an existing file)")
     args.work, args.data = args.work.expanduser().resolve(), args.data.expanduser().resolve()
     return args
 
@@ -671,6 +709,8 @@ def report(record: dict, runs: dict[str, TrainRun], decoded: list[Decoded],
            quality_runs: dict[str, TrainRun] | None = None) -> None:
     labels = {name: SYSTEMS[name].label for name in SYSTEMS}
     print(f"command: {record['command']}")
+    for command in record.get("decode_commands", []):
+        print(f"decoded again: {command}")
     for name, error in record.get("failed", {}).items():
         print(f"FAILED: {name}: {error}")
     missing = [name for name in record["systems"] if name not in runs]
@@ -694,6 +734,30 @@ def report(record: dict, runs: dict[str, TrainRun], decoded: list[Decoded],
     print(NOTES.format(threads=record["threads"]))
 
 
+def decode_again(args: argparse.Namespace, systems: dict[str, System]) -> None:
+    """``--decode-only``: decode with the models the recorded quality run left in ``--work`` and
+    merge the results into the record (a result measured again replaces the old one)."""
+    record, runs, decoded, quality_runs = load_json(args.json)
+    references = read_lines(args.data / "test2016.en")
+    record.setdefault("decode_commands", []).append("python bench/peers.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    for name, system in systems.items():
+        run_dir = args.work / "runs" / f"{name}-quality"
+        if name not in quality_runs or not run_dir.is_dir():
+            print(f"{system.label}: no quality run in {args.json} or no {run_dir}; skipped", file=sys.stderr)
+            continue
+        try:
+            fresh = decode_test(system, run_dir, references=references, batches=args.decode_batches,
+                                train_seconds=quality_runs[name].window_seconds)
+        except RuntimeError as error:
+            print(f"{system.label} failed, going on with the next system: {error}", file=sys.stderr)
+            continue
+        keys = {d.key for d in fresh}
+        decoded = [d for d in decoded if d.key not in keys] + fresh
+        record["decoding"] = [d.as_record() for d in decoded]
+        save_json(args.json, record)
+    report(record, runs, decoded, quality_runs)
+
+
 def main() -> None:
     args = parse_args()
     if args.report:
@@ -706,6 +770,9 @@ def main() -> None:
     systems = set_up(args)
     if args.setup_only:
         print(f"set up in {args.work}: {', '.join(system.label for system in systems.values()) or 'nothing'}")
+        return
+    if args.decode_only:
+        decode_again(args, systems)
         return
     record = {
         "command": command, "train_seconds": args.train_seconds, "quality_minutes": args.quality_minutes,
@@ -724,7 +791,7 @@ def main() -> None:
             print(f"  {system.label}: {runs[name].tokens_per_s:,.0f} tgt tokens/s", file=sys.stderr)
             if args.quality_minutes > 0:
                 quality_runs[name], scored = measure_quality(system, runs[name], minutes=args.quality_minutes,
-                                                             references=references,
+                                                             references=references, batches=args.decode_batches,
                                                              run_dir=fresh_dir(args.work / "runs" / f"{name}-quality"))
                 decoded += scored
         except RuntimeError as error:  # one system failing does not cost the others their measurements
@@ -733,7 +800,7 @@ def main() -> None:
         record.update(load_average_end=os.getloadavg()[0],
                       training={n: asdict(run) for n, run in runs.items()},
                       quality_training={n: asdict(run) for n, run in quality_runs.items()},
-                      decoding=[{**asdict(d), "sentences_per_s": d.sentences_per_s} for d in decoded])
+                      decoding=[d.as_record() for d in decoded])
         if args.json:  # after every system: a run stopped part-way keeps what it measured (--report renders it)
             save_json(args.json, record)
     report(record, runs, decoded, quality_runs)

@@ -60,10 +60,12 @@ def test_peers_quality_table_divides_ours_fp32_and_int8_speeds_by_each_row():
         peers.Decoded("opennmt", "greedy", 1000, 4.0, 36.3, 1800),  # 250
         peers.Decoded("opennmt", "beam 5", 1000, 10.0, 37.9, 1800),  # ours has no beam row: no ratio
     ]
+    decoded.append(peers.Decoded("opennmt", "greedy", 1000, 20.0, 36.3, 1800, batch=1))  # ours has no batch 1 row
     rows = peers.quality_table(decoded, labels).splitlines()[2:]
-    assert rows[2] == "| OpenNMT-py | fp32 | greedy | 1800 | 36.30 | 250.0 | 0.80x | 1.60x |"
+    assert rows[2] == "| OpenNMT-py | fp32 | greedy | 64 | 1800 | 36.30 | 250.0 | 0.80x | 1.60x |"
     assert rows[1].endswith("| 400.0 | 0.50x | 1.00x |")
     assert rows[3].endswith("| 100.0 | - | - |")
+    assert rows[4] == "| OpenNMT-py | fp32 | greedy | 1 | 1800 | 36.30 | 50.0 | - | - |"
 
 
 def test_peers_setup_only_installs_and_trains_nothing(monkeypatch, capsys):
@@ -91,7 +93,7 @@ def test_peers_json_record_survives_a_stop_and_renders_with_report(tmp_path, cap
               "load_average": 0.1, "load_average_end": 0.2, "systems": ["ours", "opennmt"],
               "versions": {"ours": {"package": "seq2seq 0.1", "torch": "2.13.0"}},
               "quality_minutes": 30, "training": {"ours": peers.asdict(run)}, "quality_training": {"ours": peers.asdict(run)},
-              "decoding": [{**peers.asdict(d), "sentences_per_s": d.sentences_per_s} for d in decoded]}
+              "decoding": [d.as_record() for d in decoded]}
     path = tmp_path / "peers.json"
     peers.save_json(path, record)
     assert not (tmp_path / "peers.json.partial").exists()
@@ -156,3 +158,41 @@ def test_peers_that_save_nothing_when_stopped_get_a_step_budget_for_quality(tmp_
         (tmp_path / run).mkdir()
     assert value(system._config(tmp_path / "speed", "config.yaml")) != 2274  # the speed run stops on the clock
     assert value(system._config(tmp_path / "quality", "config.yaml", 2274)) == 2274
+
+
+def test_peers_decode_only_adds_other_batch_sizes_to_a_record(monkeypatch, tmp_path, capsys):
+    peers = _load("peers")
+    calls = []
+
+    class Fake:
+        name, label = "joey", "Joey NMT"
+
+        def decode(self, run_dir, *, beam, batch):
+            calls.append((run_dir.name, beam, batch))
+            return ["a b c d"], 4.0 if batch == 1 else 0.5
+
+    run = peers.TrainRun("joey", 10, [peers.Reading(50, 1000.0, 10.0)], 900.0, 950.0, 100.0)
+    old = peers.Decoded("joey", "greedy", 1, 0.5, 1.0, 900.0)
+    record = {"command": "python bench/peers.py --json x", "threads": 2, "machine": "x86_64, 2 cores",
+              "load_average": 0.1, "load_average_end": 0.2, "systems": ["joey"], "quality_minutes": 15,
+              "versions": {"joey": {"package": "joeynmt 2.3.0", "torch": "2.13.0"}},
+              "training": {"joey": peers.asdict(run)}, "quality_training": {"joey": peers.asdict(run)},
+              "decoding": [old.as_record()]}
+    path = tmp_path / "peers.json"
+    peers.save_json(path, record)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test2016.en").write_text("a b c d\n")
+    (tmp_path / "work" / "runs" / "joey-quality").mkdir(parents=True)
+    monkeypatch.setattr(peers, "set_up", lambda args: {"joey": Fake()})
+    monkeypatch.setattr(sys, "argv", ["peers.py", "--peers", "joey", "--decode-only", "--decode-batches", "1",
+                                      "--data", str(tmp_path / "data"), "--work", str(tmp_path / "work"),
+                                      "--json", str(path)])
+    peers.main()
+    assert calls == [("joey-quality", 1, 1), ("joey-quality", 5, 1)]
+    _, _, decoded, _ = peers.load_json(path)
+    assert [(d.decoding, d.batch, d.sentences_per_s) for d in decoded] == [("greedy", 64, 2.0), ("greedy", 1, 0.25),
+                                                                         ("beam 5", 1, 0.25)]
+    assert decoded[1].train_seconds == 900.0 and decoded[1].sacrebleu == pytest.approx(100.0)
+    out = capsys.readouterr().out
+    assert "decoded again: python bench/peers.py --peers joey --decode-only" in out
+    assert "| Joey NMT | fp32 | beam 5 | 1 | 900 | 100.00 | 0.2 |" in out
