@@ -76,6 +76,10 @@ def test_evaluate_prints_metrics_and_writes_predictions(trained_run, tmp_path, c
     assert "exact match" in out and "BLEU" in out and "parse rate" in out and "source length" in out
     assert len(output.read_text().splitlines()) == 30
     assert json.loads((trained_run / "eval_valid.json").read_text())["count"] == 30
+    # another batch size decodes the same outputs and keeps its own report
+    assert main(["evaluate", str(trained_run), "--split", "valid", "--batch-size", "1", "--output", str(tmp_path / "b1.txt")]) == 0
+    assert (tmp_path / "b1.txt").read_text() == output.read_text()
+    assert json.loads((trained_run / "eval_valid_batch1.json").read_text())["batch_size"] == 1
 
 
 def test_resume_continues_from_the_last_epoch(trained_run, tmp_path, capsys):

@@ -165,8 +165,10 @@ def evaluate_run(
     quantize: str | None = None,
     runtime: str = "torch",
     ensemble: Sequence[Path] = (),
+    batch_size: int | None = None,
 ) -> EvalReport:
     """Evaluate a trained run on one split of its own data (as configured in the run);
+    ``batch_size``: sentences per decoding batch instead of the run's ``decode.batch_size``;
     ``quantize="int8"`` decodes with an int8-quantized copy of the model (CPU only);
     ``runtime="onnx"`` with the run's ONNX export through onnxruntime (CPU only); ``ensemble``:
     more runs whose models decode together with this one (the mean of their distributions)."""
@@ -179,20 +181,24 @@ def evaluate_run(
         raise ValueError(f"unknown split {split!r}; this data has {sorted(corpus.encoded)}")
     if not corpus.encoded[split]:
         raise ValueError(f"split {split!r} of {run.config.data.format} data is empty")
+    config = run.config
+    if batch_size is not None:
+        config = config.model_copy(update={"decode": config.decode.model_copy(update={"batch_size": batch_size})})
     report = evaluate_split(
-        run.model, corpus, run.config, split, device=torch_device, beam_size=beam_size, constrain_python=constrain_python
+        run.model, corpus, config, split, device=torch_device, beam_size=beam_size, constrain_python=constrain_python
     )
     if output is not None:
         atomic_write_text(output, "".join(text.replace("\n", "\\n") + "\n" for text in report.predictions))
     name = f"eval_{split}" + (f"_beam{beam_size}" if beam_size > 1 else "") + ("_python" if constrain_python else "")
     name += f"_{quantize}" if quantize else ""
     name += "_onnx" if runtime == "onnx" else ""
+    name += f"_batch{batch_size}" if batch_size is not None else ""
     name += f"_{which}" if which != "best" else ""  # other weights never overwrite the best weights' report
     if ensemble:  # one report per member list: another ensemble never overwrites it
         members = "\n".join(str(path.resolve()) for path in [run_dir, *ensemble])
         name += f"_ensemble{len(ensemble) + 1}-{hashlib.sha256(members.encode()).hexdigest()[:8]}"
     summary = {**report.summary(), "checkpoint": which, "ensemble": [str(run_dir), *map(str, ensemble)] if ensemble else None,
-               "beam_size": beam_size,
+               "beam_size": beam_size, "batch_size": config.decode.batch_size,
                "constrain": "python" if constrain_python else None, "quantize": quantize, "runtime": runtime}
     atomic_write_text(run_dir / f"{name}.json", json.dumps(summary, indent=2))
     return report
