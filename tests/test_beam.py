@@ -192,6 +192,25 @@ def test_finished_sentences_leave_the_batch() -> None:
     assert model.rows_per_step[:3] == [4, 4, 2]  # 2 examples x 2 beams, then example 0 is dropped
 
 
+def test_greedy_drops_examples_that_emitted_eos_from_later_steps() -> None:
+    class PerExample(ScriptedModel):  # example 1 starts after "a a", whose best next token is <eos>
+        def encode(self, src, src_lengths, src_mask, *, src_copy=None):
+            memory, state = super().encode(src, src_lengths, src_mask)
+            hidden = state.hidden.clone()
+            hidden[0, 1, 0], hidden[0, 1, 1], hidden[0, 1, 2] = 2, A, A
+            return memory, DecoderState(hidden)
+
+    model = PerExample(TRAP)
+    src = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    first, second = greedy_decode(model, src, torch.tensor([3, 2]), src != 0, sos_index=SOS, eos_index=EOS, max_len=5)
+    assert model.rows_per_step == [2, 1]  # example 1 ends at step 1; step 2 computes example 0 alone
+    assert (first.tokens, first.finished) == ([A], True)
+    assert first.token_log_probs == pytest.approx([math.log(0.6), math.log(0.5)])
+    assert (second.tokens, second.finished) == ([], True)
+    assert second.token_log_probs == pytest.approx([math.log(0.9)])
+    assert first.attention.shape == (2, 3) and second.attention.shape == (1, 2)
+
+
 # --------------------------------------------------------------------------- real tiny models
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -282,6 +301,24 @@ def test_an_example_alone_equals_the_same_example_in_a_batch(reverse_data) -> No
                                beam_size=3, max_len=12, nbest=2)
         assert [h.tokens for h in alone] == [h.tokens for h in together[row]]
         assert [h.score for h in alone] == pytest.approx([h.score for h in together[row]], abs=1e-4)
+
+
+@pytest.mark.parametrize("extra", [(), INPUT_FEEDING], ids=["plain", "input-feeding"])
+def test_greedy_alone_equals_greedy_in_a_batch(reverse_data, extra) -> None:
+    """Rows leave the batch as they finish: what is left must decode as it would alone."""
+    model = _model(reverse_data, "gru-attention", train_steps=20, extra=extra)
+    batch = _batch(reverse_data, 200, 12)
+    together = greedy_decode(model, batch.src, batch.src_lengths, batch.src_mask, sos_index=SOS, eos_index=EOS,
+                             max_len=12)
+    assert len({len(h.tokens) for h in together if h.finished}) > 1  # rows finish at different steps
+    for row in range(batch.size):
+        length = int(batch.src_lengths[row])
+        src = batch.src[row : row + 1, :length]
+        (alone,) = greedy_decode(model, src, batch.src_lengths[row : row + 1], src != PAD, sos_index=SOS,
+                                 eos_index=EOS, max_len=12)
+        assert (alone.tokens, alone.finished) == (together[row].tokens, together[row].finished)
+        assert alone.token_log_probs == pytest.approx(together[row].token_log_probs, abs=1e-4)
+        assert torch.allclose(alone.attention, together[row].attention, atol=1e-5)
 
 
 def test_nbest_distinct_sorted_no_repeated_bigrams_and_attention(reverse_data) -> None:

@@ -72,38 +72,52 @@ def decode_single_path(
 ) -> list[Hypothesis]:
     """The loop shared by greedy decoding and sampling: one hypothesis per example, extended by
     ``choose(logits [B, V]) -> (next tokens [B], their log-probabilities [B])`` until every
-    example has emitted ``<eos>`` or ``max_len`` tokens.
+    example has emitted ``<eos>`` or ``max_len`` tokens. An example that has emitted ``<eos>``
+    leaves the batch, so later steps only compute the rest (``choose`` then sees fewer rows).
 
     A ``constraint`` sets the logits of banned tokens to -inf before ``choose`` sees them; the
     recorded log-probabilities stay the model's own (not renormalised over allowed tokens), so
     scores compare with unconstrained decoding and beam search."""
     model.eval()
-    batch_size = src.size(0)
+    batch_size, device = src.size(0), src.device
     memory, state = model.encode(src, src_lengths, src_mask, src_copy=src_copy)
-    prev = torch.full((batch_size,), sos_index, dtype=torch.long, device=src.device)  # [B]
-    finished = torch.zeros(batch_size, dtype=torch.bool, device=src.device)
+    prev = torch.full((batch_size,), sos_index, dtype=torch.long, device=device)  # [B']
+    active = torch.arange(batch_size, device=device)  # [B']: the example of each row still decoding
     states = [] if constraint is None else [constraint.start()] * batch_size
-    tokens, log_probs, weights = [], [], []
-    for _ in range(max_len):
-        logits, state, attention = model.decoder.step(prev, state, memory)  # [B, V]
+    # rows that have emitted <eos> leave the batch (as in beam search), so later steps skip them;
+    # what each example emitted is written at its own row of these [B, T] tables
+    token_table = torch.full((batch_size, max_len), eos_index, dtype=torch.long, device=device)
+    log_prob_table = torch.zeros(batch_size, max_len, device=device)
+    attention_table = None  # [B, T, S], made at the first step that returns attention
+    steps = 0
+    for step in range(max_len):
+        logits, state, attention = model.decoder.step(prev, state, memory)  # [B', V]
         logits = logits.float()
         if constraint is None:
-            prev, token_log_prob = choose(logits)  # [B], [B]
+            prev, token_log_prob = choose(logits)  # [B'], [B']
         else:
-            banned = constraint.banned(states, logits.size(-1), logits.device)  # [B, V]
+            banned = constraint.banned(states, logits.size(-1), logits.device)  # [B', V]
             prev, _ = choose(logits.masked_fill(banned, -math.inf))
-            token_log_prob = torch.log_softmax(logits, dim=-1).gather(1, prev.unsqueeze(1)).squeeze(1)  # [B]
+            token_log_prob = torch.log_softmax(logits, dim=-1).gather(1, prev.unsqueeze(1)).squeeze(1)  # [B']
             states = [constraint.advance(s, t) for s, t in zip(states, prev.tolist())]
-        tokens.append(prev)
-        log_probs.append(token_log_prob)
+        token_table[active, step] = prev
+        log_prob_table[active, step] = token_log_prob
         if attention is not None:
-            weights.append(attention)
-        finished = finished | (prev == eos_index)
-        if bool(finished.all()):
-            break
-    token_table = torch.stack(tokens, dim=1).cpu()  # [B, T]
-    log_prob_table = torch.stack(log_probs, dim=1).cpu()  # [B, T]
-    attention_table = torch.stack(weights, dim=1).cpu() if weights else None  # [B, T, S]
+            if attention_table is None:
+                attention_table = torch.zeros(batch_size, max_len, attention.size(-1), device=device)
+            attention_table[active, step] = attention.float()
+        steps = step + 1
+        ended = prev == eos_index  # [B']
+        if bool(ended.any()):
+            if bool(ended.all()):
+                break
+            keep = (~ended).nonzero().squeeze(1)  # [B'']
+            active, prev = active[keep], prev[keep]
+            state, memory = state.select(keep), memory.select(keep)
+            if constraint is not None:
+                states = [states[r] for r in keep.tolist()]
+    token_table, log_prob_table = token_table[:, :steps].cpu(), log_prob_table[:, :steps].cpu()  # [B, T]
+    attention_table = None if attention_table is None else attention_table[:, :steps].cpu()  # [B, T, S]
     lengths = src_lengths.cpu().tolist()
     hypotheses = []
     for row in range(batch_size):
