@@ -108,8 +108,9 @@ def decode_single_path(
             attention_table[active, step] = attention.float()
         steps = step + 1
         ended = prev == eos_index  # [B']
-        if bool(ended.any()):
-            if bool(ended.all()):
+        n_ended = int(ended.sum())  # one device sync per step
+        if n_ended:
+            if n_ended == ended.numel():
                 break
             keep = (~ended).nonzero().squeeze(1)  # [B'']
             active, prev = active[keep], prev[keep]
