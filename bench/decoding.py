@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from seq2seq.checkpoint import load_run
+from seq2seq.cpu_memory import keep_freed_memory
 from seq2seq.data.batching import copy_encodings
 from seq2seq.data.corpus import build_corpus
 from seq2seq.decoding.search import decode_sources
@@ -120,6 +121,7 @@ def main() -> None:
     parser.add_argument("--runtimes", default="torch", help=f"comma-separated, of {', '.join(RUNTIMES)}")
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {', '.join(SETTINGS)}")
     args = parser.parse_args()
+    keep_freed_memory()  # as the seq2seq command does (seq2seq.cpu_memory)
     runtimes, settings = args.runtimes.split(","), args.settings.split(",")
     if unknown := [r for r in runtimes if r not in RUNTIMES] + [s for s in settings if s not in SETTINGS]:
         parser.error(f"unknown runtime or setting: {', '.join(unknown)}")

@@ -29,6 +29,7 @@ import torch
 
 from seq2seq.compare import COMPARE_DEFAULTS
 from seq2seq.config import build_config
+from seq2seq.cpu_memory import keep_freed_memory
 from seq2seq.data.corpus import build_corpus
 from seq2seq.models.build import build_model, count_parameters
 from seq2seq.training.trainer import Trainer, resolve_device, seed_everything
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a config value (on top of seq2seq compare's defaults)")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the seq2seq command does (seq2seq.cpu_memory)
     print("command:", shlex.join(["python", "bench/scaling.py", *(argv if argv is not None else sys.argv[1:])]), flush=True)
     try:
         sizes = sorted({int(part) for part in args.sizes.split(",") if part.strip()})

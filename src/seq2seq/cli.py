@@ -19,6 +19,7 @@ from pathlib import Path
 from seq2seq import __version__
 from seq2seq.checkpoint import CHECKPOINTS, RunDirError
 from seq2seq.config import PRESETS, ConfigError, RunConfig, build_config, deep_merge, load_config_file
+from seq2seq.cpu_memory import keep_freed_memory
 from seq2seq.data.example import DataError
 from seq2seq.data.named_tasks import TASKS, task_config
 from seq2seq.serving.cli import add_serve_command
@@ -459,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        keep_freed_memory()  # process-wide, so the command line decides (seq2seq.cpu_memory)
         return args.func(args)
     except USER_ERRORS as error:
         if args.verbose:
