@@ -1,7 +1,7 @@
 """Training speed of one configuration: target tokens/s and where a step's time goes.
 
     python bench/train_speed.py configs/multi30k/bigru-attention.yaml [--set KEY=VALUE ...]
-        [--batches 40] [--warmup 5] [--sort target|source] [--adam fused|default] [--compile]
+        [--batches 40] [--warmup 5] [--sort target|source] [--adam fused|default] [--compile] [--profile N]
 
 Builds the configuration's data and model, then runs ``--warmup`` + ``--batches`` training steps
 exactly as the trainer does (teacher forcing from the config, loss over non-padding tokens, clip,
@@ -9,7 +9,9 @@ Adam) and prints target tokens/s over the timed batches plus the mean millisecon
 (encode, decoder loop, output layer, loss, backward, clip, optimizer). ``--sort source`` and
 ``--adam default`` undo two of the speed changes (batches sorted by target length; fused Adam) so
 their effect can be measured in the same session; ``--set model.decoder.readout_size=null``
-removes the readout layer; ``--set train.precision=bf16`` times bf16 autocast. Run one
+removes the readout layer; ``--set train.precision=bf16`` times bf16 autocast;
+``SEQ2SEQ_MALLOC=system`` in the environment keeps glibc's malloc settings (seq2seq.cpu_memory),
+as the trainer did before it kept freed memory for reuse. Run one
 configuration at a time on an otherwise idle machine and compare ratios, not seconds.
 """
 
@@ -24,6 +26,7 @@ from pathlib import Path
 import torch
 
 from seq2seq.config import build_config, load_config_file
+from seq2seq.cpu_memory import keep_freed_memory
 from seq2seq.data.batching import bucketed_batches
 from seq2seq.data.corpus import build_corpus
 from seq2seq.models.build import build_model, count_parameters
@@ -43,10 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adam", choices=("fused", "default"), default="fused")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the decoder step (inductor, dynamic shapes) before timing")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after timing, run N more batches under torch.profiler and print the top operators by self CPU time")
     parser.add_argument("--flop-batches", type=int, default=3, help="batches whose FLOPs are counted (after the timed ones)")
     args = parser.parse_args(argv)
     print("command:", shlex.join(["python", "bench/train_speed.py", *(argv if argv is not None else sys.argv[1:])]))
 
+    print(f"malloc keeps freed memory: {keep_freed_memory()}")  # as `seq2seq train` does
     config = build_config(base=load_config_file(args.config), overrides=args.overrides, source=str(args.config))
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -74,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     totals = dict.fromkeys(PHASES, 0.0)
     tokens = 0
     model.train()
-    for number, batch in enumerate(batches):
-        if number == args.warmup:
-            totals, tokens = dict.fromkeys(PHASES, 0.0), 0
+    def step(batch) -> tuple[list[float], int]:
         marks = [time.perf_counter()]
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -84,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             marks.append(time.perf_counter())
             # The decoder's own loop (forward() with teacher forcing 1.0), split so the output layer is timed apart.
             features, embedded, weights = [], [], []
+            gold = decoder._embed(batch.tgt_input).unbind(1)  # T x [B, E], as RecurrentDecoder.forward does
             for t in range(batch.tgt_input.size(1)):
-                step_features, step_embedded, state, step_weights = decoder._features(batch.tgt_input[:, t], state, memory)
+                step_features, step_embedded, state, step_weights = decoder._step_features(gold[t], state, memory)
                 features.append(step_features)
                 embedded.append(step_embedded)
                 weights.append(step_weights)
@@ -102,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         marks.append(time.perf_counter())
         optimizer.step()
         marks.append(time.perf_counter())
+        return marks, n
+
+    for number, batch in enumerate(batches):
+        if number == args.warmup:
+            totals, tokens = dict.fromkeys(PHASES, 0.0), 0
+        marks, n = step(batch)
         for phase, start, end in zip(PHASES, marks, marks[1:]):
             totals[phase] += end - start
         tokens += n
@@ -109,6 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     tokens_per_s = tokens / seconds
     print(f"target tokens/s {tokens_per_s:,.0f} over {args.batches} batches ({1000 * seconds / args.batches:.0f} ms/batch)")
     print("  " + ", ".join(f"{phase} {1000 * value / args.batches:.0f} ms" for phase, value in totals.items()))
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            for batch in batches[args.warmup : args.warmup + args.profile]:
+                step(batch)
+        print(f"profile over {args.profile} batches (self CPU time; profiling slows every operator a little):")
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=48))
     if args.compile or not args.flop_batches:  # compiled graphs hide their matrix products from the counter
         return 0
     flops_per_token = count_step_flops(model, batches[args.warmup : args.warmup + args.flop_batches], config)

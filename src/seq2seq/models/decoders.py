@@ -118,7 +118,12 @@ class RecurrentDecoder(nn.Module):
         """Everything of a step up to (not including) the output layer: features [B, H (+ He)]
         (with input feeding the attentional vector [B, R]), the input embedding [B, E] (p_gen reads
         it), the new state and the attention weights [B, S]."""
-        embedded = self._embed(prev_tokens)  # [B, E]
+        return self._step_features(self._embed(prev_tokens), state, memory)
+
+    def _step_features(
+        self, embedded: torch.Tensor, state: DecoderState, memory: Memory
+    ) -> tuple[torch.Tensor, torch.Tensor, DecoderState, torch.Tensor | None]:
+        """:meth:`_features` from the already embedded previous tokens [B, E]."""
         if self.input_feeding:
             return self._fed_features(embedded, state, memory)
         rnn_input, weights = embedded, None
@@ -218,19 +223,23 @@ class RecurrentDecoder(nn.Module):
             return self._unroll_teacher_forced(tgt_input, state), None
         steps = tgt_input.size(1)
         forced = (torch.rand(steps) < teacher_forcing).tolist()  # one draw per step
+        # The gold tokens are embedded in one lookup: one embedding gradient for the batch instead
+        # of a dense [V, E] one per step (which backward would fill with zeros and add up T times).
+        # unbind, not gold[:, t]: its backward is one stack, where T selects would each fill a
+        # zero [B, T, E] gradient.
+        gold = self._embed(tgt_input).unbind(1)  # T x [B, E]
         features_per_step, embedded_per_step, weights_per_step = [], [], []
-        prev = tgt_input[:, 0]
+        prev = None  # the model's own prediction, for a step that does not read the gold token
         for t in range(steps):
-            features, embedded, state, weights = self._features(prev, state, memory)
+            embedded = gold[t] if prev is None else self._embed(prev)  # [B, E]; step 0 reads <sos>
+            features, embedded, state, weights = self._step_features(embedded, state, memory)
             features_per_step.append(features)
             embedded_per_step.append(embedded)
             weights_per_step.append(weights)
-            if t + 1 < steps:
-                if forced[t + 1]:
-                    prev = tgt_input[:, t + 1]
-                else:
-                    with torch.no_grad():  # a copied word (id >= V) is read as <unk> by the next step
-                        prev = self._scores(features, embedded, weights, memory).argmax(dim=-1)
+            prev = None
+            if t + 1 < steps and not forced[t + 1]:
+                with torch.no_grad():  # a copied word (id >= V) is read as <unk> by the next step
+                    prev = self._scores(features, embedded, weights, memory).argmax(dim=-1)
         features = torch.stack(features_per_step, dim=1)  # [B, T, H (+ He)]
         embedded = torch.stack(embedded_per_step, dim=1)  # [B, T, E]
         attention = torch.stack(weights_per_step, dim=1) if self.attention is not None else None  # [B, T, S]
