@@ -290,3 +290,17 @@ def test_readout_puts_a_tanh_layer_before_the_vocabulary_projection() -> None:
     expected = decoder.output(torch.tanh(decoder.readout(features)))
     torch.testing.assert_close(decoder._logits(features), expected)
     assert make_model("lstm-attention").decoder.readout is None  # the seed architecture projects directly
+
+
+def test_uniform_init_draws_every_parameter_within_its_range_and_keeps_padding_zero() -> None:
+    torch.manual_seed(0)
+    config = build_config(preset="lstm-attention", overrides=[*SIZES, "model.init=uniform", "model.init_range=0.05"])
+    model = build_model(config.model, src_vocab_size=30, tgt_vocab_size=20)
+    for name, parameter in model.named_parameters():
+        assert float(parameter.detach().abs().max()) <= 0.05, name
+        assert float(parameter.detach().std()) > 0.02, name  # drawn, not left at zero
+    for embedding in (model.encoder.embedding, model.decoder.embedding):
+        assert not embedding.weight[0].any()  # <pad>
+    # PyTorch's defaults stay the default: embeddings from N(0, 1)
+    default = build_model(build_config(preset="lstm-attention", overrides=SIZES).model, src_vocab_size=30, tgt_vocab_size=20)
+    assert float(default.decoder.embedding.weight.detach()[1:].std()) > 0.5

@@ -145,6 +145,12 @@ class ModelConfig(_Strict):
     preset: str | None = None
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     decoder: DecoderConfig = Field(default_factory=DecoderConfig)
+    init: Literal["pytorch", "uniform"] = Field(
+        default="pytorch",
+        description="pytorch: each module's own default (embeddings N(0, 1)); uniform: every parameter "
+        "U(-init_range, init_range), OpenNMT-py's default (param_init 0.1)",
+    )
+    init_range: float = Field(default=0.1, gt=0, le=1, description="the bound of init: uniform")
 
     @model_validator(mode="after")
     def _layers_compatible(self) -> ModelConfig:

@@ -52,7 +52,21 @@ def build_model(
         decoder_layers=dec.layers,
         decoder_cell=dec.cell,
     )
-    return Seq2Seq(encoder=encoder, bridge=bridge, decoder=decoder)
+    model = Seq2Seq(encoder=encoder, bridge=bridge, decoder=decoder)
+    if config.init == "uniform":
+        init_uniform(model, config.init_range)
+    return model
+
+
+def init_uniform(model: nn.Module, bound: float) -> None:
+    """Every parameter from U(-bound, bound), as OpenNMT-py's ``param_init`` does, instead of each
+    module's PyTorch default (which draws embeddings from N(0, 1), ten times the scale); padding
+    embeddings stay zero."""
+    for parameter in model.parameters():
+        nn.init.uniform_(parameter, -bound, bound)
+    for module in model.modules():
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            nn.init.zeros_(module.weight[module.padding_idx])
 
 
 def count_parameters(model: nn.Module) -> int:
