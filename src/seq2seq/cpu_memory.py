@@ -6,7 +6,7 @@ size many times over: the logits and their gradients are [B*T, V] (128 x 20 targ
 5,921-word vocabulary is 60 MiB each). Each one is a fresh mapping, so the kernel zero-fills and
 maps it again page by page, and the operator that first writes it (``fill_``, ``add``, the
 log-softmax backward) spends most of its time in page faults: system time was 15 % of the
-Multi30k recipe's training time, and the step became 1.12-1.2x faster without it
+Multi30k recipe's training time, and training became 1.14x faster without it
 (docs/BENCHMARKS.md). The usual fixes are jemalloc or tcmalloc through ``LD_PRELOAD`` (Intel's
 PyTorch tuning guide); :func:`keep_freed_memory` gets the same effect from glibc itself, with
 ``mallopt``, without a second allocator or a re-exec:
@@ -15,8 +15,9 @@ PyTorch tuning guide); :func:`keep_freed_memory` gets the same effect from glibc
   freed chunks the next batch reuses;
 - ``M_TRIM_THRESHOLD = 1 GiB``: the heap's free top is handed back to the kernel only above 1 GiB.
 
-The price is memory: the process keeps its high-water mark instead of shrinking between batches
-(peak RSS, which is what a machine must have, moves little). It is process-wide, so the command
+The price is memory: the process keeps what it freed, and the heap fragments (the small
+remainders that ``posix_memalign`` splits off stay in glibc's thread cache and keep freed chunks
+from merging), so peak RSS grew by 11-15 % (about 260 MB) on the same recipe. It is process-wide, so the command
 line turns it on (``seq2seq train``, ``evaluate``, ``generate``, ``serve``, ``compare`` and the
 benchmarks), not the library; ``SEQ2SEQ_MALLOC=system`` keeps glibc's defaults. Other C
 libraries (macOS, Windows, musl) are left alone. Only host memory is concerned: CUDA tensors
