@@ -304,3 +304,23 @@ def test_uniform_init_draws_every_parameter_within_its_range_and_keeps_padding_z
     # PyTorch's defaults stay the default: embeddings from N(0, 1)
     default = build_model(build_config(preset="lstm-attention", overrides=SIZES).model, src_vocab_size=30, tgt_vocab_size=20)
     assert float(default.decoder.embedding.weight.detach()[1:].std()) > 0.5
+
+
+def test_dropout_zeroes_about_p_scales_the_rest_and_is_the_identity_in_eval() -> None:
+    from seq2seq.models.dropout import Dropout
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 50, 40, requires_grad=True)
+    dropout = Dropout(0.3)
+    y = dropout(x)
+    kept = y != 0
+    assert abs(float(kept.float().mean()) - 0.7) < 0.01
+    assert torch.allclose(y[kept], x[kept] / 0.7)
+    y.sum().backward()  # the gradient flows through the kept elements only, scaled alike
+    assert torch.allclose(x.grad, kept.float() / 0.7)
+    half = dropout(x.detach().bfloat16())
+    assert half.dtype == torch.bfloat16 and abs(float((half != 0).float().mean()) - 0.7) < 0.01
+    dropout.eval()
+    assert dropout(x) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.0)

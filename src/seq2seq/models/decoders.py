@@ -34,6 +34,7 @@ from torch import nn
 
 from seq2seq.models.attention import BahdanauAttention
 from seq2seq.models.copy import copy_mixture
+from seq2seq.models.dropout import Dropout
 from seq2seq.models.encoders import rnn_class
 from seq2seq.models.state import DecoderState, Memory
 
@@ -69,7 +70,7 @@ class RecurrentDecoder(nn.Module):
         self.attention = attention
         context = context_size if attention is not None else 0
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_index)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         # The cell reads the context (Bahdanau) or the previous attentional vector (input feeding).
         fed = readout_size if input_feeding else context
         self.rnn = rnn_class(cell)(

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seq2seq.models.dropout import Dropout
 from seq2seq.models.state import DecoderState
 
 RNN_CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -44,7 +45,7 @@ class RecurrentEncoder(nn.Module):
         self.layers = layers
         self.directions = 2 if bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_index)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.rnn = rnn_class(cell)(
             embedding_size,
             hidden_size,
