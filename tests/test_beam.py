@@ -99,11 +99,15 @@ def test_length_penalties_and_stopping_bound() -> None:
         length_penalty("wu", 3, 1.0)
     h = Hypothesis([A, B], [math.log(0.5)] * 3, None, True)
     assert normalized_score(h, "average", 1.0) == pytest.approx(math.log(0.5))
-    assert not can_stop(finished_scores=[-1.0], best_alive=-5.0, beam_size=2, max_penalty=1.0)
-    assert can_stop(finished_scores=[-1.0, -2.0], best_alive=-2.0, beam_size=2, max_penalty=1.0)
+    assert not can_stop(finished_scores=[-1.0], best_alive=-5.0, wanted=2, max_penalty=1.0)
+    assert can_stop(finished_scores=[-1.0, -2.0], best_alive=-2.0, wanted=2, max_penalty=1.0)
     # with a penalty an alive -3 might still reach -3 / 2 = -1.5 > -2: go on
-    assert not can_stop(finished_scores=[-1.0, -2.0], best_alive=-3.0, beam_size=2, max_penalty=2.0)
-    assert can_stop(finished_scores=[], best_alive=-math.inf, beam_size=2, max_penalty=1.0)
+    assert not can_stop(finished_scores=[-1.0, -2.0], best_alive=-3.0, wanted=2, max_penalty=2.0)
+    assert can_stop(finished_scores=[], best_alive=-math.inf, wanted=2, max_penalty=1.0)
+    # only the wanted best count: an alive -1.5 can still beat the 2nd finished, never the 1st
+    assert can_stop(finished_scores=[-1.0, -2.0], best_alive=-1.5, wanted=1, max_penalty=1.0)
+    assert not can_stop(finished_scores=[-1.0, -2.0], best_alive=-1.5, wanted=2, max_penalty=1.0)
+    assert not can_stop(finished_scores=[-2.0], best_alive=-1.5, wanted=1, max_penalty=1.0)
     assert max_lengths([3, 10], max_len=20, max_len_a=1.5, max_len_b=2) == [6, 17]
     assert max_lengths([3, 10], max_len=20, max_len_a=0.0, max_len_b=2) == [20, 20]
 
@@ -189,7 +193,13 @@ def test_finished_sentences_leave_the_batch() -> None:
     results = beam_search(model, src, torch.tensor([2, 2]), src != 0, sos_index=SOS, eos_index=EOS,
                           pad_index=PAD, beam_size=2, max_len=5)
     assert results[0][0].finished and not results[1][0].finished
-    assert model.rows_per_step[:3] == [4, 4, 2]  # 2 examples x 2 beams, then example 0 is dropped
+    # the first step runs once per example; example 0's best candidate is then <eos> (0.99), which
+    # no alive beam can beat, so it leaves before step 1: 2 examples, then example 1's 2 beams
+    assert model.rows_per_step[:3] == [2, 2, 2]
+    results = beam_search(model, src, torch.tensor([2, 2]), src != 0, sos_index=SOS, eos_index=EOS,
+                          pad_index=PAD, beam_size=2, max_len=5, nbest=2)
+    assert [h.tokens for h in results[0]] == [[], [A]]  # the second hypothesis ends at step 1
+    assert model.rows_per_step[-5:-2] == [2, 4, 2]  # 2 examples x 2 beams, then example 0 is dropped
 
 
 def test_greedy_drops_examples_that_emitted_eos_from_later_steps() -> None:
@@ -287,6 +297,37 @@ def test_beam_1_equals_greedy_and_wider_beams_score_higher(reverse_data, train_s
         gains = [wide[i].score - greedy[i].score for i in both_finished]
         assert sum(gains) >= 0
         assert sum(gain < -1e-4 for gain in gains) <= len(gains) // 10
+
+
+@pytest.mark.parametrize("penalty", [("none", 0.6), ("gnmt", 0.6), ("average", 1.0)])
+def test_stopping_at_the_best_finished_one_finds_what_a_full_beam_of_finished_ones_does(reverse_data, penalty) -> None:
+    """nbest=1 stops a sentence once no alive beam can beat its best finished hypothesis; asking
+    for the whole beam (nbest=K) waits for K of them. The best hypothesis must be the same, and the
+    early stop must save decoder rows."""
+    model = _model(reverse_data, "gru-attention", train_steps=20)
+    batch = _batch(reverse_data, 200, 24)
+    args = (model, batch.src, batch.src_lengths, batch.src_mask)
+    options = dict(OPTIONS, beam_size=4, max_len=15, length_penalty=penalty[0], alpha=penalty[1])
+    rows: list[int] = []
+    step = model.decoder.step
+
+    def counted(prev, state, memory):
+        rows.append(prev.size(0))
+        return step(prev, state, memory)
+
+    model.decoder.step = counted
+    try:
+        best = [hs[0] for hs in beam_search(*args, **options, nbest=1)]
+        best_rows, rows[:] = sum(rows), []
+        full = [hs[0] for hs in beam_search(*args, **options, nbest=4)]
+    finally:
+        del model.decoder.step
+    assert sum(h.finished for h in best) >= 12
+    for one, first in zip(best, full):
+        assert (one.tokens, one.finished) == (first.tokens, first.finished)
+        assert one.score == pytest.approx(first.score, abs=1e-5)
+    assert rows[0] == batch.size  # the first step runs once per example, not once per beam
+    assert best_rows < sum(rows)
 
 
 def test_an_example_alone_equals_the_same_example_in_a_batch(reverse_data) -> None:

@@ -98,20 +98,25 @@ def repeated_ngram_mask(tokens: torch.Tensor, *, n: int, vocab_size: int) -> tor
     return counts > 0
 
 
-def can_stop(*, finished_scores: list[float], best_alive: float, beam_size: int, max_penalty: float) -> bool:
-    """Whether no alive hypothesis can still enter the kept finished ones.
+def can_stop(*, finished_scores: list[float], best_alive: float, wanted: int, max_penalty: float) -> bool:
+    """Whether no alive hypothesis can still enter the ``wanted`` best finished ones.
 
-    ``finished_scores`` are the kept finished hypotheses' normalised scores, ``best_alive`` the
-    best alive raw score (<= 0) and ``max_penalty`` the length penalty at the maximum length.
+    ``finished_scores`` are the kept finished hypotheses' normalised scores, best first,
+    ``best_alive`` the best alive raw score (<= 0), ``wanted`` how many hypotheses the search
+    returns (``nbest``) and ``max_penalty`` the length penalty at the maximum length.
     Bound: an alive hypothesis with raw score s ends with raw score s' <= s <= 0 and length
     L' <= L_max, so for a penalty that grows with the length,
     s' / lp(L') <= s / lp(L') <= s / lp(L_max). With no penalty this is just s.
+
+    Only the ``wanted`` best matter: waiting for a full beam of finished hypotheses (as fairseq
+    does) cannot change them, it only costs steps. With ``nbest`` = 1 and no penalty the search
+    stops as soon as its best candidate ends with ``<eos>``, as OpenNMT-py's does.
     """
     if best_alive == -math.inf:
         return True  # nothing left alive (every continuation was banned)
-    if len(finished_scores) < beam_size:
+    if len(finished_scores) < wanted:
         return False
-    return best_alive / max_penalty <= min(finished_scores)
+    return best_alive / max_penalty <= finished_scores[wanted - 1]
 
 
 def max_lengths(src_lengths: list[int], *, max_len: int, max_len_a: float, max_len_b: int) -> list[int]:
@@ -187,7 +192,7 @@ def beam_search(
     so the search only sees a wider vocabulary.
 
     A hypothesis finishes only by emitting ``<eos>`` (never before ``min_len`` tokens); ``<pad>``
-    is never emitted. An example stops when it holds ``beam_size`` finished hypotheses that no
+    is never emitted. An example stops when it holds ``nbest`` finished hypotheses that no
     alive one can beat (see ``can_stop``) or at its maximum length; then, if fewer than ``nbest``
     finished, its best alive hypotheses fill the list with ``finished=False``. Stopped examples
     leave the batch, so later steps only compute the rest. Results are sorted by normalised score.
@@ -201,14 +206,15 @@ def beam_search(
     limits = max_lengths(src_lens, max_len=max_len, max_len_a=max_len_a, max_len_b=max_len_b)
     penalty = lambda n: float(_length_penalty(kind, n, alpha))  # noqa: E731
 
-    # 1. Encode once, then tile every example K times: rows b*K .. b*K+K-1 are its beams.
+    # 1. Encode once. Every example's K beams start from the same <sos>, so the first step runs once
+    #    per example; its outputs, state and memory are then tiled K times: rows b*K .. b*K+K-1 are
+    #    example b's beams.
     memory, state = model.encode(src, src_lengths, src_mask, src_copy=src_copy)
     tile = torch.arange(batch, device=device).repeat_interleave(beam)  # [B*K]
-    memory, state = memory.select(tile), state.select(tile)
     active = list(range(batch))  # original example of each remaining sentence
     scores = torch.full((batch, beam), -math.inf, device=device)  # [B, K]; only beam 0 is alive at first
     scores[:, 0] = 0.0
-    prev = torch.full((batch * beam,), sos_index, dtype=torch.long, device=device)  # [B*K]
+    prev = torch.full((batch,), sos_index, dtype=torch.long, device=device)  # [B], then [B*K]
     tokens = torch.zeros(batch * beam, 0, dtype=torch.long, device=device)  # [B*K, t]
     token_lps = torch.zeros(batch * beam, 0, device=device)  # [B*K, t]
     weights = torch.zeros(batch * beam, 0, src.size(1), device=device)  # [B*K, t, S], stays empty without attention
@@ -219,6 +225,9 @@ def beam_search(
     for step in range(max(limits)):
         # 2. Score every next token of every alive beam, with the banned ones at -inf.
         logits, state, attention = model.decoder.step(prev, state, memory)  # [N, V], [N, S]
+        if step == 0:
+            logits, state, memory = logits[tile], state.select(tile), memory.select(tile)  # [B*K, ...]
+            attention = None if attention is None else attention[tile]
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # [N, V]
         vocab = log_probs.size(-1)
         banned = repeated_ngram_mask(tokens, n=no_repeat_ngram_size, vocab_size=vocab)  # [N, V]
@@ -270,7 +279,7 @@ def beam_search(
                                                  src_length=src_lens[example], finished=False)
                         _keep_best(unfinished[example], (score / penalty(step + 1), hypothesis), beam)
             stop = can_stop(finished_scores=[s for s, _ in finished[example]], best_alive=best_alive[b],
-                            beam_size=beam, max_penalty=penalty(limits[example]))
+                            wanted=nbest, max_penalty=penalty(limits[example]))
             done.append(at_limit or stop)
 
         # 6. Drop the stopped sentences from every batched tensor so later steps skip them.
