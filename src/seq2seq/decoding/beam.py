@@ -228,15 +228,15 @@ def beam_search(
         if step == 0:
             logits, state, memory = logits[tile], state.select(tile), memory.select(tile)  # [B*K, ...]
             attention = None if attention is None else attention[tile]
-        log_probs = torch.log_softmax(logits.float(), dim=-1)  # [N, V]
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # [N, V], a fresh tensor: banned in place
         vocab = log_probs.size(-1)
-        banned = repeated_ngram_mask(tokens, n=no_repeat_ngram_size, vocab_size=vocab)  # [N, V]
-        banned[:, pad_index] = True
+        log_probs[:, pad_index] = -math.inf
         if step < min_len:
-            banned[:, eos_index] = True
+            log_probs[:, eos_index] = -math.inf
+        if no_repeat_ngram_size:
+            log_probs.masked_fill_(repeated_ngram_mask(tokens, n=no_repeat_ngram_size, vocab_size=vocab), -math.inf)
         if constraint is not None:
-            banned |= constraint.banned(states, vocab, device)
-        log_probs = log_probs.masked_fill(banned, -math.inf)
+            log_probs.masked_fill_(constraint.banned(states, vocab, device), -math.inf)
         n_active = len(active)
         new_scores, token_ids, beam_ids = beam_step(log_probs.view(n_active, beam, vocab), scores, step=step)
         parents = beam_ids + torch.arange(n_active, device=device).unsqueeze(1) * beam  # [B', 2K] rows

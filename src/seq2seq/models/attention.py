@@ -50,7 +50,8 @@ class BahdanauAttention(nn.Module):
                 f"expected query [B, Hq], keys [B, S, A], mask [B, S]; got {tuple(query.shape)}, "
                 f"{tuple(keys.shape)}, {tuple(mask.shape)}"
             )
-        hidden = torch.tanh(self.query_proj(query).unsqueeze(1) + keys)  # [B, S, A]
+        # tanh in place: the sum is a fresh [B, S, A] tensor, and the largest one of a decoder step
+        hidden = (self.query_proj(query).unsqueeze(1) + keys).tanh_()  # [B, S, A]
         scores = self.energy(hidden).squeeze(-1)  # [B, S]
         scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: no mass on padding
         weights = torch.softmax(scores, dim=-1)  # [B, S]
