@@ -324,3 +324,57 @@ def test_dropout_zeroes_about_p_scales_the_rest_and_is_the_identity_in_eval() ->
     assert dropout(x) is x
     with pytest.raises(ValueError, match="dropout probability"):
         Dropout(1.0)
+
+
+def _plain_additive_scores(attention, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """v^T tanh(W_q q + k), written out with autograd's own operators."""
+    return torch.tanh(attention.query_proj(query).unsqueeze(1) + keys) @ attention.energy.weight.squeeze(0)
+
+
+def test_additive_score_recomputes_the_tanh_in_backward_with_the_same_gradients() -> None:
+    from seq2seq.models.attention import AdditiveScore, BahdanauAttention
+
+    torch.manual_seed(0)
+    q = torch.randn(3, 6, dtype=torch.double, requires_grad=True)
+    k = torch.randn(3, 4, 6, dtype=torch.double, requires_grad=True)
+    v = torch.randn(1, 6, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(AdditiveScore.apply, (q, k, v))
+
+    attention = BahdanauAttention(query_size=5, key_size=7, attention_size=8)
+    query, states = torch.randn(4, 5, requires_grad=True), torch.randn(4, 9, 7)
+    mask = torch.ones(4, 9, dtype=torch.bool)
+    mask[1, 6:] = False
+    keys = attention.project_keys(states)
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        context, weights = attention(query=query, keys=keys, values=states, mask=mask)
+    # no [B, S, A] activation is kept for backward, only the keys, which the batch keeps anyway
+    assert any(t.data_ptr() == keys.data_ptr() for t in saved)
+    assert all(t.data_ptr() == keys.data_ptr() for t in saved if t.shape == (4, 9, 8))
+    (context.sum() + (weights * torch.arange(9.0)).sum()).backward()
+    ours = [query.grad, *(p.grad for p in attention.parameters())]
+
+    query.grad = None
+    attention.zero_grad()
+    keys = attention.project_keys(states)
+    scores = _plain_additive_scores(attention, query, keys).masked_fill(~mask, float("-inf"))
+    plain_weights = torch.softmax(scores, dim=-1)
+    plain_context = torch.bmm(plain_weights.unsqueeze(1), states).squeeze(1)
+    assert torch.allclose(weights, plain_weights, atol=1e-6) and torch.allclose(context, plain_context, atol=1e-6)
+    (plain_context.sum() + (plain_weights * torch.arange(9.0)).sum()).backward()
+    for mine, theirs in zip(ours, [query.grad, *(p.grad for p in attention.parameters())]):
+        assert torch.allclose(mine, theirs, atol=1e-5)
+
+
+def test_additive_score_under_bf16_autocast_gives_float32_parameter_gradients() -> None:
+    from seq2seq.models.attention import BahdanauAttention
+
+    torch.manual_seed(0)
+    attention = BahdanauAttention(query_size=5, key_size=7, attention_size=8)
+    query, states, mask = torch.randn(4, 5), torch.randn(4, 9, 7), torch.ones(4, 9, dtype=torch.bool)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        context, weights = attention(query=query, keys=attention.project_keys(states), values=states, mask=mask)
+    (context.float().sum() + (weights.float() * torch.arange(9.0)).sum()).backward()
+    for name, parameter in attention.named_parameters():
+        assert parameter.grad is not None and parameter.grad.dtype == torch.float32, name
+        assert torch.isfinite(parameter.grad).all() and parameter.grad.abs().sum() > 0, name

@@ -12,12 +12,46 @@ which is what the code computes: ``query_proj`` is ``W_q``, ``key_proj`` is ``W_
 (:meth:`project_keys`) instead of once per decoder step; the result is identical, which
 the NumPy reference in :mod:`seq2seq.reference` checks with the concatenated form.
 Like the formula (and the paper), no bias is used.
+
+In training, the [B, S, A] tanh of every decoder step is not kept for backward: it is the largest
+activation of the model (128 sentences x 41 target x 40 source positions x 512 is 430 MB over a
+batch), while recomputing it costs one add and one tanh per step (:class:`AdditiveScore`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+class AdditiveScore(torch.autograd.Function):
+    """``tanh(q + k) v`` for queries [B, A], keys [B, S, A] and ``v`` [1, A], whose backward
+    recomputes the tanh instead of keeping it (activation checkpointing for one expression).
+
+    With t = tanh(q + k) and scores s = t v:  ds/dv = sum over (B, S) of grad * t,
+    and the gradient of the pre-activation, shared by q (summed over S) and k, is
+    grad * v * (1 - t^2).
+    """
+
+    @staticmethod
+    def forward(ctx, query: torch.Tensor, keys: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(query, keys, energy)
+        hidden = (query.unsqueeze(1) + keys).tanh_()  # [B, S, A], freed on return
+        return hidden @ energy.to(hidden.dtype).squeeze(0)  # [B, S]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        query, keys, energy = ctx.saved_tensors
+        hidden = (query.unsqueeze(1) + keys).tanh_()  # [B, S, A], as in forward
+        grad = grad.to(hidden.dtype).unsqueeze(-1)  # [B, S, 1]
+        grad_energy = None
+        if ctx.needs_input_grad[2]:
+            grad_energy = (grad * hidden).sum(dim=(0, 1)).to(energy.dtype).view_as(energy)  # [1, A]
+        # d(pre-activation) = grad * v * (1 - t^2), computed in the recomputed buffer
+        pre = hidden.square_().neg_().add_(1).mul_(grad).mul_(energy.to(hidden.dtype).squeeze(0))  # [B, S, A]
+        grad_query = pre.sum(dim=1) if ctx.needs_input_grad[0] else None  # [B, A]
+        return grad_query, pre if ctx.needs_input_grad[1] else None, grad_energy
 
 
 class BahdanauAttention(nn.Module):
@@ -50,9 +84,13 @@ class BahdanauAttention(nn.Module):
                 f"expected query [B, Hq], keys [B, S, A], mask [B, S]; got {tuple(query.shape)}, "
                 f"{tuple(keys.shape)}, {tuple(mask.shape)}"
             )
-        # tanh in place: the sum is a fresh [B, S, A] tensor, and the largest one of a decoder step
-        hidden = (self.query_proj(query).unsqueeze(1) + keys).tanh_()  # [B, S, A]
-        scores = self.energy(hidden).squeeze(-1)  # [B, S]
+        projected = self.query_proj(query)  # [B, A]
+        if torch.is_grad_enabled() and isinstance(self.energy.weight, nn.Parameter):
+            scores = AdditiveScore.apply(projected, keys, self.energy.weight)  # [B, S]; keeps no [B, S, A]
+        else:  # inference (also ONNX export and int8, whose layers this keeps calling)
+            # tanh in place: the sum is a fresh [B, S, A] tensor, and the largest one of a decoder step
+            hidden = (projected.unsqueeze(1) + keys).tanh_()  # [B, S, A]
+            scores = self.energy(hidden).squeeze(-1)  # [B, S]
         scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: no mass on padding
         weights = torch.softmax(scores, dim=-1)  # [B, S]
         context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)  # [B, He]
