@@ -1,7 +1,8 @@
 """Training speed of one configuration: target tokens/s and where a step's time goes.
 
     python bench/train_speed.py configs/multi30k/bigru-attention.yaml [--set KEY=VALUE ...]
-        [--batches 40] [--warmup 5] [--sort target|source] [--adam fused|default] [--compile] [--profile N]
+        [--batches 40] [--warmup 5] [--sort target|source] [--largest] [--adam fused|default] [--compile]
+        [--profile N]
 
 Builds the configuration's data and model, then runs ``--warmup`` + ``--batches`` training steps
 exactly as the trainer does (teacher forcing from the config, loss over non-padding tokens, clip,
@@ -11,13 +12,16 @@ Adam) and prints target tokens/s over the timed batches plus the mean millisecon
 their effect can be measured in the same session; ``--set model.decoder.readout_size=null``
 removes the readout layer; ``--set train.precision=bf16`` times bf16 autocast;
 ``SEQ2SEQ_MALLOC=system`` in the environment keeps glibc's malloc settings (seq2seq.cpu_memory),
-as the trainer did before it kept freed memory for reuse. Run one
+as the trainer did before it kept freed memory for reuse. The process's peak RSS comes last;
+``--largest`` trains on the largest batches (source x target positions) instead of the first
+shuffled ones, so that the peak is the one a whole epoch reaches. Run one
 configuration at a time on an otherwise idle machine and compare ratios, not seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import shlex
 import sys
 import time
@@ -43,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--sort", choices=("target", "source"), default="target")
+    parser.add_argument("--largest", action="store_true",
+                        help="train on the largest batches (source x target positions), where memory peaks")
     parser.add_argument("--adam", choices=("fused", "default"), default="fused")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the decoder step (inductor, dynamic shapes) before timing")
@@ -62,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate, fused=args.adam == "fused")
     generator = torch.Generator().manual_seed(config.train.seed)
     batches = list(bucketed_batches(corpus.encoded["train"], batch_size=config.train.batch_size, pad_index=0,
-                                    shuffle=True, generator=generator, sort_by=args.sort))[: args.warmup + args.batches]
+                                    shuffle=True, generator=generator, sort_by=args.sort))
+    if args.largest:
+        batches.sort(key=lambda batch: batch.src.numel() * batch.tgt_input.size(1), reverse=True)
+    batches = batches[: args.warmup + args.batches]
     real = sum(int((b.tgt_output != 0).sum()) for b in batches)
     padded = sum(b.tgt_output.numel() for b in batches)
     print(f"parameters {count_parameters(model):,}; threads {torch.get_num_threads()}; precision {config.train.precision}; "
@@ -120,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     tokens_per_s = tokens / seconds
     print(f"target tokens/s {tokens_per_s:,.0f} over {args.batches} batches ({1000 * seconds / args.batches:.0f} ms/batch)")
     print("  " + ", ".join(f"{phase} {1000 * value / args.batches:.0f} ms" for phase, value in totals.items()))
+    largest = max(batches, key=lambda batch: batch.src.numel() * batch.tgt_input.size(1))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1 << 10)
+    print(f"peak RSS {peak:,.0f} MiB, data and model building included (largest batch: source "
+          f"{tuple(largest.src.shape)}, target {tuple(largest.tgt_input.shape)})")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -196,10 +196,12 @@ def test_finished_sentences_leave_the_batch() -> None:
     # the first step runs once per example; example 0's best candidate is then <eos> (0.99), which
     # no alive beam can beat, so it leaves before step 1: 2 examples, then example 1's 2 beams
     assert model.rows_per_step[:3] == [2, 2, 2]
+    before = len(model.rows_per_step)
     results = beam_search(model, src, torch.tensor([2, 2]), src != 0, sos_index=SOS, eos_index=EOS,
                           pad_index=PAD, beam_size=2, max_len=5, nbest=2)
     assert [h.tokens for h in results[0]] == [[], [A]]  # the second hypothesis ends at step 1
-    assert model.rows_per_step[-5:-2] == [2, 4, 2]  # 2 examples x 2 beams, then example 0 is dropped
+    # 2 examples, then 2 x 2 beams, then example 0 (two finished) is dropped
+    assert model.rows_per_step[before : before + 3] == [2, 4, 2]
 
 
 def test_greedy_drops_examples_that_emitted_eos_from_later_steps() -> None:
@@ -299,15 +301,20 @@ def test_beam_1_equals_greedy_and_wider_beams_score_higher(reverse_data, train_s
         assert sum(gain < -1e-4 for gain in gains) <= len(gains) // 10
 
 
-@pytest.mark.parametrize("penalty", [("none", 0.6), ("gnmt", 0.6), ("average", 1.0)])
-def test_stopping_at_the_best_finished_one_finds_what_a_full_beam_of_finished_ones_does(reverse_data, penalty) -> None:
-    """nbest=1 stops a sentence once no alive beam can beat its best finished hypothesis; asking
-    for the whole beam (nbest=K) waits for K of them. The best hypothesis must be the same, and the
+@pytest.mark.parametrize(
+    "settings",
+    [dict(length_penalty="none"), dict(length_penalty="gnmt", alpha=0.6), dict(length_penalty="average", alpha=1.0),
+     dict(min_len=4, no_repeat_ngram_size=2)],
+    ids=["none", "gnmt", "average", "min-len-and-ngram-ban"],
+)
+def test_stopping_at_the_nbest_finished_ones_finds_what_a_full_beam_of_finished_ones_does(reverse_data, settings) -> None:
+    """nbest=n stops a sentence once no alive beam can beat its n-th best finished hypothesis;
+    asking for the whole beam (nbest=K) waits for K of them. The n best must be the same, and the
     early stop must save decoder rows."""
     model = _model(reverse_data, "gru-attention", train_steps=20)
     batch = _batch(reverse_data, 200, 24)
     args = (model, batch.src, batch.src_lengths, batch.src_mask)
-    options = dict(OPTIONS, beam_size=4, max_len=15, length_penalty=penalty[0], alpha=penalty[1])
+    options = dict(OPTIONS, beam_size=4, max_len=15, **settings)
     rows: list[int] = []
     step = model.decoder.step
 
@@ -317,17 +324,20 @@ def test_stopping_at_the_best_finished_one_finds_what_a_full_beam_of_finished_on
 
     model.decoder.step = counted
     try:
-        best = [hs[0] for hs in beam_search(*args, **options, nbest=1)]
+        best = beam_search(*args, **options, nbest=1)
         best_rows, rows[:] = sum(rows), []
-        full = [hs[0] for hs in beam_search(*args, **options, nbest=4)]
+        two = beam_search(*args, **options, nbest=2)
+        two_rows, rows[:] = sum(rows), []
+        full = beam_search(*args, **options, nbest=4)
     finally:
         del model.decoder.step
-    assert sum(h.finished for h in best) >= 12
-    for one, first in zip(best, full):
-        assert (one.tokens, one.finished) == (first.tokens, first.finished)
-        assert one.score == pytest.approx(first.score, abs=1e-5)
+    assert sum(hs[0].finished for hs in best) >= 12
+    for fewer in (best, two):
+        for found, wanted in zip(fewer, full):
+            assert [(h.tokens, h.finished) for h in found] == [(h.tokens, h.finished) for h in wanted[: len(found)]]
+            assert [h.score for h in found] == pytest.approx([h.score for h in wanted[: len(found)]], abs=1e-5)
     assert rows[0] == batch.size  # the first step runs once per example, not once per beam
-    assert best_rows < sum(rows)
+    assert best_rows <= two_rows < sum(rows)
 
 
 def test_an_example_alone_equals_the_same_example_in_a_batch(reverse_data) -> None:

@@ -110,7 +110,8 @@ def can_stop(*, finished_scores: list[float], best_alive: float, wanted: int, ma
 
     Only the ``wanted`` best matter: waiting for a full beam of finished hypotheses (as fairseq
     does) cannot change them, it only costs steps. With ``nbest`` = 1 and no penalty the search
-    stops as soon as its best candidate ends with ``<eos>``, as OpenNMT-py's does.
+    stops as soon as its best candidate ends with ``<eos>``, as OpenNMT-py 3.5's does ("early stop
+    when top beam is finished", ``onmt/translate/beam_search.py``).
     """
     if best_alive == -math.inf:
         return True  # nothing left alive (every continuation was banned)
@@ -156,7 +157,9 @@ def _hypothesis(
 
 
 def _keep_best(kept: list[tuple[float, Hypothesis]], item: tuple[float, Hypothesis], cap: int) -> None:
-    """Insert a (normalised score, hypothesis) and keep the ``cap`` best, best first."""
+    """Insert a (normalised score, hypothesis) and keep the ``cap`` best, best first. The sort is
+    stable, so a later hypothesis that ties a kept one ranks behind it: ``can_stop`` relies on that
+    when it stops at a tie."""
     kept.append(item)
     kept.sort(key=lambda pair: pair[0], reverse=True)
     del kept[cap:]

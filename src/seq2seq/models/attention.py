@@ -43,13 +43,18 @@ class AdditiveScore(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         query, keys, energy = ctx.saved_tensors
-        hidden = (query.unsqueeze(1) + keys).tanh_()  # [B, S, A], as in forward
-        grad = grad.to(hidden.dtype).unsqueeze(-1)  # [B, S, 1]
+        hidden = (query.unsqueeze(1) + keys).tanh_()  # [B, S, A], recomputed as in forward
+        grad = grad.to(hidden.dtype)  # [B, S]
         grad_energy = None
-        if ctx.needs_input_grad[2]:
-            grad_energy = (grad * hidden).sum(dim=(0, 1)).to(energy.dtype).view_as(energy)  # [1, A]
-        # d(pre-activation) = grad * v * (1 - t^2), computed in the recomputed buffer
-        pre = hidden.square_().neg_().add_(1).mul_(grad).mul_(energy.to(hidden.dtype).squeeze(0))  # [B, S, A]
+        if ctx.needs_input_grad[2]:  # the matrix product nn.Linear's weight gradient would be
+            grad_energy = (grad.reshape(1, -1) @ hidden.reshape(-1, hidden.size(-1))).to(energy.dtype)  # [1, A]
+        if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
+            return None, None, grad_energy
+        # The pre-activation's gradient, grad * (1 - t^2) * v. tanh_backward is autograd's own tanh
+        # derivative: for bf16 it computes in float and rounds once.
+        pre = torch.ops.aten.tanh_backward(grad.unsqueeze(-1).expand_as(hidden), hidden)  # [B, S, A]
+        del hidden
+        pre.mul_(energy.to(pre.dtype).squeeze(0))
         grad_query = pre.sum(dim=1) if ctx.needs_input_grad[0] else None  # [B, A]
         return grad_query, pre if ctx.needs_input_grad[1] else None, grad_energy
 
@@ -87,8 +92,9 @@ class BahdanauAttention(nn.Module):
         projected = self.query_proj(query)  # [B, A]
         if torch.is_grad_enabled() and isinstance(self.energy.weight, nn.Parameter):
             scores = AdditiveScore.apply(projected, keys, self.energy.weight)  # [B, S]; keeps no [B, S, A]
-        else:  # inference (also ONNX export and int8, whose layers this keeps calling)
-            # tanh in place: the sum is a fresh [B, S, A] tensor, and the largest one of a decoder step
+        else:  # no gradient (decoding, ONNX export), or an energy layer without a plain weight (int8)
+            # tanh in place: the sum is a fresh [B, S, A] tensor, the largest one of a decoder step; with
+            # gradient this is safe too, since the sum's backward does not need its output
             hidden = (projected.unsqueeze(1) + keys).tanh_()  # [B, S, A]
             scores = self.energy(hidden).squeeze(-1)  # [B, S]
         scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: no mass on padding
