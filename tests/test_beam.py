@@ -418,3 +418,41 @@ def test_score_of_the_greedy_output_equals_its_hypothesis_score(reverse_data) ->
 def test_invalid_arguments_are_named(name: str, value) -> None:
     with pytest.raises(ValueError, match=name.split("_")[0]):
         run_scripted(ScriptedModel(TRAP), **{"beam_size": 5, name: value})
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_decoding_batches_in_parallel_gives_the_same_outputs_in_order_and_restores_the_threads(
+    reverse_data, beam_size: int
+) -> None:
+    from seq2seq.decoding.search import SamplingOptions, decode_sources
+
+    model = _model(reverse_data, "gru-attention", train_steps=20)
+    sources = [pair.src for pair in reverse_data[3][200:240]]
+    options = dict(OPTIONS, max_len=12, beam_size=beam_size, nbest=beam_size, batch_size=6)  # 7 batches
+    torch.set_num_threads(2)
+    one = decode_sources(model, sources, workers=1, **options)
+    two = decode_sources(model, sources, workers=2, **options)
+    assert torch.get_num_threads() == 2  # divided among the workers only while they run
+    assert len(two) == len(sources)
+    for alone, parallel in zip(one, two):
+        assert [(h.tokens, h.finished) for h in alone] == [(h.tokens, h.finished) for h in parallel]
+        assert [h.score for h in alone] == pytest.approx([h.score for h in parallel], abs=1e-5)
+    with pytest.raises(ValueError, match="one generator"):
+        decode_sources(model, sources, workers=2, sampling=SamplingOptions(seed=1), **dict(options, beam_size=1, nbest=1))
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        decode_sources(model, sources, workers=0, **options)
+
+
+def test_automatic_decode_workers() -> None:
+    from seq2seq.decoding.search import decode_workers
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert decode_workers(0, "cpu") == 2
+        assert decode_workers(0, "cuda") == 1  # resolving needs no GPU
+        assert decode_workers(3, "cpu") == 3
+        torch.set_num_threads(1)
+        assert decode_workers(0, "cpu") == 1
+    finally:
+        torch.set_num_threads(threads)

@@ -80,6 +80,11 @@ def test_evaluate_prints_metrics_and_writes_predictions(trained_run, tmp_path, c
     assert main(["evaluate", str(trained_run), "--split", "valid", "--batch-size", "1", "--output", str(tmp_path / "b1.txt")]) == 0
     assert (tmp_path / "b1.txt").read_text() == output.read_text()
     assert json.loads((trained_run / "eval_valid_batch1.json").read_text())["batch_size"] == 1
+    # so do several batches decoded at once; the report says how many
+    assert main(["evaluate", str(trained_run), "--split", "valid", "--batch-size", "4", "--workers", "3",
+                 "--output", str(tmp_path / "w3.txt")]) == 0
+    assert (tmp_path / "w3.txt").read_text() == output.read_text()
+    assert json.loads((trained_run / "eval_valid_batch4.json").read_text())["workers"] == 3
 
 
 def test_resume_continues_from_the_last_epoch(trained_run, tmp_path, capsys):

@@ -280,7 +280,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_run(Path(args.run), split=args.split, which=args.checkpoint, device=args.device,
                           output=Path(args.output) if args.output else None, beam_size=args.beam,
                           constrain_python=args.constrain == "python", quantize=args.quantize, runtime=args.runtime,
-                          ensemble=[Path(run) for run in args.ensemble or ()], batch_size=args.batch_size)
+                          ensemble=[Path(run) for run in args.ensemble or ()], batch_size=args.batch_size,
+                          workers=args.workers)
     decoding = f"beam {args.beam}" if args.beam > 1 else "greedy"
     print(_report_line(args.split, report) + f"  ({decoding}{', python constraint' if args.constrain else ''})")
     for bucket in report.by_length:
@@ -402,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=_positive_int, default=1, help="beam size (1 = greedy, the default)")
     p.add_argument("--batch-size", type=_positive_int,
                    help="sentences per decoding batch (default: the run's decode.batch_size)")
+    p.add_argument("--workers", type=_positive_int,
+                   help="batches decoded at once, sharing torch's threads (default: the run's decode.workers; "
+                        "0 there means 2 on a CPU with at least 2 threads, else 1)")
     p.add_argument("--constrain", choices=["python"],
                    help="Python outputs: prune prefixes whose brackets cannot balance and, with --beam, prefer outputs that ast.parse accepts")
     p.add_argument("--checkpoint", choices=list(CHECKPOINTS), default="best", help=CHECKPOINT_HELP)

@@ -197,6 +197,9 @@ class TrainConfig(_Strict):
 class DecodeConfig(_Strict):
     max_len: int = Field(default=100, ge=1)
     batch_size: int = Field(default=128, ge=1)
+    # batches decoded at once by evaluation (threads sharing torch's intra-op threads); 0: automatic,
+    # 2 on a CPU with at least 2 threads, else 1 (seq2seq.decoding.search.decode_workers)
+    workers: int = Field(default=0, ge=0)
 
 
 class RunConfig(_Strict):

@@ -15,6 +15,7 @@ from seq2seq.checkpoint import init_run_dir, load_for_decoding, load_run, load_r
 from seq2seq.config import ConfigError, RunConfig, short_repr
 from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.data.vocab import Vocab
+from seq2seq.decoding.search import decode_workers
 from seq2seq.evaluation.evaluate import EvalReport, evaluate, task_metric_for
 from seq2seq.models.build import build_model, count_parameters
 from seq2seq.models.seq2seq import Seq2Seq
@@ -148,6 +149,7 @@ def evaluate_split(
         raw_references=[example.tgt for example in corpus.examples[split]],
         task_lowercase=data.lowercase_tgt,
         slots=corpus.slots.get(split),
+        workers=decode_workers(config.decode.workers, device),
     )
     return report
 
@@ -166,9 +168,11 @@ def evaluate_run(
     runtime: str = "torch",
     ensemble: Sequence[Path] = (),
     batch_size: int | None = None,
+    workers: int | None = None,
 ) -> EvalReport:
     """Evaluate a trained run on one split of its own data (as configured in the run);
     ``batch_size``: sentences per decoding batch instead of the run's ``decode.batch_size``;
+    ``workers``: batches decoded at once instead of the run's ``decode.workers``;
     ``quantize="int8"`` decodes with an int8-quantized copy of the model (CPU only);
     ``runtime="onnx"`` with the run's ONNX export through onnxruntime (CPU only); ``ensemble``:
     more runs whose models decode together with this one (the mean of their distributions)."""
@@ -184,6 +188,10 @@ def evaluate_run(
     config = run.config
     if batch_size is not None:
         config = config.model_copy(update={"decode": config.decode.model_copy(update={"batch_size": batch_size})})
+    if workers is None and runtime == "onnx" and not config.decode.workers:
+        workers = 1  # onnxruntime has threads of its own: one batch at a time
+    if workers is not None:
+        config = config.model_copy(update={"decode": config.decode.model_copy(update={"workers": workers})})
     report = evaluate_split(
         run.model, corpus, config, split, device=torch_device, beam_size=beam_size, constrain_python=constrain_python
     )
@@ -199,6 +207,7 @@ def evaluate_run(
         name += f"_ensemble{len(ensemble) + 1}-{hashlib.sha256(members.encode()).hexdigest()[:8]}"
     summary = {**report.summary(), "checkpoint": which, "ensemble": [str(run_dir), *map(str, ensemble)] if ensemble else None,
                "beam_size": beam_size, "batch_size": config.decode.batch_size,
+               "workers": decode_workers(config.decode.workers, torch_device),
                "constrain": "python" if constrain_python else None, "quantize": quantize, "runtime": runtime}
     atomic_write_text(run_dir / f"{name}.json", json.dumps(summary, indent=2))
     return report

@@ -51,16 +51,21 @@ def decode_sources(
     sampling: SamplingOptions | None = None,
     constraint: PrefixConstraint | None = None,
     copy_sources: list[list[int]] | None = None,
+    workers: int = 1,
 ) -> list[list[Hypothesis]]:
     """Up to ``nbest`` hypotheses per encoded source, best first, in input order.
 
     With ``sampling`` each source gets one sampled hypothesis (``beam_size`` must be 1). A
     ``constraint`` prunes impossible prefixes in every search. A copy model needs
     ``copy_sources``, each source as extended target ids (``CopyEncoding.src``); its hypotheses
-    may then hold ids >= V, the source's unknown words (see ``Vocab.decode``).
+    may then hold ids >= V, the source's unknown words (see ``Vocab.decode``). ``workers`` > 1
+    decodes that many batches at once (:func:`seq2seq.decoding.greedy.in_parallel`); sampling,
+    whose draws come from one generator in order, needs 1.
     """
     if nbest > beam_size:
         raise ValueError(f"nbest={nbest} cannot exceed the beam size {beam_size}")
+    if sampling is not None and workers != 1:
+        raise ValueError(f"sampling draws from one generator in order: it decodes one batch at a time, not {workers}")
     if sampling is not None and beam_size != 1:
         raise ValueError(f"sampling draws one output per input; it cannot be combined with beam size {beam_size}")
     # One generator for the whole call: a seeded call is reproducible and batches draw independently.
@@ -85,4 +90,12 @@ def decode_sources(
         )
 
     return decode_all(sources, search, pad_index=pad_index, batch_size=batch_size, device=device,
-                      copy_sources=copy_sources)
+                      copy_sources=copy_sources, workers=workers)
+
+
+def decode_workers(requested: int, device: torch.device | str) -> int:
+    """The batches to decode at once for ``decode.workers``: ``requested``, or for 0 (automatic) 2 on
+    a CPU where torch has at least 2 intra-op threads, else 1 (a GPU runs one batch at a time)."""
+    if requested:
+        return requested
+    return 2 if torch.device(device).type == "cpu" and torch.get_num_threads() >= 2 else 1

@@ -157,6 +157,7 @@ def evaluate(
     raw_references: Sequence[str] | None = None,
     task_lowercase: bool = False,
     slots: Sequence[Sequence[Slot]] | None = None,
+    workers: int = 1,
 ) -> tuple[EvalReport, list[Hypothesis]]:
     """Decode ``pairs`` (greedy, or beam search when ``beam_size > 1``) and score against the
     reference token lists. ``constrain_python`` prunes unbalanced-bracket prefixes during the
@@ -169,7 +170,8 @@ def evaluate(
     (case-insensitively with ``task_lowercase``, for models trained on lower-cased targets). With ``slots`` (one tuple of
     placeholders per pair, ``data.slots``) the outputs' placeholders are restored before anything
     is scored, and ``references`` must be the targets as written. A copy model reads each pair's
-    ``CopyEncoding``, and the source words it copies appear in its outputs.
+    ``CopyEncoding``, and the source words it copies appear in its outputs. ``workers``: batches
+    decoded at once (see :func:`seq2seq.decoding.search.decode_sources`).
     """
     if slots is not None and len(slots) != len(pairs):
         raise ValueError(f"{len(slots)} slot tuples for {len(pairs)} pairs")
@@ -188,7 +190,7 @@ def evaluate(
         pad_index=tgt_vocab.pad_index, max_len=max_len, beam_size=beam_size,
         nbest=beam_size if constrain_python else 1, batch_size=batch_size, device=device,
         constraint=python_constraint(tgt_vocab.itos, eos_index=tgt_vocab.eos_index) if constrain_python else None,
-        copy_sources=None if copies is None else [copy.src for copy in copies],
+        copy_sources=None if copies is None else [copy.src for copy in copies], workers=workers,
     )
     oovs = [()] * len(pairs) if copies is None else [copy.oovs for copy in copies]  # what ids >= V stand for
     if constrain_python:
