@@ -36,7 +36,7 @@ from seq2seq.checkpoint import load_run
 from seq2seq.cpu_memory import keep_freed_memory
 from seq2seq.data.batching import copy_encodings
 from seq2seq.data.corpus import build_corpus
-from seq2seq.decoding.search import decode_sources
+from seq2seq.decoding.search import decode_sources, decode_workers
 
 SETTINGS = {  # name -> beam size
     "greedy": 1,
@@ -65,7 +65,8 @@ class Measurement:
         return self.generated_tokens / self.seconds
 
 
-def measure(run_dir: Path, *, split: str, batch1_limit: int, runtime: str, settings: list[str]) -> list[Measurement]:
+def measure(run_dir: Path, *, split: str, batch1_limit: int, runtime: str, settings: list[str],
+            workers: int = 1) -> list[Measurement]:
     run = load_run(run_dir, device="cpu", quantize="int8" if runtime == "int8" else None,
                    runtime="onnx" if runtime == "onnx" else "torch")
     corpus = build_corpus(
@@ -77,7 +78,7 @@ def measure(run_dir: Path, *, split: str, batch1_limit: int, runtime: str, setti
     copies = copy_encodings(corpus.encoded[split]) if run.model.copies else None
     vocab = run.tgt_vocab
     common = dict(sos_index=vocab.sos_index, eos_index=vocab.eos_index, pad_index=vocab.pad_index,
-                  max_len=run.config.decode.max_len, device="cpu")
+                  max_len=run.config.decode.max_len, device="cpu", workers=1 if runtime == "onnx" else workers)
 
     def copy_ids(count: int) -> dict:
         return {} if copies is None else {"copy_sources": [copy.src for copy in copies[:count]]}
@@ -117,6 +118,9 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch1-limit", type=int, default=200, help="sentences decoded one at a time")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="batches decoded at once, as decode.workers (default 0: automatic, 2 with 2+ threads; "
+                             "onnx always 1)")
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
     parser.add_argument("--runtimes", default="torch", help=f"comma-separated, of {', '.join(RUNTIMES)}")
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {', '.join(SETTINGS)}")
@@ -129,10 +133,12 @@ def main() -> None:
     command = "python bench/decoding.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     measurements = [
         m for run_dir in args.runs for runtime in runtimes
-        for m in measure(run_dir, split=args.split, batch1_limit=args.batch1_limit, runtime=runtime, settings=settings)
+        for m in measure(run_dir, split=args.split, batch1_limit=args.batch1_limit, runtime=runtime, settings=settings,
+                         workers=decode_workers(args.workers, "cpu"))
     ]
     print(f"command: {command}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {decode_workers(args.workers, 'cpu')} batches at "
+          f"once (onnx: 1), {platform.processor() or platform.machine()}")
     print(table(measurements))
     if args.json:
         args.json.write_text(json.dumps([{**asdict(m), "sentences_per_s": m.sentences_per_s,
