@@ -456,3 +456,30 @@ def test_automatic_decode_workers() -> None:
         assert decode_workers(0, "cpu") == 1
     finally:
         torch.set_num_threads(threads)
+
+
+class _BanFrom:
+    """A constraint that bans every token once a prefix has ``length`` tokens."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def start(self) -> tuple:
+        return (0,)
+
+    def advance(self, state: tuple, token: int) -> tuple:
+        return (state[0] + 1,)
+
+    def banned(self, states, vocab_size: int, device) -> torch.Tensor:
+        return torch.tensor([[state[0] >= self.length] * vocab_size for state in states], device=device)
+
+
+def test_a_search_with_every_continuation_banned_returns_its_alive_prefixes_unfinished() -> None:
+    model = ScriptedModel({(): {A: 0.6, B: 0.4}}, default={A: 0.7, C: 0.3})
+    # banned from the third token on: the two alive prefixes come back, unfinished, best first
+    best, second = run_scripted(model, constraint=_BanFrom(2), nbest=2, max_len=6)
+    assert (best.tokens, second.tokens) == ([A, A], [B, A]) and not best.finished and not second.finished
+    assert best.score == pytest.approx(math.log(0.6 * 0.7)) and second.score == pytest.approx(math.log(0.4 * 0.7))
+    # banned from the start: the empty prefix is all there is
+    (only,) = run_scripted(model, constraint=_BanFrom(0), nbest=1, max_len=6)
+    assert (only.tokens, only.token_log_probs, only.finished) == ([], [], False)

@@ -196,8 +196,9 @@ def beam_search(
 
     A hypothesis finishes only by emitting ``<eos>`` (never before ``min_len`` tokens); ``<pad>``
     is never emitted. An example stops when it holds ``nbest`` finished hypotheses that no
-    alive one can beat (see ``can_stop``) or at its maximum length; then, if fewer than ``nbest``
-    finished, its best alive hypotheses fill the list with ``finished=False``. Stopped examples
+    alive one can beat (see ``can_stop``), at its maximum length, or when every continuation is
+    banned; then, if fewer than ``nbest`` finished, its best alive hypotheses fill the list with
+    ``finished=False``. Stopped examples
     leave the batch, so later steps only compute the rest. Results are sorted by normalised score.
     """
     kind = length_penalty
@@ -245,6 +246,17 @@ def beam_search(
         parents = beam_ids + torch.arange(n_active, device=device).unsqueeze(1) * beam  # [B', 2K] rows
         cand_lps = log_probs[parents.reshape(-1), token_ids.reshape(-1)].view(n_active, 2 * beam)  # [B', 2K]
         is_eos = token_ids == eos_index  # [B', 2K]
+
+        # 2b. A sentence whose every continuation is banned keeps its alive hypotheses as unfinished
+        #     ones (it stops in step 5), so that the search never returns fewer than it can.
+        for b in (new_scores[:, 0] == -math.inf).nonzero().flatten().tolist():
+            if len(finished[active[b]]) < nbest:
+                for k in range(beam):
+                    row, score = b * beam + k, float(scores[b, k])
+                    if score > -math.inf:
+                        hypothesis = _hypothesis(tokens[row], token_lps[row], None if attention is None else weights[row],
+                                                 src_length=src_lens[active[b]], finished=False)
+                        _keep_best(unfinished[active[b]], (score / penalty(max(1, step)), hypothesis), beam)
 
         # 3. Candidates ending in <eos> among the first K are finished hypotheses.
         for b, j in ((is_eos[:, :beam] & (new_scores[:, :beam] > -math.inf)).nonzero().tolist()):
