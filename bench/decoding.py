@@ -66,7 +66,7 @@ class Measurement:
 
 
 def measure(run_dir: Path, *, split: str, batch1_limit: int, runtime: str, settings: list[str],
-            workers: int = 1) -> list[Measurement]:
+            workers: int = 0) -> list[Measurement]:
     run = load_run(run_dir, device="cpu", quantize="int8" if runtime == "int8" else None,
                    runtime="onnx" if runtime == "onnx" else "torch")
     corpus = build_corpus(
@@ -78,7 +78,8 @@ def measure(run_dir: Path, *, split: str, batch1_limit: int, runtime: str, setti
     copies = copy_encodings(corpus.encoded[split]) if run.model.copies else None
     vocab = run.tgt_vocab
     common = dict(sos_index=vocab.sos_index, eos_index=vocab.eos_index, pad_index=vocab.pad_index,
-                  max_len=run.config.decode.max_len, device="cpu", workers=1 if runtime == "onnx" else workers)
+                  max_len=run.config.decode.max_len, device="cpu",
+                  workers=decode_workers(workers, "cpu", model=run.model))
 
     def copy_ids(count: int) -> dict:
         return {} if copies is None else {"copy_sources": [copy.src for copy in copies[:count]]}
@@ -134,7 +135,7 @@ def main() -> None:
     measurements = [
         m for run_dir in args.runs for runtime in runtimes
         for m in measure(run_dir, split=args.split, batch1_limit=args.batch1_limit, runtime=runtime, settings=settings,
-                         workers=decode_workers(args.workers, "cpu"))
+                         workers=args.workers)
     ]
     print(f"command: {command}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {decode_workers(args.workers, 'cpu')} batches at "

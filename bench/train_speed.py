@@ -69,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     generator = torch.Generator().manual_seed(config.train.seed)
     batches = list(bucketed_batches(corpus.encoded["train"], batch_size=config.train.batch_size, pad_index=0,
                                     shuffle=True, generator=generator, sort_by=args.sort))
+    def positions(batch) -> int:  # source x target positions: what activation memory grows with
+        return batch.src.numel() * batch.tgt_input.size(1)
+
     if args.largest:
-        batches.sort(key=lambda batch: batch.src.numel() * batch.tgt_input.size(1), reverse=True)
+        batches.sort(key=positions, reverse=True)
     batches = batches[: args.warmup + args.batches]
     real = sum(int((b.tgt_output != 0).sum()) for b in batches)
     padded = sum(b.tgt_output.numel() for b in batches)
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     tokens_per_s = tokens / seconds
     print(f"target tokens/s {tokens_per_s:,.0f} over {args.batches} batches ({1000 * seconds / args.batches:.0f} ms/batch)")
     print("  " + ", ".join(f"{phase} {1000 * value / args.batches:.0f} ms" for phase, value in totals.items()))
-    largest = max(batches, key=lambda batch: batch.src.numel() * batch.tgt_input.size(1))
+    largest = max(batches, key=positions)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1 << 10)
     print(f"peak RSS {peak:,.0f} MiB, data and model building included (largest batch: source "
           f"{tuple(largest.src.shape)}, target {tuple(largest.tgt_input.shape)})")

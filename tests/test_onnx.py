@@ -61,6 +61,7 @@ def test_evaluate_with_onnx_matches_torch(exported):
     assert with_onnx.predictions == with_torch.predictions
     assert with_onnx.loss == pytest.approx(with_torch.loss, abs=1e-4)  # teacher-forced, step by step
     assert json.loads((exported / "eval_test_onnx.json").read_text())["runtime"] == "onnx"
+    assert json.loads((exported / "eval_test_onnx.json").read_text())["workers"] == 1  # onnxruntime has its own threads
 
 
 def test_a_stale_or_missing_export_is_refused(tmp_path):

@@ -149,7 +149,7 @@ def evaluate_split(
         raw_references=[example.tgt for example in corpus.examples[split]],
         task_lowercase=data.lowercase_tgt,
         slots=corpus.slots.get(split),
-        workers=decode_workers(config.decode.workers, device),
+        workers=decode_workers(config.decode.workers, device, model=model),
     )
     return report
 
@@ -188,8 +188,6 @@ def evaluate_run(
     config = run.config
     if batch_size is not None:
         config = config.model_copy(update={"decode": config.decode.model_copy(update={"batch_size": batch_size})})
-    if workers is None and runtime == "onnx" and not config.decode.workers:
-        workers = 1  # onnxruntime has threads of its own: one batch at a time
     if workers is not None:
         config = config.model_copy(update={"decode": config.decode.model_copy(update={"workers": workers})})
     report = evaluate_split(
@@ -207,7 +205,7 @@ def evaluate_run(
         name += f"_ensemble{len(ensemble) + 1}-{hashlib.sha256(members.encode()).hexdigest()[:8]}"
     summary = {**report.summary(), "checkpoint": which, "ensemble": [str(run_dir), *map(str, ensemble)] if ensemble else None,
                "beam_size": beam_size, "batch_size": config.decode.batch_size,
-               "workers": decode_workers(config.decode.workers, torch_device),
+               "workers": decode_workers(config.decode.workers, torch_device, model=run.model),
                "constrain": "python" if constrain_python else None, "quantize": quantize, "runtime": runtime}
     atomic_write_text(run_dir / f"{name}.json", json.dumps(summary, indent=2))
     return report

@@ -226,6 +226,19 @@ def beam_search(
     finished: list[list[tuple[float, Hypothesis]]] = [[] for _ in range(batch)]
     unfinished: list[list[tuple[float, Hypothesis]]] = [[] for _ in range(batch)]
 
+    def keep_alive_as_unfinished(b: int, length: int) -> None:
+        """Keep sentence b's alive hypotheses (``length`` tokens each) as unfinished ones, unless it
+        already holds ``nbest`` finished. Reads the loop's current scores, tokens and weights."""
+        example = active[b]
+        if len(finished[example]) >= nbest:
+            return
+        for k in range(beam):
+            row, score = b * beam + k, float(scores[b, k])
+            if score > -math.inf:
+                hypothesis = _hypothesis(tokens[row], token_lps[row], None if attention is None else weights[row],
+                                         src_length=src_lens[example], finished=False)
+                _keep_best(unfinished[example], (score / penalty(max(1, length)), hypothesis), beam)
+
     for step in range(max(limits)):
         # 2. Score every next token of every alive beam, with the banned ones at -inf.
         logits, state, attention = model.decoder.step(prev, state, memory)  # [N, V], [N, S]
@@ -250,13 +263,7 @@ def beam_search(
         # 2b. A sentence whose every continuation is banned keeps its alive hypotheses as unfinished
         #     ones (it stops in step 5), so that the search never returns fewer than it can.
         for b in (new_scores[:, 0] == -math.inf).nonzero().flatten().tolist():
-            if len(finished[active[b]]) < nbest:
-                for k in range(beam):
-                    row, score = b * beam + k, float(scores[b, k])
-                    if score > -math.inf:
-                        hypothesis = _hypothesis(tokens[row], token_lps[row], None if attention is None else weights[row],
-                                                 src_length=src_lens[active[b]], finished=False)
-                        _keep_best(unfinished[active[b]], (score / penalty(max(1, step)), hypothesis), beam)
+            keep_alive_as_unfinished(b, step)
 
         # 3. Candidates ending in <eos> among the first K are finished hypotheses.
         for b, j in ((is_eos[:, :beam] & (new_scores[:, :beam] > -math.inf)).nonzero().tolist()):
@@ -285,14 +292,8 @@ def beam_search(
         best_alive = scores[:, 0].tolist()
         for b, example in enumerate(active):
             at_limit = step + 1 >= limits[example]
-            if at_limit and len(finished[example]) < nbest:
-                for k in range(beam):
-                    row, score = b * beam + k, float(scores[b, k])
-                    if score > -math.inf:
-                        rows_attention = None if attention is None else weights[row]
-                        hypothesis = _hypothesis(tokens[row], token_lps[row], rows_attention,
-                                                 src_length=src_lens[example], finished=False)
-                        _keep_best(unfinished[example], (score / penalty(step + 1), hypothesis), beam)
+            if at_limit:
+                keep_alive_as_unfinished(b, step + 1)
             stop = can_stop(finished_scores=[s for s, _ in finished[example]], best_alive=best_alive[b],
                             wanted=nbest, max_penalty=penalty(limits[example]))
             done.append(at_limit or stop)

@@ -93,9 +93,12 @@ def decode_sources(
                       copy_sources=copy_sources, workers=workers)
 
 
-def decode_workers(requested: int, device: torch.device | str) -> int:
+def decode_workers(requested: int, device: torch.device | str, *, model: object | None = None) -> int:
     """The batches to decode at once for ``decode.workers``: ``requested``, or for 0 (automatic) 2 on
-    a CPU where torch has at least 2 intra-op threads, else 1 (a GPU runs one batch at a time)."""
+    a CPU where torch has at least 2 intra-op threads, else 1 (a GPU runs one batch at a time, and
+    so does a ``model`` that does not compute on torch's threads, such as the ONNX runtime's)."""
     if requested:
         return requested
+    if not getattr(model, "runs_on_torch_threads", True):
+        return 1
     return 2 if torch.device(device).type == "cpu" and torch.get_num_threads() >= 2 else 1

@@ -176,6 +176,8 @@ class OnnxSeq2Seq(nn.Module):
     ``reference`` is the torch model whose weights were exported; it is kept to describe the
     model (parameters) and is never run."""
 
+    runs_on_torch_threads = False  # onnxruntime has its own: decoding runs one batch at a time
+
     def __init__(self, folder: Path, reference: Seq2Seq, *, threads: int | None = None) -> None:
         super().__init__()
         import onnxruntime as ort
