@@ -47,7 +47,7 @@ FORMULA = "score = v^T tanh(W [h_t; h_s])"
 # Substrings of the lines that compute the formula: W_k h_s, W_q h_t, tanh(W_q h_t + W_k h_s), v^T (...).
 # (These are the lines decoding runs; training computes the same score in AdditiveScore, whose
 # backward recomputes the tanh instead of keeping it.)
-FORMULA_CODE = ("self.key_proj(states)", "self.query_proj(query)", ".tanh_()", "self.energy(")
+FORMULA_CODE = ("self.key_proj(states)", "self.query_proj(query)", "tanh_(", "self.energy(")
 MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 
 # The synthetic translation task: (English, French, grammatical gender) for nouns.

@@ -416,3 +416,17 @@ def test_additive_score_bf16_key_gradient_is_as_accurate_as_autograds() -> None:
     exact = key_gradient(torch.float64, ours=False)
     error = {ours: float((key_gradient(torch.bfloat16, ours) - exact).abs().mean()) for ours in (False, True)}
     assert error[True] <= 1.03 * error[False]
+
+
+def test_cpu_tanh_through_sigmoid_is_within_2e7_of_torch_tanh_and_plain_elsewhere() -> None:
+    from seq2seq.models.attention import tanh_
+
+    torch.manual_seed(0)
+    x = torch.cat([torch.randn(10_000) * 4, torch.tensor([0.0, 1e-8, -1e-8, 30.0, -30.0, 1e4, -1e4])])
+    exact = torch.tanh(x.double())
+    ours = tanh_(x.clone())
+    assert ours.dtype == torch.float32 and float((ours.double() - exact).abs().max()) <= 2e-7
+    assert ours.abs().max() <= 1.0 and ours[-4:].tolist() == [1.0, -1.0, 1.0, -1.0]
+    for dtype in (torch.bfloat16, torch.float64):  # sigmoid's rounding near 1/2 would cost bf16 small values
+        y = x.to(dtype)
+        assert torch.equal(tanh_(y.clone()), torch.tanh(y))
