@@ -430,3 +430,31 @@ def test_cpu_tanh_through_sigmoid_is_within_2e7_of_torch_tanh_and_plain_elsewher
     for dtype in (torch.bfloat16, torch.float64):  # sigmoid's rounding near 1/2 would cost bf16 small values
         y = x.to(dtype)
         assert torch.equal(tanh_(y.clone()), torch.tanh(y))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_output_layer_into_padded_rows_equals_nn_linear_with_the_same_gradients(bias: bool, monkeypatch) -> None:
+    from torch import nn
+
+    from seq2seq.models import linear as aligned
+
+    calls = []
+    original = aligned._AlignedRowsLinear.apply
+    monkeypatch.setattr(aligned._AlignedRowsLinear, "apply", lambda *args: calls.append(1) or original(*args))
+    torch.manual_seed(0)
+    layer = nn.Linear(24, 37, bias=bias)  # 37 columns: padded to 48 while computed
+    inputs = torch.randn(3, 5, 24, requires_grad=True)
+    ours = aligned.linear(layer, inputs)
+    assert len(calls) == 1 and ours.shape == (3, 5, 37) and ours.is_contiguous()
+    plain = layer(inputs)
+    torch.testing.assert_close(ours, plain)
+    grad = torch.randn_like(plain)
+    wrt = [inputs, *layer.parameters()]
+    for mine, theirs in zip(torch.autograd.grad(ours, wrt, grad), torch.autograd.grad(plain, wrt, grad)):
+        torch.testing.assert_close(mine, theirs)
+    # a width that is a multiple of 16, autocast, bf16: the layer itself
+    aligned.linear(nn.Linear(24, 32), inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert aligned.linear(layer, inputs).dtype == torch.bfloat16
+    aligned.linear(layer.to(torch.bfloat16), inputs.bfloat16())
+    assert len(calls) == 1

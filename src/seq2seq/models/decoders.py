@@ -36,6 +36,7 @@ from seq2seq.models.attention import BahdanauAttention
 from seq2seq.models.copy import copy_mixture
 from seq2seq.models.dropout import Dropout
 from seq2seq.models.encoders import rnn_class
+from seq2seq.models.linear import linear
 from seq2seq.models.state import DecoderState, Memory
 
 
@@ -159,7 +160,7 @@ class RecurrentDecoder(nn.Module):
         (an input-feeding decoder's features have been through it already)."""
         if self.readout is not None and not self.input_feeding:
             features = torch.tanh(self.readout(features))  # [..., R]
-        return self.output(features)
+        return linear(self.output, features)  # self.output(features), into cache-aligned rows
 
     def _scores(
         self, features: torch.Tensor, embedded: torch.Tensor, weights: torch.Tensor | None, memory: Memory

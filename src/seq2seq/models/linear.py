@@ -1,0 +1,65 @@
+"""The vocabulary projection, written into rows padded to whole cache lines.
+
+A decoder's largest matrix product is its output layer, ``features @ W^T + b`` with one column
+per target word. On a CPU, MKL's float32 product slows down by about a quarter when that width
+is an odd number such as Multi30k's 5,921 words: on the benchmark machine (docs/BENCHMARKS.md)
+[2048, 512] x [512, 5921] runs at about 120 GFLOP/s into rows of 5,921 floats and at about
+155 GFLOP/s into rows of 5,936 (a multiple of 16 floats, 64 bytes). :func:`linear` therefore
+writes the product into a buffer whose rows are padded that way and copies it out into a plain
+contiguous tensor (the copy costs about 3 % of the product). The result is the same product
+(bitwise, on that machine; tested within float rounding) and the parameters keep their shapes, so checkpoints,
+int8 quantization and ONNX export see an ordinary ``nn.Linear``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ROW_ALIGNMENT = 16  # float32 elements: one 64-byte cache line
+
+
+class _AlignedRowsLinear(torch.autograd.Function):
+    """``inputs @ weight^T + bias`` for inputs [N, K], with the output's rows padded while it is
+    computed. The backward is nn.Linear's: two matrix products and a column sum."""
+
+    @staticmethod
+    def forward(ctx, inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(inputs, weight)
+        ctx.has_bias = bias is not None
+        width = weight.size(0)
+        padded = -(-width // ROW_ALIGNMENT) * ROW_ALIGNMENT
+        rows = inputs.new_empty(inputs.size(0), padded)[:, :width]  # [N, V] with a row stride of `padded`
+        if bias is None:
+            torch.mm(inputs, weight.t(), out=rows)
+        else:
+            torch.addmm(bias, inputs, weight.t(), out=rows)
+        return rows.contiguous()  # [N, V]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        inputs, weight = ctx.saved_tensors
+        grad_inputs = grad @ weight if ctx.needs_input_grad[0] else None  # [N, K]
+        grad_weight = grad.t() @ inputs if ctx.needs_input_grad[1] else None  # [V, K]
+        grad_bias = grad.sum(dim=0) if ctx.has_bias and ctx.needs_input_grad[2] else None  # [V]
+        return grad_inputs, grad_weight, grad_bias
+
+
+def linear(layer: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """``layer(inputs)`` for inputs [..., K]; through the padded rows when that is where it helps:
+    a plain ``nn.Linear`` on a CPU in float32 whose output width is not already a multiple of 16,
+    outside autocast and ONNX export. Anything else (a GPU, bf16, an int8 layer) runs the layer
+    itself."""
+    if (
+        type(layer) is not nn.Linear
+        or layer.out_features % ROW_ALIGNMENT == 0
+        or inputs.device.type != "cpu"
+        or inputs.dtype != torch.float32
+        or layer.weight.dtype != torch.float32
+        or torch.is_autocast_enabled("cpu")
+        or torch.onnx.is_in_onnx_export()
+    ):
+        return layer(inputs)
+    flat = inputs.reshape(-1, inputs.size(-1))  # [N, K]
+    return _AlignedRowsLinear.apply(flat, layer.weight, layer.bias).view(*inputs.shape[:-1], layer.out_features)
