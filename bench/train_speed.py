@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         # The per-step function is compiled once for dynamic batch and source lengths; the warm-up
         # batches absorb the compilation. The encoder is left alone: packing by data-dependent lengths
         # makes it recompile for every batch.
-        decoder._features = torch.compile(decoder._features, dynamic=True)
+        decoder._step_features = torch.compile(decoder._step_features, dynamic=True)  # what unroll() calls
     # train.precision=bf16 runs the forward pass under bf16 autocast, as the trainer does.
     check_precision(config.train.precision, torch.device("cpu"))
     bf16 = config.train.precision == "bf16"
@@ -98,17 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             memory, state = model.encode(batch.src, batch.src_lengths, batch.src_mask)
             marks.append(time.perf_counter())
-            # The decoder's own loop (forward() with teacher forcing 1.0), split so the output layer is timed apart.
-            features, embedded, weights = [], [], []
-            gold = decoder._embed(batch.tgt_input).unbind(1)  # T x [B, E], as RecurrentDecoder.forward does
-            for t in range(batch.tgt_input.size(1)):
-                step_features, step_embedded, state, step_weights = decoder._step_features(gold[t], state, memory)
-                features.append(step_features)
-                embedded.append(step_embedded)
-                weights.append(step_weights)
-            attention = torch.stack(weights, dim=1) if decoder.attention is not None else None
+            # The decoder's own loop (forward() with teacher forcing 1.0), apart from the output layer.
+            features, embedded, attention = decoder.unroll(batch.tgt_input, state, memory, teacher_forcing=1.0)
             marks.append(time.perf_counter())
-            logits = decoder._scores(decoder.dropout(torch.stack(features, 1)), torch.stack(embedded, 1), attention, memory)
+            logits = decoder._scores(decoder.dropout(features), embedded, attention, memory)
             marks.append(time.perf_counter())
             loss_sum, n = sequence_cross_entropy(logits, batch.tgt_output, pad_index=0,
                                                  label_smoothing=config.train.label_smoothing)

@@ -458,3 +458,43 @@ def test_output_layer_into_padded_rows_equals_nn_linear_with_the_same_gradients(
         assert aligned.linear(layer, inputs).dtype == torch.bfloat16
     aligned.linear(layer.to(torch.bfloat16), inputs.bfloat16())
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("preset", "overrides"),
+    [
+        ("gru-attention", ()),
+        ("gru-attention", VARIANTS["input-feeding"]),
+        ("lstm-attention", ()),
+        ("lstm-attention", VARIANTS["input-feeding"]),
+        ("gru-attention", ("model.decoder.cell=rnn",)),
+    ],
+)
+def test_split_cell_unroll_equals_the_nn_module_in_training_with_the_same_gradients(preset, overrides, monkeypatch) -> None:
+    """Training's unroll runs the one-layer cell with the embedding half of its input projection
+    computed for all steps at once; with dropout and half the steps reading the model's own
+    prediction it must give the outputs and gradients of the plain nn module, step by step."""
+    from seq2seq.models import decoders
+
+    torch.manual_seed(0)
+    config = build_config(preset=preset, overrides=[*SIZES, *overrides, "model.decoder.dropout=0.3"])
+    model = build_model(config.model, src_vocab_size=SRC_VOCAB, tgt_vocab_size=TGT_VOCAB).train()
+    assert decoders.SplitCell.supports(model.decoder.rnn)
+    batch = make_batch([3, 6, 5], tgt_len=9)
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        torch.manual_seed(7)  # the same dropout masks and teacher-forcing draws
+        logits, _ = model(*batch, teacher_forcing=0.5)
+        return logits, list(torch.autograd.grad((logits * logits.detach()).sum(), model.parameters()))
+
+    used = []
+    original = decoders.SplitCell.__call__
+    monkeypatch.setattr(decoders.SplitCell, "__call__", lambda self, *args: used.append(1) or original(self, *args))
+    split_logits, split_grads = run()
+    assert len(used) == 9  # every step ran the split cell
+    monkeypatch.setattr(decoders.SplitCell, "supports", staticmethod(lambda rnn: False))
+    plain_logits, plain_grads = run()
+    assert len(used) == 9
+    torch.testing.assert_close(split_logits, plain_logits, atol=1e-5, rtol=0)
+    for (name, _), mine, theirs in zip(model.named_parameters(), split_grads, plain_grads):
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-4, msg=name)
