@@ -45,6 +45,24 @@ def test_scaling_benchmark_runs_on_tiny_sizes_and_prints_its_command(tmp_path):
     assert rows[1]["target_tokens"] > rows[0]["target_tokens"]
 
 
+def test_kernels_benchmark_prints_its_command_and_a_row_per_kernel_with_tiny_differences(capsys):
+    import torch
+
+    kernels = _load("kernels")
+    threads = torch.get_num_threads()
+    try:
+        kernels.main(["--threads", "1", "--vocab", "37", "--repeats", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert out.startswith("command: python bench/kernels.py --threads 1 --vocab 37 --repeats 1")
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "ms" not in line]
+    assert [row[0].strip() for row in rows] == [
+        "attention tanh [128, 15, 512]", *(f"output layer [{n}, 512] x [512, 37]" for n in (2048, 320, 64))
+    ]
+    assert all(float(row[4]) <= 1e-4 and float(row[3]) > 0 for row in rows)
+
+
 def test_scaling_benchmark_rejects_bad_sizes(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "scaling.py"), "--sizes", "100,x"],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)

@@ -430,6 +430,21 @@ def test_cpu_tanh_through_sigmoid_is_within_2e7_of_torch_tanh_and_plain_elsewher
     for dtype in (torch.bfloat16, torch.float64):  # sigmoid's rounding near 1/2 would cost bf16 small values
         y = x.to(dtype)
         assert torch.equal(tanh_(y.clone()), torch.tanh(y))
+    # where autograd records it (here: the attention's plain path, run through functional_call), torch's own
+    leaf = x[:50].clone().requires_grad_()
+    (grad,) = torch.autograd.grad(tanh_(leaf * 1.0).sum(), leaf)
+    torch.testing.assert_close(grad, 1 - torch.tanh(leaf.detach()) ** 2)
+    from seq2seq.models.attention import BahdanauAttention
+
+    attention = BahdanauAttention(query_size=5, key_size=7, attention_size=8)
+    query, states, mask = torch.randn(2, 5), torch.randn(2, 4, 7), torch.ones(2, 4, dtype=torch.bool)
+    parameters = {name: p.detach().clone().requires_grad_() for name, p in attention.named_parameters()}
+    context, _ = torch.func.functional_call(
+        attention, parameters, (), {"query": query, "keys": states @ parameters["key_proj.weight"].T,
+                                   "values": states, "mask": mask}
+    )
+    context.sum().backward()
+    assert all(p.grad is not None for p in parameters.values())
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -472,14 +487,13 @@ def test_output_layer_into_padded_rows_equals_nn_linear_with_the_same_gradients(
 )
 def test_split_cell_unroll_equals_the_nn_module_in_training_with_the_same_gradients(preset, overrides, monkeypatch) -> None:
     """Training's unroll runs the one-layer cell with the embedding half of its input projection
-    computed for all steps at once; with dropout and half the steps reading the model's own
-    prediction it must give the outputs and gradients of the plain nn module, step by step."""
-    from seq2seq.models import decoders
+    computed for all gold steps at once; with dropout, and with steps that read the model's own
+    prediction, it must give the outputs and gradients of the plain nn module, step by step."""
+    from seq2seq.models.split_cell import SplitCell
 
     torch.manual_seed(0)
     config = build_config(preset=preset, overrides=[*SIZES, *overrides, "model.decoder.dropout=0.3"])
     model = build_model(config.model, src_vocab_size=SRC_VOCAB, tgt_vocab_size=TGT_VOCAB).train()
-    assert decoders.SplitCell.supports(model.decoder.rnn)
     batch = make_batch([3, 6, 5], tgt_len=9)
 
     def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -487,14 +501,31 @@ def test_split_cell_unroll_equals_the_nn_module_in_training_with_the_same_gradie
         logits, _ = model(*batch, teacher_forcing=0.5)
         return logits, list(torch.autograd.grad((logits * logits.detach()).sum(), model.parameters()))
 
-    used = []
-    original = decoders.SplitCell.__call__
-    monkeypatch.setattr(decoders.SplitCell, "__call__", lambda self, *args: used.append(1) or original(self, *args))
+    steps, projected = [], []
+    original_call, original_project = SplitCell.__call__, SplitCell.project
+    monkeypatch.setattr(SplitCell, "__call__", lambda self, *args: steps.append(1) or original_call(self, *args))
+    monkeypatch.setattr(SplitCell, "project", lambda self, e: projected.append(e.dim()) or original_project(self, e))
     split_logits, split_grads = run()
-    assert len(used) == 9  # every step ran the split cell
-    monkeypatch.setattr(decoders.SplitCell, "supports", staticmethod(lambda rnn: False))
+    assert len(steps) == 9  # every step ran the split cell
+    assert projected[0] == 3 and 2 in projected  # the gold steps at once, and a step that read its own prediction
+    monkeypatch.setattr(SplitCell, "applies", staticmethod(lambda rnn, embedded: False))
     plain_logits, plain_grads = run()
-    assert len(used) == 9
+    assert len(steps) == 9
     torch.testing.assert_close(split_logits, plain_logits, atol=1e-5, rtol=0)
     for (name, _), mine, theirs in zip(model.named_parameters(), split_grads, plain_grads):
         torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_split_cell_applies_to_plain_one_layer_float32_cpu_cells_only() -> None:
+    from seq2seq.models.quantize import quantize_for_cpu
+    from seq2seq.models.split_cell import SplitCell
+
+    embedded = torch.zeros(2, 3, 4)
+    assert SplitCell.applies(make_model("gru-attention").decoder.rnn, embedded)
+    assert SplitCell.applies(make_model("lstm-attention", "input-feeding").decoder.rnn, embedded)
+    assert not SplitCell.applies(make_model("gru-attention", "2layer").decoder.rnn, embedded)
+    assert not SplitCell.applies(quantize_for_cpu(make_model("gru-attention")).decoder.rnn, embedded)
+    rnn = make_model("lstm-attention").decoder.rnn
+    assert not SplitCell.applies(rnn, embedded.double()) and not SplitCell.applies(rnn, embedded.bfloat16())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not SplitCell.applies(rnn, embedded)

@@ -18,8 +18,8 @@ activation of the model (128 sentences x 41 target x 40 source positions x 512 i
 batch), while recomputing it costs one add and one tanh per step (:class:`AdditiveScore`).
 
 That tanh is the largest elementwise operation of a decoder step. On a CPU, in float32, it is
-computed as ``2 sigmoid(2x) - 1`` (:func:`tanh_`): PyTorch's CPU tanh takes about 2.6 ns per
-element on one core of the benchmark machine, its sigmoid about 0.5 ns.
+computed as ``2 sigmoid(2x) - 1`` (:func:`tanh_`), about four times faster there than PyTorch's
+own CPU tanh (``python bench/kernels.py``, docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -29,11 +29,19 @@ from torch import nn
 
 
 def tanh_(x: torch.Tensor) -> torch.Tensor:
-    """tanh in place. On a CPU in float32 through the identity tanh(x) = 2 sigmoid(2x) - 1, about four
-    times faster than ``torch.tanh`` there (docs/BENCHMARKS.md), within 2e-7 of it (tested). Elsewhere,
-    in lower precision (where sigmoid's rounding near 1/2 would cost small values their relative
-    accuracy) and in an ONNX export (whose runtime has its own fast Tanh), the plain ``tanh_``."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or torch.onnx.is_in_onnx_export():
+    """tanh in place. On a CPU in float32 through the identity tanh(x) = 2 sigmoid(2x) - 1, about
+    four times faster than ``torch.tanh`` there and within 2e-7 of it, absolutely (tested; near 0
+    the relative error is large: |x| below about 3e-8 gives 0). Elsewhere the plain ``tanh_``: on
+    a GPU; in lower precision, where sigmoid's rounding near 1/2 would cost far more; in an ONNX
+    export, whose runtime has its own fast Tanh; and where autograd records it (in-place sigmoid
+    keeps its output for backward, which the next step would overwrite). The attention's own
+    gradient (:class:`AdditiveScore`) computes the tanh with autograd off."""
+    if (
+        x.device.type != "cpu"
+        or x.dtype != torch.float32
+        or torch.onnx.is_in_onnx_export()
+        or (x.requires_grad and torch.is_grad_enabled())
+    ):
         return x.tanh_()
     return x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
 
@@ -108,7 +116,8 @@ class BahdanauAttention(nn.Module):
             scores = AdditiveScore.apply(projected, keys, self.energy.weight)  # [B, S]; keeps no [B, S, A]
         else:  # no gradient (decoding, ONNX export), or an energy layer without a plain weight (int8)
             # tanh in place: the sum is a fresh [B, S, A] tensor, the largest one of a decoder step; with
-            # gradient this is safe too, since the sum's backward does not need its output
+            # gradient this is safe too (tanh_ is then torch's own), since the sum's backward does not
+            # need its output
             hidden = tanh_(projected.unsqueeze(1) + keys)  # [B, S, A]
             scores = self.energy(hidden).squeeze(-1)  # [B, S]
         scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: no mass on padding

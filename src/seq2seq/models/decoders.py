@@ -26,17 +26,16 @@ words through the attention weights, and the decoder returns log-probabilities o
 vocabulary extended by the source's unknown words. Every caller already treats its output as
 logits: log_softmax of normalised log-probabilities changes nothing.
 
-In training's unroll (:meth:`RecurrentDecoder.forward`) the cell's input projection is split,
-``W_ih [e; f] = W_e e + W_f f``: the embedding half of every step is one matrix product over the
-whole target (:class:`SplitCell`), and only ``W_f f`` (the context or the fed attentional vector,
-which depends on the previous step) is left to each step. Same function, fewer and larger
-products; decoding one step at a time runs the ``nn`` module itself.
+In training's unroll (:meth:`RecurrentDecoder.unroll`) a one-layer cell's input projection is
+split, ``W_ih [e; f] = W_e e + W_f f``: the embedding half of every step is one matrix product
+over the whole target (:mod:`seq2seq.models.split_cell`), and each step keeps the smaller
+product ``W_f f`` (f, the context or the fed attentional vector, depends on the previous step)
+and no concatenation. Decoding one step at a time runs the ``nn`` module itself.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from seq2seq.models.attention import BahdanauAttention
@@ -44,59 +43,10 @@ from seq2seq.models.copy import copy_mixture
 from seq2seq.models.dropout import Dropout
 from seq2seq.models.encoders import rnn_class
 from seq2seq.models.linear import linear
+from seq2seq.models.split_cell import SplitCell
 from seq2seq.models.state import DecoderState, Memory
 
-
-# The cell functions behind a one-layer nn.GRU / nn.LSTM / nn.RNN (tanh): the same arithmetic, one step.
-CELL_FUNCTIONS = {nn.GRU: torch.gru_cell, nn.LSTM: torch.lstm_cell, nn.RNN: torch.rnn_tanh_cell}
-
-
-class SplitCell:
-    """A one-layer decoder cell for one teacher-forced unroll, with its input weights split once
-    into ``W_e`` (the embedding's columns) and ``W_f`` (the rest: the context or the fed vector).
-
-    :meth:`project` computes ``W_e e + b_ih`` for all steps in one product; :meth:`__call__` runs
-    one step with that as the cell function's bias, so the function adds only ``W_f f``. The split
-    is made once per unroll: slicing the weight at every step would make backward materialise a
-    full-size zero gradient for each slice.
-    """
-
-    def __init__(self, rnn: nn.RNNBase, embedding_size: int) -> None:
-        weight = rnn.weight_ih_l0  # [G*H, E + F]
-        self.embedding_weight, self.fed_weight = weight[:, :embedding_size], weight[:, embedding_size:]
-        self.bias_ih, self.weight_hh, self.bias_hh = rnn.bias_ih_l0, rnn.weight_hh_l0, rnn.bias_hh_l0
-        self.function = CELL_FUNCTIONS[type(rnn)]
-
-    @staticmethod
-    def supports(rnn: nn.Module) -> bool:
-        return (
-            type(rnn) in CELL_FUNCTIONS
-            and rnn.num_layers == 1
-            and rnn.bias
-            and getattr(rnn, "nonlinearity", "tanh") == "tanh"
-            and not rnn.bidirectional
-            and getattr(rnn, "proj_size", 0) == 0
-        )
-
-    def project(self, embedded: torch.Tensor) -> torch.Tensor:
-        """``W_e e + b_ih``: [..., E] -> [..., G*H]."""
-        return F.linear(embedded, self.embedding_weight, self.bias_ih)
-
-    def __call__(
-        self, projected: torch.Tensor, fed: torch.Tensor, state: DecoderState
-    ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
-        """One step from ``projected`` [B, G*H] and ``fed`` [B, F]: the output [B, H] and the new
-        state in nn.GRU / nn.LSTM's layout ([1, B, H], or a pair of them)."""
-        if state.cell is None:
-            hidden = self.function(fed, state.hidden[0], self.fed_weight, self.weight_hh, projected, self.bias_hh)
-            return hidden, hidden.unsqueeze(0)
-        hidden, cell = self.function(
-            fed, (state.hidden[0], state.cell[0]), self.fed_weight, self.weight_hh, projected, self.bias_hh
-        )
-        return hidden, (hidden.unsqueeze(0), cell.unsqueeze(0))
-
-
-Split = tuple[SplitCell, torch.Tensor]  # the cell and one step's W_e e + b_ih [B, G*H]
+Split = tuple[SplitCell, torch.Tensor | None]  # the unroll's cell and one step's W_e e + b_ih [B, G*H], if known
 
 
 class RecurrentDecoder(nn.Module):
@@ -214,12 +164,13 @@ class RecurrentDecoder(nn.Module):
     def _run_cell(
         self, embedded: torch.Tensor, fed: torch.Tensor | None, state: DecoderState, split: Split | None
     ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
-        """The recurrent cell on ``[embedded; fed]`` ([B, E (+ F)]) for one step: the top layer's
-        output [B, H] and the new state as the nn module returns it. ``split`` (training's unroll) is
-        the :class:`SplitCell` and this step's ``W_e embedded + b_ih``, computed for all steps at once."""
+        """The recurrent cell on ``[embedded; fed]`` ([B, E (+ F)], F the fed width) for one step: the
+        top layer's output [B, H] and the new state as the nn module returns it. ``split`` (training's
+        unroll) is the :class:`SplitCell` and this step's ``W_e embedded + b_ih`` if the unroll
+        computed it with all the gold steps' (None for a step that reads the model's own prediction)."""
         if split is not None:
             cell, projected = split
-            return cell(projected, fed, state)
+            return cell(cell.project(embedded) if projected is None else projected, fed, state)
         rnn_input = embedded if fed is None else torch.cat([embedded, fed], dim=-1)  # [B, E (+ F)]
         output, new_state = self.rnn(rnn_input.unsqueeze(1), state.as_rnn_input())
         return output.squeeze(1), new_state
@@ -301,6 +252,8 @@ class RecurrentDecoder(nn.Module):
         """:meth:`forward`'s loop over the steps, up to (not including) the output layer: features
         [B, T, H (+ He)] (with input feeding the attentional vectors [B, T, R]), the input
         embeddings [B, T, E] and the attention weights [B, T, S] (None without attention)."""
+        if tgt_input.dim() != 2:
+            raise ValueError(f"expected tgt_input [B, T], got {tuple(tgt_input.shape)}")
         steps = tgt_input.size(1)
         forced = (torch.rand(steps) < teacher_forcing).tolist()  # one draw per step
         # The gold tokens are embedded in one lookup: one embedding gradient for the batch instead
@@ -309,17 +262,16 @@ class RecurrentDecoder(nn.Module):
         # zero [B, T, E] gradient.
         embedded_gold = self._embed(tgt_input)  # [B, T, E]
         gold = embedded_gold.unbind(1)  # T x [B, E]
-        # Split where the cell reads more than the embedding (a context or a fed vector) and has one layer.
-        splits = self.attention is not None and SplitCell.supports(self.rnn)
-        cell = SplitCell(self.rnn, self.embedding.embedding_dim) if splits else None
-        gold_projected = cell.project(embedded_gold).unbind(1) if cell is not None else None  # T x [B, G*H]
+        # Split where the cell reads more than the embedding: a context or a fed vector.
+        cell = None
+        if self.attention is not None and SplitCell.applies(self.rnn, embedded_gold):
+            cell = SplitCell(self.rnn, self.embedding.embedding_dim)
+            gold_projected = cell.project(embedded_gold).unbind(1)  # T x [B, G*H]
         features_per_step, embedded_per_step, weights_per_step = [], [], []
         prev = None  # the model's own prediction, for a step that does not read the gold token
         for t in range(steps):
             embedded = gold[t] if prev is None else self._embed(prev)  # [B, E]; step 0 reads <sos>
-            split = None
-            if cell is not None:
-                split = cell, gold_projected[t] if prev is None else cell.project(embedded)
+            split = None if cell is None else (cell, gold_projected[t] if prev is None else None)
             features, embedded, state, weights = self._step_features(embedded, state, memory, split)
             features_per_step.append(features)
             embedded_per_step.append(embedded)

@@ -19,9 +19,18 @@ from torch import nn
 ROW_ALIGNMENT = 16  # float32 elements: one 64-byte cache line
 
 
+def cpu_autocast_enabled() -> bool:
+    """Whether CPU autocast is on (torch before 2.4 has no device argument for this)."""
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:
+        return torch.is_autocast_cpu_enabled()
+
+
 class _AlignedRowsLinear(torch.autograd.Function):
-    """``inputs @ weight^T + bias`` for inputs [N, K], with the output's rows padded while it is
-    computed. The backward is nn.Linear's: two matrix products and a column sum."""
+    """``inputs @ weight^T + bias`` for inputs [N, I] (I in-features) and weight [V, I], with the
+    output's rows padded while it is computed. The backward is nn.Linear's: two matrix products
+    and a column sum."""
 
     @staticmethod
     def forward(ctx, inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -40,14 +49,14 @@ class _AlignedRowsLinear(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         inputs, weight = ctx.saved_tensors
-        grad_inputs = grad @ weight if ctx.needs_input_grad[0] else None  # [N, K]
-        grad_weight = grad.t() @ inputs if ctx.needs_input_grad[1] else None  # [V, K]
+        grad_inputs = grad @ weight if ctx.needs_input_grad[0] else None  # [N, I]
+        grad_weight = grad.t() @ inputs if ctx.needs_input_grad[1] else None  # [V, I]
         grad_bias = grad.sum(dim=0) if ctx.has_bias and ctx.needs_input_grad[2] else None  # [V]
         return grad_inputs, grad_weight, grad_bias
 
 
 def linear(layer: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """``layer(inputs)`` for inputs [..., K]; through the padded rows when that is where it helps:
+    """``layer(inputs)`` for inputs [..., I]; through the padded rows when that is where it helps:
     a plain ``nn.Linear`` on a CPU in float32 whose output width is not already a multiple of 16,
     outside autocast and ONNX export. Anything else (a GPU, bf16, an int8 layer) runs the layer
     itself."""
@@ -57,9 +66,9 @@ def linear(layer: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         or inputs.device.type != "cpu"
         or inputs.dtype != torch.float32
         or layer.weight.dtype != torch.float32
-        or torch.is_autocast_enabled("cpu")
+        or cpu_autocast_enabled()
         or torch.onnx.is_in_onnx_export()
     ):
         return layer(inputs)
-    flat = inputs.reshape(-1, inputs.size(-1))  # [N, K]
+    flat = inputs.reshape(-1, inputs.size(-1))  # [N, I]
     return _AlignedRowsLinear.apply(flat, layer.weight, layer.bias).view(*inputs.shape[:-1], layer.out_features)

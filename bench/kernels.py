@@ -1,0 +1,81 @@
+"""The two CPU kernels the models route around, timed against PyTorch's own at the model's shapes.
+
+    python bench/kernels.py [--threads 2] [--vocab 5921] [--repeats 30]
+
+1. The attention's tanh over [B, S, A] (128 x 15 x 512 by default): ``torch.Tensor.tanh_`` against
+   :func:`seq2seq.models.attention.tanh_` (2 sigmoid(2x) - 1 on a CPU in float32).
+2. The vocabulary projection [N, 512] x [512, V] at training's N = 2048 rows and beam search's
+   320 and greedy's 64: ``F.linear`` against :func:`seq2seq.models.linear.linear` (rows padded to
+   16 floats while computed).
+
+Each pair alternates, and the best of ``--repeats`` timings of each is reported with the ratio
+(ours / torch's time: below 1 is faster). The maximal difference of the results is printed too.
+Ratios, not seconds, are the result: the machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seq2seq.cpu_memory import keep_freed_memory
+from seq2seq.models.attention import tanh_
+from seq2seq.models.linear import linear
+
+
+def best_ms(function: Callable[[], object], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best
+
+
+def compare(name: str, theirs: Callable[[], torch.Tensor], ours: Callable[[], torch.Tensor], repeats: int) -> None:
+    difference = float((theirs().double() - ours().double()).abs().max())
+    times = {"torch": float("inf"), "ours": float("inf")}
+    for _ in range(repeats):  # alternate, so that a slow spell of the machine hits both
+        times["torch"] = min(times["torch"], best_ms(theirs, 1))
+        times["ours"] = min(times["ours"], best_ms(ours, 1))
+    ratio = times["ours"] / times["torch"]
+    print(f"| {name} | {times['torch']:.2f} | {times['ours']:.2f} | {ratio:.2f} | {difference:.1e} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--vocab", type=int, default=5921, help="output width (Multi30k en: 5,921 words)")
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()
+    print("command: python bench/kernels.py " + shlex.join(sys.argv[1:] if argv is None else argv))
+    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, float32\n")
+    print("| kernel | torch ms | ours ms | ours / torch | max abs difference |")
+    print("|---|---:|---:|---:|---:|")
+    torch.manual_seed(0)
+
+    energies = torch.randn(128, 15, 512)
+    scratch = torch.empty_like(energies)
+    compare("attention tanh [128, 15, 512]", lambda: scratch.copy_(energies).tanh_(),
+            lambda: tanh_(scratch.copy_(energies)), args.repeats)
+
+    layer = nn.Linear(512, args.vocab)
+    with torch.no_grad():
+        for rows in (2048, 320, 64):
+            features = torch.randn(rows, 512)
+            compare(f"output layer [{rows}, 512] x [512, {args.vocab}]", lambda: F.linear(features, layer.weight, layer.bias),
+                    lambda: linear(layer, features), max(3, args.repeats // (10 if rows == 2048 else 1)))
+
+
+if __name__ == "__main__":
+    main()
