@@ -21,6 +21,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,16 @@ from torch import nn
 from seq2seq.cpu_memory import keep_freed_memory
 from seq2seq.models.attention import tanh_
 from seq2seq.models.linear import linear
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def best_ms(function: Callable[[], object], repeats: int) -> float:
@@ -58,8 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     keep_freed_memory()
-    print("command: python bench/kernels.py " + shlex.join(sys.argv[1:] if argv is None else argv))
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, float32\n")
+    print("command: " + shlex.join(["python", "bench/kernels.py", *(sys.argv[1:] if argv is None else argv)]))
+    print(f"{cpu_name()}, torch {torch.__version__}, {args.threads} threads, float32\n")
     print("| kernel | torch ms | ours ms | ours / torch | max abs difference |")
     print("|---|---:|---:|---:|---:|")
     torch.manual_seed(0)

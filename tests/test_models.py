@@ -458,17 +458,18 @@ def test_output_layer_into_padded_rows_equals_nn_linear_with_the_same_gradients(
     monkeypatch.setattr(aligned._AlignedRowsLinear, "apply", lambda *args: calls.append(1) or original(*args))
     torch.manual_seed(0)
     layer = nn.Linear(24, 37, bias=bias)  # 37 columns: padded to 48 while computed
-    inputs = torch.randn(3, 5, 24, requires_grad=True)
+    inputs = torch.randn(16, 9, 24, requires_grad=True)  # 144 rows: at least MIN_ROWS
     ours = aligned.linear(layer, inputs)
-    assert len(calls) == 1 and ours.shape == (3, 5, 37) and ours.is_contiguous()
+    assert len(calls) == 1 and ours.shape == (16, 9, 37) and ours.is_contiguous()
     plain = layer(inputs)
     torch.testing.assert_close(ours, plain)
     grad = torch.randn_like(plain)
     wrt = [inputs, *layer.parameters()]
     for mine, theirs in zip(torch.autograd.grad(ours, wrt, grad), torch.autograd.grad(plain, wrt, grad)):
         torch.testing.assert_close(mine, theirs)
-    # a width that is a multiple of 16, autocast, bf16: the layer itself
+    # a width that is a multiple of 16, fewer rows than MIN_ROWS, autocast, bf16: the layer itself
     aligned.linear(nn.Linear(24, 32), inputs)
+    aligned.linear(layer, inputs.reshape(-1, 24)[: aligned.MIN_ROWS - 1])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert aligned.linear(layer, inputs).dtype == torch.bfloat16
     aligned.linear(layer.to(torch.bfloat16), inputs.bfloat16())

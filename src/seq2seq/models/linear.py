@@ -1,13 +1,13 @@
 """The vocabulary projection, written into rows padded to whole cache lines.
 
 A decoder's largest matrix product is its output layer, ``features @ W^T + b`` with one column
-per target word. On a CPU, MKL's float32 product slows down by about a quarter when that width
-is an odd number such as Multi30k's 5,921 words: on the benchmark machine (docs/BENCHMARKS.md)
-[2048, 512] x [512, 5921] runs at about 120 GFLOP/s into rows of 5,921 floats and at about
-155 GFLOP/s into rows of 5,936 (a multiple of 16 floats, 64 bytes). :func:`linear` therefore
-writes the product into a buffer whose rows are padded that way and copies it out into a plain
-contiguous tensor (the copy costs about 3 % of the product). The result is the same product
-(bitwise, on that machine; tested within float rounding) and the parameters keep their shapes, so checkpoints,
+per target word. On a CPU, MKL's float32 product slows down when that width is an odd number
+such as Multi30k's 5,921 words: on the benchmark machine ``python bench/kernels.py``
+(docs/BENCHMARKS.md) times [2048, 512] x [512, 5921] at 0.80x of ``F.linear``'s time when the
+product is written into rows of 5,936 floats (a multiple of 16 floats, 64 bytes) instead.
+:func:`linear` therefore writes the product into a buffer whose rows are padded that way and
+copies it out into a plain contiguous tensor. The result is the same product (bitwise on that
+machine; tested within float rounding) and the parameters keep their shapes, so checkpoints,
 int8 quantization and ONNX export see an ordinary ``nn.Linear``.
 """
 
@@ -17,6 +17,9 @@ import torch
 from torch import nn
 
 ROW_ALIGNMENT = 16  # float32 elements: one 64-byte cache line
+# Below this many rows (greedy decoding's batch of 64) the copy costs more than the padding saves:
+# [64, 512] x [512, 5921] took 1.11x as long padded, [128, ...] 0.92x, [2048, ...] 0.77-0.80x.
+MIN_ROWS = 128
 
 
 def cpu_autocast_enabled() -> bool:
@@ -56,13 +59,14 @@ class _AlignedRowsLinear(torch.autograd.Function):
 
 
 def linear(layer: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """``layer(inputs)`` for inputs [..., I]; through the padded rows when that is where it helps:
-    a plain ``nn.Linear`` on a CPU in float32 whose output width is not already a multiple of 16,
-    outside autocast and ONNX export. Anything else (a GPU, bf16, an int8 layer) runs the layer
-    itself."""
+    """``layer(inputs)`` for inputs [..., I]; through the padded rows where that helps: a plain
+    ``nn.Linear`` on a CPU in float32 whose output width is not already a multiple of 16, at least
+    ``MIN_ROWS`` rows, outside autocast and ONNX export. Anything else (a GPU, bf16, an int8
+    layer, greedy decoding's small batches) runs the layer itself."""
     if (
         type(layer) is not nn.Linear
         or layer.out_features % ROW_ALIGNMENT == 0
+        or inputs.numel() < MIN_ROWS * inputs.size(-1)
         or inputs.device.type != "cpu"
         or inputs.dtype != torch.float32
         or layer.weight.dtype != torch.float32
