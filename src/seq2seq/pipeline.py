@@ -186,10 +186,9 @@ def evaluate_run(
     if not corpus.encoded[split]:
         raise ValueError(f"split {split!r} of {run.config.data.format} data is empty")
     config = run.config
-    if batch_size is not None:
-        config = config.model_copy(update={"decode": config.decode.model_copy(update={"batch_size": batch_size})})
-    if workers is not None:
-        config = config.model_copy(update={"decode": config.decode.model_copy(update={"workers": workers})})
+    decode = {key: value for key, value in (("batch_size", batch_size), ("workers", workers)) if value is not None}
+    if decode:
+        config = config.model_copy(update={"decode": config.decode.model_copy(update=decode)})
     report = evaluate_split(
         run.model, corpus, config, split, device=torch_device, beam_size=beam_size, constrain_python=constrain_python
     )

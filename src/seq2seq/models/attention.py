@@ -27,21 +27,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seq2seq.models.linear import plain_cpu_float32
+
 
 def tanh_(x: torch.Tensor) -> torch.Tensor:
     """tanh in place. On a CPU in float32 through the identity tanh(x) = 2 sigmoid(2x) - 1, about
     four times faster than ``torch.tanh`` there and within 2e-7 of it, absolutely (tested; near 0
     the relative error is large: |x| below about 3e-8 gives 0). Elsewhere the plain ``tanh_``: on
-    a GPU; in lower precision, where sigmoid's rounding near 1/2 would cost far more; in an ONNX
-    export, whose runtime has its own fast Tanh; and where autograd records it (in-place sigmoid
-    keeps its output for backward, which the next step would overwrite). The attention's own
-    gradient (:class:`AdditiveScore`) computes the tanh with autograd off."""
-    if (
-        x.device.type != "cpu"
-        or x.dtype != torch.float32
-        or torch.onnx.is_in_onnx_export()
-        or (x.requires_grad and torch.is_grad_enabled())
-    ):
+    a GPU; in lower precision, where sigmoid's rounding near 1/2 would cost far more; under
+    autocast; in an ONNX export, whose runtime has its own fast Tanh; and where autograd records
+    it (in-place sigmoid keeps its output for backward, which the next step would overwrite). The
+    attention's own gradient (:class:`AdditiveScore`) computes the tanh with autograd off."""
+    if not plain_cpu_float32(x) or (x.requires_grad and torch.is_grad_enabled()):
         return x.tanh_()
     return x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
 

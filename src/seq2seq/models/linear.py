@@ -22,12 +22,16 @@ ROW_ALIGNMENT = 16  # float32 elements: one 64-byte cache line
 MIN_ROWS = 128
 
 
-def cpu_autocast_enabled() -> bool:
-    """Whether CPU autocast is on (torch before 2.4 has no device argument for this)."""
+def plain_cpu_float32(x: torch.Tensor) -> bool:
+    """Whether ``x`` is on the path the CPU kernels of this package were measured on (this module,
+    :func:`seq2seq.models.attention.tanh_`, :class:`seq2seq.models.split_cell.SplitCell`): a float32
+    CPU tensor, outside autocast and outside an ONNX export (whose graph keeps the plain operators)."""
     try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:
-        return torch.is_autocast_cpu_enabled()
+        autocast = torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch before 2.4 takes no device here
+        autocast = torch.is_autocast_cpu_enabled()
+    on_cpu = x.device.type == "cpu" and x.dtype == torch.float32
+    return on_cpu and not autocast and not torch.onnx.is_in_onnx_export()
 
 
 class _AlignedRowsLinear(torch.autograd.Function):
@@ -60,18 +64,15 @@ class _AlignedRowsLinear(torch.autograd.Function):
 
 def linear(layer: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     """``layer(inputs)`` for inputs [..., I]; through the padded rows where that helps: a plain
-    ``nn.Linear`` on a CPU in float32 whose output width is not already a multiple of 16, at least
-    ``MIN_ROWS`` rows, outside autocast and ONNX export. Anything else (a GPU, bf16, an int8
-    layer, greedy decoding's small batches) runs the layer itself."""
+    ``nn.Linear`` on :func:`plain_cpu_float32` inputs and weights whose output width is not
+    already a multiple of 16, with at least ``MIN_ROWS`` rows. Anything else (a GPU, bf16, an
+    int8 layer, greedy decoding's small batches) runs the layer itself."""
     if (
         type(layer) is not nn.Linear
         or layer.out_features % ROW_ALIGNMENT == 0
         or inputs.numel() < MIN_ROWS * inputs.size(-1)
-        or inputs.device.type != "cpu"
-        or inputs.dtype != torch.float32
         or layer.weight.dtype != torch.float32
-        or cpu_autocast_enabled()
-        or torch.onnx.is_in_onnx_export()
+        or not plain_cpu_float32(inputs)
     ):
         return layer(inputs)
     flat = inputs.reshape(-1, inputs.size(-1))  # [N, I]

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seq2seq.models.linear import cpu_autocast_enabled
+from seq2seq.models.linear import plain_cpu_float32
 from seq2seq.models.state import DecoderState
 
 CELL_FUNCTIONS = {nn.GRU: torch.gru_cell, nn.LSTM: torch.lstm_cell, nn.RNN: torch.rnn_tanh_cell}
@@ -45,7 +45,7 @@ class SplitCell:
     @staticmethod
     def applies(rnn: nn.Module, embedded: torch.Tensor) -> bool:
         """Whether ``rnn`` is a plain one-layer, one-direction cell with biases (not an int8 module),
-        and ``embedded`` a float32 CPU tensor outside autocast."""
+        and ``embedded`` a :func:`~seq2seq.models.linear.plain_cpu_float32` tensor."""
         return (
             type(rnn) in CELL_FUNCTIONS
             and rnn.num_layers == 1
@@ -53,9 +53,7 @@ class SplitCell:
             and not rnn.bidirectional
             and getattr(rnn, "nonlinearity", "tanh") == "tanh"
             and getattr(rnn, "proj_size", 0) == 0
-            and embedded.device.type == "cpu"
-            and embedded.dtype == torch.float32
-            and not cpu_autocast_enabled()
+            and plain_cpu_float32(embedded)
         )
 
     def project(self, embedded: torch.Tensor) -> torch.Tensor:
