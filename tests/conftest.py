@@ -11,8 +11,13 @@ from seq2seq.data.tokenizers import build_tokenizer
 from seq2seq.data.vocab import Vocab
 
 @pytest.fixture(autouse=True)
-def _deterministic() -> None:
+def _deterministic():
+    """Seed torch, and give the next test the thread count this one found: training sets it for the
+    whole process (``train.threads``), which would make later tests depend on the order."""
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

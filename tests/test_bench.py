@@ -60,7 +60,7 @@ def test_kernels_benchmark_prints_its_command_and_a_row_per_kernel_with_tiny_dif
     assert [row[0].strip() for row in rows] == [
         "attention tanh [128, 15, 512]", *(f"output layer [{n}, 512] x [512, 37]" for n in (2048, 320, 64))
     ]
-    assert all(float(row[4]) <= 1e-4 and float(row[3]) > 0 for row in rows)
+    assert all(float(row[4]) <= 1e-4 and float(row[3]) >= 0 for row in rows)  # one timing each: "0.00" can be printed
 
 
 def test_scaling_benchmark_rejects_bad_sizes(tmp_path):

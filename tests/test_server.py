@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -205,7 +206,16 @@ def test_oversized_attention_is_413_asking_to_leave_it_out(run_dir):
         assert post(client, inputs=TEXTS, attention=False).status_code == 200
 
 
-def test_slow_generation_times_out_with_504(run_dir):
+def test_slow_generation_times_out_with_504(run_dir, monkeypatch):
+    from seq2seq.api import Model
+
+    generate = Model.generate
+
+    def slow(*args, **kwargs):  # the tiny model alone can answer within the limit on a fast CPU
+        time.sleep(0.5)
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(Model, "generate", slow)
     with TestClient(create_app([run_dir], Limits(timeout_s=0.01), device="cpu")) as client:
         response = post(client, inputs=TEXTS, beam=8, max_len=200)
     assert response.status_code == 504

