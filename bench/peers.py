@@ -1,7 +1,7 @@
 """Training and decoding speed against the peers: Joey NMT 2.3.0 and OpenNMT-py 3.5.1 on Multi30k de->en.
 
-    python bench/peers.py [--peers ours,joey,opennmt] [--train-seconds 300] [--quality-minutes 0]
-                          [--decode-batches 64,1] [--work DIR] [--data DIR] [--json out.json]
+    python bench/peers.py [--peers ours,joey,opennmt] [--train-seconds 300] [--rounds 1]
+                          [--quality-minutes 0] [--decode-batches 64,1] [--work DIR] [--data DIR] [--json out.json]
                           [--setup-only] [--report out.json] [--decode-only --json out.json]
 
 Each system trains the same model setting, OpenNMT-py's RNN baseline (configs/multi30k/
@@ -19,6 +19,11 @@ result is target tokens per second over a steady window, from each system's own 
 reading and any that start within the first 10% of the logged time are dropped. All three
 count the non-padding target tokens, <eos> included. Ratios, not seconds, are the result: the
 machine is shared and noisy, and the peers run their own torch builds (printed).
+
+``--rounds N`` runs the speed windows in N interleaved rounds (ours, OpenNMT-py, ours, OpenNMT-py,
+...), so that the machine's drift over the run falls on both sides of each ratio: the table then
+gives each system's median window, and the ratios of the two windows of each round, their
+median and range.
 
 ``--quality-minutes M`` also trains each system for M minutes (the peers, which keep no checkpoint
 when stopped on a clock, get the steps their speed run would do in M minutes) and decodes test2016
@@ -597,6 +602,37 @@ def speed_table(runs: dict[str, TrainRun], labels: dict[str, str], versions: dic
     return "\n".join(lines)
 
 
+def median_run(runs: list[TrainRun]) -> TrainRun:
+    """The window with the median tokens/s (the lower one of the middle two for an even count)."""
+    return sorted(runs, key=lambda run: run.tokens_per_s)[(len(runs) - 1) // 2]
+
+
+def rounds_table(rounds: list[dict[str, TrainRun]], labels: dict[str, str]) -> str:
+    """Target tokens/s of every window, round by round, and ours over each peer within a round
+    (the paired ratio), with the median and range of those ratios."""
+    names = list(dict.fromkeys(name for speed in rounds for name in speed))
+    peers = [name for name in names if name != "ours"] if "ours" in names else []
+    lines = ["| round | " + " | ".join(labels[name] for name in names) + "".join(f" | ours / {labels[p]}" for p in peers) + " |",
+             "|---:|" + "---:|" * (len(names) + len(peers))]
+    ratios: dict[str, list[float]] = {peer: [] for peer in peers}
+    for index, speed in enumerate(rounds, 1):
+        cells = [f"{speed[name].tokens_per_s:,.0f}" if name in speed else "-" for name in names]
+        for peer in peers:
+            if "ours" in speed and peer in speed:
+                ratios[peer].append(speed["ours"].tokens_per_s / speed[peer].tokens_per_s)
+                cells.append(f"{ratios[peer][-1]:.2f}x")
+            else:
+                cells.append("-")
+        lines.append(f"| {index} | " + " | ".join(cells) + " |")
+    medians = [f"{median_run([s[name] for s in rounds if name in s]).tokens_per_s:,.0f}" for name in names]
+    for peer in peers:
+        values = sorted(ratios[peer])
+        middle = (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2 if values else None
+        medians.append(f"**{middle:.2f}x** ({values[0]:.2f}-{values[-1]:.2f}x)" if values else "-")
+    lines.append("| median | " + " | ".join(medians) + " |")
+    return "\n".join(lines)
+
+
 def quality_table(decoded: list[Decoded], labels: dict[str, str]) -> str:
     """BLEU and decoding speed; the ratio columns divide ours' sentences/s (fp32, int8) by each
     row's, at the same decoding and batch size."""
@@ -637,6 +673,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peers", default="ours,joey,opennmt", help=f"comma-separated systems: {', '.join(SYSTEMS)}")
     parser.add_argument("--train-seconds", type=float, default=300, help="training window per system (default 300)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="speed windows per system, interleaved round by round; the table gives each system's "
+                             "median window and the ratios within each round (default 1)")
     parser.add_argument("--quality-minutes", type=float, default=0,
                         help="also train each system this long and score test2016 (default 0: off)")
     parser.add_argument("--work", type=Path, default=Path("~/.cache/seq2seq-bench"),
@@ -666,6 +705,8 @@ def parse_args() -> argparse.Namespace:
         args.decode_batches = []
     if not args.decode_batches or min(args.decode_batches) < 1:
         parser.error(f"--decode-batches: expected positive integers separated by commas, got {text!r}")
+    if args.rounds < 1:
+        parser.error(f"--rounds: expected a positive number of rounds, got {args.rounds}")
     if args.decode_only and (args.json is None or not args.json.exists()):
         parser.error("--decode-only adds to an earlier record: give it with --json (an existing file)")
     args.work, args.data = args.work.expanduser().resolve(), args.data.expanduser().resolve()
@@ -700,6 +741,7 @@ def load_json(path: Path) -> tuple[dict, dict[str, TrainRun], list[Decoded], dic
     try:
         record = json.loads(path.read_text())
         decoded = [Decoded(**{k: v for k, v in d.items() if k != "sentences_per_s"}) for d in record["decoding"]]
+        record["rounds"] = [runs(speed) for speed in record.get("rounds", [])]  # --rounds above 1 only
         return record, runs(record["training"]), decoded, runs(record.get("quality_training", {}))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SystemExit(f"--report {path}: not a record written by bench/peers.py --json ({error})") from None
@@ -719,10 +761,16 @@ def report(record: dict, runs: dict[str, TrainRun], decoded: list[Decoded],
     print(f"Multi30k de->en, {record['machine']}, {record['threads']} torch threads per system, "
           f"load average {record['load_average']:.2f} at the start and {record['load_average_end']:.2f} at the end "
           f"(above 0.5: shared, noisy)")
+    if len(record.get("rounds", [])) > 1:
+        print(f"{len(record['rounds'])} interleaved rounds of {record['train_seconds']:g} s per system: each system's "
+              "median window below, then every window and the ratio within each round")
     print(speed_table(runs, labels, record["versions"]))
     for run in runs.values():
         if run.note:
             print(f"- {run.note}")
+    if len(record.get("rounds", [])) > 1:
+        print()
+        print(rounds_table(record["rounds"], labels))
     if quality_runs:
         print()
         print(f"Training over the quality run ({record['quality_minutes']:g} minutes; the peers: the steps their speed run does in that time):")
@@ -781,28 +829,52 @@ def main() -> None:
         "load_average_end": load, "training": {}, "decoding": [],
     }
     references = read_lines(args.data / "test2016.en")
-    runs: dict[str, TrainRun] = {}
+    rounds: list[dict[str, TrainRun]] = []  # the speed windows, round by round
+    runs: dict[str, TrainRun] = {}  # each system's median window
     quality_runs: dict[str, TrainRun] = {}
     decoded: list[Decoded] = []
-    for name, system in systems.items():  # one at a time: the machine has 2 cores
-        try:
-            print(f"{system.label}: training {args.train_seconds:g} s ...", file=sys.stderr)
-            runs[name] = system.train(fresh_dir(args.work / "runs" / f"{name}-speed"), seconds=args.train_seconds)
-            print(f"  {system.label}: {runs[name].tokens_per_s:,.0f} tgt tokens/s", file=sys.stderr)
-            if args.quality_minutes > 0:
-                quality_runs[name], scored = measure_quality(system, runs[name], minutes=args.quality_minutes,
-                                                             references=references, batches=args.decode_batches,
-                                                             run_dir=fresh_dir(args.work / "runs" / f"{name}-quality"))
-                decoded += scored
-        except RuntimeError as error:  # one system failing does not cost the others their measurements
-            print(f"{system.label} failed, going on with the next system: {error}", file=sys.stderr)
-            record.setdefault("failed", {})[name] = str(error).splitlines()[0]  # what it measured before stays
+
+    def failed(name: str, system: System, error: RuntimeError) -> None:  # the others go on measuring
+        print(f"{system.label} failed, going on with the next system: {error}", file=sys.stderr)
+        record.setdefault("failed", {})[name] = str(error).splitlines()[0]  # what it measured before stays
+
+    def save() -> None:  # after every window: a run stopped part-way keeps what it measured (--report renders it)
         record.update(load_average_end=os.getloadavg()[0],
                       training={n: asdict(run) for n, run in runs.items()},
                       quality_training={n: asdict(run) for n, run in quality_runs.items()},
                       decoding=[d.as_record() for d in decoded])
-        if args.json:  # after every system: a run stopped part-way keeps what it measured (--report renders it)
+        if args.rounds > 1:
+            record["rounds"] = [{n: asdict(run) for n, run in speed.items()} for speed in rounds]
+        if args.json:
             save_json(args.json, record)
+
+    for index in range(args.rounds):  # one system at a time: the machine has 2 cores
+        rounds.append({})
+        for name, system in systems.items():
+            if name in record.get("failed", {}):
+                continue
+            try:
+                of = f" (round {index + 1} of {args.rounds})" if args.rounds > 1 else ""
+                print(f"{system.label}: training {args.train_seconds:g} s{of} ...", file=sys.stderr)
+                rounds[-1][name] = system.train(fresh_dir(args.work / "runs" / f"{name}-speed"), seconds=args.train_seconds)
+                print(f"  {system.label}: {rounds[-1][name].tokens_per_s:,.0f} tgt tokens/s", file=sys.stderr)
+                runs[name] = median_run([speed[name] for speed in rounds if name in speed])
+            except RuntimeError as error:
+                failed(name, system, error)
+            save()
+    for name, system in systems.items():
+        if args.quality_minutes <= 0 or name not in runs:
+            continue
+        try:
+            quality_runs[name], scored = measure_quality(system, runs[name], minutes=args.quality_minutes,
+                                                         references=references, batches=args.decode_batches,
+                                                         run_dir=fresh_dir(args.work / "runs" / f"{name}-quality"))
+            decoded += scored
+        except RuntimeError as error:
+            failed(name, system, error)
+        save()
+    if args.rounds > 1:
+        record["rounds"] = rounds  # as TrainRuns, for the report
     report(record, runs, decoded, quality_runs)
 
 

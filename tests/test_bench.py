@@ -157,6 +157,53 @@ def test_peers_a_failing_system_is_reported_and_the_next_one_still_measured(monk
     assert json.loads(out.read_text())["failed"] == {"joey": "joeynmt translate failed (exit 1)"}
 
 
+def test_peers_rounds_interleave_the_windows_and_pair_the_ratios(monkeypatch, tmp_path, capsys):
+    """--rounds 3: ours, OpenNMT-py, ours, OpenNMT-py, ...; the table gives each system's median window
+    and ours / OpenNMT-py within each round, and --report renders the same from the record."""
+    peers = _load("peers")
+    order = []
+    speeds = {"ours": iter([3000.0, 2000.0, 2600.0]), "opennmt": iter([2000.0, 1000.0, 2000.0])}
+
+    class Fake:
+        def __init__(self, name, label):
+            self.name, self.label = name, label
+
+        def versions(self):
+            return {"package": self.label, "torch": "2.13.0"}
+
+        def train(self, run_dir, *, seconds, steps=None):
+            order.append(self.name)
+            return peers.TrainRun(self.name, 10, [peers.Reading(50, next(speeds[self.name]), 10.0)], seconds, seconds, 100.0)
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test2016.en").write_text("a\n")
+    monkeypatch.setattr(peers, "set_up", lambda args: {"ours": Fake("ours", "ours"), "opennmt": Fake("opennmt", "OpenNMT-py")})
+    out = tmp_path / "peers.json"
+    monkeypatch.setattr(sys, "argv", ["peers.py", "--peers", "ours,opennmt", "--rounds", "3", "--data", str(tmp_path / "data"),
+                                      "--work", str(tmp_path / "work"), "--json", str(out)])
+    peers.main()
+    assert order == ["ours", "opennmt"] * 3
+    printed = capsys.readouterr().out
+    # medians: ours 2,600 and OpenNMT-py 2,000 (1.30x); per round 1.50x, 2.00x, 1.30x: median 1.50x
+    assert "| ours | ours | 2.13.0 | 10 | 300 | 1 of 1 | 2,600 | 1.00x |" in printed
+    assert "| OpenNMT-py | OpenNMT-py | 2.13.0 | 10 | 300 | 1 of 1 | 2,000 | 1.30x |" in printed
+    rounds = [line for line in printed.splitlines() if line.startswith("| round") or line.startswith("| 2 ")
+              or line.startswith("| median")]
+    assert rounds == ["| round | ours | OpenNMT-py | ours / OpenNMT-py |", "| 2 | 2,000 | 1,000 | 2.00x |",
+                      "| median | 2,600 | 2,000 | **1.50x** (1.30-2.00x) |"]
+    loaded = peers.load_json(out)
+    peers.report(*loaded)
+    assert "| median | 2,600 | 2,000 | **1.50x** (1.30-2.00x) |" in capsys.readouterr().out
+
+
+def test_peers_rounds_must_be_positive(monkeypatch, capsys):
+    peers = _load("peers")
+    monkeypatch.setattr(sys, "argv", ["peers.py", "--rounds", "0"])
+    with pytest.raises(SystemExit):
+        peers.parse_args()
+    assert "--rounds: expected a positive number of rounds, got 0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name, budget", [("joey", ("training", "updates")), ("opennmt", ("train_steps",))])
 def test_peers_that_save_nothing_when_stopped_get_a_step_budget_for_quality(tmp_path, name, budget):
     """Joey NMT and OpenNMT-py keep no checkpoint when stopped on the clock: their quality runs
