@@ -20,10 +20,13 @@ reading and any that start within the first 10% of the logged time are dropped. 
 count the non-padding target tokens, <eos> included. Ratios, not seconds, are the result: the
 machine is shared and noisy, and the peers run their own torch builds (printed).
 
-``--rounds N`` runs the speed windows in N interleaved rounds (ours, OpenNMT-py, ours, OpenNMT-py,
-...), so that the machine's drift over the run falls on both sides of each ratio: the table then
-gives each system's median window, and the ratios of the two windows of each round, their
-median and range.
+``--rounds N`` runs the speed windows in N interleaved rounds: every system of ``--peers`` once per
+round, in order (ours, OpenNMT-py, ours, OpenNMT-py, ...), so that the machine's drift over the run
+falls on both sides of each ratio. The report gives every window, ours over each peer within each
+round (the paired ratio), and the median and range of those ratios; the main table's
+"ours / system" is then that median. The quality runs (if any) come after all rounds, a peer's step
+budget from its median window. A system that fails in one round is left out of the later ones and
+of the quality runs.
 
 ``--quality-minutes M`` also trains each system for M minutes (the peers, which keep no checkpoint
 when stopped on a clock, get the steps their speed run would do in M minutes) and decodes test2016
@@ -50,6 +53,7 @@ import re
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -585,7 +589,10 @@ def decode_test(system: System, run_dir: Path, *, references: list[str], batches
     return results
 
 
-def speed_table(runs: dict[str, TrainRun], labels: dict[str, str], versions: dict[str, dict[str, str]]) -> str:
+def speed_table(runs: dict[str, TrainRun], labels: dict[str, str], versions: dict[str, dict[str, str]],
+                paired: dict[str, list[float]] | None = None) -> str:
+    """One row per system; ``paired`` (interleaved rounds) gives its ratio column the median of each
+    peer's paired ratios instead of the ratio of the two rows."""
     ours = runs.get("ours")
     lines = [
         "| system | package | torch | parameters | training s | steady readings | tgt tokens/s | ours / system "
@@ -594,6 +601,8 @@ def speed_table(runs: dict[str, TrainRun], labels: dict[str, str], versions: dic
     ]
     for name, run in runs.items():
         ratio = f"{ours.tokens_per_s / run.tokens_per_s:.2f}x" if ours else "-"
+        if paired is not None and name != "ours":
+            ratio = f"{statistics.median(paired[name]):.2f}x (paired)" if paired.get(name) else "-"
         parameters = f"{run.parameters:,}" if run.parameters else "?"
         window = f"{run.window_seconds:.0f}" if run.window_seconds else "?"
         lines.append(f"| {labels[name]} | {versions[name]['package']} | {versions[name]['torch']} | {parameters} "
@@ -603,32 +612,35 @@ def speed_table(runs: dict[str, TrainRun], labels: dict[str, str], versions: dic
 
 
 def median_run(runs: list[TrainRun]) -> TrainRun:
-    """The window with the median tokens/s (the lower one of the middle two for an even count)."""
+    """The window whose tokens/s is the median (for an even count the slower of the middle two: a
+    window that really ran, whose steps/s sets a peer's quality-run step budget)."""
     return sorted(runs, key=lambda run: run.tokens_per_s)[(len(runs) - 1) // 2]
+
+
+def paired_ratios(rounds: list[dict[str, TrainRun]]) -> dict[str, list[float]]:
+    """For each peer, ours' tokens/s over the peer's in every round where both ran."""
+    peers = {name for speed in rounds for name in speed if name != "ours"}
+    return {peer: [speed["ours"].tokens_per_s / speed[peer].tokens_per_s
+                   for speed in rounds if "ours" in speed and peer in speed] for peer in sorted(peers)}
 
 
 def rounds_table(rounds: list[dict[str, TrainRun]], labels: dict[str, str]) -> str:
     """Target tokens/s of every window, round by round, and ours over each peer within a round
-    (the paired ratio), with the median and range of those ratios."""
+    (the paired ratio); the last row: the medians (of an even count, the mean of the middle two)
+    and the ratios' range."""
     names = list(dict.fromkeys(name for speed in rounds for name in speed))
     peers = [name for name in names if name != "ours"] if "ours" in names else []
     lines = ["| round | " + " | ".join(labels[name] for name in names) + "".join(f" | ours / {labels[p]}" for p in peers) + " |",
              "|---:|" + "---:|" * (len(names) + len(peers))]
-    ratios: dict[str, list[float]] = {peer: [] for peer in peers}
     for index, speed in enumerate(rounds, 1):
         cells = [f"{speed[name].tokens_per_s:,.0f}" if name in speed else "-" for name in names]
-        for peer in peers:
-            if "ours" in speed and peer in speed:
-                ratios[peer].append(speed["ours"].tokens_per_s / speed[peer].tokens_per_s)
-                cells.append(f"{ratios[peer][-1]:.2f}x")
-            else:
-                cells.append("-")
+        cells += [f"{speed['ours'].tokens_per_s / speed[peer].tokens_per_s:.2f}x" if "ours" in speed and peer in speed
+                  else "-" for peer in peers]
         lines.append(f"| {index} | " + " | ".join(cells) + " |")
-    medians = [f"{median_run([s[name] for s in rounds if name in s]).tokens_per_s:,.0f}" for name in names]
-    for peer in peers:
-        values = sorted(ratios[peer])
-        middle = (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2 if values else None
-        medians.append(f"**{middle:.2f}x** ({values[0]:.2f}-{values[-1]:.2f}x)" if values else "-")
+    medians = [f"{statistics.median(s[name].tokens_per_s for s in rounds if name in s):,.0f}" for name in names]
+    ratios = paired_ratios(rounds)
+    medians += [f"**{statistics.median(ratios[peer]):.2f}x** ({min(ratios[peer]):.2f}-{max(ratios[peer]):.2f}x)"
+                if ratios[peer] else "-" for peer in peers]
     lines.append("| median | " + " | ".join(medians) + " |")
     return "\n".join(lines)
 
@@ -741,7 +753,8 @@ def load_json(path: Path) -> tuple[dict, dict[str, TrainRun], list[Decoded], dic
     try:
         record = json.loads(path.read_text())
         decoded = [Decoded(**{k: v for k, v in d.items() if k != "sentences_per_s"}) for d in record["decoding"]]
-        record["rounds"] = [runs(speed) for speed in record.get("rounds", [])]  # --rounds above 1 only
+        for speed in record.get("rounds", []):  # --rounds above 1 only; checked here, read by report
+            runs(speed)
         return record, runs(record["training"]), decoded, runs(record.get("quality_training", {}))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SystemExit(f"--report {path}: not a record written by bench/peers.py --json ({error})") from None
@@ -761,16 +774,18 @@ def report(record: dict, runs: dict[str, TrainRun], decoded: list[Decoded],
     print(f"Multi30k de->en, {record['machine']}, {record['threads']} torch threads per system, "
           f"load average {record['load_average']:.2f} at the start and {record['load_average_end']:.2f} at the end "
           f"(above 0.5: shared, noisy)")
-    if len(record.get("rounds", [])) > 1:
-        print(f"{len(record['rounds'])} interleaved rounds of {record['train_seconds']:g} s per system: each system's "
-              "median window below, then every window and the ratio within each round")
-    print(speed_table(runs, labels, record["versions"]))
+    rounds = [{name: TrainRun(**{**run, "readings": [Reading(**r) for r in run["readings"]]}) for name, run in speed.items()}
+              for speed in record.get("rounds", [])]
+    if len(rounds) > 1:
+        print(f"{len(rounds)} interleaved rounds of {record['train_seconds']:g} s per system: each system's median "
+              "window below, its ratio the median of the rounds' paired ratios; then every window")
+    print(speed_table(runs, labels, record["versions"], paired_ratios(rounds) if len(rounds) > 1 else None))
     for run in runs.values():
         if run.note:
             print(f"- {run.note}")
-    if len(record.get("rounds", [])) > 1:
+    if len(rounds) > 1:
         print()
-        print(rounds_table(record["rounds"], labels))
+        print(rounds_table(rounds, labels))
     if quality_runs:
         print()
         print(f"Training over the quality run ({record['quality_minutes']:g} minutes; the peers: the steps their speed run does in that time):")
@@ -834,9 +849,10 @@ def main() -> None:
     quality_runs: dict[str, TrainRun] = {}
     decoded: list[Decoded] = []
 
-    def failed(name: str, system: System, error: RuntimeError) -> None:  # the others go on measuring
+    def failed(name: str, system: System, error: RuntimeError, phase: str) -> None:  # the others go on measuring
         print(f"{system.label} failed, going on with the next system: {error}", file=sys.stderr)
-        record.setdefault("failed", {})[name] = str(error).splitlines()[0]  # what it measured before stays
+        first = str(error).splitlines()[0]  # what it measured before stays
+        record.setdefault("failed", {})[name] = f"{phase}: {first}" if phase else first
 
     def save() -> None:  # after every window: a run stopped part-way keeps what it measured (--report renders it)
         record.update(load_average_end=os.getloadavg()[0],
@@ -860,10 +876,10 @@ def main() -> None:
                 print(f"  {system.label}: {rounds[-1][name].tokens_per_s:,.0f} tgt tokens/s", file=sys.stderr)
                 runs[name] = median_run([speed[name] for speed in rounds if name in speed])
             except RuntimeError as error:
-                failed(name, system, error)
+                failed(name, system, error, f"round {index + 1}" if args.rounds > 1 else "")
             save()
     for name, system in systems.items():
-        if args.quality_minutes <= 0 or name not in runs:
+        if args.quality_minutes <= 0 or name not in runs or name in record.get("failed", {}):
             continue
         try:
             quality_runs[name], scored = measure_quality(system, runs[name], minutes=args.quality_minutes,
@@ -871,10 +887,8 @@ def main() -> None:
                                                          run_dir=fresh_dir(args.work / "runs" / f"{name}-quality"))
             decoded += scored
         except RuntimeError as error:
-            failed(name, system, error)
+            failed(name, system, error, "quality run")
         save()
-    if args.rounds > 1:
-        record["rounds"] = rounds  # as TrainRuns, for the report
     report(record, runs, decoded, quality_runs)
 
 

@@ -61,6 +61,7 @@ def test_kernels_benchmark_prints_its_command_and_a_row_per_kernel_with_tiny_dif
         "attention tanh [128, 15, 512]", *(f"output layer [{n}, 512] x [512, 37]" for n in (2048, 320, 64))
     ]
     assert all(float(row[4]) <= 1e-4 and float(row[3]) >= 0 for row in rows)  # one timing each: "0.00" can be printed
+    assert float(rows[0][1]) > 0 and float(rows[0][2]) > 0  # the tanh's milliseconds, torch's and ours
 
 
 def test_scaling_benchmark_rejects_bad_sizes(tmp_path):
@@ -184,9 +185,10 @@ def test_peers_rounds_interleave_the_windows_and_pair_the_ratios(monkeypatch, tm
     peers.main()
     assert order == ["ours", "opennmt"] * 3
     printed = capsys.readouterr().out
-    # medians: ours 2,600 and OpenNMT-py 2,000 (1.30x); per round 1.50x, 2.00x, 1.30x: median 1.50x
+    # median windows: ours 2,600 and OpenNMT-py 2,000; per round 1.50x, 2.00x, 1.30x: the ratio is their
+    # median, 1.50x, not 2,600 / 2,000
     assert "| ours | ours | 2.13.0 | 10 | 300 | 1 of 1 | 2,600 | 1.00x |" in printed
-    assert "| OpenNMT-py | OpenNMT-py | 2.13.0 | 10 | 300 | 1 of 1 | 2,000 | 1.30x |" in printed
+    assert "| OpenNMT-py | OpenNMT-py | 2.13.0 | 10 | 300 | 1 of 1 | 2,000 | 1.50x (paired) |" in printed
     rounds = [line for line in printed.splitlines() if line.startswith("| round") or line.startswith("| 2 ")
               or line.startswith("| median")]
     assert rounds == ["| round | ours | OpenNMT-py | ours / OpenNMT-py |", "| 2 | 2,000 | 1,000 | 2.00x |",
@@ -194,6 +196,49 @@ def test_peers_rounds_interleave_the_windows_and_pair_the_ratios(monkeypatch, tm
     loaded = peers.load_json(out)
     peers.report(*loaded)
     assert "| median | 2,600 | 2,000 | **1.50x** (1.30-2.00x) |" in capsys.readouterr().out
+    peers.save_json(out, loaded[0])  # --decode-only writes the loaded record back: it must stay JSON
+
+
+def test_peers_a_system_failing_in_a_later_round_is_left_out_after_it(monkeypatch, tmp_path, capsys):
+    """--rounds 3 --quality-minutes 1: OpenNMT-py fails in round 2, so it runs no round 3 and no quality
+    run; of an even number of windows the median row averages the middle two."""
+    peers = _load("peers")
+    calls = []
+    speeds = {"ours": iter([3000.0, 2000.0, 2600.0, 2400.0]), "opennmt": iter([2000.0])}
+
+    class Fake:
+        checkpoints_on_stop = True
+
+        def __init__(self, name, label):
+            self.name, self.label = name, label
+
+        def versions(self):
+            return {"package": self.label, "torch": "2.13.0"}
+
+        def train(self, run_dir, *, seconds, steps=None):
+            calls.append((self.name, run_dir.name))
+            try:
+                return peers.TrainRun(self.name, 10, [peers.Reading(50, next(speeds[self.name]), 10.0)], seconds, seconds, 100.0)
+            except StopIteration:
+                raise RuntimeError("onmt_train failed (exit 1)\nits log") from None
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test2016.en").write_text("a\n")
+    monkeypatch.setattr(peers, "set_up", lambda args: {"ours": Fake("ours", "ours"), "opennmt": Fake("opennmt", "OpenNMT-py")})
+    monkeypatch.setattr(peers, "decode_test", lambda system, run_dir, **kwargs: [])
+    out = tmp_path / "peers.json"
+    monkeypatch.setattr(sys, "argv", ["peers.py", "--peers", "ours,opennmt", "--rounds", "3", "--quality-minutes", "1",
+                                      "--data", str(tmp_path / "data"), "--work", str(tmp_path / "work"), "--json", str(out)])
+    peers.main()
+    assert calls == [("ours", "ours-speed"), ("opennmt", "opennmt-speed"), ("ours", "ours-speed"),
+                     ("opennmt", "opennmt-speed"), ("ours", "ours-speed"), ("ours", "ours-quality")]
+    printed = capsys.readouterr().out
+    assert "FAILED: opennmt: round 2: onmt_train failed (exit 1)" in printed
+    assert "| 2 | 2,000 | - | - |" in printed and "| median | 2,600 | 2,000 | **1.50x** (1.50-1.50x) |" in printed
+    record = json.loads(out.read_text())
+    assert list(record["quality_training"]) == ["ours"] and len(record["rounds"]) == 3
+    two = [{"ours": peers.TrainRun("ours", 10, [peers.Reading(50, speed, 10.0)], 1.0, 1.0, 1.0)} for speed in (2600.0, 2000.0)]
+    assert peers.rounds_table(two, {"ours": "ours"}).splitlines()[-1] == "| median | 2,300 |"
 
 
 def test_peers_rounds_must_be_positive(monkeypatch, capsys):
