@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -47,12 +48,21 @@ def _faults(setting: str) -> tuple[bool, list[int]]:
     return out[0] == "True", [int(n) for n in out[1:]]
 
 
+def _page_bytes() -> int:
+    """The size one page fault maps: 2 MiB where transparent huge pages are always on, else the page size."""
+    try:
+        mode = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        mode = ""
+    return 2 * 2**20 if "[always]" in mode else os.sysconf("SC_PAGE_SIZE")
+
+
 @glibc_only
 def test_freed_large_tensors_are_reused_without_page_faults():
-    pages = 40 * 2**20 // os.sysconf("SC_PAGE_SIZE")  # one tensor
+    pages = 40 * 2**20 // _page_bytes()  # one tensor
     applied, rounds = _faults("reuse")
     assert applied
-    reused = sum(n < pages // 10 for n in rounds)
+    reused = sum(n < max(pages // 10, 4) for n in rounds)  # a few stray faults are not a tensor
     assert reused >= ROUNDS - 2, f"page faults per 40 MiB tensor, last {ROUNDS} rounds: {rounds}: the memory was mapped again"
     # glibc's defaults map every tensor of this size afresh: the same rounds fault on (almost) every page.
     applied, rounds = _faults("system")
