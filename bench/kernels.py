@@ -42,21 +42,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def best_ms(function: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return 1000 * best
+def time_ms(function: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    function()
+    return 1000 * (time.perf_counter() - start)
 
 
 def compare(name: str, theirs: Callable[[], torch.Tensor], ours: Callable[[], torch.Tensor], repeats: int) -> None:
     difference = float((theirs().double() - ours().double()).abs().max())
     times = {"torch": float("inf"), "ours": float("inf")}
     for _ in range(repeats):  # alternate, so that a slow spell of the machine hits both
-        times["torch"] = min(times["torch"], best_ms(theirs, 1))
-        times["ours"] = min(times["ours"], best_ms(ours, 1))
+        times["torch"] = min(times["torch"], time_ms(theirs))
+        times["ours"] = min(times["ours"], time_ms(ours))
     ratio = times["ours"] / times["torch"]
     print(f"| {name} | {times['torch']:.2f} | {times['ours']:.2f} | {ratio:.2f} | {difference:.1e} |")
 

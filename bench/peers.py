@@ -745,17 +745,20 @@ def save_json(path: Path, record: dict) -> None:
     partial.replace(path)
 
 
-def load_json(path: Path) -> tuple[dict, dict[str, TrainRun], list[Decoded], dict[str, TrainRun]]:
-    """A --json record back as its speed runs, decodings and quality runs (for --report)."""
-    def runs(part: dict) -> dict[str, TrainRun]:
-        return {name: TrainRun(**{**run, "readings": [Reading(**r) for r in run["readings"]]}) for name, run in part.items()}
+def train_runs(part: dict) -> dict[str, TrainRun]:
+    """A record's {system: run} part (training, quality_training, or one of the rounds) as TrainRuns."""
+    return {name: TrainRun(**{**run, "readings": [Reading(**r) for r in run["readings"]]}) for name, run in part.items()}
 
+
+def load_json(path: Path) -> tuple[dict, dict[str, TrainRun], list[Decoded], dict[str, TrainRun]]:
+    """A --json record back as its speed runs, decodings and quality runs (for --report); its
+    rounds stay plain dicts in the record (--decode-only writes it back), read by :func:`report`."""
     try:
         record = json.loads(path.read_text())
         decoded = [Decoded(**{k: v for k, v in d.items() if k != "sentences_per_s"}) for d in record["decoding"]]
         for speed in record.get("rounds", []):  # --rounds above 1 only; checked here, read by report
-            runs(speed)
-        return record, runs(record["training"]), decoded, runs(record.get("quality_training", {}))
+            train_runs(speed)
+        return record, train_runs(record["training"]), decoded, train_runs(record.get("quality_training", {}))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SystemExit(f"--report {path}: not a record written by bench/peers.py --json ({error})") from None
 
@@ -774,8 +777,7 @@ def report(record: dict, runs: dict[str, TrainRun], decoded: list[Decoded],
     print(f"Multi30k de->en, {record['machine']}, {record['threads']} torch threads per system, "
           f"load average {record['load_average']:.2f} at the start and {record['load_average_end']:.2f} at the end "
           f"(above 0.5: shared, noisy)")
-    rounds = [{name: TrainRun(**{**run, "readings": [Reading(**r) for r in run["readings"]]}) for name, run in speed.items()}
-              for speed in record.get("rounds", [])]
+    rounds = [train_runs(speed) for speed in record.get("rounds", [])]
     if len(rounds) > 1:
         print(f"{len(rounds)} interleaved rounds of {record['train_seconds']:g} s per system: each system's median "
               "window below, its ratio the median of the rounds' paired ratios; then every window")
