@@ -249,7 +249,7 @@ def test_evaluate_with_beam(trained_run, capsys):
 
 
 def test_python_constraint_prefers_parseable_beam_outputs(trained_run, tmp_path, capsys):
-    from seq2seq.serving.translator import Translator
+    from seq2seq.translator import Translator
 
     translator = Translator.from_run_dir(trained_run)
     texts = ["add 3 to total", "print the length of names", "sort scores", "create a list named x containing 1 , 2 and 3"]
@@ -306,7 +306,7 @@ def test_int8_quantized_model_scores_and_decodes_like_the_float_model(tmp_path, 
     """int8 weights change the scores by a fraction of a percent. Exact equality of the outputs
     is not the property: on this barely trained model near-ties abound, and a search may resolve
     one the other way under int8 weights (a change of the training's random stream once flipped one)."""
-    from seq2seq.serving.translator import Translator
+    from seq2seq.translator import Translator
 
     out = tmp_path / "run"
     assert main(["train", "--quick", "--no-progress", "--no-eval", "--preset", "lstm-attention-copy", "--out", str(out)]) == 0

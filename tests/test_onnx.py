@@ -14,7 +14,7 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip ins
 from seq2seq.checkpoint import load_run  # noqa: E402
 from seq2seq.cli import main  # noqa: E402
 from seq2seq.export import export_run  # noqa: E402
-from seq2seq.serving.translator import Translator  # noqa: E402
+from seq2seq.translator import Translator  # noqa: E402
 from seq2seq.training.checkpointing import RunDirError  # noqa: E402
 
 SOURCES = [

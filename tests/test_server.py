@@ -21,7 +21,7 @@ from helpers import train_tiny_run
 from seq2seq.checkpoint import RunDirError
 from seq2seq.serving.cli import add_serve_command
 from seq2seq.serving.server import Limits, bind_socket, create_app
-from seq2seq.serving.translator import InputError
+from seq2seq.translator import InputError
 
 with warnings.catch_warnings():
     # Starlette asks for the `httpx2` fork; the project's test extras install `httpx`, which works.

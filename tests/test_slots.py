@@ -71,7 +71,7 @@ def test_conala_train_round_trips_and_most_slots_are_used() -> None:
 
 def test_slots_run_end_to_end(tmp_path, capsys) -> None:
     from seq2seq.cli import main
-    from seq2seq.serving.translator import Translator
+    from seq2seq.translator import Translator
 
     names = ["alpha", "beta", "gamma", "delta", "omega", "kappa", "sigma", "theta"]
     rows = []

@@ -5,7 +5,7 @@
     >>> [result] = model.generate(["sort list `l` in reverse"], beam=5, nbest=3)
     >>> result.outputs, result.scores, result.attention[0].shape   # n-best texts, scores, [T, S]
 
-A thin layer over :class:`~seq2seq.serving.translator.Translator` (which the CLI and the
+A thin layer over :class:`~seq2seq.translator.Translator` (which the CLI and the
 server use too), so every entry point decodes the same way. It only reads the run directory's
 own files: the config (YAML), the vocabularies and run metadata (JSON) and the weights
 (safetensors); nothing is unpickled.
@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 
 from seq2seq.data.vocab import EOS
-from seq2seq.serving.translator import Generation, InputError, Translator
+from seq2seq.translator import Generation, InputError, Translator
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class Model:
         Greedy search by default; ``beam > 1`` keeps ``nbest`` of the beam (``constrain="python"``
         moves the outputs that ``ast.parse`` accepts first); ``sample=True`` draws one output per
         text (``temperature``, ``top_k``, ``top_p``; reproducible with a ``seed``). Bad options
-        or an empty text raise :class:`~seq2seq.serving.translator.InputError`.
+        or an empty text raise :class:`~seq2seq.translator.InputError`.
         """
         if isinstance(texts, str):
             # A bare string would otherwise be decoded character by character.

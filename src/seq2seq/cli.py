@@ -23,7 +23,7 @@ from seq2seq.cpu_memory import keep_freed_memory
 from seq2seq.data.example import DataError
 from seq2seq.data.named_tasks import TASKS, task_config
 from seq2seq.serving.cli import add_serve_command
-from seq2seq.serving.translator import InputError
+from seq2seq.translator import InputError
 
 logger = logging.getLogger("seq2seq")
 
@@ -141,7 +141,7 @@ def _report_line(split: str, report) -> str:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from seq2seq.serving.translator import Translator
+    from seq2seq.translator import Translator
 
     if args.text is not None and args.file is not None:
         raise InputError("give either a text argument or --file, not both")

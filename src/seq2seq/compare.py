@@ -261,7 +261,7 @@ def _plot(comparison: Comparison, corpus: Corpus, out_dir: Path, split: str, *, 
 
 
 def _attention_figure(result: ModelResult, corpus: Corpus, split: str):
-    from seq2seq.serving.translator import Translator
+    from seq2seq.translator import Translator
 
     translator = Translator.from_run_dir(result.run_dir)
     # A long example shows best what attention aligns: take the longest test source of at most 30 tokens.

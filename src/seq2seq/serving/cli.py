@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from seq2seq.checkpoint import CHECKPOINTS
-from seq2seq.serving.translator import InputError
+from seq2seq.translator import InputError
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from seq2seq.api import Model, ModelInfo, Result, attention_rows, load
 from seq2seq.checkpoint import RunDirError
 from seq2seq.serving.connections import DeadlineH11Protocol, raise_open_file_limit
 from seq2seq.serving.limits import Limits
-from seq2seq.serving.translator import Generation, InputError
+from seq2seq.translator import Generation, InputError
 from seq2seq.serving.worker import ModelWorker, Unavailable
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from seq2seq.api import Model, Result
-from seq2seq.serving.translator import InputError
+from seq2seq.translator import InputError
 
 logger = logging.getLogger(__name__)
 
