@@ -3,7 +3,7 @@
     python bench/kernels.py [--threads 2] [--vocab 5921] [--repeats 30]
 
 1. The attention's tanh over [B, S, A] (128 x 15 x 512 by default): ``torch.Tensor.tanh_`` against
-   :func:`seq2seq.models.attention.tanh_` (2 sigmoid(2x) - 1 on a CPU in float32).
+   :func:`seq2seq.models.fast_paths.tanh_` (2 sigmoid(2x) - 1 on a CPU in float32).
 2. The vocabulary projection [N, 512] x [512, V] at training's N = 2048 rows and beam search's
    320 and greedy's 64: ``F.linear`` against :func:`seq2seq.models.linear.linear` (rows padded to
    16 floats while computed).
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seq2seq.cpu_memory import keep_freed_memory
-from seq2seq.models.attention import tanh_
+from seq2seq.models.fast_paths import tanh_
 from seq2seq.models.linear import linear
 
 

@@ -10,7 +10,7 @@ softmax turns the scores into weights that sum to 1, and the weighted sum of the
 *context*) goes into the next prediction. ``W`` and ``v`` are learned like every other
 weight: nobody tells the model which words correspond.
 
-The script prints the formula next to the lines of ``seq2seq/models/attention.py`` that
+The script prints the formula next to the lines of ``seq2seq/models/bahdanau.py`` that
 compute it (read with ``inspect``, so they are the code that actually runs), trains two small
 ``lstm-attention`` models, and draws the weights as heatmaps (one row per output token, one
 column per source token, bright = large weight):
@@ -39,15 +39,15 @@ from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.data.example import Example
 from seq2seq.data.vocab import Vocab
 from seq2seq.decoding.greedy import greedy_decode_all
-from seq2seq.models.attention import BahdanauAttention
+from seq2seq.models.bahdanau import BahdanauAttention
 from seq2seq.models.seq2seq import Seq2Seq
 
 FIGURE = "07_attention.png"
 FORMULA = "score = v^T tanh(W [h_t; h_s])"
 # Substrings of the lines that compute the formula: W_k h_s, W_q h_t, tanh(W_q h_t + W_k h_s), v^T (...).
-# (These are the lines decoding runs; training computes the same score in AdditiveScore, whose
-# backward recomputes the tanh instead of keeping it.)
-FORMULA_CODE = ("self.key_proj(states)", "self.query_proj(query)", "tanh_(", "self.energy(")
+# (On a CPU, training and decoding run the same score through seq2seq/models/fast_paths.py: an
+# AdditiveScore whose backward recomputes the tanh instead of keeping it.)
+FORMULA_CODE = ("self.key_proj(states)", "self.query_proj(query)", "torch.tanh(", "self.energy(")
 MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 
 # The synthetic translation task: (English, French, grammatical gender) for nouns.

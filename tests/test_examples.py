@@ -114,7 +114,7 @@ def test_07_attention_formula_and_weights(tmp_path):
     lines = module.formula_lines()
     assert len(lines) == len(module.FORMULA_CODE) == 4
     assert all(any(part in line for line in lines) for part in module.FORMULA_CODE)
-    assert all(line.startswith("seq2seq/models/attention.py:") for line in lines)
+    assert all(line.startswith("seq2seq/models/bahdanau.py:") for line in lines)
     rows = [k for k in results if k.endswith("rows sum to 1")]
     assert len(rows) == 2 and all(results[k] < 1e-5 for k in rows)
 

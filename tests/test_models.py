@@ -332,7 +332,9 @@ def _plain_additive_scores(attention, query: torch.Tensor, keys: torch.Tensor) -
 
 
 def test_additive_score_recomputes_the_tanh_in_backward_with_the_same_gradients() -> None:
-    from seq2seq.models.attention import AdditiveScore, BahdanauAttention
+    from seq2seq.models.bahdanau import BahdanauAttention
+    from seq2seq.models.fast_paths import install_fast_paths
+    from seq2seq.models.fast_paths import AdditiveScore
 
     torch.manual_seed(0)
     q = torch.randn(3, 6, dtype=torch.double, requires_grad=True)
@@ -340,7 +342,7 @@ def test_additive_score_recomputes_the_tanh_in_backward_with_the_same_gradients(
     v = torch.randn(1, 6, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(AdditiveScore.apply, (q, k, v))
 
-    attention = BahdanauAttention(query_size=5, key_size=7, attention_size=8)
+    attention = install_fast_paths(BahdanauAttention(query_size=5, key_size=7, attention_size=8))
     query, states = torch.randn(4, 5, requires_grad=True), torch.randn(4, 9, 7)
     mask = torch.ones(4, 9, dtype=torch.bool)
     mask[1, 6:] = False
@@ -369,10 +371,11 @@ def test_additive_score_recomputes_the_tanh_in_backward_with_the_same_gradients(
 def test_additive_score_under_bf16_autocast_matches_autograds_own_backward() -> None:
     """Under bf16 autocast the recomputing backward must be as accurate as autograd's tanh backward:
     keys are scaled up so that many units saturate, where 1 - t^2 is most sensitive to rounding."""
-    from seq2seq.models.attention import BahdanauAttention
+    from seq2seq.models.bahdanau import BahdanauAttention
+    from seq2seq.models.fast_paths import install_fast_paths
 
     torch.manual_seed(0)
-    attention = BahdanauAttention(query_size=5, key_size=7, attention_size=16)
+    attention = install_fast_paths(BahdanauAttention(query_size=5, key_size=7, attention_size=16))
     query, states, mask = torch.randn(6, 5), 3 * torch.randn(6, 11, 7), torch.ones(6, 11, dtype=torch.bool)
     positions = torch.arange(11.0)
 
@@ -398,7 +401,7 @@ def test_additive_score_bf16_key_gradient_is_as_accurate_as_autograds() -> None:
     """Elementwise, against float64 on the same bf16-rounded inputs: the recomputing backward's
     error must not exceed autograd's own bf16 tanh backward's by more than 3 % (computing 1 - t^2
     from a bf16-rounded t^2 was 6 % worse)."""
-    from seq2seq.models.attention import AdditiveScore
+    from seq2seq.models.fast_paths import AdditiveScore
 
     torch.manual_seed(0)
     q, k = torch.randn(8, 64).bfloat16(), (3 * torch.randn(8, 30, 64)).bfloat16()  # many saturated units
@@ -419,7 +422,7 @@ def test_additive_score_bf16_key_gradient_is_as_accurate_as_autograds() -> None:
 
 
 def test_cpu_tanh_through_sigmoid_is_within_2e7_of_torch_tanh_and_plain_elsewhere() -> None:
-    from seq2seq.models.attention import tanh_
+    from seq2seq.models.fast_paths import tanh_
 
     torch.manual_seed(0)
     x = torch.cat([torch.randn(10_000) * 4, torch.tensor([0.0, 1e-8, -1e-8, 30.0, -30.0, 1e4, -1e4])])
@@ -434,9 +437,10 @@ def test_cpu_tanh_through_sigmoid_is_within_2e7_of_torch_tanh_and_plain_elsewher
     leaf = x[:50].clone().requires_grad_()
     (grad,) = torch.autograd.grad(tanh_(leaf * 1.0).sum(), leaf)
     torch.testing.assert_close(grad, 1 - torch.tanh(leaf.detach()) ** 2)
-    from seq2seq.models.attention import BahdanauAttention
+    from seq2seq.models.bahdanau import BahdanauAttention
+    from seq2seq.models.fast_paths import install_fast_paths
 
-    attention = BahdanauAttention(query_size=5, key_size=7, attention_size=8)
+    attention = install_fast_paths(BahdanauAttention(query_size=5, key_size=7, attention_size=8))
     query, states, mask = torch.randn(2, 5), torch.randn(2, 4, 7), torch.ones(2, 4, dtype=torch.bool)
     parameters = {name: p.detach().clone().requires_grad_() for name, p in attention.named_parameters()}
     context, _ = torch.func.functional_call(

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from seq2seq.config import build_config
-from seq2seq.models.attention import BahdanauAttention
+from seq2seq.models.bahdanau import BahdanauAttention
 from seq2seq.models.build import build_model
 from seq2seq.models.encoders import RecurrentEncoder
 from seq2seq.reference import bahdanau_attention, decoder_step_reference, gru_cell, lstm_cell, rnn_cell, run_rnn

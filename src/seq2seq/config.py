@@ -111,8 +111,19 @@ class DecoderConfig(_Strict):
     embedding_size: int = Field(default=128, ge=1)
     hidden_size: int = Field(default=256, ge=1)
     layers: int = Field(default=1, ge=1)
-    attention: Literal["none", "bahdanau"] = "none"
+    attention: str = Field(
+        default="none",
+        description="none, or an attention of seq2seq.models.registry.ATTENTIONS: bahdanau, luong-dot, "
+        "luong-general, luong-concat, local-p, multihead",
+    )
     attention_size: int = Field(default=256, ge=1)
+    attention_heads: int = Field(default=4, ge=1, description="multihead: the number of heads (divides attention_size)")
+    attention_window: int = Field(default=10, ge=1, description="local-p: the half-width D of the window (Luong et al.: 10)")
+    coverage: bool = Field(
+        default=False,
+        description="coverage (Tu et al. 2016; See et al. 2017): the sum of past attention weights feeds the score "
+        "(bahdanau, luong-concat); train.coverage_weight adds the coverage loss",
+    )
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
     copy: bool = Field(default=False, description="pointer-generator copy mechanism (See et al. 2017); needs attention")
     readout_size: int | None = Field(
@@ -128,14 +139,17 @@ class DecoderConfig(_Strict):
 
     @model_validator(mode="after")
     def _copy_needs_attention(self) -> DecoderConfig:
-        if self.copy and self.attention != "bahdanau":
+        from seq2seq.models.registry import attention_names
+
+        if self.attention not in attention_names():
+            raise ValueError(f"unknown attention {short_repr(self.attention)}; valid: {', '.join(attention_names())}")
+        if self.copy and self.attention == "none":
             raise ValueError(
-                f"copy: true needs attention: bahdanau (it copies source words through the attention weights); "
-                f"got attention: {self.attention}"
+                "copy: true needs attention (it copies source words through the attention weights); got attention: none"
             )
         if self.input_feeding and (self.attention == "none" or not self.readout_size):
             raise ValueError(
-                "input_feeding: true needs attention: bahdanau and a readout_size (the attentional vector it feeds); "
+                "input_feeding: true needs attention and a readout_size (the attentional vector it feeds); "
                 f"got attention: {self.attention}, readout_size: {self.readout_size}"
             )
         return self
@@ -152,12 +166,23 @@ class ModelConfig(_Strict):
     )
     init_range: float = Field(default=0.1, gt=0, le=1, description="the bound of init: uniform")
 
+    architecture: str = Field(default="recurrent", description="the encoder-decoder family (seq2seq.models.registry.ARCHITECTURES)")
+
     @model_validator(mode="after")
     def _layers_compatible(self) -> ModelConfig:
+        from seq2seq.models.build import ARCHITECTURES
+        from seq2seq.models.registry import check_attention
+
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {short_repr(self.architecture)}; valid: {', '.join(ARCHITECTURES)}")
         if self.decoder.layers not in (self.encoder.layers, 1):
             raise ValueError(
                 f"decoder.layers={self.decoder.layers} must equal encoder.layers={self.encoder.layers} or be 1"
             )
+        dec = self.decoder
+        key_size = self.encoder.hidden_size * (2 if self.encoder.bidirectional else 1)
+        check_attention(dec.attention, query_size=dec.hidden_size, key_size=key_size, attention_size=dec.attention_size,
+                        heads=dec.attention_heads, coverage=dec.coverage, copy=dec.copy)
         return self
 
 

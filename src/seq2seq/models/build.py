@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from torch import nn
 
-from seq2seq.config import ModelConfig
-from seq2seq.models.attention import BahdanauAttention
+from seq2seq.models.attention import AttentionOptions
 from seq2seq.models.decoders import RecurrentDecoder
 from seq2seq.models.encoders import Bridge, RecurrentEncoder
+from seq2seq.models.fast_paths import install_fast_paths
+from seq2seq.models.registry import ATTENTIONS
 from seq2seq.models.seq2seq import Seq2Seq
+
+if TYPE_CHECKING:
+    from seq2seq.config import ModelConfig
 
 
 def build_model(
     config: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int, pad_index: int = 0, unk_index: int = 1
 ) -> Seq2Seq:
+    """The model ``config`` describes (``model.architecture`` picks the builder), initialised, with
+    the CPU fast paths installed (:mod:`seq2seq.models.fast_paths`)."""
+    if config.architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {config.architecture!r}; valid: {', '.join(ARCHITECTURES)}")
+    model = ARCHITECTURES[config.architecture](
+        config, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, pad_index=pad_index, unk_index=unk_index
+    )
+    if config.init == "uniform":
+        init_uniform(model, config.init_range)
+    return install_fast_paths(model)
+
+
+def build_recurrent(
+    config: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int, pad_index: int = 0, unk_index: int = 1
+) -> Seq2Seq:
+    """The RNN / GRU / LSTM encoder-decoder, with the attention ``model.decoder.attention`` names."""
     enc, dec = config.encoder, config.decoder
     encoder = RecurrentEncoder(
         vocab_size=src_vocab_size,
@@ -26,9 +49,11 @@ def build_model(
         pad_index=pad_index,
     )
     attention = None
-    if dec.attention == "bahdanau":
-        attention = BahdanauAttention(
-            query_size=dec.hidden_size, key_size=encoder.output_size, attention_size=dec.attention_size
+    if dec.attention != "none":
+        options = AttentionOptions(attention_size=dec.attention_size, heads=dec.attention_heads,
+                                   window=dec.attention_window, coverage=dec.coverage)
+        attention = ATTENTIONS[dec.attention].from_options(
+            query_size=dec.hidden_size, key_size=encoder.output_size, options=options
         )
     decoder = RecurrentDecoder(
         vocab_size=tgt_vocab_size,
@@ -38,6 +63,7 @@ def build_model(
         cell=dec.cell,
         layers=dec.layers,
         attention=attention,
+        coverage=dec.coverage,
         dropout=dec.dropout,
         copy=dec.copy,
         readout_size=dec.readout_size,
@@ -52,10 +78,11 @@ def build_model(
         decoder_layers=dec.layers,
         decoder_cell=dec.cell,
     )
-    model = Seq2Seq(encoder=encoder, bridge=bridge, decoder=decoder)
-    if config.init == "uniform":
-        init_uniform(model, config.init_range)
-    return model
+    return Seq2Seq(encoder=encoder, bridge=bridge, decoder=decoder)
+
+
+# model.architecture -> builder; config validation reads the names. The next family is one entry here.
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"recurrent": build_recurrent}
 
 
 def init_uniform(model: nn.Module, bound: float) -> None:

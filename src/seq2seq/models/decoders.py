@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seq2seq.models.attention import BahdanauAttention
+from seq2seq.models.attention import Attention
 from seq2seq.models.copy import copy_mixture
 from seq2seq.models.dropout import Dropout
 from seq2seq.models.encoders import rnn_class
@@ -59,7 +59,8 @@ class RecurrentDecoder(nn.Module):
         context_size: int,
         cell: str = "lstm",
         layers: int = 1,
-        attention: BahdanauAttention | None = None,
+        attention: Attention | None = None,
+        coverage: bool = False,
         dropout: float = 0.0,
         copy: bool = False,
         readout_size: int | None = None,
@@ -72,6 +73,12 @@ class RecurrentDecoder(nn.Module):
             raise ValueError("the copy mechanism needs attention: it copies source words through the attention weights")
         if input_feeding and (attention is None or not readout_size):
             raise ValueError("input feeding needs attention and a readout_size: it feeds the attentional vector")
+        if coverage and not getattr(attention, "supports_coverage", False):
+            raise ValueError(f"coverage needs an attention whose score reads it, not {type(attention).__name__}")
+        self.coverage = coverage
+        # Set by seq2seq.models.fast_paths.install_fast_paths: training's unroll may split the cell's
+        # input projection (SplitCell) where that applies.
+        self.split_cells = False
         self.input_feeding = input_feeding
         self.cell = cell
         self.hidden_size = hidden_size
@@ -138,15 +145,13 @@ class RecurrentDecoder(nn.Module):
         :meth:`_run_cell`."""
         if self.input_feeding:
             return self._fed_features(embedded, state, memory, split)
-        context, weights = None, None
+        context, weights, coverage = None, None, None
         if self.attention is not None:
-            context, weights = self.attention(
-                query=state.top, keys=memory.keys, values=memory.states, mask=memory.mask
-            )  # [B, He], [B, S]
+            context, weights, coverage = self._attend(state.top, state, memory)  # [B, He], [B, S], [B, S]
         features, new_state = self._run_cell(embedded, context, state, split)  # [B, H]
         if self.attention is not None:
             features = torch.cat([features, context], dim=-1)  # [B, H + He]
-        return features, embedded, DecoderState.from_rnn_output(new_state), weights
+        return features, embedded, DecoderState.from_rnn_output(new_state, coverage=coverage), weights
 
     def _fed_features(
         self, embedded: torch.Tensor, state: DecoderState, memory: Memory, split: Split | None = None
@@ -157,9 +162,25 @@ class RecurrentDecoder(nn.Module):
         if feed is None:  # the first step: no attentional vector yet
             feed = embedded.new_zeros(embedded.size(0), self.readout.out_features)  # [B, R]
         output, new_state = self._run_cell(embedded, feed, state, split)  # [B, H]: h_t, the query
-        context, weights = self.attention(query=output, keys=memory.keys, values=memory.states, mask=memory.mask)
+        context, weights, coverage = self._attend(output, state, memory)  # [B, He], [B, S], [B, S]
         attentional = torch.tanh(self.readout(torch.cat([output, context], dim=-1)))  # h~_t [B, R]
-        return attentional, embedded, DecoderState.from_rnn_output(new_state, attentional), weights
+        return attentional, embedded, DecoderState.from_rnn_output(new_state, attentional, coverage), weights
+
+    def _attend(
+        self, query: torch.Tensor, state: DecoderState, memory: Memory
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The context [B, He] and weights [B, S] for ``query`` [B, H], and for a coverage decoder the
+        new coverage [B, S]: the sum of every step's weights so far (Tu et al. 2016; See et al. 2017, eq. 10),
+        zeros before the first step."""
+        assert self.attention is not None
+        coverage = None
+        if self.coverage:
+            coverage = state.coverage if state.coverage is not None else memory.mask.new_zeros(
+                memory.mask.shape, dtype=memory.states.dtype)  # [B, S]
+        context, weights = self.attention(
+            query=query, keys=memory.keys, values=memory.states, mask=memory.mask, coverage=coverage
+        )
+        return context, weights, None if coverage is None else coverage + weights
 
     def _run_cell(
         self, embedded: torch.Tensor, fed: torch.Tensor | None, state: DecoderState, split: Split | None
@@ -264,7 +285,7 @@ class RecurrentDecoder(nn.Module):
         gold = embedded_gold.unbind(1)  # T x [B, E]
         # Split where the cell reads more than the embedding: a context or a fed vector.
         cell = None
-        if self.attention is not None and SplitCell.applies(self.rnn, embedded_gold):
+        if self.split_cells and self.attention is not None and SplitCell.applies(self.rnn, embedded_gold):
             cell = SplitCell(self.rnn, self.embedding.embedding_dim)
             gold_projected = cell.project(embedded_gold).unbind(1)  # T x [B, G*H]
         features_per_step, embedded_per_step, weights_per_step = [], [], []

@@ -24,7 +24,7 @@ MIN_ROWS = 128
 
 def plain_cpu_float32(x: torch.Tensor) -> bool:
     """Whether ``x`` is on the path the CPU kernels of this package were measured on (this module,
-    :func:`seq2seq.models.attention.tanh_`, :class:`seq2seq.models.split_cell.SplitCell`): a float32
+    :func:`seq2seq.models.fast_paths.tanh_`, :class:`seq2seq.models.split_cell.SplitCell`): a float32
     CPU tensor, outside autocast and outside an ONNX export (whose graph keeps the plain operators)."""
     try:
         autocast = torch.is_autocast_enabled("cpu")

@@ -13,30 +13,36 @@ import torch
 
 @dataclass(frozen=True)
 class DecoderState:
-    """Recurrent state of a decoder: ``hidden`` [L, B, H], for an LSTM ``cell`` [L, B, H], and for
-    an input-feeding decoder ``feed`` [B, R], the previous step's attentional vector (None before
-    the first step: read as zeros)."""
+    """Recurrent state of a decoder: ``hidden`` [L, B, H], for an LSTM ``cell`` [L, B, H], for
+    an input-feeding decoder ``feed`` [B, R], the previous step's attentional vector, and for a
+    coverage decoder ``coverage`` [B, S], the sum of the attention weights of the steps so far
+    (None before the first step: read as zeros)."""
 
     hidden: torch.Tensor
     cell: torch.Tensor | None = None
     feed: torch.Tensor | None = None
+    coverage: torch.Tensor | None = None
 
     def select(self, index: torch.Tensor) -> DecoderState:
         """Keep/reorder batch rows: ``index`` [B'] -> a state with batch size B'."""
         cell = None if self.cell is None else self.cell.index_select(1, index)
         feed = None if self.feed is None else self.feed.index_select(0, index)
-        return DecoderState(self.hidden.index_select(1, index), cell, feed)
+        coverage = None if self.coverage is None else self.coverage.index_select(0, index)
+        return DecoderState(self.hidden.index_select(1, index), cell, feed, coverage)
 
     def as_rnn_input(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return self.hidden if self.cell is None else (self.hidden, self.cell)
 
     @classmethod
     def from_rnn_output(
-        cls, state: torch.Tensor | tuple[torch.Tensor, torch.Tensor], feed: torch.Tensor | None = None
+        cls,
+        state: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+        feed: torch.Tensor | None = None,
+        coverage: torch.Tensor | None = None,
     ) -> DecoderState:
         if isinstance(state, tuple):
-            return cls(state[0], state[1], feed)
-        return cls(state, None, feed)
+            return cls(state[0], state[1], feed, coverage)
+        return cls(state, None, feed, coverage)
 
     @property
     def top(self) -> torch.Tensor:
