@@ -11,7 +11,7 @@ from seq2seq.checkpoint import RunDirError, load_run
 from seq2seq.cli import main
 from seq2seq.models.build import build_model
 from seq2seq.training.averaging import average_run, average_weights, epoch_checkpoints
-from seq2seq.training.checkpointing import read_safetensors, save_weights, write_safetensors
+from seq2seq.run_files import read_safetensors, save_weights, write_safetensors
 from seq2seq.training.trainer import Trainer
 from seq2seq.training.word_dropout import word_dropout
 from helpers import tiny_config, train_tiny_run

@@ -43,7 +43,8 @@ from seq2seq.data.dataset import DJANGO_LINES, DJANGO_VALID_END, read_conala, re
 from seq2seq.data.example import DataError, Example
 from seq2seq.data.tokenizers import TOKENIZERS, build_tokenizer
 from seq2seq.pipeline import train
-from seq2seq.training.checkpointing import load_checkpoint, read_safetensors
+from seq2seq.run_files import read_safetensors
+from seq2seq.training.checkpointing import load_checkpoint
 
 FAST = settings(
     max_examples=30,

@@ -15,7 +15,7 @@ from seq2seq.checkpoint import load_run  # noqa: E402
 from seq2seq.cli import main  # noqa: E402
 from seq2seq.export import export_run  # noqa: E402
 from seq2seq.translator import Translator  # noqa: E402
-from seq2seq.training.checkpointing import RunDirError  # noqa: E402
+from seq2seq.run_files import RunDirError  # noqa: E402
 
 SOURCES = [
     "sort the list `items` in reverse order",

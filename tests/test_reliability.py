@@ -42,12 +42,8 @@ from seq2seq.checkpoint import RunDirError, load_run, load_run_config
 from seq2seq.cli import main
 from seq2seq.models.build import build_model
 from seq2seq.pipeline import train
-from seq2seq.training.checkpointing import (
-    atomic_write_text,
-    load_checkpoint,
-    read_safetensors,
-    write_safetensors,
-)
+from seq2seq.run_files import atomic_write_text, read_safetensors, write_safetensors
+from seq2seq.training.checkpointing import load_checkpoint
 from seq2seq.training.trainer import NonFiniteLossError, Trainer
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "seq2seq"

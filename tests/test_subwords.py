@@ -16,7 +16,7 @@ from seq2seq.data.subwords import SubwordTokenizer, train_subword_model
 from seq2seq.data.tokenizers import build_tokenizer
 from seq2seq.evaluation.metrics import exact_match, token_bleu
 from seq2seq.pipeline import evaluate_run, train
-from seq2seq.training.checkpointing import RunDirError
+from seq2seq.run_files import RunDirError
 
 SENTENCES = [
     "ein mann fährt fahrrad auf der straße .",

@@ -11,7 +11,7 @@ from seq2seq.data.batching import bucketed_batches
 from seq2seq.decoding.greedy import greedy_decode, greedy_decode_all
 from seq2seq.evaluation.metrics import exact_match
 from seq2seq.models.build import build_model
-from seq2seq.training.checkpointing import atomic_write_text, load_weights, save_weights
+from seq2seq.run_files import atomic_write_text, load_weights, save_weights
 from seq2seq.training.loss import sequence_cross_entropy
 from seq2seq.training.trainer import Trainer
 from helpers import tiny_config
@@ -125,7 +125,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         tmp.write_text("half")
         raise OSError("disk full")
 
-    from seq2seq.training.checkpointing import atomic_write
+    from seq2seq.run_files import atomic_write
 
     with pytest.raises(OSError):
         atomic_write(target, failing)

@@ -29,12 +29,14 @@ from seq2seq.data.subwords import subword_file_name
 from seq2seq.data.tokenizers import Tokenizer
 from seq2seq.data.vocab import Vocab
 from seq2seq.models.build import build_model, count_parameters
+from seq2seq.models.onnx_export import MANIFEST, OnnxSeq2Seq
 from seq2seq.models.seq2seq import Seq2Seq
-from seq2seq.training.checkpointing import (
+from seq2seq.run_files import (
     FORMAT_VERSION,
     RunDirError,
     atomic_write,
     atomic_write_text,
+    file_sha256,
     load_weights,
     remove_temporaries,
 )
@@ -188,8 +190,6 @@ def load_run(
 
         model = quantize_for_cpu(model, quantize)
     if runtime == "onnx":
-        from seq2seq.export import load_onnx_model
-
         model = load_onnx_model(run_dir, model, which=which)
     subword_models = load_subword_models(run_dir, config.data)
     try:
@@ -197,6 +197,29 @@ def load_run(
     except RuntimeError as error:  # SentencePiece's message for a corrupt model file
         raise RunDirError(f"{run_dir}: a subword model cannot be read: {error}") from None
     return LoadedRun(run_dir, config, model, src_vocab, tgt_vocab, src_tokenizer, tgt_tokenizer, device, subword_models)
+
+
+def load_onnx_model(run_dir: Path, reference: Seq2Seq, *, which: str) -> OnnxSeq2Seq:
+    """The ONNX export of ``run_dir`` (written by :func:`seq2seq.export.export_run`), checked
+    against the run's ``which`` weights: an export of other weights is refused, not silently used."""
+    folder = run_dir / "onnx"
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise RunDirError(f"{path}: not found; export the run first: seq2seq export {run_dir} --format onnx")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        exported, digest = manifest["weights"], manifest["weights_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunDirError(f"{path}: not a readable export manifest ({error})") from None
+    if exported != f"{which}.safetensors" or digest != file_sha256(run_dir / f"{which}.safetensors"):
+        raise RunDirError(
+            f"{folder}: the export holds other weights than {run_dir / f'{which}.safetensors'} "
+            f"(exported: {exported}); export again: seq2seq export {run_dir} --checkpoint {which}"
+        )
+    try:
+        return OnnxSeq2Seq(folder, reference)
+    except Exception as error:  # onnxruntime raises its own exception types for a damaged graph
+        raise RunDirError(f"{folder}: the ONNX graphs cannot be loaded: {error}") from None
 
 
 # The data settings that decide how a text becomes ids and ids become text: ensemble members must agree.

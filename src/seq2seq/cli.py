@@ -190,7 +190,7 @@ def _save_figure(figure, path: Path, what: str) -> None:
     """Write a matplotlib figure atomically (the format follows the file suffix, PNG by default)."""
     import matplotlib.pyplot as plt
 
-    from seq2seq.training.checkpointing import atomic_write
+    from seq2seq.run_files import atomic_write
 
     try:
         atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png"))

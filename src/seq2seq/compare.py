@@ -25,7 +25,7 @@ from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.evaluation.evaluate import EvalReport
 from seq2seq.pipeline import evaluate_split, train
 from seq2seq.training.stats import EpochStats
-from seq2seq.training.checkpointing import atomic_write_text
+from seq2seq.run_files import atomic_write_text
 from seq2seq.visualization.attention import attention_heatmap
 from seq2seq.visualization.curves import grad_norm_curves, loss_curves, quality_by_length
 

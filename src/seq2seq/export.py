@@ -1,5 +1,6 @@
-"""``seq2seq export RUN --format onnx``: the run's model as ONNX graphs in ``RUN/onnx/``, and
-loading them back for decoding with onnxruntime (``--runtime onnx`` on generate / evaluate).
+"""``seq2seq export RUN --format onnx``: the run's model as ONNX graphs in ``RUN/onnx/``; loading
+them back for decoding with onnxruntime (``--runtime onnx`` on generate / evaluate) is
+:func:`seq2seq.checkpoint.load_onnx_model`.
 
 ``RUN/onnx/onnx.json`` records which weights were exported and their SHA-256, so an export that
 no longer matches the run's weights (the run trained on) is refused instead of silently used.
@@ -9,31 +10,20 @@ export.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from seq2seq import __version__
-from seq2seq.models.onnx_export import MANIFEST, OnnxSeq2Seq, export_onnx
-from seq2seq.models.seq2seq import Seq2Seq
-from seq2seq.training.checkpointing import RunDirError, atomic_write, atomic_write_text
+from seq2seq.checkpoint import load_run
+from seq2seq.models.onnx_export import MANIFEST, export_onnx
+from seq2seq.run_files import RunDirError, atomic_write, atomic_write_text, file_sha256
 
 EXPORT_FORMATS = ("onnx",)
 RUNTIMES = ("torch", "onnx")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_run(run_dir: Path, *, which: str = "best", fmt: str = "onnx") -> Path:
     """Export the ``which`` weights of the run in ``run_dir``; returns the folder written."""
-    from seq2seq.checkpoint import load_run
-
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(EXPORT_FORMATS)}")
     run = load_run(run_dir, which=which, device="cpu")
@@ -46,30 +36,9 @@ def export_run(run_dir: Path, *, which: str = "best", fmt: str = "onnx") -> Path
     manifest.update({
         "format": "onnx",
         "weights": f"{which}.safetensors",
-        "weights_sha256": _sha256(run_dir / f"{which}.safetensors"),
+        "weights_sha256": file_sha256(run_dir / f"{which}.safetensors"),
         "seq2seq_version": __version__,
     })
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2))
     return folder
 
-
-def load_onnx_model(run_dir: Path, reference: Seq2Seq, *, which: str) -> OnnxSeq2Seq:
-    """The exported model of ``run_dir``, checked against the run's ``which`` weights."""
-    folder = run_dir / "onnx"
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise RunDirError(f"{path}: not found; export the run first: seq2seq export {run_dir} --format onnx")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        exported, digest = manifest["weights"], manifest["weights_sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise RunDirError(f"{path}: not a readable export manifest ({error})") from None
-    if exported != f"{which}.safetensors" or digest != _sha256(run_dir / f"{which}.safetensors"):
-        raise RunDirError(
-            f"{folder}: the export holds other weights than {run_dir / f'{which}.safetensors'} "
-            f"(exported: {exported}); export again: seq2seq export {run_dir} --checkpoint {which}"
-        )
-    try:
-        return OnnxSeq2Seq(folder, reference)
-    except Exception as error:  # onnxruntime raises its own exception types for a damaged graph
-        raise RunDirError(f"{folder}: the ONNX graphs cannot be loaded: {error}") from None

@@ -19,7 +19,7 @@ from seq2seq.decoding.search import decode_workers
 from seq2seq.evaluation.evaluate import EvalReport, evaluate, task_metric_for
 from seq2seq.models.build import build_model, count_parameters
 from seq2seq.models.seq2seq import Seq2Seq
-from seq2seq.training.checkpointing import atomic_write_text
+from seq2seq.run_files import atomic_write_text
 from seq2seq.training.trainer import (
     BatchCallback,
     NonFiniteLossError,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from seq2seq.training.checkpointing import RunDirError, read_safetensors, write_safetensors
+from seq2seq.run_files import RunDirError, read_safetensors, write_safetensors
 
 AVERAGED_NAME = "averaged.safetensors"
 _EPOCH_FILE = re.compile(r"^epoch-(\d+)\.safetensors$")

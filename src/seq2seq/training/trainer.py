@@ -30,15 +30,9 @@ from seq2seq.config import TrainConfig, short_repr
 from seq2seq.data.batching import Batch, EncodedPair, bucketed_batches
 from seq2seq.data.vocab import Vocab
 from seq2seq.models.seq2seq import Seq2Seq
+from seq2seq.run_files import RunDirError, atomic_write_text, remove_temporaries, save_weights
 from seq2seq.training.averaging import epoch_checkpoints, epoch_weights_path
-from seq2seq.training.checkpointing import (
-    RunDirError,
-    atomic_write_text,
-    load_checkpoint,
-    remove_temporaries,
-    save_checkpoint,
-    save_weights,
-)
+from seq2seq.training.checkpointing import load_checkpoint, save_checkpoint
 from seq2seq.training.loss import sequence_cross_entropy
 from seq2seq.training.stats import EpochStats
 from seq2seq.training.validation import mean_reference_loss
