@@ -31,8 +31,9 @@ from seq2seq.compare import COMPARE_DEFAULTS
 from seq2seq.config import build_config
 from seq2seq.cpu_memory import keep_freed_memory
 from seq2seq.data.corpus import build_corpus
+from seq2seq.devices import resolve_device
 from seq2seq.models.build import build_model, count_parameters
-from seq2seq.training.trainer import Trainer, resolve_device, seed_everything
+from seq2seq.training.trainer import Trainer, seed_everything
 
 
 def one_epoch(size: int, *, preset: str, overrides: list[str]) -> dict:

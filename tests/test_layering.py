@@ -177,6 +177,27 @@ def test_rooms_import_only_earlier_rooms(graph, importer, forbidden):
     assert not faults, "\n".join(faults)
 
 
+def test_serving_never_reaches_training(graph):
+    """Not through the modules it uses either (the Translator facade, checkpoint): the server
+    loads no trainer code. Reports the chain that leads there."""
+    parents = {module: None for module in graph if _within(module, "seq2seq.serving")}
+    stack = list(parents)
+    while stack:
+        module = stack.pop()
+        for target, _ in graph[module]:
+            if target not in parents and (module, target) not in ALLOWED_EDGES:
+                parents[target] = module
+                stack.append(target)
+    chains = []
+    for module in sorted(parents):
+        if _within(module, "seq2seq.training"):
+            chain = [module]
+            while parents[chain[-1]] is not None:
+                chain.append(parents[chain[-1]])
+            chains.append(" -> ".join(reversed(chain)))
+    assert not chains, "serving reaches training:\n" + "\n".join(chains)
+
+
 def test_no_import_cycles(graph):
     reports = [
         " -> ".join(f"{a} (line {_line(graph, a, b)})" for a, b in zip(cycle, cycle[1:], strict=False)) + f" -> {cycle[-1]}"

@@ -16,6 +16,7 @@ from seq2seq.config import ConfigError, RunConfig, short_repr
 from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.data.vocab import Vocab
 from seq2seq.decoding.search import decode_workers
+from seq2seq.devices import resolve_device
 from seq2seq.evaluation.evaluate import EvalReport, evaluate, task_metric_for
 from seq2seq.models.build import build_model, count_parameters
 from seq2seq.models.seq2seq import Seq2Seq
@@ -26,7 +27,6 @@ from seq2seq.training.trainer import (
     check_precision,
     Trainer,
     TrainResult,
-    resolve_device,
     seed_everything,
 )
 

@@ -15,6 +15,7 @@ from seq2seq.decoding.constraints import prefer_accepted, python_constraint
 from seq2seq.decoding.greedy import Hypothesis
 from seq2seq.decoding.scoring import step_distributions
 from seq2seq.decoding.search import SamplingOptions, decode_sources
+from seq2seq.devices import resolve_device
 from seq2seq.evaluation.metrics import parses
 
 
@@ -47,8 +48,6 @@ class Translator:
         runtime: str = "torch", ensemble: Sequence[Path] = (),
     ) -> Translator:
         """The run's model, or with ``ensemble`` (more run directories) all of them decoding as one."""
-        from seq2seq.training.trainer import resolve_device
-
         return cls(load_for_decoding(run_dir, ensemble=ensemble, which=which, device=resolve_device(device),
                                      quantize=quantize, runtime=runtime))
 

@@ -71,21 +71,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; an unavailable or unknown device is a ValueError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: CUDA is not available here; use 'cpu' or 'auto'")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return device
-
-
 def check_precision(precision: str, device: torch.device) -> None:
     """Refuse bf16 where it cannot run: a CPU without oneDNN bfloat16 kernels (they need AVX-512,
     fast with AVX512-BF16 or AMX; oneDNN's LSTM fails without them) or a GPU without bfloat16."""
