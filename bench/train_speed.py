@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             memory, state = model.encode(batch.src, batch.src_lengths, batch.src_mask)
             marks.append(time.perf_counter())
-            teacher_forcing = config.train.teacher_forcing
+            teacher_forcing = config.train.teacher_forcing.probability(0)
             if decoder.attention is None and teacher_forcing >= 1.0:  # forward()'s one call over the target
                 logits, _ = decoder(batch.tgt_input, state, memory, teacher_forcing=teacher_forcing)
                 marks.append(time.perf_counter())  # the output layer is timed with the loop here
@@ -161,7 +161,7 @@ def count_step_flops(model: torch.nn.Module, batches: list, config) -> float:
     for batch in batches:
         model.zero_grad(set_to_none=True)
         with FlopCounterMode(display=False) as counter:
-            logits, _ = model(batch.src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=config.train.teacher_forcing)
+            logits, _ = model(batch.src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=config.train.teacher_forcing.probability(0))
             loss_sum, n = sequence_cross_entropy(logits, batch.tgt_output, pad_index=0, label_smoothing=config.train.label_smoothing)
             (loss_sum / n).backward()
         total += counter.get_total_flops()

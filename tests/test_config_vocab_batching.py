@@ -52,7 +52,7 @@ def test_overrides_are_typed_and_presets_exact():
 
 def test_recipe_defaults_match_the_specification():
     train = RunConfig().train
-    assert train.teacher_forcing == 0.5 and train.clip_norm == 1.0
+    assert train.teacher_forcing.probability(0) == 0.5 and train.clip_norm == 1.0
 
 
 def test_config_yaml_round_trip(tmp_path):

@@ -31,6 +31,11 @@ LAYOUTS = {
                             "model.decoder.readout_size=24", "model.decoder.input_feeding=true"),
     "rnn-2layer-no-attention": ("model.encoder.cell=rnn", "model.decoder.cell=rnn", "model.encoder.layers=2",
                                 "model.decoder.layers=2", "model.decoder.attention=none"),
+    # the coverage vector is a state input and output of the step graph
+    "lstm-attention-coverage": ("model.decoder.coverage=true",),
+    "gru-local-p": ("model.encoder.cell=gru", "model.decoder.cell=gru", "model.decoder.attention=local-p",
+                    "model.decoder.readout_size=24", "model.decoder.input_feeding=true", "model.decoder.attention_window=3"),
+    "lstm-multihead": ("model.decoder.attention=multihead", "model.decoder.attention_heads=2"),
 }
 
 

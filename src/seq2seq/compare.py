@@ -279,7 +279,7 @@ def _description(corpus: Corpus, config: RunConfig, split: str) -> list[str]:
     return [
         f"Data: {config.data.format} ({sizes}); vocabularies: source {len(corpus.src_vocab):,}, target {len(corpus.tgt_vocab):,}.",
         f"Equal budget: {config.train.epochs} epochs max (early stopping patience {config.train.early_stopping_patience}), "
-        f"batch {config.train.batch_size}, Adam lr {config.train.learning_rate}, teacher forcing {config.train.teacher_forcing}, "
+        f"batch {config.train.batch_size}, Adam lr {config.train.learning_rate}, teacher forcing {config.train.teacher_forcing.describe()}, "
         f"clip {config.train.clip_norm}, seed {config.train.seed}"
         + (f", wall-clock cap {config.train.time_budget_s:.0f} s per model" if config.train.time_budget_s else "") + ".",
         f"Scores on the `{split}` split with greedy decoding; the task's own metric where it has one "

@@ -8,13 +8,14 @@ silently ignored. Components never read this tree; only the ``build_*`` factorie
 from __future__ import annotations
 
 import difflib
+import math
 import reprlib
 import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -186,11 +187,64 @@ class ModelConfig(_Strict):
         return self
 
 
+class TeacherForcingConfig(_Strict):
+    """The probability that a training step reads the gold previous token (else the model's own
+    prediction), per optimizer step i (Bengio et al. 2015, "Scheduled Sampling for Sequence
+    Prediction with Recurrent Neural Networks", section 2.4):
+
+    - constant:         p_i = start (the seed's 0.5)
+    - linear:           p_i = max(end, start - (start - end) i / steps)
+    - exponential:      p_i = end + (start - end) rate^i                       (rate < 1)
+    - inverse_sigmoid:  p_i = end + (start - end) k / (k + exp(i / k))         (k >= 1)
+
+    ``train.teacher_forcing: 0.5`` (a number) is the constant schedule.
+    """
+
+    schedule: Literal["constant", "linear", "exponential", "inverse_sigmoid"] = "constant"
+    start: float | None = Field(default=None, ge=0.0, le=1.0, description="p at step 0; default 0.5 for constant, else 1.0")
+    end: float = Field(default=0.0, ge=0.0, le=1.0, description="the floor the decaying schedules approach")
+    steps: int = Field(default=10000, ge=1, description="linear: optimizer steps from start to end")
+    rate: float = Field(default=0.9995, gt=0.0, lt=1.0, description="exponential: the factor per optimizer step")
+    k: float = Field(default=1000.0, ge=1.0, description="inverse_sigmoid: larger k decays later")
+
+    @model_validator(mode="after")
+    def _resolve_start(self) -> TeacherForcingConfig:
+        if self.start is None:
+            self.start = 0.5 if self.schedule == "constant" else 1.0
+        if self.schedule != "constant" and self.end > self.start:
+            raise ValueError(f"end ({self.end}) must not exceed start ({self.start}): the schedule decays")
+        return self
+
+    def probability(self, step: int) -> float:
+        """p_i for optimizer step ``step`` (counted from 0)."""
+        start = float(self.start if self.start is not None else 0.5)
+        if self.schedule == "constant":
+            return start
+        if self.schedule == "linear":
+            return max(self.end, start - (start - self.end) * step / self.steps)
+        if self.schedule == "exponential":
+            return self.end + (start - self.end) * self.rate**step
+        return self.end + (start - self.end) * self.k / (self.k + math.exp(min(step / self.k, 700.0)))
+
+    def describe(self) -> str:
+        if self.schedule == "constant":
+            return f"{self.start}"
+        return f"{self.schedule} from {self.start} to {self.end}"
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=64, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0, allow_inf_nan=False)
-    teacher_forcing: float = Field(default=0.5, ge=0.0, le=1.0)
+    teacher_forcing: TeacherForcingConfig = Field(
+        default_factory=TeacherForcingConfig,
+        description="a probability (0.5: the seed's constant) or a schedule section (scheduled sampling)",
+    )
+    coverage_weight: float | None = Field(
+        default=None, ge=0.0,
+        description="weight of the coverage loss sum_i min(a_i^t, c_i^t) per target token (See et al. 2017, eq. 13); "
+        "needs attention; null: 1.0 for a model with model.decoder.coverage (as See et al.), else 0",
+    )
     clip_norm: float = Field(default=1.0, gt=0)
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
     word_dropout: float = Field(
@@ -217,6 +271,13 @@ class TrainConfig(_Strict):
     on_nonfinite: Literal["stop", "skip"] = Field(
         default="stop", description="a NaN/inf training loss: stop with an error, or skip the batch (counted per epoch)"
     )
+
+    @field_validator("teacher_forcing", mode="before")
+    @classmethod
+    def _constant_teacher_forcing(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return {"schedule": "constant", "start": value}
+        return value
 
 
 class DecodeConfig(_Strict):
@@ -261,6 +322,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         "decoder": {"cell": "lstm", "attention": "bahdanau", "copy": True, **_SIZES},
     },
 }
+
+
+# Luong et al. 2015: global attention queried with the current state, and local-p (section 3.2),
+# each with input feeding and the attentional vector h~_t = tanh(W_c [c_t; h_t]) (sections 3.1, 3.3).
+_LUONG = {"input_feeding": True, "readout_size": _SIZES["hidden_size"]}
+_VARIANTS: dict[str, dict[str, Any]] = {
+    "luong-dot": {"attention": "luong-dot", **_LUONG},
+    "luong-general": {"attention": "luong-general", **_LUONG},
+    "luong-concat": {"attention": "luong-concat", **_LUONG},
+    "local-p": {"attention": "local-p", **_LUONG},
+    # Vaswani et al. 2017's multi-head scaled dot product, queried like Bahdanau's by the previous state
+    "multihead": {"attention": "multihead", "attention_heads": 4},
+    # Tu et al. 2016 / See et al. 2017: Bahdanau's score also reads the coverage vector (and training
+    # adds the coverage loss: train.coverage_weight defaults to 1.0 for a coverage model)
+    "attention-coverage": {"attention": "bahdanau", "coverage": True},
+}
+for _cell in ("lstm", "gru"):
+    for _name, _decoder in _VARIANTS.items():
+        PRESETS[f"{_cell}-{_name}"] = {
+            "encoder": {"cell": _cell, **_SIZES}, "decoder": {"cell": _cell, **_decoder, **_SIZES},
+        }
 
 
 def preset_model_config(name: str) -> dict[str, Any]:

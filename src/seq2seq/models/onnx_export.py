@@ -9,7 +9,7 @@ sampling, constraints all live in :mod:`seq2seq.decoding`):
   (and ``cell`` for an LSTM decoder). One sentence at a time: the PyTorch encoder packs padded
   batches so that padding never enters the recurrence, which the exported graph cannot do; with
   a single sentence there is no padding, so the states are the same.
-- ``decoder_step.onnx``: ``prev_tokens`` [B], the state (``hidden``, ``cell``, ``feed`` as the
+- ``decoder_step.onnx``: ``prev_tokens`` [B], the state (``hidden``, ``cell``, ``feed``, ``coverage`` as the
   model has them) and the memory (``states``, ``keys``, ``mask`` [B, S]) -> ``logits`` [B, V],
   the new state and the attention ``weights`` [B, S]. Batch and source length are dynamic.
 
@@ -66,6 +66,7 @@ class _DecoderStep(nn.Module):
         self.decoder = model.decoder
         self.lstm = model.decoder.cell == "lstm"
         self.feeds = model.decoder.input_feeding
+        self.covers = model.decoder.coverage
         self.attends = model.decoder.attention is not None
 
     def forward(self, prev_tokens: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -73,15 +74,18 @@ class _DecoderStep(nn.Module):
         hidden = values.pop(0)
         cell = values.pop(0) if self.lstm else None
         feed = values.pop(0) if self.feeds else None
+        coverage = values.pop(0) if self.covers else None
         memory = Memory(states=values[0], mask=values[2], keys=values[1]) if self.attends else Memory(
             states=hidden.new_zeros(0), mask=hidden.new_zeros(0, dtype=torch.bool)
         )
-        logits, state, weights = self.decoder.step(prev_tokens, DecoderState(hidden, cell, feed), memory)
+        logits, state, weights = self.decoder.step(prev_tokens, DecoderState(hidden, cell, feed, coverage), memory)
         outputs = [logits, state.hidden]
         if self.lstm:
             outputs.append(state.cell)
         if self.feeds:
             outputs.append(state.feed)
+        if self.covers:
+            outputs.append(state.coverage)
         if weights is not None:
             outputs.append(weights)
         return tuple(outputs)
@@ -94,6 +98,8 @@ def _step_names(model: Seq2Seq) -> tuple[list[str], list[str]]:
         inputs.append("cell"), outputs.append("new_cell")
     if decoder.input_feeding:
         inputs.append("feed"), outputs.append("new_feed")
+    if decoder.coverage:
+        inputs.append("coverage"), outputs.append("new_coverage")
     if decoder.attention is not None:
         inputs += ["states", "keys", "mask"]
         outputs.append("weights")
@@ -120,6 +126,8 @@ def export_onnx(model: Seq2Seq, folder: Path, *, write: Any) -> dict[str, Any]:
         example.append(torch.zeros_like(hidden))
     if decoder.input_feeding:
         example.append(torch.zeros(2, decoder.readout.out_features))
+    if decoder.coverage:
+        example.append(torch.full((2, 5), 0.25))
     if decoder.attention is not None:
         example += [encoded[0].expand(2, -1, -1).contiguous(), encoded[1].expand(2, -1, -1).contiguous(),
                     torch.ones(2, 5, dtype=torch.bool)]
@@ -127,7 +135,7 @@ def export_onnx(model: Seq2Seq, folder: Path, *, write: Any) -> dict[str, Any]:
                   "logits": 0}
     dynamic = {name: {batch_axes[name]: "B"} for name in step_inputs + step_outputs if name in batch_axes}
     for name, axes in (("states", {0: "B", 1: "S"}), ("keys", {0: "B", 1: "S"}), ("mask", {0: "B", 1: "S"}),
-                       ("weights", {0: "B", 1: "S"})):
+                       ("weights", {0: "B", 1: "S"}), ("coverage", {0: "B", 1: "S"}), ("new_coverage", {0: "B", 1: "S"})):
         if name in step_inputs + step_outputs:
             dynamic[name] = axes
     with warnings.catch_warnings(), torch.no_grad():
@@ -159,14 +167,16 @@ class _OnnxDecoder:
 
     def step(self, prev_tokens: torch.Tensor, state: DecoderState, memory: Memory):
         """The exported ``decoder.step``: logits [B, V], the new state and the weights [B, S] (or None)."""
-        feed = state.feed
+        feed, coverage = state.feed, state.coverage
         if self.feed_size is not None and feed is None:  # before the first step, as in RecurrentDecoder
             feed = torch.zeros(prev_tokens.size(0), self.feed_size)
+        if coverage is None and "coverage" in self.inputs:  # nothing attended yet
+            coverage = torch.zeros(memory.mask.shape)
         given = {"prev_tokens": prev_tokens, "hidden": state.hidden, "cell": state.cell, "feed": feed,
-                 "states": memory.states, "keys": memory.keys, "mask": memory.mask}
+                 "coverage": coverage, "states": memory.states, "keys": memory.keys, "mask": memory.mask}
         arrays = self.session.run(None, {name: given[name].cpu().contiguous().numpy() for name in self.inputs})
         out = dict(zip(self.outputs, (torch.from_numpy(a) for a in arrays)))
-        new_state = DecoderState(out["new_hidden"], out.get("new_cell"), out.get("new_feed"))
+        new_state = DecoderState(out["new_hidden"], out.get("new_cell"), out.get("new_feed"), out.get("new_coverage"))
         return out["logits"], new_state, out.get("weights")
 
 
@@ -193,7 +203,10 @@ class OnnxSeq2Seq(nn.Module):
         step = manifest["decoder_step"]
         feed_size = reference.decoder.readout.out_features if reference.decoder.input_feeding else None
         session = ort.InferenceSession(str(folder / "decoder_step.onnx"), options, providers=providers)
-        self.decoder = _OnnxDecoder(session, step["inputs"], step["outputs"], feed_size)  # type: ignore[assignment]
+        # the exporter drops an input the step never reads (multi-head attention reads its values from the keys)
+        accepted = {node.name for node in session.get_inputs()}
+        inputs = [name for name in step["inputs"] if name in accepted]
+        self.decoder = _OnnxDecoder(session, inputs, step["outputs"], feed_size)  # type: ignore[assignment]
 
     @property
     def copies(self) -> bool:

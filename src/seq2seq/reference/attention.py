@@ -54,3 +54,85 @@ def bahdanau_attention(
     weights = masked_softmax(scores, mask.astype(bool))  # [B, S]
     context = np.einsum("bs,bsh->bh", weights, states)  # [B, He]
     return context, weights
+
+
+def _context(weights: np.ndarray, states: np.ndarray) -> np.ndarray:
+    return np.einsum("bs,bsh->bh", weights, states)  # [B, He]
+
+
+def additive_coverage_attention(
+    query: np.ndarray, states: np.ndarray, mask: np.ndarray, coverage: np.ndarray, *, w: np.ndarray, w_c: np.ndarray,
+    v: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bahdanau's score with coverage (Tu et al. 2016; See et al. 2017, eq. 11):
+    ``v^T tanh(W [h_t; h_s] + w_c c_ts)``, with ``coverage`` [B, S] and ``w_c`` [A]."""
+    batch, length, _ = states.shape
+    tiled = np.broadcast_to(query[:, None, :], (batch, length, query.shape[1]))  # [B, S, Hq]
+    pre = np.concatenate([tiled, states], axis=-1) @ w.T + coverage[:, :, None] * w_c  # [B, S, A]
+    weights = masked_softmax(np.tanh(pre) @ v, mask.astype(bool))  # [B, S]
+    return _context(weights, states), weights
+
+
+def luong_attention(
+    query: np.ndarray, states: np.ndarray, mask: np.ndarray, *, score: str, w_a: np.ndarray | None = None,
+    v_a: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Luong et al. 2015, eq. 8, literally, for the query h_t [B, H] and states h_s [B, S, He]:
+
+        dot      h_t^T h_s
+        general  h_t^T W_a h_s                  w_a [H, He]
+        concat   v_a^T tanh(W_a [h_t; h_s])     w_a [A, H + He], v_a [A]
+    """
+    if score == "dot":
+        scores = np.einsum("bh,bsh->bs", query, states)
+    elif score == "general":
+        scores = np.einsum("bh,hk,bsk->bs", query, w_a, states)
+    elif score == "concat":
+        return bahdanau_attention(query, states, mask, w=w_a, v=v_a)
+    else:
+        raise ValueError(f"unknown Luong score {score!r}; valid: dot, general, concat")
+    weights = masked_softmax(scores, mask.astype(bool))
+    return _context(weights, states), weights
+
+
+def local_p_attention(
+    query: np.ndarray, states: np.ndarray, mask: np.ndarray, *, w_a: np.ndarray, w_p: np.ndarray, v_p: np.ndarray,
+    window: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Luong et al. 2015, section 3.2 (local-p, general score), one sentence at a time:
+    p_t = S_x sigmoid(v_p^T tanh(W_p h_t)); the softmax of the general score over the real positions
+    s with |s - p_t| <= D, times exp(-(s - p_t)^2 / (2 (D/2)^2)); 0 elsewhere."""
+    batch, length, _ = states.shape
+    weights = np.zeros((batch, length))
+    for b in range(batch):
+        real = int(mask[b].sum())
+        center = real / (1.0 + np.exp(-(v_p @ np.tanh(w_p @ query[b]))))
+        for_window = [s for s in range(real) if abs(s - center) <= window]
+        scores = np.array([query[b] @ w_a @ states[b, s] for s in for_window])
+        align = np.exp(scores - scores.max())
+        align /= align.sum()
+        sigma = window / 2
+        for s, a in zip(for_window, align):
+            weights[b, s] = a * np.exp(-((s - center) ** 2) / (2 * sigma**2))
+    return _context(weights, states), weights
+
+
+def multi_head_attention(
+    query: np.ndarray, states: np.ndarray, mask: np.ndarray, *, w_q: np.ndarray, w_k: np.ndarray, w_v: np.ndarray,
+    w_o: np.ndarray, heads: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vaswani et al. 2017, section 3.2.2, for one query per sentence: head i attends with
+    softmax(q_i . k_i,s / sqrt(d)) and the heads' contexts, concatenated, go through W^O.
+    w_q, w_k, w_v [A, H or He], w_o [He, A]. Returns the context [B, He] and the heads' mean weights [B, S]."""
+    size = w_q.shape[0] // heads
+    q = (query @ w_q.T).reshape(query.shape[0], heads, size)  # [B, k, d]
+    k = (states @ w_k.T).reshape(*states.shape[:2], heads, size)  # [B, S, k, d]
+    v = (states @ w_v.T).reshape(*states.shape[:2], heads, size)  # [B, S, k, d]
+    head_contexts, all_weights = [], []
+    for head in range(heads):
+        scores = np.einsum("bd,bsd->bs", q[:, head], k[:, :, head]) / np.sqrt(size)
+        weights = masked_softmax(scores, mask.astype(bool))  # [B, S]
+        head_contexts.append(np.einsum("bs,bsd->bd", weights, v[:, :, head]))
+        all_weights.append(weights)
+    context = np.concatenate(head_contexts, axis=-1) @ w_o.T  # [B, He]
+    return context, np.mean(all_weights, axis=0)

@@ -30,3 +30,22 @@ def sequence_cross_entropy(
         label_smoothing=label_smoothing,
     )
     return loss, int((targets != pad_index).sum())
+
+
+def coverage_loss(attention: torch.Tensor, tgt_mask: torch.Tensor) -> torch.Tensor:
+    """The coverage loss of See et al. 2017 (eq. 12-13), summed over the real target positions:
+    sum_t sum_i min(a_i^t, c_i^t), where c^t = sum_{t' < t} a^{t'} is the coverage before step t.
+    It is large where a step attends again to what earlier steps already covered.
+
+    Args:
+        attention: [B, T, S] attention weights of every decoder step (0 at source padding).
+        tgt_mask: [B, T] True at real target positions (their steps count; padding steps do not).
+
+    Returns:
+        the summed loss (a scalar); divide by the number of target tokens like the cross-entropy.
+    """
+    if attention.dim() != 3 or attention.shape[:2] != tgt_mask.shape:
+        raise ValueError(f"attention [B, T, S] and tgt_mask [B, T] disagree: {tuple(attention.shape)} vs {tuple(tgt_mask.shape)}")
+    coverage = attention.cumsum(dim=1) - attention  # [B, T, S]: the weights of the steps before t
+    per_step = torch.minimum(attention, coverage).sum(dim=-1)  # [B, T]
+    return (per_step * tgt_mask).sum()

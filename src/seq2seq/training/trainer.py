@@ -1,8 +1,9 @@
 """The training loop: batches in, loss out; owns checkpointing, LR schedule and early stopping.
 
 Recipe (the seed specification): Adam, cross-entropy ignoring padding, teacher forcing with
-probability ``teacher_forcing`` (0.5 by default; see ``RecurrentDecoder.forward`` for how it is
-drawn), gradient clipping at max norm ``clip_norm`` (1.0), ReduceLROnPlateau on validation loss,
+probability ``teacher_forcing`` (0.5 by default, or a scheduled-sampling schedule over the optimizer
+steps; see ``RecurrentDecoder.forward`` for how it is drawn), the coverage loss with weight
+``coverage_weight`` (0 by default), gradient clipping at max norm ``clip_norm`` (1.0), ReduceLROnPlateau on validation loss,
 early stopping after ``early_stopping_patience`` epochs without improvement.
 
 Crash safety: after each epoch the trainer appends the epoch's metrics record, then writes
@@ -33,7 +34,7 @@ from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.run_files import RunDirError, atomic_write_text, remove_temporaries, save_weights
 from seq2seq.training.averaging import epoch_checkpoints, epoch_weights_path
 from seq2seq.training.checkpointing import load_checkpoint, save_checkpoint
-from seq2seq.training.loss import sequence_cross_entropy
+from seq2seq.training.loss import coverage_loss, sequence_cross_entropy
 from seq2seq.training.stats import EpochStats
 from seq2seq.training.validation import mean_reference_loss
 from seq2seq.training.word_dropout import word_dropout
@@ -128,6 +129,13 @@ class Trainer:
         step_log_every: int = 50,
     ) -> None:
         check_precision(config.precision, device)
+        decoder = getattr(model, "decoder", None)
+        self.coverage_weight = config.coverage_weight
+        if self.coverage_weight is None:  # See et al. 2017 train their coverage model with weight 1
+            self.coverage_weight = 1.0 if getattr(decoder, "coverage", False) else 0.0
+        if self.coverage_weight > 0 and getattr(decoder, "attention", None) is None:
+            raise ValueError("train.coverage_weight > 0 needs a model with attention (the loss reads its weights); "
+                             "set model.decoder.attention or train.coverage_weight=0")
         self.model = model.to(device)
         self.config = config
         self.pad_index = pad_index
@@ -253,19 +261,22 @@ class Trainer:
         # bf16 autocast runs the matrix products (and the recurrent cells) in bfloat16; the weights,
         # their gradients and Adam's moments stay float32, so no loss scaling is needed.
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
-            logits, _ = self.model(
+            logits, attention = self.model(
                 src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=teacher_forcing,
                 src_copy=batch.src_copy,
             )
-        return sequence_cross_entropy(
+        loss, n_tokens = sequence_cross_entropy(
             logits.float(), batch.tgt_output, pad_index=self.pad_index, label_smoothing=self.config.label_smoothing
         )
+        if self.coverage_weight > 0:  # See et al. 2017, eq. 13; checked in __init__: the model attends
+            loss = loss + self.coverage_weight * coverage_loss(attention.float(), batch.tgt_output != self.pad_index)
+        return loss, n_tokens
 
     def _train_batch(self, batch: Batch) -> tuple[float, int, float] | str:
         """One optimizer step: ``(loss sum, target tokens, gradient norm before clipping)``, or what
         was not finite (nothing is stepped)."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum, n_tokens = self._loss(batch, teacher_forcing=self.config.teacher_forcing)
+        loss_sum, n_tokens = self._loss(batch, teacher_forcing=self.teacher_forcing)
         loss = loss_sum / n_tokens
         if not torch.isfinite(loss):
             return f"loss ({float(loss.detach())})"
@@ -277,6 +288,11 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         return float(loss_sum.detach()), n_tokens, float(grad_norm)
+
+    @property
+    def teacher_forcing(self) -> float:
+        """The teacher-forcing probability of the next optimizer step (``train.teacher_forcing``'s schedule)."""
+        return self.config.teacher_forcing.probability(self.step)
 
     def _non_finite(self, what: str, batch: Batch, *, number: int, of: int) -> None:
         """Stop with an error, or log and go on, as ``train.on_nonfinite`` says."""
@@ -331,6 +347,7 @@ class Trainer:
                         "kind": "step", "step": self.step, "epoch": self.epoch + 1,
                         "train_loss": window_loss / window_tokens,
                         "tgt_tokens": window_tokens, "tgt_tokens_per_s": window_tokens / max(now - window_started, 1e-9),
+                        "teacher_forcing": self.teacher_forcing,
                         **_norm_summary(window_norms, clip=self.config.clip_norm),
                     }
                     self._log_metric(record)

@@ -1,0 +1,215 @@
+"""Every attention of the registry against its NumPy reference (values and gradients in float64),
+and the behaviour every variant shares: weights on padding are exactly 0, the config refuses what
+cannot be built with a one-line reason, beam search reorders the coverage with the hypotheses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_config
+
+from seq2seq.config import ConfigError, build_config
+from seq2seq.models.bahdanau import BahdanauAttention
+from seq2seq.models.build import build_model
+from seq2seq.models.luong import ConcatAttention, DotAttention, GeneralAttention, LocalPAttention
+from seq2seq.models.multihead import MultiHeadAttention
+from seq2seq.models.registry import ATTENTIONS
+from seq2seq.models.state import DecoderState
+from seq2seq.reference import (
+    additive_coverage_attention,
+    local_p_attention,
+    luong_attention,
+    multi_head_attention,
+)
+
+Q, HE, A = 6, 6, 8  # query size, key size (equal: the dot score needs it), attention size
+LENGTHS = torch.tensor([5, 3, 1])
+MASK = torch.arange(5)[None, :] < LENGTHS[:, None]  # [B, S]
+
+
+def numpy_of(module: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {name: p.detach().numpy() for name, p in module.named_parameters()}
+
+
+def reference_for(attention: torch.nn.Module) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    """The NumPy reference of ``attention``, as a function of (query, states, coverage, parameters)."""
+
+    def run(query, states, coverage, p):
+        mask = MASK.numpy()
+        if isinstance(attention, DotAttention):
+            return luong_attention(query, states, mask, score="dot")
+        if isinstance(attention, GeneralAttention):
+            return luong_attention(query, states, mask, score="general", w_a=p["key_proj.weight"])
+        if isinstance(attention, LocalPAttention):
+            return local_p_attention(query, states, mask, w_a=p["key_proj.weight"], w_p=p["position_proj.weight"],
+                                     v_p=p["position_energy.weight"][0], window=attention.window)
+        if isinstance(attention, MultiHeadAttention):
+            w_k, w_v = np.split(p["key_value_proj.weight"], 2, axis=0)
+            return multi_head_attention(query, states, mask, w_q=p["query_proj.weight"], w_k=w_k, w_v=w_v,
+                                        w_o=p["output_proj.weight"], heads=attention.heads)
+        w = np.concatenate([p["query_proj.weight"], p["key_proj.weight"]], axis=1)  # W = [W_q | W_k]
+        if attention.coverage_proj is None:
+            return luong_attention(query, states, mask, score="concat", w_a=w, v_a=p["energy.weight"][0])
+        return additive_coverage_attention(query, states, mask, coverage, w=w, w_c=p["coverage_proj.weight"][:, 0],
+                                           v=p["energy.weight"][0])
+
+    return run
+
+
+VARIANTS = {
+    "bahdanau+coverage": lambda: BahdanauAttention(query_size=Q, key_size=HE, attention_size=A, coverage=True),
+    "luong-dot": lambda: DotAttention(query_size=Q, key_size=HE),
+    "luong-general": lambda: GeneralAttention(query_size=Q, key_size=HE),
+    "luong-concat": lambda: ConcatAttention(query_size=Q, key_size=HE, attention_size=A),
+    "local-p": lambda: LocalPAttention(query_size=Q, key_size=HE, attention_size=A, window=1),
+    "multihead": lambda: MultiHeadAttention(query_size=Q, key_size=HE, attention_size=A, heads=2),
+}
+
+
+def inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    query = torch.randn(3, Q, dtype=torch.float64, generator=generator)
+    states = torch.randn(3, 5, HE, dtype=torch.float64, generator=generator) * MASK[..., None]
+    coverage = torch.rand(3, 5, dtype=torch.float64, generator=generator) * MASK
+    return query, states, coverage
+
+
+def objective(context: torch.Tensor | np.ndarray, weights: torch.Tensor | np.ndarray) -> float | torch.Tensor:
+    """A scalar that reads every output with a different weight, so that its gradient checks them all."""
+    c_weights = np.linspace(-1, 1, context.size if isinstance(context, np.ndarray) else context.numel()).reshape(context.shape)
+    w_weights = np.linspace(0.5, 2, weights.size if isinstance(weights, np.ndarray) else weights.numel()).reshape(weights.shape)
+    if isinstance(context, np.ndarray):
+        return float((context * c_weights).sum() + (weights * w_weights).sum())
+    return (context * torch.from_numpy(c_weights)).sum() + (weights * torch.from_numpy(w_weights)).sum()
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_attention_matches_its_numpy_reference_in_values_and_gradients(name: str) -> None:
+    torch.manual_seed(1)
+    attention = VARIANTS[name]().double()
+    query, states, coverage = inputs()
+    query.requires_grad_()
+    context, weights = attention(query=query, keys=attention.project_keys(states), values=states, mask=MASK,
+                                 coverage=coverage)
+    reference = reference_for(attention)
+    params = {k: v.copy() for k, v in numpy_of(attention).items()}
+    context_ref, weights_ref = reference(query.detach().numpy(), states.numpy(), coverage.numpy(), params)
+    np.testing.assert_allclose(weights.detach().numpy(), weights_ref, atol=1e-10)
+    np.testing.assert_allclose(context.detach().numpy(), context_ref, atol=1e-10)
+    assert (weights.detach().numpy()[~MASK.numpy()] == 0).all()
+
+    # gradients: autograd against central differences of the reference, for the query and every parameter
+    objective(context, weights).backward()
+    targets = {"query": (query.detach().numpy().copy(), query.grad.numpy())}
+    targets.update({k: (params[k], p.grad.numpy()) for k, p in attention.named_parameters()})
+    eps = 1e-6
+    for label, (array, grad) in targets.items():
+        numeric = np.zeros_like(array)
+        for index in np.ndindex(array.shape):
+            saved = array[index]
+            values = []
+            for delta in (eps, -eps):
+                array[index] = saved + delta
+                q = array if label == "query" else query.detach().numpy()
+                values.append(objective(*reference(q, states.numpy(), coverage.numpy(), params)))
+            array[index] = saved
+            numeric[index] = (values[0] - values[1]) / (2 * eps)
+        np.testing.assert_allclose(grad, numeric, atol=1e-6, err_msg=f"{name}: gradient of {label}")
+
+
+def test_local_p_attends_only_inside_its_window_around_the_predicted_position() -> None:
+    torch.manual_seed(0)
+    attention = LocalPAttention(query_size=4, key_size=4, attention_size=4, window=2).double()
+    query, states = torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 12, 4, dtype=torch.float64)
+    mask = torch.arange(12)[None, :] < torch.tensor([12, 7])[:, None]
+    _, weights = attention(query=query, keys=attention.project_keys(states), values=states, mask=mask)
+    center = attention.position(query, mask)  # [B]
+    assert (center >= 0).all() and (center <= mask.sum(-1)).all()
+    distance = (torch.arange(12)[None, :] - center[:, None]).abs()
+    assert (weights[distance > 2] == 0).all() and (weights[~mask] == 0).all()
+    assert ((weights.sum(-1) > 0) & (weights.sum(-1) <= 1 + 1e-12)).all()  # Gaussian after the softmax: at most 1
+
+
+def test_multihead_weights_are_the_mean_of_the_heads_each_a_distribution() -> None:
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(query_size=Q, key_size=HE, attention_size=A, heads=4).double()
+    query, states, _ = inputs()
+    keys = attention.project_keys(states)
+    heads = attention.head_weights(query, keys, MASK)  # [B, k, S]
+    _, weights = attention(query=query, keys=keys, values=states, mask=MASK)
+    assert heads.shape == (3, 4, 5)
+    torch.testing.assert_close(heads.sum(-1), torch.ones(3, 4, dtype=torch.float64))
+    torch.testing.assert_close(weights, heads.mean(1))
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTIONS))
+def test_every_registered_attention_builds_trains_and_decodes_through_the_preset_path(name: str) -> None:
+    extra = ["model.decoder.input_feeding=true", "model.decoder.readout_size=16"] if name != "multihead" else []
+    config = tiny_config("lstm-attention", f"model.decoder.attention={name}", *extra)
+    model = build_model(config.model, src_vocab_size=20, tgt_vocab_size=22)
+    src = torch.randint(3, 20, (4, 6))
+    lengths = torch.tensor([6, 4, 2, 1])
+    mask = torch.arange(6)[None, :] < lengths[:, None]
+    logits, attention = model(src, lengths, mask, torch.randint(3, 22, (4, 5)), teacher_forcing=0.5)
+    assert logits.shape == (4, 5, 22) and attention.shape == (4, 5, 6)
+    assert (attention[~mask[:, None, :].expand_as(attention)] == 0).all()
+    logits.sum().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "decoder.attention" in n)
+
+
+def test_coverage_is_the_sum_of_past_weights_and_beam_reorders_it_with_the_hypotheses() -> None:
+    config = tiny_config("lstm-attention-coverage")
+    model = build_model(config.model, src_vocab_size=20, tgt_vocab_size=22).eval()
+    src = torch.randint(3, 20, (2, 6))
+    lengths = torch.tensor([6, 3])
+    mask = torch.arange(6)[None, :] < lengths[:, None]
+    with torch.no_grad():
+        memory, state = model.encode(src, lengths, mask)
+        total = torch.zeros(2, 6)
+        for token in (1, 5, 7):
+            _, state, weights = model.decoder.step(torch.full((2,), token), state, memory)
+            total += weights
+        torch.testing.assert_close(state.coverage, total)
+        reordered = state.select(torch.tensor([1, 1, 0]))
+    assert isinstance(reordered, DecoderState)
+    torch.testing.assert_close(reordered.coverage, total[[1, 1, 0]])
+    # and the teacher-forced unroll equals stepping: the coverage enters the score the same way in both
+    tgt = torch.tensor([[2, 5, 7, 9], [2, 4, 4, 4]])
+    with torch.no_grad():
+        logits, attention = model(src, lengths, mask, tgt, teacher_forcing=1.0)
+        memory, state = model.encode(src, lengths, mask)
+        for t in range(4):
+            step_logits, state, weights = model.decoder.step(tgt[:, t], state, memory)
+            torch.testing.assert_close(step_logits, logits[:, t], atol=1e-5, rtol=0)
+            torch.testing.assert_close(weights, attention[:, t], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.decoder.attention=luong"], "unknown attention 'luong'; valid: none, bahdanau, luong-dot"),
+        (["model.decoder.attention=multihead", "model.decoder.attention_heads=3"],
+         "model.decoder.attention_heads: 3 heads do not divide attention_size 256; valid head counts"),
+        (["model.decoder.attention=luong-dot", "model.encoder.bidirectional=true"],
+         r"decoder's hidden size \(256\) to equal the encoder's output size \(512"),
+        (["model.decoder.attention=luong-general", "model.decoder.coverage=true"],
+         "model.decoder.coverage: true needs an attention whose score reads the coverage"),
+        (["model.decoder.attention=local-p", "model.decoder.copy=true"],
+         "model.decoder.copy: true needs attention weights that sum to 1"),
+        (["model.architecture=transformer"], "unknown architecture 'transformer'; valid: recurrent"),
+    ],
+)
+def test_bad_attention_settings_name_the_key_and_the_valid_values(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_config(preset="lstm-attention", overrides=overrides)
+
+
+def test_every_preset_builds() -> None:
+    from seq2seq.config import PRESETS
+
+    for name in PRESETS:
+        config = build_config(preset=name)
+        build_model(config.model, src_vocab_size=30, tgt_vocab_size=30)
