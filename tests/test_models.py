@@ -195,13 +195,14 @@ def test_input_feeding_carries_the_attentional_vector_to_the_next_step() -> None
     assert not torch.allclose(logits, changed, atol=1e-4)  # the fed vector is read
 
 
-@pytest.mark.parametrize("overrides", [["model.decoder.input_feeding=true"], ["model.decoder.input_feeding=true",
-                                       "model.decoder.readout_size=8", "model.decoder.attention=none"]])
-def test_input_feeding_needs_attention_and_a_readout(overrides) -> None:
+def test_input_feeding_needs_attention_and_its_readout_defaults_to_the_hidden_size() -> None:
     from seq2seq.config import ConfigError
 
     with pytest.raises(ConfigError, match="input_feeding: true needs attention"):
-        build_config(preset="gru-attention", overrides=overrides)
+        build_config(preset="gru-attention", overrides=["model.decoder.input_feeding=true", "model.decoder.readout_size=8",
+                                                        "model.decoder.attention=none"])
+    config = build_config(preset="gru-attention", overrides=["model.decoder.input_feeding=true", "model.decoder.hidden_size=48"])
+    assert config.model.decoder.readout_size == 48
 
 
 # --------------------------------------------------------------------------- state values

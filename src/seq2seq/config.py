@@ -135,7 +135,7 @@ class DecoderConfig(_Strict):
     input_feeding: bool = Field(
         default=False,
         description="Luong et al. 2015 input feeding (as OpenNMT-py): attend from the new hidden state after the "
-        "recurrent step and feed the attentional vector to the next step; needs attention and readout_size",
+        "recurrent step and feed the attentional vector to the next step; needs attention; readout_size null = hidden_size",
     )
 
     @model_validator(mode="after")
@@ -148,11 +148,13 @@ class DecoderConfig(_Strict):
             raise ValueError(
                 "copy: true needs attention (it copies source words through the attention weights); got attention: none"
             )
-        if self.input_feeding and (self.attention == "none" or not self.readout_size):
+        if self.input_feeding and self.attention == "none":
             raise ValueError(
-                "input_feeding: true needs attention and a readout_size (the attentional vector it feeds); "
-                f"got attention: {self.attention}, readout_size: {self.readout_size}"
+                "input_feeding: true needs attention (it feeds the attentional vector h~_t = tanh(W_r [h_t; c_t])); "
+                f"got attention: {self.attention}"
             )
+        if self.input_feeding and self.readout_size is None:
+            self.readout_size = self.hidden_size  # the attentional vector's size: Luong et al.'s, and OpenNMT-py's
         return self
 
 
@@ -326,7 +328,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # Luong et al. 2015: global attention queried with the current state, and local-p (section 3.2),
 # each with input feeding and the attentional vector h~_t = tanh(W_c [c_t; h_t]) (sections 3.1, 3.3).
-_LUONG = {"input_feeding": True, "readout_size": _SIZES["hidden_size"]}
+_LUONG = {"input_feeding": True}  # readout_size: the decoder's hidden size
 _VARIANTS: dict[str, dict[str, Any]] = {
     "luong-dot": {"attention": "luong-dot", **_LUONG},
     "luong-general": {"attention": "luong-general", **_LUONG},
