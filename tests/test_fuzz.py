@@ -77,6 +77,15 @@ AWKWARD = [
 # Byte sequences that are not UTF-8: a lone continuation byte, a truncated sequence, an encoded
 # surrogate, an overlong encoding, bytes never valid anywhere.
 BAD_BYTES = [b"\xff", b"\xc3(", b"\x80", b"\xed\xa0\x80", b"\xc0\xaf", b"\xfe\xfe", b"\xf0\x9f("]
+# What a JSON string escape can carry but UTF-8 only partly: lone high and low surrogates, a reversed
+# pair, a proper pair (json.loads joins it into one character), noncharacters, every C0 and C1
+# control (NUL included), DEL, the BOM and U+2028/2029. json.dumps writes each as a \uXXXX escape.
+JSON_ESCAPE_CHARS = [
+    "\ud800", "\udbff", "\udc00", "\udfff", "\ude42\ud83d", "\ud83d\ude42", "\ud800\ud800", "\udcff",
+    "\ufffe", "\uffff", "\ufdd0", "\ufdef", "\U0001fffe", "\U0010ffff", "\u2028", "\u2029", "\ufeff", "\x7f",
+    *map(chr, range(0x00, 0x20)), *map(chr, range(0x80, 0xA0)),
+]
+escaped_text = st.lists(st.sampled_from([*JSON_ESCAPE_CHARS, "word", " ", "x = 1"]), max_size=6).map("".join)
 
 no_newline_text = st.text(st.characters(codec="utf-8", exclude_characters="\n"), max_size=30)
 line_text = st.one_of(
@@ -150,6 +159,7 @@ def check_data_error(error: DataError, files: dict[Path, int]) -> None:
     fits on one line, stays short whatever the input, and says what was expected."""
     message = str(error)
     assert "\n" not in message, message
+    message.encode("utf-8")  # printable: a refused surrogate is quoted as its escape
     named = next((path for path in files if message.startswith(f"{path}:")), None)
     assert named is not None, f"{message!r} names none of {list(files)}"
     line = re.match(rf"{re.escape(str(named))}:(\d+):", message)
@@ -249,7 +259,7 @@ def check_read_tsv(case: tuple[TextFile, dict[str, str] | None]) -> None:
 
 json_scalar = st.one_of(
     st.none(), st.booleans(), st.integers(-(10**20), 10**20), st.floats(allow_nan=True), no_newline_text,
-    st.sampled_from(["", "  ", "x = 1", "\u2028", "print(a)\nprint(b)"]),
+    st.sampled_from(["", "  ", "x = 1", "\u2028", "print(a)\nprint(b)"]), escaped_text,
 )
 json_value = st.recursive(json_scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(no_newline_text, inner, max_size=3), max_leaves=8)
 FIELDS = ["s", "alt", "t", "other"]
@@ -278,7 +288,7 @@ def json_case(draw: st.DrawFn) -> tuple[str, bytes]:
         at = draw(st.integers(0, len(text)))
         text = text[:at] + draw(st.sampled_from(JSON_SPLICES)) + text[at:]
     suffix = draw(st.sampled_from([".json", ".jsonl"]))
-    data = text.encode("utf-8")
+    data = text.encode("utf-8", "surrogatepass")  # with ensure_ascii=False a surrogate arrives as 3 bad bytes
     if draw(st.integers(0, 9)) == 0:
         at = draw(st.integers(0, len(data)))
         data = data[:at] + draw(st.sampled_from(BAD_BYTES)) + data[at:]
@@ -347,6 +357,7 @@ def conala_case(draw: st.DrawFn) -> tuple[bytes | None, bytes | None, int]:
             {"intent": json_value, "rewritten_intent": json_value, "snippet": json_value},
             optional={"question_id": st.integers()},
         ),
+        st.fixed_dictionaries({"intent": escaped_text, "rewritten_intent": st.none() | escaped_text, "snippet": escaped_text}),
         record,
     )
 
@@ -572,7 +583,7 @@ def cli_argv(draw: st.DrawFn) -> tuple[list[Any], dict[str, bytes]]:
                   st.just("--no-eval"), st.just("--out"), path, st.just("--no-progress")],
         "compare": [st.just("--presets"), st.sampled_from(["rnn,lstm", "", ",", "bogus"]), st.just("--set"), override,
                     st.just("--out"), path, st.just("--data"), path],
-        "generate": [path, st.sampled_from(["add 3 to total", "", "\x00", "--"]), st.just("--file"), path, st.just("--beam"),
+        "generate": [path, st.sampled_from(["add 3 to total", "", "\x00", "--", "\ud800", "add \udcff", "a\u2028b\x85", "\ufffe"]), st.just("--file"), path, st.just("--beam"),
                      st.sampled_from(["0", "-3", "x", "5", "1e9"]), st.just("--max-len"), st.just("--checkpoint"),
                      st.sampled_from(["best", "last", "worst"]), st.just("--device"), st.sampled_from(["cpu", "tpu", "cuda:9"])],
         "evaluate": [path, st.just("--split"), st.sampled_from(["test", "valid", "dev"]), st.just("--beam"),
@@ -627,6 +638,8 @@ def _check_cli(argv_template: list[Any], good_run: Path) -> None:
         except Accepted:
             return
         message = err.getvalue()
+        for written in (out.getvalue(), message):
+            written.encode("utf-8")  # a real stdout or stderr would raise on a surrogate
         if code == 0:  # generate from a run whose damaged file is not one that loading reads
             assert command == "generate", (argv, message)
             return

@@ -1,9 +1,11 @@
 """The server under hostile clients, on loopback: ``seq2seq serve`` in a child process, raw sockets.
 
 Idle and half-sent connections, byte-at-a-time requests, oversized and lying bodies, huge
-headers, raw path-traversal targets and fuzzed request bytes. After each, the server must still
-answer, its memory must stay bounded, and no response may contain a file from outside the run
-directory. ``test_fuzzed_requests_thorough`` (``pytest -m slow``) sends 1,000 fuzzed requests.
+headers, raw path-traversal targets, fuzzed request bytes and JSON string escapes that UTF-8 cannot
+carry in every field of a request. After each, the server must still answer, its memory must stay
+bounded, and no response may contain a file from outside the run directory.
+``test_fuzzed_requests_thorough`` and ``test_fuzzed_text_requests_thorough`` (``pytest -m slow``)
+send 1,000 fuzzed requests each.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from hypothesis import strategies as st
 from helpers import train_tiny_run
 
 READ_TIMEOUT_S = 2.0
+LOG: deque[str] = deque(maxlen=10_000)  # the server's stderr, as the fixture drains it
 # Files a path-traversal attempt would reach; their contents must never appear in a response.
 SECRET = "root:x:0:0"
 
@@ -125,8 +129,8 @@ def server(tmp_path_factory) -> Iterator[LiveServer]:
         if match := re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line):
             port = int(match.group(1))
     assert port, "seq2seq serve did not report its port"
-    # Keep draining its log so that the child never blocks on a full pipe.
-    threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
+    # Keep draining its log so that the child never blocks on a full pipe; the last lines are kept.
+    threading.Thread(target=lambda: LOG.extend(process.stderr), daemon=True).start()
     live = LiveServer(process, port)
     for _ in range(100):
         try:
@@ -322,9 +326,86 @@ def test_fuzzed_requests_thorough(server, raw):
     check_fuzzed_request(server, raw)
 
 
+# ----------------------------------------------------------------------------- JSON escapes in every field
+# What a JSON string can carry but UTF-8 only partly: lone high and low surrogates, reversed and
+# doubled pairs, a proper pair, noncharacters, every C0 and C1 control (NUL included), DEL, the BOM
+# and U+2028/2029. json.dumps writes each as a \uXXXX escape (raw, with ensure_ascii=False, and a
+# surrogate then becomes the 3 bytes UTF-8 refuses).
+ESCAPE_CHARS = [
+    "\ud800", "\udbff", "\udc00", "\udfff", "\ude42\ud83d", "\ud83d\ude42", "\ud800\ud800", "\udcff",
+    "\ufffe", "\uffff", "\ufdd0", "\ufdef", "\U0001fffe", "\U0010ffff", "\u2028", "\u2029", "\ufeff", "\x7f",
+    *map(chr, range(0x00, 0x20)), *map(chr, range(0x80, 0xA0)),
+]
+ESCAPED_TEXT = st.lists(st.sampled_from([*ESCAPE_CHARS, "add", "3", "to", "total", " ", "'x'", "`l`"]), max_size=8).map("".join)
+REQUEST_FIELDS = {  # each field's good values, and the escaped text any of them may get instead
+    "model": st.sampled_from(["tiny", None]), "beam": st.integers(1, 3), "nbest": st.just(1),
+    "length_penalty": st.sampled_from(["none", "gnmt"]), "alpha": st.just(0.6), "constrain": st.sampled_from(["python", None]),
+    "sample": st.booleans(), "temperature": st.just(1.0), "top_k": st.just(0), "top_p": st.just(1.0), "seed": st.just(3),
+    "max_len": st.integers(1, 20), "attention": st.booleans(),
+}
+
+
+@st.composite
+def text_requests(draw) -> tuple[dict, bytes]:
+    """A /v1/generate body whose inputs, options and keys may hold escaped text, and its bytes."""
+    body = {"inputs": draw(st.lists(ESCAPED_TEXT, min_size=1, max_size=3))}
+    for name in draw(st.lists(st.sampled_from(sorted(REQUEST_FIELDS)), max_size=4, unique=True)):
+        body[name] = draw(ESCAPED_TEXT if draw(st.integers(0, 3)) == 0 else REQUEST_FIELDS[name])
+    if body.get("sample") is True:
+        body["beam"] = 1
+    if draw(st.integers(0, 7)) == 0:
+        body[draw(ESCAPED_TEXT)] = 1  # an unknown key
+    raw = json.dumps(body, ensure_ascii=draw(st.integers(0, 3)) > 0).encode("utf-8", "surrogatepass")
+    return body, raw
+
+
+def holds_surrogate(text: object) -> bool:
+    return isinstance(text, str) and any("\ud800" <= char <= "\udfff" for char in text)
+
+
+def check_text_request(server: LiveServer, body: dict, raw: bytes) -> None:
+    """Never a 500: text with a surrogate is a 422 naming the field (``inputs.N``) and the character's
+    position; other text is generated for, and every answer is valid UTF-8 JSON."""
+    head = f"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(raw)}\r\nConnection: close\r\n\r\n"
+    reply = server.exchange(head.encode() + raw, timeout=READ_TIMEOUT_S + 10)
+    status, content = parse_response(reply)
+    assert status in (200, 400, 413, 422), reply[:400]
+    answer = json.loads(content.decode("utf-8"))  # strict: the bytes are UTF-8 and the JSON well-formed
+    json.dumps(answer, ensure_ascii=False).encode("utf-8")  # no escaped surrogate inside either
+    try:
+        body = json.loads(raw.decode("utf-8"))  # what the server reads: a proper pair becomes one character
+        escaped = True
+    except UnicodeDecodeError:  # a surrogate went out raw, as bytes that are not UTF-8: a malformed body
+        escaped = False
+    bad_inputs = [f"inputs.{i}" for i, text in enumerate(body["inputs"]) if holds_surrogate(text)]
+    if status == 200:
+        assert not bad_inputs and [r["source"] for r in answer["results"]] == body["inputs"], answer
+        return
+    assert "error" in answer, answer
+    if bad_inputs and escaped and not any(holds_surrogate(key) for key in body):
+        fields = [item["field"] for item in answer["fields"]]
+        assert bad_inputs[0] in fields and "unpaired surrogate" in answer["error"], answer
+        assert re.search(r"at character \d+", answer["error"]), answer
+
+
+@settings(max_examples=40, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=text_requests())
+def test_fuzzed_text_requests(server, case):
+    check_text_request(server, *case)
+
+
+@pytest.mark.slow
+@settings(max_examples=1000, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=text_requests())
+def test_fuzzed_text_requests_thorough(server, case):
+    check_text_request(server, *case)
+
+
 def test_the_server_survived_everything(server):
     """Runs last in this module: after every test above the server still answers, with bounded memory."""
     server.assert_answering()
     assert server.process.poll() is None
     assert server.rss_kib < 1024 * 1024, f"server RSS {server.rss_kib / 1024:.0f} MiB"
+    time.sleep(0.5)  # the log thread catches up
+    assert not [line for line in LOG if "Traceback" in line], "".join(LOG)[-3000:]
     print(f"\nserver RSS after the module: {server.rss_kib / 1024:.0f} MiB")

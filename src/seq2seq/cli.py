@@ -146,7 +146,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.text is not None and args.file is not None:
         raise InputError("give either a text argument or --file, not both")
     if args.text is not None:
-        lines = [args.text]
+        lines = [_text_argument(args.text)]
     else:
         lines = _read_input_lines(args.file)
         if not any(line.strip() for line in lines):
@@ -242,6 +242,18 @@ def _plot_nbest(generations, path: Path) -> None:
     figure = nbest_chart([g.text.replace("\n", " ⏎ ") for g in generations], [g.normalized_score for g in generations],
                          marks=marks, title=generations[0].source)
     _save_figure(figure, path, "n-best chart")
+
+
+def _text_argument(text: str) -> str:
+    """The TEXT argument, refused in one line when it holds a surrogate: bytes that were not UTF-8
+    reach Python as U+DC80..U+DCFF (PEP 383), so the message names them as bytes."""
+    from seq2seq.data.valid_text import check_text
+
+    for position, char in enumerate(text):
+        if "\udc80" <= char <= "\udcff":
+            raise InputError(f"the text argument is not valid UTF-8 (byte 0x{ord(char) - 0xdc00:02x} at character "
+                             f"{position + 1}): expected UTF-8 text")
+    return check_text(text, what="the text argument", error=InputError)
 
 
 def _read_input_lines(file: str | None) -> list[str]:

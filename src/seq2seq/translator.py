@@ -10,6 +10,7 @@ import torch
 
 from seq2seq.checkpoint import LoadedRun, load_for_decoding
 from seq2seq.data.slots import Slot, extract_slots, restore_slots
+from seq2seq.data.valid_text import check_text
 from seq2seq.decoding.beam import normalized_score
 from seq2seq.decoding.constraints import prefer_accepted, python_constraint
 from seq2seq.decoding.greedy import Hypothesis
@@ -101,6 +102,7 @@ class Translator:
             raise InputError("constrain='python' needs a model whose target tokenizer is 'python'")
         source_tokens, slots = [], []
         for number, text in enumerate(texts, start=1):
+            check_text(text, what=f"input {number}: the text", error=InputError)  # before it can reach a log or a file
             placeholders: tuple[Slot, ...] = ()
             if run.config.data.slots:  # quoted values -> placeholders, restored in the outputs
                 text, placeholders = extract_slots(text)

@@ -22,6 +22,7 @@ from types import MappingProxyType
 
 from seq2seq.config import short_repr
 from seq2seq.data.example import DataError, Example
+from seq2seq.data.valid_text import check_text
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,7 @@ def _example(src: str, tgt: str, *, src_where: str, tgt_where: str) -> Example:
 def _refuse_lone_surrogates(text: str, *, side: str, where: str) -> None:
     """A JSON escape such as ``"\\ud800"`` decodes to half a UTF-16 pair, which no UTF-8 file can hold:
     without this check the pair would be accepted here and crash much later, when the vocabulary is saved."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise DataError(
-            f"{where}: the {side} holds an unpaired surrogate {text[err.start]!r} at character {err.start + 1}: "
-            "expected valid Unicode text"
-        ) from None
+    check_text(text, what=f"{where}: the {side}", error=DataError)
 
 
 # ---------------------------------------------------------------- plain text and TSV

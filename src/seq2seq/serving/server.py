@@ -18,19 +18,20 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from seq2seq import __version__
 from seq2seq.api import Model, ModelInfo, Result, attention_rows, load
 from seq2seq.checkpoint import RunDirError
+from seq2seq.data.valid_text import check_text, escape_surrogates, surrogate_problem
 from seq2seq.serving.connections import DeadlineH11Protocol, raise_open_file_limit
 from seq2seq.serving.limits import Limits
 from seq2seq.translator import Generation, InputError
@@ -52,6 +53,11 @@ ASSET_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; cha
 
 
 # ----------------------------------------------------------------------------- schemas
+# JSON's "\ud800" escape is valid JSON but not text UTF-8 can carry: a 422 naming the field and the
+# character's position, before the text reaches the model, a log line or the response.
+Text = Annotated[str, AfterValidator(lambda text: check_text(text, what="the text"))]
+
+
 class GenerateRequest(BaseModel):
     """Texts and decoding options; the option names are those of :meth:`seq2seq.api.Model.generate`."""
 
@@ -60,8 +66,8 @@ class GenerateRequest(BaseModel):
         json_schema_extra={"examples": [{"inputs": ["sort list `l` in reverse"], "beam": 5, "nbest": 3}]},
     )
 
-    inputs: list[str] = Field(min_length=1, description="source texts, decoded independently")
-    model: str | None = Field(None, description="a name from GET /v1/models; default: the first model served")
+    inputs: list[Text] = Field(min_length=1, description="source texts, decoded independently")
+    model: Text | None = Field(None, description="a name from GET /v1/models; default: the first model served")
     beam: int = Field(1, ge=1, le=MAX_BEAM, description="beam size; 1 = greedy search")
     nbest: int = Field(1, ge=1, le=MAX_BEAM, description="outputs per input, at most `beam`")
     length_penalty: Literal["none", "gnmt", "average"] = "none"
@@ -302,14 +308,23 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-        fields = [FieldError(field=_field_name(item), message=item["msg"].removeprefix("Value error, ")) for item in error.errors()]
+        fields = [FieldError(field=_field_name(item), message=_field_message(item)) for item in error.errors()]
         message = "invalid request: " + "; ".join(f"{f.field}: {f.message}" for f in fields)
         return JSONResponse(ErrorOut(error=message, fields=fields).model_dump(), 422)
 
 
+def _field_message(item: dict) -> str:
+    """pydantic's message, or for an option or key holding an unpaired surrogate (which pydantic
+    cannot read as a string) the same message as for ``inputs``: which character, where."""
+    value = item.get("input")
+    if item["type"] == "string_unicode" and isinstance(value, str) and (problem := surrogate_problem(value)):
+        return f"the value {problem}" if item["loc"][1:] else f"the key {value!r} {problem}"
+    return escape_surrogates(item["msg"].removeprefix("Value error, "))
+
+
 def _field_name(item: dict) -> str:
     """``("body", "inputs", 0)`` -> ``inputs.0``; malformed JSON -> ``body``."""
-    location = [str(part) for part in item["loc"]]
+    location = [escape_surrogates(str(part)) for part in item["loc"]]  # an unknown key may hold "\ud800" too
     if item["type"] == "json_invalid" or location[1:] == []:
         return location[0] if location else "body"
     return ".".join(location[1:])
