@@ -121,6 +121,15 @@ def test_errors_are_shown_and_sampling_options_appear(page):
     assert "nbest=3 cannot exceed beam=2" in page.locator("#error").inner_text()
 
 
+def test_a_lone_surrogate_shows_the_servers_422(page):
+    """A textarea can hold half a UTF-16 pair; JSON.stringify sends it as the escape "\\ud800",
+    and the page shows the server's message naming the input and the character."""
+    page.evaluate("document.getElementById('source').value = 'add \\ud800 3'")
+    page.click("#generate")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "inputs.0: the text holds an unpaired surrogate '\\ud800' at character 5" in page.locator("#error").inner_text()
+
+
 def test_narrow_screen_has_no_horizontal_scroll(page):
     page.set_viewport_size({"width": 360, "height": 740})
     page.fill("#source", "check whether the string key starts with 'beta' or ends with 'dog'")
