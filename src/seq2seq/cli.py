@@ -210,8 +210,14 @@ def _plot_attention(generation, path: Path) -> None:
     if generation.attention is None:
         raise InputError("--plot-attention: this model has no attention to plot")
     out_tokens = _output_tokens(generation)
-    figure = attention_heatmap(generation.attention.numpy()[: len(out_tokens)], generation.source_tokens, out_tokens,
+    if generation.heads is not None:  # multi-head attention: each head and their mean
+        from seq2seq.visualization.attention import head_heatmaps
+
+        figure = head_heatmaps(generation.heads.numpy()[:, : len(out_tokens)], generation.source_tokens, out_tokens,
                                title=generation.text)
+    else:
+        figure = attention_heatmap(generation.attention.numpy()[: len(out_tokens)], generation.source_tokens,
+                                   out_tokens, title=generation.text)
     _save_figure(figure, path, "attention heatmap")
 
 

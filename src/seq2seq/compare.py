@@ -26,7 +26,7 @@ from seq2seq.evaluation.evaluate import EvalReport
 from seq2seq.pipeline import evaluate_split, train
 from seq2seq.training.stats import EpochStats
 from seq2seq.run_files import atomic_write_text
-from seq2seq.visualization.attention import attention_heatmap
+from seq2seq.visualization.attention import attention_heatmap, head_heatmaps
 from seq2seq.visualization.curves import grad_norm_curves, loss_curves, quality_by_length
 
 logger = logging.getLogger(__name__)
@@ -269,8 +269,11 @@ def _attention_figure(result: ModelResult, corpus: Corpus, split: str):
     index = max(candidates or range(len(corpus.tokens[split])), key=lambda i: len(corpus.tokens[split][i][0]))
     generation = translator.generate([corpus.examples[split][index].src])[0]
     out_tokens = generation.tokens + (["<eos>"] if generation.finished else [])
+    title = f"{result.preset}: {generation.text}"
+    if generation.heads is not None:  # multi-head attention: each head and their mean
+        return head_heatmaps(generation.heads.numpy()[:, : len(out_tokens)], generation.source_tokens, out_tokens, title=title)
     weights = generation.attention.numpy()[: len(out_tokens)]
-    return attention_heatmap(weights, generation.source_tokens, out_tokens, title=f"{result.preset}: {generation.text}")
+    return attention_heatmap(weights, generation.source_tokens, out_tokens, title=title)
 
 
 def _description(corpus: Corpus, config: RunConfig, split: str) -> list[str]:

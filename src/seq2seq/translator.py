@@ -18,6 +18,7 @@ from seq2seq.decoding.scoring import step_distributions
 from seq2seq.decoding.search import SamplingOptions, decode_sources
 from seq2seq.devices import resolve_device
 from seq2seq.evaluation.metrics import parses
+from seq2seq.models.multihead import MultiHeadAttention, attention_heads
 
 
 class InputError(ValueError):
@@ -35,6 +36,7 @@ class Generation:
     attention: torch.Tensor | None  # [T, S]
     parses: bool | None  # None when the target is not Python code
     finished: bool
+    heads: torch.Tensor | None = None  # [k, T, S]: each head of a multi-head attention, whose mean is `attention`
 
 
 class Translator:
@@ -153,6 +155,22 @@ class Translator:
         copy = None if src_copy is None else torch.tensor([src_copy], device=run.device)
         return step_distributions(run.model, src, lengths, mask, tgt, src_copy=copy)[0].cpu()
 
+    def _heads(self, src_tokens: list[str], hypothesis: Hypothesis, oovs: tuple[str, ...]) -> torch.Tensor | None:
+        """Each head's weights [k, T, S] for a multi-head model's output (the rows of ``attention``), else None."""
+        run = self.run
+        if not isinstance(getattr(getattr(run.model, "decoder", None), "attention", None), MultiHeadAttention):
+            return None
+        src = torch.tensor([run.src_vocab.encode(src_tokens)], device=run.device)
+        copy = None
+        if run.model.copies:
+            copy = torch.tensor([run.tgt_vocab.encode_copy_source(src_tokens)[0]], device=run.device)
+        emitted = hypothesis.tokens + ([run.tgt_vocab.eos_index] if hypothesis.finished else [])
+        tgt_input = torch.tensor([[run.tgt_vocab.sos_index, *emitted[:-1]]] if emitted else [[run.tgt_vocab.sos_index]],
+                                 device=run.device)
+        heads = attention_heads(run.model, src, torch.tensor([src.size(1)]), torch.ones_like(src, dtype=torch.bool),
+                                tgt_input, src_copy=copy)
+        return None if heads is None else heads[0, :, : len(emitted) or 1].float().cpu()  # [k, T, S]
+
     def _generation(
         self, text: str, src_tokens: list[str], hypothesis: Hypothesis, length_penalty: str, alpha: float,
         oovs: tuple[str, ...],
@@ -170,4 +188,5 @@ class Translator:
             attention=hypothesis.attention,
             parses=parses(output) if self.is_code else None,  # ast.parse only; never executed
             finished=hypothesis.finished,
+            heads=self._heads(src_tokens, hypothesis, oovs) if hypothesis.attention is not None else None,
         )

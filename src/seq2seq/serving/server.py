@@ -109,6 +109,9 @@ class Attention(BaseModel):
     source_tokens: list[str]
     output_tokens: list[str] = Field(description="row labels: the output tokens, then <eos> when finished")
     weights: list[list[float]] = Field(description="[output, source]; each row sums to 1")
+    heads: list[list[list[float]]] | None = Field(
+        None, description="multi-head attention: [head, output, source], each head's weights (their mean is `weights`)"
+    )
 
 
 class GenerationOut(BaseModel):
@@ -252,6 +255,7 @@ def _check_size(texts: list[str], limits: Limits) -> None:
 def _check_attention_size(results: list[Result], limits: Limits) -> None:
     """Refuse before the matrices become JSON: n-best lists of long outputs can hold millions of weights."""
     weights = sum(a.numel() for result in results for a in result.attention if a is not None)
+    weights += sum(g.heads.numel() for result in results for g in result.generations if g.heads is not None)
     if weights > limits.max_attention_weights:
         raise ApiError(413, f"the attention matrices hold {weights:,} weights (at most {limits.max_attention_weights:,} "
                             "per response); ask with attention=false, fewer inputs or a smaller nbest", field="attention")
@@ -267,7 +271,9 @@ def _generation_out(generation: Generation, with_attention: bool) -> GenerationO
     if with_attention and generation.attention is not None:
         # [T, S]; float64 first so that 4 decimals stay 4 decimals in the JSON
         weights = generation.attention.double().round(decimals=4).tolist()
-        attention = Attention(source_tokens=generation.source_tokens, output_tokens=attention_rows(generation), weights=weights)
+        heads = None if generation.heads is None else generation.heads.double().round(decimals=4).tolist()
+        attention = Attention(source_tokens=generation.source_tokens, output_tokens=attention_rows(generation), weights=weights,
+                              heads=heads)
     return GenerationOut(text=generation.text, tokens=generation.tokens, score=generation.score,
                          normalized_score=generation.normalized_score, parses=generation.parses,
                          finished=generation.finished, attention=attention)

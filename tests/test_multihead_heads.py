@@ -1,0 +1,54 @@
+"""A multi-head model's per-head attention reaches every consumer: the Python API (one [k, T, S]
+tensor per output whose mean is the attention), `seq2seq generate --plot-attention` (one panel per
+head and the mean), and the server's JSON (`attention.heads`)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from helpers import train_tiny_run
+
+from seq2seq.cli import main
+from seq2seq.serving.server import Limits, create_app
+from seq2seq.translator import Translator
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)
+    from fastapi.testclient import TestClient
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return train_tiny_run(tmp_path_factory.mktemp("heads") / "multihead", "model.decoder.attention=multihead",
+                          "model.decoder.attention_heads=4", "decode.max_len=12")
+
+
+def test_generations_carry_each_heads_weights_whose_mean_is_the_attention(run_dir) -> None:
+    translator = Translator.from_run_dir(run_dir)
+    for beam in (1, 3):
+        for generation in translator.generate_nbest(["sort list `l` in reverse", "x"], beam_size=beam, nbest=beam)[0]:
+            assert generation.heads is not None and generation.heads.shape[0] == 4
+            assert generation.heads.shape[1:] == generation.attention.shape
+            torch.testing.assert_close(generation.heads.mean(0), generation.attention, atol=1e-5, rtol=0)
+            torch.testing.assert_close(generation.heads.sum(-1), torch.ones(generation.heads.shape[:2]))
+
+
+def test_plot_attention_draws_the_heads(run_dir, tmp_path) -> None:
+    path = tmp_path / "heads.png"
+    assert main(["generate", str(run_dir), "add 3 to total", "--plot-attention", str(path)]) == 0
+    assert path.stat().st_size > 1000
+
+
+def test_server_answers_the_heads_beside_the_mean(run_dir) -> None:
+    with TestClient(create_app([run_dir], Limits(), device="cpu")) as client:
+        body = client.post("/v1/generate", json={"inputs": ["add 3 to total"]}).json()
+    attention = body["results"][0]["generations"][0]["attention"]
+    assert len(attention["heads"]) == 4
+    assert all(len(head) == len(attention["weights"]) for head in attention["heads"])
+
+
+def test_a_single_head_model_has_no_heads(tmp_path) -> None:
+    run = train_tiny_run(tmp_path / "bahdanau", "decode.max_len=8")
+    assert Translator.from_run_dir(run).generate(["x"])[0].heads is None
