@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
+from seq2seq.decoding.loop import Advance, decode_loop
 from seq2seq.models.seq2seq import Seq2Seq
 
 if TYPE_CHECKING:
@@ -74,65 +75,87 @@ def decode_single_path(
     constraint: PrefixConstraint | None = None,
     src_copy: torch.Tensor | None = None,
 ) -> list[Hypothesis]:
-    """The loop shared by greedy decoding and sampling: one hypothesis per example, extended by
-    ``choose(logits [B, V]) -> (next tokens [B], their log-probabilities [B])`` until every
-    example has emitted ``<eos>`` or ``max_len`` tokens. An example that has emitted ``<eos>``
-    leaves the batch, so later steps only compute the rest (``choose`` then sees fewer rows).
+    """Greedy decoding and sampling: the shared loop (:func:`seq2seq.decoding.loop.decode_loop`)
+    with a :class:`SinglePath` strategy that extends each example by ``choose``."""
+    strategy = SinglePath(batch_size=src.size(0), src_lengths=src_lengths.cpu().tolist(), eos_index=eos_index,
+                          max_len=max_len, choose=choose, constraint=constraint, device=src.device)
+    return decode_loop(model, src, src_lengths, src_mask, sos_index=sos_index, strategy=strategy, src_copy=src_copy)
+
+
+class SinglePath:
+    """One hypothesis per example, extended by ``choose(logits [B, V]) -> (next tokens [B], their
+    log-probabilities [B])`` until every example has emitted ``<eos>`` or ``max_len`` tokens. An
+    example that has emitted ``<eos>`` leaves the batch, so later steps only compute the rest
+    (``choose`` then sees fewer rows).
 
     A ``constraint`` sets the logits of banned tokens to -inf before ``choose`` sees them; the
     recorded log-probabilities stay the model's own (not renormalised over allowed tokens), so
-    scores compare with unconstrained decoding and beam search."""
-    model.eval()
-    batch_size, device = src.size(0), src.device
-    memory, state = model.encode(src, src_lengths, src_mask, src_copy=src_copy)
-    prev = torch.full((batch_size,), sos_index, dtype=torch.long, device=device)  # [B']
-    active = torch.arange(batch_size, device=device)  # [B']: the example of each row still decoding
-    states = [] if constraint is None else [constraint.start()] * batch_size
-    # rows that have emitted <eos> leave the batch (as in beam search), so later steps skip them;
-    # what each example emitted is written at its own row of these [B, T] tables
-    token_table = torch.full((batch_size, max_len), eos_index, dtype=torch.long, device=device)
-    log_prob_table = torch.zeros(batch_size, max_len, device=device)
-    attention_table = None  # [B, T, S], made at the first step that returns attention
-    steps = 0
-    for step in range(max_len):
-        logits, state, attention = model.decoder.step(prev, state, memory)  # [B', V]
-        logits = logits.float()
-        if constraint is None:
-            prev, token_log_prob = choose(logits)  # [B'], [B']
+    scores compare with unconstrained decoding and beam search.
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        src_lengths: list[int],
+        eos_index: int,
+        max_len: int,
+        choose: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        constraint: PrefixConstraint | None,
+        device: torch.device,
+    ) -> None:
+        self.max_steps, self.eos_index, self.choose, self.constraint = max_len, eos_index, choose, constraint
+        self.src_lengths = src_lengths
+        self.active = torch.arange(batch_size, device=device)  # [B']: the example of each row still decoding
+        self.states = [] if constraint is None else [constraint.start()] * batch_size
+        # what each example emitted is written at its own row of these [B, T] tables
+        self.tokens = torch.full((batch_size, max_len), eos_index, dtype=torch.long, device=device)
+        self.log_probs = torch.zeros(batch_size, max_len, device=device)
+        self.attention: torch.Tensor | None = None  # [B, T, S], made at the first step that returns attention
+        self.steps = 0
+
+    def step(self, step: int, logits: torch.Tensor, attention: torch.Tensor | None) -> Advance | None:
+        """Choose each row's next token, record it, and drop the rows that emitted ``<eos>``."""
+        logits = logits.float()  # [B', V]
+        if self.constraint is None:
+            prev, token_log_prob = self.choose(logits)  # [B'], [B']
         else:
-            banned = constraint.banned(states, logits.size(-1), logits.device)  # [B', V]
-            prev, _ = choose(logits.masked_fill(banned, -math.inf))
+            banned = self.constraint.banned(self.states, logits.size(-1), logits.device)  # [B', V]
+            prev, _ = self.choose(logits.masked_fill(banned, -math.inf))
             token_log_prob = torch.log_softmax(logits, dim=-1).gather(1, prev.unsqueeze(1)).squeeze(1)  # [B']
-            states = [constraint.advance(s, t) for s, t in zip(states, prev.tolist())]
-        token_table[active, step] = prev
-        log_prob_table[active, step] = token_log_prob
+            self.states = [self.constraint.advance(s, t) for s, t in zip(self.states, prev.tolist())]
+        self.tokens[self.active, step] = prev
+        self.log_probs[self.active, step] = token_log_prob
         if attention is not None:
-            if attention_table is None:
-                attention_table = torch.zeros(batch_size, max_len, attention.size(-1), device=device)
-            attention_table[active, step] = attention.float()
-        steps = step + 1
-        ended = prev == eos_index  # [B']
+            if self.attention is None:
+                self.attention = torch.zeros(*self.tokens.shape, attention.size(-1), device=self.tokens.device)
+            self.attention[self.active, step] = attention.float()
+        self.steps = step + 1
+        ended = prev == self.eos_index  # [B']
         n_ended = int(ended.sum())  # one device sync per step
-        if n_ended:
-            if n_ended == ended.numel():
-                break
-            keep = (~ended).nonzero().squeeze(1)  # [B'']
-            active, prev = active[keep], prev[keep]
-            state, memory = state.select(keep), memory.select(keep)
-            if constraint is not None:
-                states = [states[r] for r in keep.tolist()]
-    token_table, log_prob_table = token_table[:, :steps].cpu(), log_prob_table[:, :steps].cpu()  # [B, T]
-    attention_table = None if attention_table is None else attention_table[:, :steps].cpu()  # [B, T, S]
-    lengths = src_lengths.cpu().tolist()
-    hypotheses = []
-    for row in range(batch_size):
-        ids = token_table[row].tolist()
-        done = eos_index in ids
-        length = ids.index(eos_index) if done else len(ids)
-        scored = length + 1 if done else length  # the <eos> probability is part of the score
-        attention = None if attention_table is None else attention_table[row, :scored, : lengths[row]]
-        hypotheses.append(Hypothesis(ids[:length], log_prob_table[row, :scored].tolist(), attention, done))
-    return hypotheses
+        if not n_ended:
+            return Advance(prev)
+        if n_ended == ended.numel():
+            return None
+        keep = (~ended).nonzero().squeeze(1)  # [B'']
+        self.active = self.active[keep]
+        if self.constraint is not None:
+            self.states = [self.states[r] for r in keep.tolist()]
+        return Advance(prev[keep], state_rows=keep, memory_rows=keep)
+
+    def finish(self) -> list[Hypothesis]:
+        """One hypothesis per example, in batch order."""
+        tokens, log_probs = self.tokens[:, : self.steps].cpu(), self.log_probs[:, : self.steps].cpu()  # [B, T]
+        attention = None if self.attention is None else self.attention[:, : self.steps].cpu()  # [B, T, S]
+        hypotheses = []
+        for row, src_length in enumerate(self.src_lengths):
+            ids = tokens[row].tolist()
+            done = self.eos_index in ids
+            length = ids.index(self.eos_index) if done else len(ids)
+            scored = length + 1 if done else length  # the <eos> probability is part of the score
+            weights = None if attention is None else attention[row, :scored, :src_length]
+            hypotheses.append(Hypothesis(ids[:length], log_probs[row, :scored].tolist(), weights, done))
+        return hypotheses
 
 
 Search = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], list[list[Hypothesis]]]
