@@ -213,3 +213,58 @@ def test_every_preset_builds() -> None:
     for name in PRESETS:
         config = build_config(preset=name)
         build_model(config.model, src_vocab_size=30, tgt_vocab_size=30)
+
+
+def test_repetition_and_unattended_rates_on_hand_made_outputs() -> None:
+    from seq2seq.evaluation.metrics import repeats_ngram, repetition_rate, unattended_rate
+
+    assert repeats_ngram("a b a b".split(), "a b c".split())  # "a b" twice, the reference once
+    assert not repeats_ngram("a b a b".split(), "a b x a b".split())  # the reference repeats it too
+    assert not repeats_ngram("a a b".split(), "a b".split())  # unigrams do not count
+    assert repeats_ngram("x y z x y z".split(), "x y z".split())
+    assert repetition_rate(["a b a b".split(), "c d".split()], ["a b".split(), "c d".split()]) == 0.5
+    # three source tokens: the first attended (0.9), the second never above 0.1, the third at 0.5 once
+    attention = [[[0.9, 0.05, 0.05], [0.45, 0.05, 0.5]]]
+    assert unattended_rate(attention) == pytest.approx(1 / 3)
+    assert unattended_rate([[[1.0]], [[0.05, 0.95]]]) == pytest.approx(1 / 3)
+
+
+def test_coverage_loss_is_zero_for_disjoint_steps_and_counts_repeated_attention() -> None:
+    from seq2seq.training.loss import coverage_loss
+
+    disjoint = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # [B=1, T=2, S=2]
+    repeated = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.5, 0.5]]])
+    assert float(coverage_loss(disjoint, torch.ones(1, 2, dtype=torch.bool))) == 0.0
+    # step 2: min(1, 1) = 1; step 3: min(0.5, 2) + min(0.5, 0) = 0.5
+    assert float(coverage_loss(repeated, torch.ones(1, 3, dtype=torch.bool))) == pytest.approx(1.5)
+    assert float(coverage_loss(repeated, torch.tensor([[True, True, False]]))) == pytest.approx(1.0)  # padding step
+
+
+@pytest.mark.parametrize(("schedule", "expected"), [
+    ({"schedule": "constant"}, [0.5, 0.5, 0.5]),
+    ({"schedule": "linear", "steps": 100}, [1.0, 0.5, 0.0]),
+    ({"schedule": "linear", "steps": 100, "end": 0.25}, [1.0, 0.625, 0.25]),
+    ({"schedule": "exponential", "rate": 0.99}, [1.0, 0.99**50, 0.99**100]),
+    ({"schedule": "inverse_sigmoid", "k": 10}, [10 / 11, 10 / (10 + np.exp(5)), 10 / (10 + np.exp(10))]),
+])
+def test_teacher_forcing_schedules_follow_bengio_et_al(schedule: dict, expected: list[float]) -> None:
+    config = build_config(base={"train": {"teacher_forcing": schedule}})
+    got = [config.train.teacher_forcing.probability(step) for step in (0, 50, 100)]
+    assert got == pytest.approx(expected)
+    assert build_config(overrides=["train.teacher_forcing=0.8"]).train.teacher_forcing.probability(10**6) == 0.8
+
+
+def test_the_trainer_draws_teacher_forcing_from_the_schedule_per_optimizer_step(tmp_path, monkeypatch) -> None:
+    from helpers import train_tiny_run
+
+    from seq2seq.training.trainer import Trainer
+
+    seen: list[float] = []
+    original = Trainer._loss
+    monkeypatch.setattr(Trainer, "_loss", lambda self, batch, *, teacher_forcing: seen.append(teacher_forcing)
+                        or original(self, batch, teacher_forcing=teacher_forcing))
+    run = train_tiny_run(tmp_path / "run", "train.teacher_forcing.schedule=linear", "train.teacher_forcing.steps=4",
+                         "model.decoder.coverage=true", "train.batch_size=16")
+    assert seen[:6] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0, 0.0])  # 120 pairs / 16: 8 steps
+    config_text = (run / "config.yaml").read_text()
+    assert "schedule: linear" in config_text and "coverage: true" in config_text

@@ -17,7 +17,7 @@ from seq2seq.data.vocab import Vocab
 from seq2seq.decoding.constraints import prefer_accepted, python_constraint
 from seq2seq.decoding.greedy import Hypothesis
 from seq2seq.decoding.search import decode_sources
-from seq2seq.evaluation.metrics import exact_match, parse_rate, parses, token_bleu
+from seq2seq.evaluation.metrics import exact_match, parse_rate, parses, repetition_rate, token_bleu, unattended_rate
 from seq2seq.evaluation.task_metrics import (
     conala_bleu,
     conala_exact_match,
@@ -61,6 +61,9 @@ class EvalReport:
     by_length: list[BucketScore] = field(default_factory=list)
     predictions: list[str] = field(default_factory=list)
     task: dict = field(default_factory=dict)  # the task's published metric, see task_scores()
+    # attentive models: the share of outputs that repeat an n-gram more often than their reference
+    # (repetition_rate) and the share of source tokens never attended above 0.1 (unattended_rate)
+    coverage: dict = field(default_factory=dict)
 
     @property
     def perplexity(self) -> float:
@@ -216,8 +219,19 @@ def evaluate(
         by_length=scores_by_length([len(p.src) for p in pairs], predicted_tokens, references, edges=edges),
         predictions=texts,
         task=task_scores(task_metric, texts, raw_references, lowercase=task_lowercase) if task_metric else {},
+        coverage=_coverage_scores(hypotheses, predicted_tokens, references),
     )
     return report, hypotheses
+
+
+def _coverage_scores(
+    hypotheses: Sequence[Hypothesis], predictions: Sequence[Sequence[str]], references: Sequence[Sequence[str]]
+) -> dict:
+    """What coverage is measured on (Tu et al. 2016): over- and under-translation, for attentive models."""
+    if any(h.attention is None for h in hypotheses):
+        return {}
+    return {"repeated_ngrams": repetition_rate(predictions, references),
+            "unattended_source": unattended_rate([h.attention.tolist() for h in hypotheses], threshold=0.1)}
 
 
 __all__ = ["BucketScore", "EvalReport", "evaluate", "parses", "scores_by_length", "task_metric_for", "task_scores"]
