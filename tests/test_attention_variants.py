@@ -268,3 +268,16 @@ def test_the_trainer_draws_teacher_forcing_from_the_schedule_per_optimizer_step(
     assert seen[:6] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0, 0.0])  # 120 pairs / 16: 8 steps
     config_text = (run / "config.yaml").read_text()
     assert "schedule: linear" in config_text and "coverage: true" in config_text
+
+
+def test_every_model_kind_offers_the_interface_the_search_code_relies_on() -> None:
+    from seq2seq.models.ensemble import Ensemble
+    from seq2seq.models.interface import EncoderDecoder, Selectable, StepDecoder
+
+    models = [build_model(tiny_config(preset).model, src_vocab_size=20, tgt_vocab_size=22).eval()
+              for preset in ("lstm", "lstm-multihead", "lstm-attention-coverage")]
+    for model in [*models, Ensemble(models)]:
+        assert isinstance(model, EncoderDecoder) and isinstance(model.decoder, StepDecoder)
+        src, lengths = torch.randint(3, 20, (2, 4)), torch.tensor([4, 2])
+        memory, state = model.encode(src, lengths, torch.arange(4)[None, :] < lengths[:, None])
+        assert isinstance(memory, Selectable) and isinstance(state, Selectable)
