@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,7 +47,7 @@ def run_quick(name: str, tmp_path: Path) -> tuple[ModuleType, dict[str, float]]:
 
 def test_every_example_has_a_docstring_and_a_quick_mode():
     scripts = sorted(EXAMPLES.glob("[0-9][0-9]_*.py"))
-    assert len(scripts) == 9
+    assert len(scripts) == 12
     for script in scripts:
         text = script.read_text(encoding="utf-8")
         assert text.startswith('"""') and len(text.split('"""')[1]) > 300, script  # the concept, in words
@@ -144,3 +145,64 @@ def test_09_sentiment(tmp_path):
     assert not set(module.SHOWCASE) & {e.src for e in sentences}
     assert {e.tgt for e in sentences} == {"positive", "negative"}
     assert module.is_negated("i am not happy") and not module.is_negated("i am happy")
+
+
+def test_10_luong_scores_and_local_p_window(tmp_path):
+    module, results = run_quick("10_luong_attention", tmp_path)
+    for name, (_, _, cls, parts) in module.MODELS.items():
+        assert len(module.formula_lines(cls, parts)) == len(parts), name
+    for name in ("bahdanau", "luong-dot", "luong-general", "luong-concat"):  # softmax over the source: rows sum to 1
+        assert results[f"{name}: rows sum to 1"] < 1e-5, name
+    # local-p: a Gaussian times the softmax inside the window, so at most 1, and exactly 0 outside it
+    assert results["local-p: max row sum"] <= 1 + 1e-6
+    assert results["local-p: weight outside the window"] == 0.0
+    assert results["local-p: positions in [0, S]"] == 1.0
+    assert all(0.0 <= results[f"{name}: {kind} agreement"] <= 1.0 for name in module.MODELS
+               for kind in ("alignment", "article"))
+
+
+def test_10_gold_alignment_crosses():
+    module = load("10_luong_attention")
+    assert module.gold_alignment("the red car sees the dog".split(), "la voiture rouge voit le chien".split()) == [
+        0, 2, 1, 3, 4, 5]
+    for example in module.TOY.toy_translation(100, seed=0):  # every generated pair parses
+        src, tgt = example.src.split(), example.tgt.split()
+        gold = module.gold_alignment(src, tgt)
+        assert sorted(gold) == list(range(len(src)))  # one target word per source word, each once
+        verbs = dict(module.TOY.VERBS)
+        assert all(verbs.get(src[s], tgt[t]) == tgt[t] for t, s in enumerate(gold))
+
+
+def test_11_heads_sum_to_1_and_average_to_the_weights(tmp_path):
+    module, results = run_quick("11_multihead", tmp_path)
+    assert results["heads: max |row sum - 1|"] < 1e-5
+    assert results["max |mean of heads - returned weights|"] < 1e-6
+    assert results["max |attention_heads - heads stepped by hand|"] < 1e-5  # the package's helper, the same heads
+    names = [f"head {i + 1}" for i in range(module.HEADS)] + ["mean"]
+    for name in names:
+        assert 0.0 <= results[f"{name}: alignment agreement"] <= 1.0
+        assert 0.0 <= results[f"{name}: entropy bits"] <= math.log2(7) + 1e-6  # toy sources have at most 7 words
+    assert module.entropy_bits(np.array([[1.0, 0.0], [0.5, 0.5]])) == pytest.approx(0.5)
+
+
+def test_12_coverage_metrics_on_hand_made_inputs():
+    module = load("12_coverage")
+    assert module.repeated_ngrams("a b a b c".split(), 2) == {("a", "b")}
+    assert module.repeats_unreferenced("x y x y".split(), "x y z".split(), 2)
+    assert not module.repeats_unreferenced("x y x y".split(), "x y x y".split(), 2)  # the reference repeats it too
+    assert not module.repeats_unreferenced("x y z".split(), "z y x".split(), 2)
+    outputs, references = ["a b a b".split(), "a b c".split()], ["a b c d".split(), "a b c".split()]
+    assert module.repetition_share(outputs, references, 2) == 0.5
+    assert module.repetition_share(outputs, references, 3) == 0.0
+    weights = np.array([[0.9, 0.05, 0.05, 0.0], [0.05, 0.8, 0.1, 0.05]])  # [T, S]
+    assert module.never_attended(weights) == 2  # positions 2 (0.1 is not above 0.1) and 3
+    assert module.never_attended(weights, threshold=0.01) == 0
+
+
+def test_12_coverage_runs(tmp_path):
+    module, results = run_quick("12_coverage", tmp_path)
+    assert results["coverage field - sum of the weights"] < 1e-5  # the state's coverage is the running sum
+    for name in module.PRESETS:
+        assert results[f"{name}: showcase rows sum to 1"] < 1e-5
+        for key in ("exact match", "source tokens never attended", *(f"repeats a {n}-gram" for n in module.NGRAMS)):
+            assert 0.0 <= results[f"{name}: {key}"] <= 1.0
