@@ -35,6 +35,9 @@ and no concatenation. Decoding one step at a time runs the ``nn`` module itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -46,7 +49,10 @@ from seq2seq.models.linear import linear
 from seq2seq.models.split_cell import SplitCell
 from seq2seq.models.state import DecoderState, Memory
 
-Split = tuple[SplitCell, torch.Tensor | None]  # the unroll's cell and one step's W_e e + b_ih [B, G*H], if known
+# One step of the recurrent cell: (embedded [B, E], fed [B, F] or None, state) -> (top output [B, H], new
+# state as the nn module returns it). The plain one is RecurrentDecoder._run_cell; training's unroll
+# may pass SplitCell.step (seq2seq.models.split_cell), the same arithmetic with the input split.
+CellStep = Callable[[torch.Tensor, "torch.Tensor | None", DecoderState], tuple[torch.Tensor, Any]]
 
 
 class RecurrentDecoder(nn.Module):
@@ -139,29 +145,30 @@ class RecurrentDecoder(nn.Module):
         return self._step_features(self._embed(prev_tokens), state, memory)
 
     def _step_features(
-        self, embedded: torch.Tensor, state: DecoderState, memory: Memory, split: Split | None = None
+        self, embedded: torch.Tensor, state: DecoderState, memory: Memory, run_cell: CellStep | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, DecoderState, torch.Tensor | None]:
-        """:meth:`_features` from the already embedded previous tokens [B, E]; ``split`` as in
-        :meth:`_run_cell`."""
+        """:meth:`_features` from the already embedded previous tokens [B, E]; ``run_cell`` runs the
+        cell (default: :meth:`_run_cell`)."""
+        run_cell = run_cell or self._run_cell
         if self.input_feeding:
-            return self._fed_features(embedded, state, memory, split)
+            return self._fed_features(embedded, state, memory, run_cell)
         context, weights, coverage = None, None, None
         if self.attention is not None:
             context, weights, coverage = self._attend(state.top, state, memory)  # [B, He], [B, S], [B, S]
-        features, new_state = self._run_cell(embedded, context, state, split)  # [B, H]
+        features, new_state = run_cell(embedded, context, state)  # [B, H]
         if self.attention is not None:
             features = torch.cat([features, context], dim=-1)  # [B, H + He]
         return features, embedded, DecoderState.from_rnn_output(new_state, coverage=coverage), weights
 
     def _fed_features(
-        self, embedded: torch.Tensor, state: DecoderState, memory: Memory, split: Split | None = None
+        self, embedded: torch.Tensor, state: DecoderState, memory: Memory, run_cell: CellStep
     ) -> tuple[torch.Tensor, torch.Tensor, DecoderState, torch.Tensor]:
         """:meth:`_features` of an input-feeding decoder (Luong et al. 2015, section 3.3)."""
         assert self.attention is not None and self.readout is not None  # checked in __init__
         feed = state.feed
         if feed is None:  # the first step: no attentional vector yet
             feed = embedded.new_zeros(embedded.size(0), self.readout.out_features)  # [B, R]
-        output, new_state = self._run_cell(embedded, feed, state, split)  # [B, H]: h_t, the query
+        output, new_state = run_cell(embedded, feed, state)  # [B, H]: h_t, the query
         context, weights, coverage = self._attend(output, state, memory)  # [B, He], [B, S], [B, S]
         attentional = torch.tanh(self.readout(torch.cat([output, context], dim=-1)))  # h~_t [B, R]
         return attentional, embedded, DecoderState.from_rnn_output(new_state, attentional, coverage), weights
@@ -183,15 +190,10 @@ class RecurrentDecoder(nn.Module):
         return context, weights, None if coverage is None else coverage + weights
 
     def _run_cell(
-        self, embedded: torch.Tensor, fed: torch.Tensor | None, state: DecoderState, split: Split | None
+        self, embedded: torch.Tensor, fed: torch.Tensor | None, state: DecoderState
     ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
         """The recurrent cell on ``[embedded; fed]`` ([B, E (+ F)], F the fed width) for one step: the
-        top layer's output [B, H] and the new state as the nn module returns it. ``split`` (training's
-        unroll) is the :class:`SplitCell` and this step's ``W_e embedded + b_ih`` if the unroll
-        computed it with all the gold steps' (None for a step that reads the model's own prediction)."""
-        if split is not None:
-            cell, projected = split
-            return cell(cell.project(embedded) if projected is None else projected, fed, state)
+        top layer's output [B, H] and the new state as the nn module returns it."""
         rnn_input = embedded if fed is None else torch.cat([embedded, fed], dim=-1)  # [B, E (+ F)]
         output, new_state = self.rnn(rnn_input.unsqueeze(1), state.as_rnn_input())
         return output.squeeze(1), new_state
@@ -292,8 +294,8 @@ class RecurrentDecoder(nn.Module):
         prev = None  # the model's own prediction, for a step that does not read the gold token
         for t in range(steps):
             embedded = gold[t] if prev is None else self._embed(prev)  # [B, E]; step 0 reads <sos>
-            split = None if cell is None else (cell, gold_projected[t] if prev is None else None)
-            features, embedded, state, weights = self._step_features(embedded, state, memory, split)
+            run_cell = None if cell is None else cell.step(gold_projected[t] if prev is None else None)
+            features, embedded, state, weights = self._step_features(embedded, state, memory, run_cell)
             features_per_step.append(features)
             embedded_per_step.append(embedded)
             weights_per_step.append(weights)

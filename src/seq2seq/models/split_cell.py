@@ -60,6 +60,12 @@ class SplitCell:
         """``W_e e + b_ih``: [..., E] -> [..., G*H]."""
         return F.linear(embedded, self.embedding_weight, self.bias_ih)
 
+    def step(self, projected: torch.Tensor | None):
+        """One step's cell for the decoder (its ``CellStep``): ``(embedded, fed, state) -> (output, new
+        state)``, given that step's ``W_e e + b_ih`` [B, G*H] when the unroll computed it with all the
+        gold steps' (None for a step that reads the model's own prediction: projected here)."""
+        return lambda embedded, fed, state: self(self.project(embedded) if projected is None else projected, fed, state)
+
     def __call__(
         self, projected: torch.Tensor, fed: torch.Tensor, state: DecoderState
     ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
