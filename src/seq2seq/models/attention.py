@@ -104,6 +104,14 @@ class ScoredAttention(nn.Module):
                 f"expected query [B, Hq], keys [B, S, A], mask [B, S]; got {tuple(query.shape)}, "
                 f"{tuple(keys.shape)}, {tuple(mask.shape)}"
             )
+        return self.attend(query, keys, values, mask, coverage)
+
+    def attend(
+        self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+        coverage: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` after its shape checks: score, mask, normalise, take the weighted sum.
+        A variant whose context is not the weighted sum of the states (multi-head) overrides this."""
         scores = None if self.fast_score is None else self.fast_score(self, query, keys, coverage)
         if scores is None:
             scores = self.score(query, keys, coverage)  # [B, S]

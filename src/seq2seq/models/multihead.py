@@ -52,22 +52,12 @@ class MultiHeadAttention(ScoredAttention):
         scores = torch.matmul(key_heads, queries).squeeze(-1) / math.sqrt(self.head_size)  # [B, k, S]
         return torch.softmax(scores.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1)  # [B, k, S]
 
-    def forward(
-        self,
-        *,
-        query: torch.Tensor,
-        keys: torch.Tensor,
-        values: torch.Tensor,
-        mask: torch.Tensor,
-        coverage: torch.Tensor | None = None,
+    def attend(
+        self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+        coverage: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """context [B, He] and the heads' mean weights [B, S]; ``values`` are unused (the heads read
         their own projections from ``keys``)."""
-        if query.dim() != 2 or keys.dim() != 3 or keys.shape[:2] != mask.shape:
-            raise ValueError(
-                f"expected query [B, Hq], keys [B, S, 2A], mask [B, S]; got {tuple(query.shape)}, "
-                f"{tuple(keys.shape)}, {tuple(mask.shape)}"
-            )
         weights = self.head_weights(query, keys, mask)  # [B, k, S]
         _, value_heads = self._split(keys)  # [B, k, S, d]
         heads = torch.matmul(weights.unsqueeze(2), value_heads).squeeze(2)  # [B, k, d]
