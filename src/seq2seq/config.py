@@ -158,10 +158,42 @@ class DecoderConfig(_Strict):
         return self
 
 
+class TransformerConfig(_Strict):
+    """The Transformer of ``model.architecture: transformer`` (Vaswani et al. 2017); the defaults are
+    the ``transformer`` preset's, a small "base": d_k = d_model / heads = 64 and ffn_size = 4 d_model as
+    in the paper, at half its width and depth, so that it trains on two CPU cores."""
+
+    d_model: int = Field(default=256, ge=1, description="the width of every layer (the paper's base: 512)")
+    heads: int = Field(default=4, ge=1, description="attention heads; must divide d_model (base: 8)")
+    encoder_layers: int = Field(default=3, ge=1, description="N of the encoder stack (base: 6)")
+    decoder_layers: int = Field(default=3, ge=1, description="N of the decoder stack (base: 6)")
+    ffn_size: int = Field(default=1024, ge=1, description="inner size of the feed-forward networks (base: 2048)")
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="residual and embedding dropout (section 5.4)")
+    positions: Literal["sinusoidal", "learned"] = Field(default="sinusoidal", description="section 3.5")
+    max_positions: int = Field(default=512, ge=1, description="learned positions: the longest sequence")
+    norm: Literal["post", "pre"] = Field(
+        default="post", description="post: LayerNorm(x + Sublayer(x)) as the paper; pre: x + Sublayer(LayerNorm(x))"
+    )
+    share_embeddings: bool = Field(
+        default=False, description="one embedding table for source and target (the vocabularies must be of one size)"
+    )
+    tie_output: bool = Field(default=True, description="the output layer shares the target embedding's matrix (3.4)")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TransformerConfig:
+        if self.d_model % self.heads:
+            raise ValueError(f"model.transformer.d_model={self.d_model} is not divisible by "
+                             f"model.transformer.heads={self.heads} (each head gets d_model / heads dimensions)")
+        return self
+
+
 class ModelConfig(_Strict):
     preset: str | None = None
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     decoder: DecoderConfig = Field(default_factory=DecoderConfig)
+    transformer: TransformerConfig = Field(
+        default_factory=TransformerConfig, description="read by model.architecture: transformer only"
+    )
     init: Literal["pytorch", "uniform"] = Field(
         default="pytorch",
         description="pytorch: each module's own default (embeddings N(0, 1)); uniform: every parameter "
@@ -178,6 +210,11 @@ class ModelConfig(_Strict):
 
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {short_repr(self.architecture)}; valid: {', '.join(ARCHITECTURES)}")
+        if self.architecture == "transformer":  # the recurrent sections are not read; copy is not there yet
+            if self.decoder.copy:
+                raise ValueError("model.decoder.copy: the Transformer has no copy mechanism yet (model.architecture: "
+                                 "transformer); set model.decoder.copy=false")
+            return self
         if self.decoder.layers not in (self.encoder.layers, 1):
             raise ValueError(
                 f"decoder.layers={self.decoder.layers} must equal encoder.layers={self.encoder.layers} or be 1"
@@ -253,6 +290,16 @@ class TrainConfig(_Strict):
         default=0.0, ge=0.0, lt=1.0,
         description="share of source tokens replaced by <unk> in each training batch (Iyyer et al. 2015's word dropout)",
     )
+    adam_betas: tuple[float, float] = Field(
+        default=(0.9, 0.999), description="Adam's (beta1, beta2); Vaswani et al. 2017 train with [0.9, 0.98]"
+    )
+    lr_schedule: Literal["plateau", "inverse_sqrt"] = Field(
+        default="plateau",
+        description="plateau: multiply by lr_factor when the validation loss stalls (per epoch); inverse_sqrt: "
+        "Vaswani et al. 2017 eq. 3 per optimizer step, a linear warm-up to learning_rate over warmup_steps, then "
+        "learning_rate * sqrt(warmup_steps / step)",
+    )
+    warmup_steps: int = Field(default=4000, ge=1, description="inverse_sqrt: optimizer steps to the peak learning_rate")
     lr_factor: float = Field(default=0.5, gt=0, lt=1)
     lr_patience: int = Field(default=1, ge=0)
     min_learning_rate: float = Field(default=1e-5, ge=0)
@@ -281,6 +328,13 @@ class TrainConfig(_Strict):
             return {"schedule": "constant", "start": value}
         return value
 
+    @field_validator("adam_betas")
+    @classmethod
+    def _betas_in_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= beta < 1.0 for beta in value):
+            raise ValueError(f"each beta must be in [0, 1), got {list(value)}")
+        return value
+
 
 class DecodeConfig(_Strict):
     max_len: int = Field(default=100, ge=1)
@@ -298,6 +352,20 @@ class RunConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
+
+    @model_validator(mode="after")
+    def _transformer_teacher_forcing(self) -> RunConfig:
+        """The Transformer reads the whole gold prefix at once: it trains with teacher forcing 1.0, its
+        default; another value given explicitly is refused (scheduled sampling is the recurrent decoders')."""
+        if self.model.architecture != "transformer":
+            return self
+        forcing = self.train.teacher_forcing
+        if "teacher_forcing" not in self.train.model_fields_set:
+            self.train.teacher_forcing = TeacherForcingConfig(schedule="constant", start=1.0)
+        elif forcing.schedule != "constant" or forcing.start != 1.0:
+            raise ValueError(f"train.teacher_forcing: the Transformer trains with teacher forcing 1.0, got "
+                             f"{forcing.describe()} (scheduled sampling is for the recurrent decoders)")
+        return self
 
 
 # --------------------------------------------------------------------------- presets
@@ -347,12 +415,21 @@ for _cell in ("lstm", "gru"):
         }
 
 
+# Vaswani et al. 2017, "Attention Is All You Need": model.transformer's defaults (a small base, see
+# TransformerConfig). Trained as the paper does with train.lr_schedule=inverse_sqrt, adam_betas [0.9, 0.98]
+# and label_smoothing 0.1; the preset holds the model section only, so these are --set keys.
+PRESETS["transformer"] = {
+    "architecture": "transformer",
+    "transformer": {"d_model": 256, "heads": 4, "encoder_layers": 3, "decoder_layers": 3, "ffn_size": 1024, "dropout": 0.1},
+}
+
+
 def preset_model_config(name: str) -> dict[str, Any]:
     """The model section of a named preset, as a plain dict (so overrides can be merged)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {short_repr(name)}; valid presets: {', '.join(PRESETS)}")
-    preset = PRESETS[name]
-    return {"preset": name, "encoder": dict(preset["encoder"]), "decoder": dict(preset["decoder"])}
+    # a copy of every section (encoder, decoder, transformer) and value (architecture)
+    return {"preset": name, **{key: dict(value) if isinstance(value, dict) else value for key, value in PRESETS[name].items()}}
 
 
 # --------------------------------------------------------------------------- building

@@ -27,6 +27,9 @@ def export_run(run_dir: Path, *, which: str = "best", fmt: str = "onnx") -> Path
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(EXPORT_FORMATS)}")
     run = load_run(run_dir, which=which, device="cpu")
+    architecture = run.config.model.architecture
+    if architecture != "recurrent":
+        raise RunDirError(f"{run_dir}: export of a {architecture} model is not supported yet (only recurrent models export)")
     folder = run_dir / "onnx"
     (folder / MANIFEST).unlink(missing_ok=True)  # no manifest while the graphs are being replaced
     try:

@@ -131,6 +131,14 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: Ma
     ``SafetensorError`` instead of ``OSError``; writing the bytes here keeps one kind of error.
     """
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    # Tied weights (the Transformer's output layer and target embedding) are one tensor under two
+    # names, and safetensors refuses shared memory: each later name gets its own copy (loading then
+    # writes the same values twice).
+    storages: set[int] = set()
+    for name, tensor in tensors.items():
+        if tensor.numel() and tensor.untyped_storage().data_ptr() in storages:
+            tensors[name] = tensor.clone()
+        storages.add(tensors[name].untyped_storage().data_ptr())
     full_metadata = {**metadata, DIGEST_KEY: _digest(tensors, metadata)}
     data = save(tensors, metadata=full_metadata)
     atomic_write(path, lambda tmp: tmp.write_bytes(data))

@@ -13,6 +13,7 @@ from seq2seq.models.encoders import Bridge, RecurrentEncoder
 from seq2seq.models.fast_paths import install_fast_paths
 from seq2seq.models.registry import ATTENTIONS
 from seq2seq.models.seq2seq import Seq2Seq
+from seq2seq.models.transformer import Embeddings, Transformer, TransformerDecoder, TransformerEncoder
 
 if TYPE_CHECKING:
     from seq2seq.config import ModelConfig
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 def build_model(
     config: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int, pad_index: int = 0, unk_index: int = 1
-) -> Seq2Seq:
+) -> Seq2Seq | Transformer:
     """The model ``config`` describes (``model.architecture`` picks the builder), initialised, with
     the CPU fast paths installed (:mod:`seq2seq.models.fast_paths`)."""
     if config.architecture not in ARCHITECTURES:
@@ -81,8 +82,35 @@ def build_recurrent(
     return Seq2Seq(encoder=encoder, bridge=bridge, decoder=decoder)
 
 
+def build_transformer(
+    config: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int, pad_index: int = 0, unk_index: int = 1
+) -> Transformer:
+    """Vaswani et al. 2017's encoder-decoder as ``model.transformer`` describes it (the recurrent
+    ``model.encoder`` / ``model.decoder`` sections are not read)."""
+    tf = config.transformer
+    if tf.share_embeddings and src_vocab_size != tgt_vocab_size:
+        raise ValueError(
+            f"model.transformer.share_embeddings: true needs source and target vocabularies of one size, got "
+            f"{src_vocab_size} and {tgt_vocab_size}; set model.transformer.share_embeddings=false"
+        )
+    sizes = {"d_model": tf.d_model, "heads": tf.heads, "ffn_size": tf.ffn_size, "dropout": tf.dropout,
+             "pre_norm": tf.norm == "pre"}
+    embedding = {"d_model": tf.d_model, "pad_index": pad_index, "positions": tf.positions,
+                 "max_positions": tf.max_positions, "dropout": tf.dropout}
+    src_embeddings = Embeddings(vocab_size=src_vocab_size, **embedding)
+    tgt_embeddings = Embeddings(vocab_size=tgt_vocab_size, **embedding,
+                                tokens=src_embeddings.tokens if tf.share_embeddings else None)
+    model = Transformer(
+        encoder=TransformerEncoder(embeddings=src_embeddings, layers=tf.encoder_layers, **sizes),
+        decoder=TransformerDecoder(embeddings=tgt_embeddings, vocab_size=tgt_vocab_size, layers=tf.decoder_layers,
+                                   tie_output=tf.tie_output, pad_index=pad_index, **sizes),
+    )
+    model.reset_parameters()
+    return model
+
+
 # model.architecture -> builder; config validation reads the names. The next family is one entry here.
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"recurrent": build_recurrent}
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"recurrent": build_recurrent, "transformer": build_transformer}
 
 
 def init_uniform(model: nn.Module, bound: float) -> None:

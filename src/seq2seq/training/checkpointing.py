@@ -76,7 +76,7 @@ def save_checkpoint(
     *,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,  # ReduceLROnPlateau or LambdaLR (training.schedules)
     counters: dict[str, Any],
 ) -> None:
     """Weights, optimizer, scheduler, RNG state and counters in ONE safetensors file.
@@ -128,7 +128,7 @@ def load_checkpoint(
     *,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,  # ReduceLROnPlateau or LambdaLR (training.schedules)
 ) -> dict[str, Any]:
     """Restore everything :func:`save_checkpoint` wrote; return the counters (epoch, step, ...).
 
@@ -141,7 +141,7 @@ def load_checkpoint(
     if "rng.torch" not in tensors:
         raise RunDirError(f"{path}: tensor rng.torch (the random generator state) is missing")
     scheduler_state = payload["scheduler"]
-    # ReduceLROnPlateau.load_state_dict copies every entry onto the scheduler object itself.
+    # load_state_dict copies every entry onto the scheduler object itself: only its own entries may come in.
     if not isinstance(scheduler_state, dict) or not set(scheduler_state) <= set(scheduler.state_dict()):
         raise RunDirError(
             f"{path}: the scheduler state is not a {type(scheduler).__name__} state: expected entries "

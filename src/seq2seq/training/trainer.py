@@ -3,8 +3,9 @@
 Recipe (the seed specification): Adam, cross-entropy ignoring padding, teacher forcing with
 probability ``teacher_forcing`` (0.5 by default, or a scheduled-sampling schedule over the optimizer
 steps; see ``RecurrentDecoder.forward`` for how it is drawn), the coverage loss with weight
-``coverage_weight`` (0 by default), gradient clipping at max norm ``clip_norm`` (1.0), ReduceLROnPlateau on validation loss,
-early stopping after ``early_stopping_patience`` epochs without improvement.
+``coverage_weight`` (0 by default), gradient clipping at max norm ``clip_norm`` (1.0), ReduceLROnPlateau on validation loss
+(or ``lr_schedule: inverse_sqrt``, Vaswani et al.'s warm-up per optimizer step), early stopping after
+``early_stopping_patience`` epochs without improvement.
 
 Crash safety: after each epoch the trainer appends the epoch's metrics record, then writes
 ``best.safetensors`` (when improved), then ``last.safetensors``, each atomically. A kill at any
@@ -35,6 +36,7 @@ from seq2seq.run_files import RunDirError, atomic_write_text, remove_temporaries
 from seq2seq.training.averaging import epoch_checkpoints, epoch_weights_path
 from seq2seq.training.checkpointing import load_checkpoint, save_checkpoint
 from seq2seq.training.loss import coverage_loss, sequence_cross_entropy
+from seq2seq.training.schedules import build_scheduler, steps_per_batch
 from seq2seq.training.stats import EpochStats
 from seq2seq.training.validation import mean_reference_loss
 from seq2seq.training.word_dropout import word_dropout
@@ -57,14 +59,14 @@ class NonFiniteLossError(ValueError):
         self.indices = list(indices)
 
 
-def _adam(parameters, *, lr: float) -> torch.optim.Adam:
+def _adam(parameters, *, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
     """Adam with its fused kernel where this torch build has one for the device (about 5x faster
     steps on a CPU than the per-tensor loop), else the default implementation; same update rule."""
     parameters = list(parameters)
     try:
-        return torch.optim.Adam(parameters, lr=lr, fused=True)
+        return torch.optim.Adam(parameters, lr=lr, betas=betas, fused=True)
     except (RuntimeError, TypeError):  # older torch, or a device without the fused kernel
-        return torch.optim.Adam(parameters, lr=lr)
+        return torch.optim.Adam(parameters, lr=lr, betas=betas)
 
 
 def seed_everything(seed: int) -> None:
@@ -143,14 +145,9 @@ class Trainer:
         self.run_dir = run_dir
         self.on_batch = on_batch
         self.step_log_every = step_log_every
-        self.optimizer = _adam(model.parameters(), lr=config.learning_rate)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer,
-            mode="min",
-            factor=config.lr_factor,
-            patience=config.lr_patience,
-            min_lr=config.min_learning_rate,
-        )
+        self.optimizer = _adam(model.parameters(), lr=config.learning_rate, betas=config.adam_betas)
+        # train.lr_schedule: ReduceLROnPlateau per epoch, or inverse_sqrt per optimizer step
+        self.scheduler = build_scheduler(self.optimizer, config)
         self.epoch = 0  # epochs completed
         self.step = 0
         self.best_valid_loss = math.inf
@@ -287,6 +284,8 @@ class Trainer:
             return f"gradient norm ({float(grad_norm)})"
         self.optimizer.step()
         self.step += 1
+        if steps_per_batch(self.config):
+            self.scheduler.step()
         return float(loss_sum.detach()), n_tokens, float(grad_norm)
 
     @property
@@ -381,7 +380,8 @@ class Trainer:
             valid_loss = self.evaluate_loss(valid_pairs)
             if not math.isfinite(valid_loss):
                 logger.warning("epoch %d: validation loss is %s: not saved as best", self.epoch, valid_loss)
-            self.scheduler.step(valid_loss)
+            if not steps_per_batch(self.config):
+                self.scheduler.step(valid_loss)
             improved = math.isfinite(valid_loss) and valid_loss < self.best_valid_loss
             if improved:
                 self.best_valid_loss, self.bad_epochs = valid_loss, 0

@@ -1,0 +1,277 @@
+"""The Transformer (seq2seq.models.transformer): shapes and masks, padding invariance, causality,
+cached decoding against an uncached reference, learning a tiny task, its training recipe
+(inverse square root schedule, Adam's betas, resume), config errors and the command line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from seq2seq.cli import main
+from seq2seq.config import ConfigError, build_config
+from seq2seq.decoding.greedy import greedy_decode_all
+from seq2seq.decoding.search import decode_sources
+from seq2seq.evaluation.metrics import exact_match
+from seq2seq.models.build import build_model
+from seq2seq.models.interface import EncoderDecoder
+from seq2seq.models.transformer import Transformer, scaled_dot_product
+from seq2seq.models.transformer_state import TransformerMemory, TransformerState
+from seq2seq.training.schedules import inverse_sqrt_factor
+from seq2seq.training.trainer import Trainer
+
+SRC_VOCAB, TGT_VOCAB = 19, 23
+TINY = ["model.transformer.d_model=16", "model.transformer.heads=2", "model.transformer.ffn_size=32",
+        "model.transformer.encoder_layers=2", "model.transformer.decoder_layers=2"]
+VARIANTS = {
+    "post-sinusoidal": (),
+    "pre-learned": ("model.transformer.norm=pre", "model.transformer.positions=learned"),
+    "untied-3-1": ("model.transformer.tie_output=false", "model.transformer.encoder_layers=3",
+                   "model.transformer.decoder_layers=1"),
+}
+
+
+def make_model(*extra: str, src_vocab: int = SRC_VOCAB, tgt_vocab: int = TGT_VOCAB, seed: int = 0) -> Transformer:
+    torch.manual_seed(seed)
+    config = build_config(preset="transformer", overrides=[*TINY, "model.transformer.dropout=0.0", *extra])
+    model = build_model(config.model, src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab)
+    return model.eval()
+
+
+def make_batch(lengths: list[int], *, tgt_len: int = 5, seed: int = 1):
+    """src [B, S], lengths [B], src_mask [B, S], and tgt_input [B, T] (<sos> then tokens)."""
+    generator = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    src = torch.randint(4, SRC_VOCAB, (len(lengths), width), generator=generator)
+    mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+    src = src.masked_fill(~mask, 0)
+    tgt = torch.randint(4, TGT_VOCAB, (len(lengths), tgt_len), generator=generator)
+    tgt[:, 0] = 2
+    return src, torch.tensor(lengths), mask, tgt
+
+
+# --------------------------------------------------------------------------- shapes and masks
+def test_shapes_and_attention_weights_sum_to_one_and_skip_padding():
+    model = make_model()
+    assert isinstance(model, EncoderDecoder) and not model.copies
+    src, lengths, mask, tgt = make_batch([6, 3, 4])
+    logits, attention = model(src, lengths, mask, tgt)
+    assert logits.shape == (3, 5, TGT_VOCAB) and attention.shape == (3, 5, 6)
+    assert torch.allclose(attention.sum(-1), torch.ones(3, 5), atol=1e-6)
+    assert (attention[1, :, 3:] == 0).all() and (attention[2, :, 4:] == 0).all()
+    memory, state = model.encode(src, lengths, mask)
+    assert isinstance(memory, TransformerMemory) and isinstance(state, TransformerState)
+    step_logits, state, weights = model.decoder.step(tgt[:, 0], state, memory)
+    assert step_logits.shape == (3, TGT_VOCAB) and weights.shape == (3, 6) and state.position == 1
+    assert state.keys[0].shape == (3, 2, 1, 8)  # [B, h, t, d_k]
+    with pytest.raises(ValueError, match=r"prev_tokens \[B\]"):
+        model.decoder.step(tgt[:, :2], state, memory)
+    with pytest.raises(ValueError, match="teacher forcing 1.0"):
+        model(src, lengths, mask, tgt, teacher_forcing=0.5)
+    with pytest.raises(ValueError, match="no copy mechanism"):
+        model.encode(src, lengths, mask, src_copy=src)
+
+
+def test_fused_attention_equals_the_explicit_weights_path():
+    generator = torch.Generator().manual_seed(0)
+    query, keys, values = (torch.randn(2, 3, 4, 5, generator=generator) for _ in range(3))  # [B, h, N, d_k]
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])[:, None, None, :]
+    fused, none = scaled_dot_product(query, keys, values, mask)
+    explicit, weights = scaled_dot_product(query, keys, values, mask, need_weights=True)
+    assert none is None and torch.allclose(fused, explicit, atol=1e-6)
+    assert (weights[0, ..., 2:] == 0).all()
+
+
+def test_padding_does_not_change_the_real_positions():
+    model = make_model()
+    src, lengths, mask, tgt = make_batch([5, 3])
+    logits, attention = model(src, lengths, mask, tgt)
+    padded_src = torch.cat([src, torch.zeros(2, 4, dtype=torch.long)], dim=1)  # 4 more padding columns
+    padded_mask = torch.cat([mask, torch.zeros(2, 4, dtype=torch.bool)], dim=1)
+    padded_tgt = torch.cat([tgt, torch.zeros(2, 3, dtype=torch.long)], dim=1)
+    padded_logits, padded_attention = model(padded_src, lengths, padded_mask, padded_tgt)
+    assert torch.allclose(padded_logits[:, :5], logits, atol=1e-5)
+    assert torch.allclose(padded_attention[:, :5, :5], attention, atol=1e-6)
+    alone, _ = model(src[1:, :3], lengths[1:], mask[1:, :3], tgt[1:])  # without the longer neighbour
+    assert torch.allclose(alone, logits[1:], atol=1e-5)
+
+
+def test_a_later_target_token_does_not_change_earlier_logits():
+    model = make_model()
+    src, lengths, mask, tgt = make_batch([4, 4], tgt_len=6)
+    logits, _ = model(src, lengths, mask, tgt)
+    changed = tgt.clone()
+    changed[:, 4] = (changed[:, 4] + 1 - 4) % (TGT_VOCAB - 4) + 4
+    changed_logits, _ = model(src, lengths, mask, changed)
+    assert torch.allclose(changed_logits[:, :4], logits[:, :4], atol=1e-6)
+    assert not torch.allclose(changed_logits[:, 4:], logits[:, 4:])
+
+
+def test_shared_embeddings_and_tied_output():
+    model = make_model("model.transformer.share_embeddings=true", src_vocab=21, tgt_vocab=21)
+    assert model.encoder.embeddings.tokens is model.decoder.embeddings.tokens
+    assert model.decoder.output.weight is model.decoder.embeddings.tokens.weight
+    with pytest.raises(ValueError, match="share_embeddings.*one size, got 19 and 23"):
+        make_model("model.transformer.share_embeddings=true")
+
+
+# --------------------------------------------------------------------------- incremental decoding
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_cached_steps_equal_the_uncached_forward(variant):
+    model = make_model(*VARIANTS[variant])
+    src, lengths, mask, tgt = make_batch([6, 2, 4], tgt_len=7)
+    logits, attention = model(src, lengths, mask, tgt)
+    memory, state = model.encode(src, lengths, mask)
+    for t in range(tgt.size(1)):
+        step_logits, state, weights = model.decoder.step(tgt[:, t], state, memory)
+        assert torch.allclose(step_logits, logits[:, t], atol=1e-5), t
+        assert torch.allclose(weights, attention[:, t], atol=1e-6), t
+    # select reorders every cached tensor on the batch axis
+    index = torch.tensor([2, 0, 0])
+    chosen = state.select(index)
+    assert all(torch.equal(k, state.keys[i].index_select(0, index)) for i, k in enumerate(chosen.keys))
+    assert chosen.position == state.position and memory.select(index).keys[-1].shape[0] == 3
+
+
+@dataclass(frozen=True)
+class PrefixState:
+    """The uncached reference's state: the whole prefix [B, t]."""
+
+    tokens: torch.Tensor
+
+    def select(self, index: torch.Tensor) -> PrefixState:
+        return PrefixState(self.tokens.index_select(0, index))
+
+
+class UncachedDecoder:
+    """Each step re-reads the whole prefix with the teacher-forced forward: the reference for the cache."""
+
+    def __init__(self, model: Transformer) -> None:
+        self.model = model
+
+    def step(self, prev_tokens, state, memory):
+        tokens = torch.cat([state.tokens, prev_tokens[:, None]], dim=1)  # [B, t + 1]
+        logits, attention = self.model.decoder(tokens, memory)
+        return logits[:, -1], PrefixState(tokens), attention[:, -1]
+
+
+class UncachedModel:
+    def __init__(self, model: Transformer) -> None:
+        self.model, self.decoder, self.copies = model, UncachedDecoder(model), False
+
+    def eval(self):
+        return self
+
+    def encode(self, src, src_lengths, src_mask, *, src_copy=None):
+        memory, _ = self.model.encode(src, src_lengths, src_mask)
+        return memory, PrefixState(src.new_zeros(src.size(0), 0))
+
+
+@pytest.mark.parametrize("beam_size", [1, 5])
+def test_search_with_the_cache_equals_an_uncached_search(beam_size):
+    model = make_model(seed=3)
+    generator = torch.Generator().manual_seed(5)
+    sources = [torch.randint(4, SRC_VOCAB, (n,), generator=generator).tolist() for n in (3, 7, 1, 5, 6, 2)]
+    options = {"sos_index": 2, "eos_index": 3, "pad_index": 0, "max_len": 9, "beam_size": beam_size,
+               "nbest": beam_size, "batch_size": 4, "workers": 1}
+    cached = decode_sources(model, sources, **options)
+    uncached = decode_sources(UncachedModel(model), sources, **options)
+    for mine, reference in zip(cached, uncached, strict=True):
+        assert [h.tokens for h in mine] == [h.tokens for h in reference]
+        assert [h.score for h in mine] == pytest.approx([h.score for h in reference], abs=1e-5)
+
+
+# --------------------------------------------------------------------------- training
+def _train(reverse_data, tmp_path, *, epochs: int, run_name: str = "run", resume: bool = False, extra=()):
+    src_vocab, tgt_vocab, _, encoded = reverse_data
+    config = build_config(preset="transformer", overrides=[
+        *TINY, "model.transformer.d_model=32", "model.transformer.ffn_size=64", "model.transformer.dropout=0.0",
+        f"train.epochs={epochs}", "train.batch_size=16", "train.learning_rate=0.005", "train.lr_schedule=inverse_sqrt",
+        "train.warmup_steps=30", "train.adam_betas=[0.9,0.98]", "train.early_stopping_patience=100", *extra])
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab))
+    run_dir = tmp_path / run_name
+    run_dir.mkdir(exist_ok=True)
+    trainer = Trainer(model=model, config=config.train, pad_index=0, device=torch.device("cpu"), run_dir=run_dir)
+    if resume:
+        trainer.resume()
+    trainer.fit(encoded[:200], encoded[200:])
+    return model, trainer
+
+
+def test_overfits_the_tiny_reversal_task(reverse_data, tmp_path):
+    torch.set_num_threads(1)
+    _, tgt_vocab, pairs, encoded = reverse_data
+    model, _ = _train(reverse_data, tmp_path, epochs=40)  # 520 steps; 0.96 exact match with seed 42, one thread
+    hypotheses = greedy_decode_all(model, [p.src for p in encoded[:200]], sos_index=2, eos_index=3, pad_index=0, max_len=12)
+    predicted = [tgt_vocab.decode(h.tokens) for h in hypotheses]
+    assert exact_match(predicted, [t for _, t in pairs[:200]]) >= 0.95
+
+
+def test_inverse_sqrt_schedule_values_and_the_learning_rate_per_step(reverse_data, tmp_path):
+    assert inverse_sqrt_factor(1, 4) == pytest.approx(0.25)
+    assert inverse_sqrt_factor(2, 4) == pytest.approx(0.5)
+    assert inverse_sqrt_factor(4, 4) == pytest.approx(1.0)  # the peak: train.learning_rate
+    assert inverse_sqrt_factor(16, 4) == pytest.approx(0.5)  # then sqrt(warmup / step)
+    with pytest.raises(ValueError):
+        inverse_sqrt_factor(0, 4)
+    torch.set_num_threads(1)
+    _, trainer = _train(reverse_data, tmp_path, epochs=1)
+    assert trainer.step == 13  # 200 pairs in batches of 16
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.005 * inverse_sqrt_factor(14, 30))
+    assert trainer.optimizer.param_groups[0]["betas"] == (0.9, 0.98)
+
+
+def test_resume_with_the_inverse_sqrt_schedule_is_exact(reverse_data, tmp_path):
+    torch.set_num_threads(1)
+    extra = ("model.transformer.dropout=0.3",)  # the RNG state matters too
+    straight, straight_trainer = _train(reverse_data, tmp_path, epochs=3, run_name="straight", extra=extra)
+    _train(reverse_data, tmp_path, epochs=1, run_name="split", extra=extra)
+    torch.manual_seed(12345)
+    resumed, trainer = _train(reverse_data, tmp_path, epochs=3, run_name="split", resume=True, extra=extra)
+    assert trainer.step == straight_trainer.step == 39
+    assert trainer.optimizer.param_groups[0]["lr"] == straight_trainer.optimizer.param_groups[0]["lr"]
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+# --------------------------------------------------------------------------- config
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["model.transformer.heads=3"], "model.transformer.d_model=256 is not divisible by model.transformer.heads=3"),
+    (["model.decoder.copy=true", "model.decoder.attention=bahdanau"], "model.decoder.copy: the Transformer has no copy"),
+    (["train.teacher_forcing=0.5"], "train.teacher_forcing: the Transformer trains with teacher forcing 1.0"),
+    (["model.transformer.norm=sandwich"], "model.transformer.norm"),
+    (["model.transformer.d_modle=64"], "unknown key 'model.transformer.d_modle'"),
+    (["train.adam_betas=[0.9,1.0]"], "train.adam_betas"),
+    (["train.lr_schedule=cosine"], "train.lr_schedule"),
+])
+def test_config_errors_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config(preset="transformer", overrides=overrides)
+
+
+def test_the_preset_carries_the_architecture_and_teacher_forcing_defaults_to_one():
+    config = build_config(preset="transformer")
+    assert config.model.architecture == "transformer" and config.model.transformer.d_model == 256
+    assert config.train.teacher_forcing.probability(0) == 1.0
+    assert build_config(preset="transformer", overrides=["train.teacher_forcing=1.0"]).train.teacher_forcing.start == 1.0
+    assert build_config(preset="lstm-attention").train.teacher_forcing.probability(0) == 0.5  # the recurrent default
+
+
+# --------------------------------------------------------------------------- command line
+def test_train_evaluate_generate_and_refused_export_from_the_command_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    sets = [item for key in [*TINY, "data.builtin_train_size=120", "train.epochs=1", "train.threads=1",
+                             "train.lr_schedule=inverse_sqrt", "train.warmup_steps=10", "decode.max_len=20"]
+            for item in ("--set", key)]
+    assert main(["train", "--quick", "--no-progress", "--preset", "transformer", *sets, "--out", str(run)]) == 0
+    assert "architecture: transformer" in (run / "config.yaml").read_text()
+    assert main(["evaluate", str(run), "--split", "valid", "--beam", "2"]) == 0
+    assert "exact match" in capsys.readouterr().out
+    assert json.loads((run / "eval_valid_beam2.json").read_text())["count"] > 0
+    assert main(["generate", str(run), "add 3 to total", "--scores"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run)]) != 0
+    assert "not supported yet" in capsys.readouterr().err
