@@ -120,6 +120,7 @@ def test_shared_embeddings_and_tied_output():
 # --------------------------------------------------------------------------- incremental decoding
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_cached_steps_equal_the_uncached_forward(variant):
+    torch.set_num_threads(1)
     model = make_model(*VARIANTS[variant])
     src, lengths, mask, tgt = make_batch([6, 2, 4], tgt_len=7)
     logits, attention = model(src, lengths, mask, tgt)
@@ -171,6 +172,7 @@ class UncachedModel:
 
 @pytest.mark.parametrize("beam_size", [1, 5])
 def test_search_with_the_cache_equals_an_uncached_search(beam_size):
+    torch.set_num_threads(1)  # tiny matrices: a second thread only waits on a busy machine
     model = make_model(seed=3)
     generator = torch.Generator().manual_seed(5)
     sources = [torch.randint(4, SRC_VOCAB, (n,), generator=generator).tolist() for n in (3, 7, 1, 5, 6, 2)]
@@ -271,7 +273,10 @@ def test_train_evaluate_generate_and_refused_export_from_the_command_line(tmp_pa
     assert main(["evaluate", str(run), "--split", "valid", "--beam", "2"]) == 0
     assert "exact match" in capsys.readouterr().out
     assert json.loads((run / "eval_valid_beam2.json").read_text())["count"] > 0
-    assert main(["generate", str(run), "add 3 to total", "--scores"]) == 0
+    png = tmp_path / "attention.png"  # the last decoder layer's cross-attention, averaged over the heads
+    assert main(["generate", str(run), "add 3 to total", "--scores", "--plot-attention", str(png)]) == 0
+    assert png.stat().st_size > 0
+    assert main(["generate", str(run), "add 3 to total", "--beam", "3", "--quantize", "int8"]) == 0
     capsys.readouterr()
     assert main(["export", str(run)]) != 0
     assert "not supported yet" in capsys.readouterr().err
