@@ -138,12 +138,17 @@ class DecoderConfig(_Strict):
         "recurrent step and feed the attentional vector to the next step; needs attention; readout_size null = hidden_size",
     )
 
-    @model_validator(mode="after")
-    def _copy_needs_attention(self) -> DecoderConfig:
+    @field_validator("attention")
+    @classmethod
+    def _registered_attention(cls, name: str) -> str:
         from seq2seq.models.registry import attention_names
 
-        if self.attention not in attention_names():
-            raise ValueError(f"unknown attention {short_repr(self.attention)}; valid: {', '.join(attention_names())}")
+        if name not in attention_names():
+            raise ValueError(f"unknown attention {short_repr(name)}; valid: {', '.join(attention_names())}")
+        return name
+
+    @model_validator(mode="after")
+    def _copy_needs_attention(self) -> DecoderConfig:
         if self.copy and self.attention == "none":
             raise ValueError(
                 "copy: true needs attention (it copies source words through the attention weights); got attention: none"
