@@ -199,7 +199,7 @@ def test_coverage_is_the_sum_of_past_weights_and_beam_reorders_it_with_the_hypot
          "model.decoder.coverage: true needs an attention whose score reads the coverage"),
         (["model.decoder.attention=local-p", "model.decoder.copy=true"],
          "model.decoder.copy: true needs attention weights that sum to 1"),
-        (["model.architecture=transformer"], "unknown architecture 'transformer'; valid: recurrent"),
+        (["model.architecture=conformer"], "unknown architecture 'conformer'; valid: recurrent, transformer"),
     ],
 )
 def test_bad_attention_settings_name_the_key_and_the_valid_values(overrides: list[str], message: str) -> None:
