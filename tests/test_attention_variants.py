@@ -4,6 +4,7 @@ cannot be built with a one-line reason, beam search reorders the coverage with t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -146,7 +147,7 @@ def test_multihead_weights_are_the_mean_of_the_heads_each_a_distribution() -> No
 
 
 @pytest.mark.parametrize("name", sorted(ATTENTIONS))
-def test_every_registered_attention_builds_trains_and_decodes_through_the_preset_path(name: str) -> None:
+def test_every_registered_attention_builds_trains_and_decodes_greedy_and_beam(name: str) -> None:
     extra = ["model.decoder.input_feeding=true", "model.decoder.readout_size=16"] if name != "multihead" else []
     config = tiny_config("lstm-attention", f"model.decoder.attention={name}", *extra)
     model = build_model(config.model, src_vocab_size=20, tgt_vocab_size=22)
@@ -158,6 +159,14 @@ def test_every_registered_attention_builds_trains_and_decodes_through_the_preset
     assert (attention[~mask[:, None, :].expand_as(attention)] == 0).all()
     logits.sum().backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if "decoder.attention" in n)
+    from seq2seq.decoding.search import decode_sources
+
+    sources = [row[: int(n)].tolist() for row, n in zip(src, lengths)]
+    greedy = decode_sources(model.eval(), sources, sos_index=2, eos_index=3, pad_index=0, max_len=7)
+    beam = decode_sources(model, sources, sos_index=2, eos_index=3, pad_index=0, max_len=7, beam_size=3, nbest=1)
+    for (found,), (best,), n in zip(greedy, beam, lengths.tolist()):
+        assert found.attention.shape == (len(found.token_log_probs), n) and math.isfinite(best.score)
+        assert best.attention.shape == (len(best.token_log_probs), n)
 
 
 def test_coverage_is_the_sum_of_past_weights_and_beam_reorders_it_with_the_hypotheses() -> None:
@@ -194,7 +203,7 @@ def test_coverage_is_the_sum_of_past_weights_and_beam_reorders_it_with_the_hypot
         (["model.decoder.attention=multihead", "model.decoder.attention_heads=3"],
          "model.decoder.attention_heads: 3 heads do not divide attention_size 256; valid head counts"),
         (["model.decoder.attention=luong-dot", "model.encoder.bidirectional=true"],
-         r"decoder's hidden size \(256\) to equal the encoder's output size \(512"),
+         r"model.decoder.hidden_size \(256\) to equal the encoder's output size \(512"),
         (["model.decoder.attention=luong-general", "model.decoder.coverage=true"],
          "model.decoder.coverage: true needs an attention whose score reads the coverage"),
         (["model.decoder.attention=local-p", "model.decoder.copy=true"],
@@ -281,3 +290,33 @@ def test_every_model_kind_offers_the_interface_the_search_code_relies_on() -> No
         src, lengths = torch.randint(3, 20, (2, 4)), torch.tensor([4, 2])
         memory, state = model.encode(src, lengths, torch.arange(4)[None, :] < lengths[:, None])
         assert isinstance(memory, Selectable) and isinstance(state, Selectable)
+
+
+def test_local_p_predicts_its_position_in_float32_under_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    attention = LocalPAttention(query_size=8, key_size=8, attention_size=8, window=10)
+    query, states = torch.randn(2, 8), torch.randn(2, 301, 8)
+    mask = torch.ones(2, 301, dtype=torch.bool)
+    exact = attention.position(query, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = attention.position(query.bfloat16(), mask)
+        _, weights = attention(query=query, keys=attention.project_keys(states), values=states, mask=mask)
+    assert autocast.dtype == torch.float32
+    torch.testing.assert_close(autocast, exact, atol=0.5, rtol=0)  # bf16 arithmetic was off by more than a position
+    assert (weights[(torch.arange(301)[None, :] - exact[:, None]).abs() > 10] == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("preset", "overrides", "message"),
+    [
+        ("lstm", ["model.decoder.copy=true"], "model.decoder.copy: true needs attention"),
+        ("transformer", ["model.decoder.copy=true"], "model.decoder.copy: the Transformer has no copy mechanism yet"),
+        ("transformer", ["model.decoder.coverage=true"], "model.decoder.coverage: the Transformer has no coverage"),
+        ("lstm", ["train.coverage_weight=1"], "train.coverage_weight: 1.0 needs a recurrent decoder with attention"),
+        ("transformer", ["train.coverage_weight=0.5"], "train.coverage_weight: 0.5 needs a recurrent decoder"),
+        ("lstm-luong-dot", ["model.encoder.bidirectional=true"], "model.decoder.attention: luong-dot: the dot score"),
+    ],
+)
+def test_settings_a_model_cannot_use_are_refused_at_load_naming_the_key(preset: str, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_config(preset=preset, overrides=overrides)

@@ -28,11 +28,20 @@ def run_dir(tmp_path_factory):
 def test_generations_carry_each_heads_weights_whose_mean_is_the_attention(run_dir) -> None:
     translator = Translator.from_run_dir(run_dir)
     for beam in (1, 3):
-        for generation in translator.generate_nbest(["sort list `l` in reverse", "x"], beam_size=beam, nbest=beam)[0]:
+        for generation in translator.generate_nbest(["sort list `l` in reverse", "x"], beam_size=beam, nbest=beam,
+                                                    heads=True)[0]:
             assert generation.heads is not None and generation.heads.shape[0] == 4
             assert generation.heads.shape[1:] == generation.attention.shape
             torch.testing.assert_close(generation.heads.mean(0), generation.attention, atol=1e-5, rtol=0)
             torch.testing.assert_close(generation.heads.sum(-1), torch.ones(generation.heads.shape[:2]))
+
+
+def test_heads_are_computed_only_on_request(run_dir) -> None:
+    from seq2seq import load
+
+    assert Translator.from_run_dir(run_dir).generate(["x"])[0].heads is None
+    [result] = load(run_dir).generate(["x"], heads=True)
+    assert result.generations[0].heads.shape[0] == 4
 
 
 def test_plot_attention_draws_the_heads(run_dir, tmp_path) -> None:
@@ -47,8 +56,12 @@ def test_server_answers_the_heads_beside_the_mean(run_dir) -> None:
     attention = body["results"][0]["generations"][0]["attention"]
     assert len(attention["heads"]) == 4
     assert all(len(head) == len(attention["weights"]) for head in attention["heads"])
+    with TestClient(create_app([run_dir], Limits(), device="cpu")) as client:
+        client_body = client.post("/v1/generate", json={"inputs": ["add 3 to total"], "attention": False}).json()
+    without = client_body["results"][0]["generations"][0]["attention"]
+    assert without is None
 
 
 def test_a_single_head_model_has_no_heads(tmp_path) -> None:
     run = train_tiny_run(tmp_path / "bahdanau", "decode.max_len=8")
-    assert Translator.from_run_dir(run).generate(["x"])[0].heads is None
+    assert Translator.from_run_dir(run).generate(["x"], heads=True)[0].heads is None

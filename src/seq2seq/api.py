@@ -113,12 +113,14 @@ class Model:
         top_p: float = 1.0,
         seed: int | None = None,
         max_len: int | None = None,
+        heads: bool = False,
     ) -> list[Result]:
         """One :class:`Result` per text, in order.
 
         Greedy search by default; ``beam > 1`` keeps ``nbest`` of the beam (``constrain="python"``
         moves the outputs that ``ast.parse`` accepts first); ``sample=True`` draws one output per
-        text (``temperature``, ``top_k``, ``top_p``; reproducible with a ``seed``). Bad options
+        text (``temperature``, ``top_k``, ``top_p``; reproducible with a ``seed``). ``heads=True``: a
+        multi-head model's generations also carry each head's weights [k, T, S]. Bad options
         or an empty text raise :class:`~seq2seq.translator.InputError`.
         """
         if isinstance(texts, str):
@@ -128,6 +130,7 @@ class Model:
         found = self.translator.generate_nbest(
             texts, max_len=max_len, beam_size=beam, nbest=nbest, length_penalty=length_penalty, alpha=alpha,
             constrain=constrain, sample=sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+            heads=heads,
         )
         return [Result(text, generations[0].source_tokens, generations) for text, generations in zip(texts, found)]
 

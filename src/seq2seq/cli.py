@@ -169,6 +169,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         [lines[i] for i in wanted], max_len=args.max_len, beam_size=args.beam, nbest=args.nbest,
         length_penalty=args.length_penalty, alpha=args.alpha, constrain=args.constrain, sample=args.sample,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+        heads=bool(args.plot_attention),  # a multi-head model's plot shows each head
     )
     generations = dict(zip(wanted, found))
     if args.plot_attention:

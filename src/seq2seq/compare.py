@@ -267,7 +267,7 @@ def _attention_figure(result: ModelResult, corpus: Corpus, split: str):
     # A long example shows best what attention aligns: take the longest test source of at most 30 tokens.
     candidates = [i for i, (src, _) in enumerate(corpus.tokens[split]) if len(src) <= 30]
     index = max(candidates or range(len(corpus.tokens[split])), key=lambda i: len(corpus.tokens[split][i][0]))
-    generation = translator.generate([corpus.examples[split][index].src])[0]
+    generation = translator.generate([corpus.examples[split][index].src], heads=True)[0]
     out_tokens = generation.tokens + (["<eos>"] if generation.finished else [])
     title = f"{result.preset}: {generation.text}"
     if generation.heads is not None:  # multi-head attention: each head and their mean

@@ -148,11 +148,7 @@ class DecoderConfig(_Strict):
         return name
 
     @model_validator(mode="after")
-    def _copy_needs_attention(self) -> DecoderConfig:
-        if self.copy and self.attention == "none":
-            raise ValueError(
-                "copy: true needs attention (it copies source words through the attention weights); got attention: none"
-            )
+    def _input_feeding_needs_attention(self) -> DecoderConfig:
         if self.input_feeding and self.attention == "none":
             raise ValueError(
                 "input_feeding: true needs attention (it feeds the attentional vector h~_t = tanh(W_r [h_t; c_t])); "
@@ -219,7 +215,13 @@ class ModelConfig(_Strict):
             if self.decoder.copy:
                 raise ValueError("model.decoder.copy: the Transformer has no copy mechanism yet (model.architecture: "
                                  "transformer); set model.decoder.copy=false")
+            if self.decoder.coverage:
+                raise ValueError("model.decoder.coverage: the Transformer has no coverage (model.architecture: "
+                                 "transformer); set model.decoder.coverage=false")
             return self
+        if self.decoder.copy and self.decoder.attention == "none":
+            raise ValueError("model.decoder.copy: true needs attention (it copies source words through the attention "
+                             "weights); got model.decoder.attention: none")
         if self.decoder.layers not in (self.encoder.layers, 1):
             raise ValueError(
                 f"decoder.layers={self.decoder.layers} must equal encoder.layers={self.encoder.layers} or be 1"
@@ -370,6 +372,17 @@ class RunConfig(_Strict):
         elif forcing.schedule != "constant" or forcing.start != 1.0:
             raise ValueError(f"train.teacher_forcing: the Transformer trains with teacher forcing 1.0, got "
                              f"{forcing.describe()} (scheduled sampling is for the recurrent decoders)")
+        return self
+
+    @model_validator(mode="after")
+    def _coverage_loss_needs_attention(self) -> RunConfig:
+        """The coverage loss reads a recurrent decoder's attention weights (See et al. 2017, eq. 13)."""
+        weight = self.train.coverage_weight
+        if weight and (self.model.architecture != "recurrent" or self.model.decoder.attention == "none"):
+            raise ValueError(
+                f"train.coverage_weight: {weight} needs a recurrent decoder with attention (the loss reads its weights); "
+                f"got model.architecture: {self.model.architecture}, model.decoder.attention: {self.model.decoder.attention}"
+            )
         return self
 
 

@@ -78,8 +78,11 @@ class Translator:
         top_k: int = 0,
         top_p: float = 1.0,
         seed: int | None = None,
+        heads: bool = False,
     ) -> list[list[Generation]]:
         """``nbest`` outputs per text, best first: greedy when ``beam_size == 1``, else beam search.
+        ``heads``: a multi-head model also returns each head's weights (``Generation.heads``), at the
+        cost of one more teacher-forced pass per output.
 
         ``constrain="python"`` prunes prefixes whose brackets can no longer balance during the
         search and, with a beam, keeps the whole beam and moves the outputs that ``ast.parse``
@@ -129,7 +132,7 @@ class Translator:
         results = []
         for text, src_tokens, hypotheses, src_oovs, src_slots in zip(texts, source_tokens, found, oovs, slots):
             generations = [
-                self._generation(text, src_tokens, h, length_penalty, alpha, src_oovs, src_slots) for h in hypotheses
+                self._generation(text, src_tokens, h, length_penalty, alpha, src_oovs, src_slots, heads) for h in hypotheses
             ]
             if constrain == "python":
                 generations = prefer_accepted(generations, lambda g: bool(g.parses) and g.finished)
@@ -175,6 +178,7 @@ class Translator:
         self, text: str, src_tokens: list[str], hypothesis: Hypothesis, length_penalty: str, alpha: float,
         oovs: tuple[str, ...],
         slots: tuple[Slot, ...],
+        heads: bool = False,
     ) -> Generation:
         tokens = self.run.tgt_vocab.decode(hypothesis.tokens, oovs=oovs)
         output = self.run.tgt_tokenizer.detokenize(restore_slots(tokens, slots) if slots else tokens)
@@ -188,5 +192,5 @@ class Translator:
             attention=hypothesis.attention,
             parses=parses(output) if self.is_code else None,  # ast.parse only; never executed
             finished=hypothesis.finished,
-            heads=self._heads(src_tokens, hypothesis, oovs) if hypothesis.attention is not None else None,
+            heads=self._heads(src_tokens, hypothesis, oovs) if heads and hypothesis.attention is not None else None,
         )

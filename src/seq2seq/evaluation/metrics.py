@@ -89,7 +89,8 @@ def repetition_rate(predictions: Sequence[Sequence[str]], references: Sequence[S
 def unattended_rate(attentions: Sequence[Sequence[Sequence[float]]], *, threshold: float = 0.1) -> float:
     """Share of all source tokens (over every example's [T, S] attention, real positions only) that
     no output step attends to with weight above ``threshold``: the under-translation that coverage
-    is meant to prevent. Examples without output steps count each of their source tokens as unattended."""
+    is meant to prevent. An example without output steps has no rows to read its source length
+    from, and is left out."""
     unattended = total = 0
     for weights in attentions:
         rows = [list(row) for row in weights]

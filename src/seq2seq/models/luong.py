@@ -28,8 +28,9 @@ from seq2seq.models.bahdanau import BahdanauAttention
 def check_dot_sizes(query_size: int, key_size: int) -> None:
     if query_size != key_size:
         raise ValueError(
-            f"the dot score h_t^T h_s needs the decoder's hidden size ({query_size}) to equal the encoder's "
-            f"output size ({key_size}, both directions of a bidirectional encoder); use luong-general otherwise"
+            f"model.decoder.attention: luong-dot: the dot score h_t^T h_s needs model.decoder.hidden_size ({query_size}) "
+            f"to equal the encoder's output size ({key_size}: model.encoder.hidden_size, times 2 if bidirectional); "
+            "use luong-general otherwise"
         )
 
 
@@ -108,9 +109,11 @@ class LocalPAttention(ScoredAttention):
         return self.key_proj(states)  # [B, S, H]
 
     def position(self, query: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The predicted aligned position p_t [B] (eq. 9), in [0, S_x] for each sentence's length S_x."""
-        lengths = mask.sum(dim=-1).to(query.dtype)  # [B]
-        return lengths * torch.sigmoid(self.position_energy(torch.tanh(self.position_proj(query))).squeeze(-1))
+        """The predicted aligned position p_t [B] (eq. 9), in [0, S_x] for each sentence's length S_x.
+        In float32 even under bf16 autocast: bf16 holds whole numbers only up to 256 exactly."""
+        dtype = torch.promote_types(query.dtype, torch.float32)
+        lengths = mask.sum(dim=-1).to(dtype)  # [B]
+        return lengths * torch.sigmoid(self.position_energy(torch.tanh(self.position_proj(query))).squeeze(-1).to(dtype))
 
     def score(self, query: torch.Tensor, keys: torch.Tensor, coverage: torch.Tensor | None) -> torch.Tensor:
         return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # the general score [B, S]
@@ -123,4 +126,4 @@ class LocalPAttention(ScoredAttention):
         inside = distance.abs() <= self.window  # [B, S]
         align = torch.softmax(scores.masked_fill(~inside, float("-inf")), dim=-1)  # [B, S]
         sigma = self.window / 2
-        return align * torch.exp(-distance.square() / (2 * sigma * sigma))  # eq. 10
+        return align * torch.exp(-distance.square() / (2 * sigma * sigma)).to(align.dtype)  # eq. 10

@@ -90,10 +90,12 @@ def attention_heads(
         recorded.append(module.head_weights(kwargs["query"], kwargs["keys"], kwargs["mask"]))  # [B, k, S]
 
     handle = attention.register_forward_hook(record, with_kwargs=True)
+    training = model.training
     try:
         with torch.inference_mode():
             model.eval()
             model(src, src_lengths, src_mask, tgt_input, teacher_forcing=1.0, src_copy=src_copy)
     finally:
         handle.remove()
+        model.train(training)
     return torch.stack(recorded, dim=2)  # [B, k, T, S]

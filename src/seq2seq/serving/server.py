@@ -229,7 +229,7 @@ def _add_api_routes(app: FastAPI, served: dict[str, Served], limits: Limits) -> 
         if request.constrain and not entry.model.is_code:
             raise ApiError(422, f"model {entry.model.name!r} writes text, not Python: leave constrain out", field="constrain")
         try:
-            future = entry.worker.submit(request.inputs, request.decoding_options())
+            future = entry.worker.submit(request.inputs, {**request.decoding_options(), "heads": request.attention})
         except Unavailable as error:
             raise ApiError(503, str(error), headers={"Retry-After": "1"}) from None
         try:

@@ -251,7 +251,9 @@ class Trainer:
             raise OSError(error.errno, f"cannot append to {path}: {error.strerror or error}") from error
 
     # ------------------------------------------------------------------ loop
-    def _loss(self, batch: Batch, *, teacher_forcing: float) -> tuple[torch.Tensor, int]:
+    def _loss(self, batch: Batch, *, teacher_forcing: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(the objective's sum, the cross-entropy's sum, target tokens): the objective adds the coverage
+        loss to the cross-entropy; the logs report the cross-entropy, comparable to the validation loss."""
         src = batch.src
         if self.config.word_dropout > 0:
             src = word_dropout(src, batch.src_mask, rate=self.config.word_dropout, unk_index=Vocab.unk_index)
@@ -265,16 +267,17 @@ class Trainer:
         loss, n_tokens = sequence_cross_entropy(
             logits.float(), batch.tgt_output, pad_index=self.pad_index, label_smoothing=self.config.label_smoothing
         )
+        objective = loss
         if self.coverage_weight > 0:  # See et al. 2017, eq. 13; checked in __init__: the model attends
-            loss = loss + self.coverage_weight * coverage_loss(attention.float(), batch.tgt_output != self.pad_index)
-        return loss, n_tokens
+            objective = loss + self.coverage_weight * coverage_loss(attention.float(), batch.tgt_output != self.pad_index)
+        return objective, loss, n_tokens
 
     def _train_batch(self, batch: Batch) -> tuple[float, int, float] | str:
         """One optimizer step: ``(loss sum, target tokens, gradient norm before clipping)``, or what
         was not finite (nothing is stepped)."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum, n_tokens = self._loss(batch, teacher_forcing=self.teacher_forcing)
-        loss = loss_sum / n_tokens
+        objective_sum, loss_sum, n_tokens = self._loss(batch, teacher_forcing=self.teacher_forcing)
+        loss = objective_sum / n_tokens
         if not torch.isfinite(loss):
             return f"loss ({float(loss.detach())})"
         loss.backward()
