@@ -306,3 +306,16 @@ def test_peers_decode_only_adds_other_batch_sizes_to_a_record(monkeypatch, tmp_p
     out = capsys.readouterr().out
     assert "decoded again: python bench/peers.py --peers joey --decode-only" in out
     assert "| Joey NMT | fp32 | beam 5 | 1 | 900 | 100.00 | 0.2 |" in out
+
+
+def test_attention_speed_benchmark_alternates_windows_and_prints_a_row_per_preset(capsys):
+    attention_speed = _load("attention_speed")
+    code = attention_speed.main(["--presets", "lstm-luong-general,lstm-multihead", "--rounds", "2", "--batches", "1",
+                                 "--warmup", "1", "--set", "data.builtin_train_size=64", "--set", "train.batch_size=16", "--set", "train.threads=1",
+                                 "--set", "model.decoder.hidden_size=16", "--set", "model.encoder.hidden_size=16",
+                                 "--set", "model.decoder.attention_size=16"])
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith("command: python bench/attention_speed.py --presets")
+    rows = [line for line in out.splitlines() if line.startswith("| lstm-")]
+    assert [row.split(" | ")[0] for row in rows] == ["| lstm-attention", "| lstm-luong-general", "| lstm-multihead"]
+    assert rows[0].split(" | ")[3] == "1.00"  # the reference against itself
