@@ -320,3 +320,19 @@ def test_local_p_predicts_its_position_in_float32_under_bf16_autocast() -> None:
 def test_settings_a_model_cannot_use_are_refused_at_load_naming_the_key(preset: str, overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_config(preset=preset, overrides=overrides)
+
+
+def test_coverage_is_a_constant_for_gradients_in_the_state_and_in_the_loss() -> None:
+    """Backpropagating through every earlier step's weights made training diverge (docs/RESULTS.md):
+    the coverage vector is detached in the decoder state and in the coverage loss."""
+    from seq2seq.training.loss import coverage_loss
+
+    attention = torch.tensor([[[0.7, 0.3], [0.6, 0.4], [0.5, 0.5]]], requires_grad=True)
+    coverage_loss(attention, torch.ones(1, 3, dtype=torch.bool)).backward()
+    assert attention.grad[0, 0].abs().sum() == 0  # the first step covers nothing: no later step pushes it
+    assert attention.grad[0, 1:].abs().sum() > 0
+    model = build_model(tiny_config("lstm-attention-coverage").model, src_vocab_size=20, tgt_vocab_size=22).train()
+    src, lengths = torch.randint(3, 20, (2, 5)), torch.tensor([5, 3])
+    memory, state = model.encode(src, lengths, torch.arange(5)[None, :] < lengths[:, None])
+    _, state, weights = model.decoder.step(torch.tensor([2, 2]), state, memory)
+    assert weights.requires_grad and not state.coverage.requires_grad

@@ -46,6 +46,8 @@ def coverage_loss(attention: torch.Tensor, tgt_mask: torch.Tensor) -> torch.Tens
     """
     if attention.dim() != 3 or attention.shape[:2] != tgt_mask.shape:
         raise ValueError(f"attention [B, T, S] and tgt_mask [B, T] disagree: {tuple(attention.shape)} vs {tuple(tgt_mask.shape)}")
-    coverage = attention.cumsum(dim=1) - attention  # [B, T, S]: the weights of the steps before t
+    # [B, T, S]: the weights of the steps before t, as a constant (as the decoder's coverage vector is):
+    # the loss pushes step t away from what is covered, not the earlier steps away from step t
+    coverage = (attention.cumsum(dim=1) - attention).detach()
     per_step = torch.minimum(attention, coverage).sum(dim=-1)  # [B, T]
     return (per_step * tgt_mask).sum()
