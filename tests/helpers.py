@@ -35,6 +35,26 @@ def tiny_config(preset: str = "lstm-attention", *extra: str):
     )
 
 
+def fit_reverse(config, reverse_data, tmp_path: Path, *, run_name: str = "run", resume: bool = False):
+    """Train ``config``'s model with the Trainer on the first 200 pairs of the ``reverse_data`` fixture
+    (validation: the rest), in ``tmp_path / run_name``, optionally resuming what is there."""
+    import torch
+
+    from seq2seq.models.build import build_model
+    from seq2seq.training.trainer import Trainer
+
+    src_vocab, tgt_vocab, _, encoded = reverse_data
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab))
+    run_dir = tmp_path / run_name
+    run_dir.mkdir(exist_ok=True)
+    trainer = Trainer(model=model, config=config.train, pad_index=0, device=torch.device("cpu"), run_dir=run_dir)
+    if resume:
+        trainer.resume()
+    trainer.fit(encoded[:200], encoded[200:])
+    return model, trainer
+
+
 def train_tiny_run(run_dir: Path, *extra: str) -> Path:
     """Train a tiny attention model for one epoch on 120 built-in pairs (a few seconds) into ``run_dir``.
 

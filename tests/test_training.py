@@ -13,8 +13,7 @@ from seq2seq.evaluation.metrics import exact_match
 from seq2seq.models.build import build_model
 from seq2seq.run_files import atomic_write_text, load_weights, save_weights
 from seq2seq.training.loss import sequence_cross_entropy
-from seq2seq.training.trainer import Trainer
-from helpers import tiny_config
+from helpers import fit_reverse, tiny_config
 
 
 def test_loss_ignores_padding_positions():
@@ -42,18 +41,9 @@ def test_label_smoothing_changes_loss_and_shape_check():
 
 def _train_reverse(reverse_data, tmp_path, *, epochs: int, run_name: str = "run", resume: bool = False,
                    preset="lstm-attention", extra: tuple[str, ...] = ()):
-    src_vocab, tgt_vocab, pairs, encoded = reverse_data
     config = tiny_config(preset, f"train.epochs={epochs}", "train.batch_size=16", "train.teacher_forcing=0.5",
                          "train.learning_rate=0.01", "train.early_stopping_patience=100", *extra)
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab))
-    run_dir = tmp_path / run_name
-    run_dir.mkdir(exist_ok=True)
-    trainer = Trainer(model=model, config=config.train, pad_index=0, device=torch.device("cpu"), run_dir=run_dir)
-    if resume:
-        trainer.resume()
-    trainer.fit(encoded[:200], encoded[200:])
-    return model, trainer
+    return fit_reverse(config, reverse_data, tmp_path, run_name=run_name, resume=resume)
 
 
 def test_overfits_tiny_reversal_task_to_100_percent(reverse_data, tmp_path):

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from helpers import fit_reverse
+
 from seq2seq.cli import main
 from seq2seq.config import ConfigError, build_config
 from seq2seq.decoding.greedy import greedy_decode_all
@@ -20,7 +22,6 @@ from seq2seq.models.interface import EncoderDecoder
 from seq2seq.models.transformer import Transformer, scaled_dot_product
 from seq2seq.models.transformer_state import TransformerMemory, TransformerState
 from seq2seq.training.schedules import inverse_sqrt_factor
-from seq2seq.training.trainer import Trainer
 
 SRC_VOCAB, TGT_VOCAB = 19, 23
 TINY = ["model.transformer.d_model=16", "model.transformer.heads=2", "model.transformer.ffn_size=32",
@@ -187,20 +188,11 @@ def test_search_with_the_cache_equals_an_uncached_search(beam_size):
 
 # --------------------------------------------------------------------------- training
 def _train(reverse_data, tmp_path, *, epochs: int, run_name: str = "run", resume: bool = False, extra=()):
-    src_vocab, tgt_vocab, _, encoded = reverse_data
     config = build_config(preset="transformer", overrides=[
         *TINY, "model.transformer.d_model=32", "model.transformer.ffn_size=64", "model.transformer.dropout=0.0",
         f"train.epochs={epochs}", "train.batch_size=16", "train.learning_rate=0.005", "train.lr_schedule=inverse_sqrt",
         "train.warmup_steps=30", "train.adam_betas=[0.9,0.98]", "train.early_stopping_patience=100", *extra])
-    torch.manual_seed(config.train.seed)
-    model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab))
-    run_dir = tmp_path / run_name
-    run_dir.mkdir(exist_ok=True)
-    trainer = Trainer(model=model, config=config.train, pad_index=0, device=torch.device("cpu"), run_dir=run_dir)
-    if resume:
-        trainer.resume()
-    trainer.fit(encoded[:200], encoded[200:])
-    return model, trainer
+    return fit_reverse(config, reverse_data, tmp_path, run_name=run_name, resume=resume)
 
 
 def test_overfits_the_tiny_reversal_task(reverse_data, tmp_path):

@@ -18,6 +18,7 @@ Adding a variant: docs/EXTENDING.md (one class, one entry in :mod:`seq2seq.model
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -56,7 +57,7 @@ class Attention(Protocol):
 FastScore = Callable[["ScoredAttention", torch.Tensor, torch.Tensor, "torch.Tensor | None"], "torch.Tensor | None"]
 
 
-class ScoredAttention(nn.Module):
+class ScoredAttention(nn.Module, ABC):
     """Base class: a subclass defines :meth:`project_keys` and :meth:`score`; this class checks the
     shapes, masks padding, normalises and takes the weighted sum.
 
@@ -70,9 +71,10 @@ class ScoredAttention(nn.Module):
     def project_keys(self, states: torch.Tensor) -> torch.Tensor:
         return states  # [B, S, He]: scores that read the states themselves
 
+    @abstractmethod
     def score(self, query: torch.Tensor, keys: torch.Tensor, coverage: torch.Tensor | None) -> torch.Tensor:
-        """Scores [B, S] of query [B, Hq] against keys [B, S, ...] (padding is masked afterwards)."""
-        raise NotImplementedError
+        """Scores [B, S] of query [B, Hq] against keys [B, S, ...] (padding is masked afterwards); every
+        variant defines it (multi-head returns one row per head, [B, k, S], and normalises in ``attend``)."""
 
     def normalize(self, scores: torch.Tensor, mask: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """Weights [B, S] from masked scores: the softmax (local-p reshapes it around its position)."""

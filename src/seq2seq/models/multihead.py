@@ -45,11 +45,16 @@ class MultiHeadAttention(ScoredAttention):
         keys_values = keys.view(batch, length, 2, self.heads, self.head_size)  # [B, S, 2, k, d]
         return keys_values[:, :, 0].transpose(1, 2), keys_values[:, :, 1].transpose(1, 2)  # [B, k, S, d] each
 
-    def head_weights(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Each head's weights [B, k, S] (0 at padding)."""
+    def score(self, query: torch.Tensor, keys: torch.Tensor, coverage: torch.Tensor | None) -> torch.Tensor:
+        """Each head's scaled dot products q_i . k_i,s / sqrt(d): [B, k, S], one row per head (so
+        :meth:`attend`, not the base class, normalises them)."""
         key_heads, _ = self._split(keys)  # [B, k, S, d]
         queries = self.query_proj(query).view(query.size(0), self.heads, self.head_size, 1)  # [B, k, d, 1]
-        scores = torch.matmul(key_heads, queries).squeeze(-1) / math.sqrt(self.head_size)  # [B, k, S]
+        return torch.matmul(key_heads, queries).squeeze(-1) / math.sqrt(self.head_size)  # [B, k, S]
+
+    def head_weights(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Each head's weights [B, k, S] (0 at padding)."""
+        scores = self.score(query, keys, None)  # [B, k, S]
         return torch.softmax(scores.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1)  # [B, k, S]
 
     def attend(
