@@ -3,7 +3,7 @@
 Recipe (the seed specification): Adam, cross-entropy ignoring padding, teacher forcing with
 probability ``teacher_forcing`` (0.5 by default, or a scheduled-sampling schedule over the optimizer
 steps; see ``RecurrentDecoder.forward`` for how it is drawn), the coverage loss with weight
-``coverage_weight`` (0 by default), gradient clipping at max norm ``clip_norm`` (1.0), ReduceLROnPlateau on validation loss
+``coverage_weight`` (1.0 for a coverage model, else 0), gradient clipping at max norm ``clip_norm`` (1.0), ReduceLROnPlateau on validation loss
 (or ``lr_schedule: inverse_sqrt``, Vaswani et al.'s warm-up per optimizer step), early stopping after
 ``early_stopping_patience`` epochs without improvement.
 
