@@ -30,7 +30,9 @@ from seq2seq.data.tokenizers import Tokenizer
 from seq2seq.data.vocab import Vocab
 from seq2seq.models.build import build_model, count_parameters
 from seq2seq.models.onnx_export import MANIFEST, OnnxSeq2Seq
+from seq2seq.models.onnx_transformer import OnnxTransformer
 from seq2seq.models.seq2seq import Seq2Seq
+from seq2seq.models.transformer import Transformer
 from seq2seq.run_files import (
     FORMAT_VERSION,
     RunDirError,
@@ -199,7 +201,7 @@ def load_run(
     return LoadedRun(run_dir, config, model, src_vocab, tgt_vocab, src_tokenizer, tgt_tokenizer, device, subword_models)
 
 
-def load_onnx_model(run_dir: Path, reference: Seq2Seq, *, which: str) -> OnnxSeq2Seq:
+def load_onnx_model(run_dir: Path, reference: Seq2Seq | Transformer, *, which: str) -> OnnxSeq2Seq | OnnxTransformer:
     """The ONNX export of ``run_dir`` (written by :func:`seq2seq.export.export_run`), checked
     against the run's ``which`` weights: an export of other weights is refused, not silently used."""
     folder = run_dir / "onnx"
@@ -217,6 +219,8 @@ def load_onnx_model(run_dir: Path, reference: Seq2Seq, *, which: str) -> OnnxSeq
             f"(exported: {exported}); export again: seq2seq export {run_dir} --checkpoint {which}"
         )
     try:
+        if isinstance(reference, Transformer):
+            return OnnxTransformer(folder, reference)
         return OnnxSeq2Seq(folder, reference)
     except Exception as error:  # onnxruntime raises its own exception types for a damaged graph
         raise RunDirError(f"{folder}: the ONNX graphs cannot be loaded: {error}") from None

@@ -16,6 +16,7 @@ from pathlib import Path
 from seq2seq import __version__
 from seq2seq.checkpoint import load_run
 from seq2seq.models.onnx_export import MANIFEST, export_onnx
+from seq2seq.models.onnx_transformer import export_transformer_onnx
 from seq2seq.run_files import RunDirError, atomic_write, atomic_write_text, file_sha256
 
 EXPORT_FORMATS = ("onnx",)
@@ -27,13 +28,15 @@ def export_run(run_dir: Path, *, which: str = "best", fmt: str = "onnx") -> Path
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(EXPORT_FORMATS)}")
     run = load_run(run_dir, which=which, device="cpu")
+    exporters = {"recurrent": export_onnx, "transformer": export_transformer_onnx}
     architecture = run.config.model.architecture
-    if architecture != "recurrent":
-        raise RunDirError(f"{run_dir}: export of a {architecture} model is not supported yet (only recurrent models export)")
+    if architecture not in exporters:
+        raise RunDirError(f"{run_dir}: ONNX export of a {architecture} model is not supported "
+                          f"(supported: {', '.join(exporters)})")
     folder = run_dir / "onnx"
     (folder / MANIFEST).unlink(missing_ok=True)  # no manifest while the graphs are being replaced
     try:
-        manifest = export_onnx(run.model, folder, write=atomic_write)
+        manifest = exporters[architecture](run.model, folder, write=atomic_write)
     except ValueError as error:
         raise RunDirError(f"{run_dir}: {error}") from None
     manifest.update({

@@ -199,17 +199,24 @@ class Embeddings(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.scale = math.sqrt(d_model)
 
+    @property
+    def max_positions(self) -> int | None:
+        """The number of positions this embedding can encode (learned), or None (sinusoidal: any)."""
+        return None if self.learned is None else self.learned.num_embeddings
+
+    def embed(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """``tokens`` [B, N] at ``positions`` [N] -> sqrt(D) E[tokens] + PE[positions], [B, N, D], before
+        dropout. The ONNX step graph calls this with positions computed inside the graph."""
+        encoding = sinusoids(positions, self.tokens.embedding_dim) if self.learned is None else self.learned(positions)
+        return self.tokens(tokens) * self.scale + encoding  # [B, N, D] + [N, D]
+
     def forward(self, tokens: torch.Tensor, *, start: int = 0) -> torch.Tensor:
         """``tokens`` [B, N] at positions start .. start + N - 1 -> [B, N, D]."""
-        positions = torch.arange(start, start + tokens.size(1), device=tokens.device)  # [N]
-        if self.learned is None:
-            encoding = sinusoids(positions, self.tokens.embedding_dim)  # [N, D]
-        elif start + tokens.size(1) > self.learned.num_embeddings:
+        if self.max_positions is not None and start + tokens.size(1) > self.max_positions:
             raise ValueError(f"position {start + tokens.size(1) - 1} is beyond the learned positions: "
-                             f"model.transformer.max_positions is {self.learned.num_embeddings}")
-        else:
-            encoding = self.learned(positions)  # [N, D]
-        return self.dropout(self.tokens(tokens) * self.scale + encoding)
+                             f"model.transformer.max_positions is {self.max_positions}")
+        positions = torch.arange(start, start + tokens.size(1), device=tokens.device)  # [N]
+        return self.dropout(self.embed(tokens, positions))
 
 
 # --------------------------------------------------------------------------- 3.1 the stacks
@@ -330,6 +337,12 @@ class Transformer(nn.Module):
     def copies(self) -> bool:
         """The Transformer has no copy mechanism (yet)."""
         return False
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest source, and the most decoding steps, that learned positions cover
+        (``model.transformer.max_positions``); None with sinusoids, which have no limit."""
+        return self.decoder.embeddings.max_positions
 
     def reset_parameters(self) -> None:
         """Xavier-uniform matrices (as the reference tensor2tensor code), zero biases, unit layer
