@@ -274,9 +274,9 @@ def test_non_finite_batch_is_skipped_and_counted_when_configured(reverse_data, t
 
 def test_non_finite_validation_loss_is_never_saved_as_best(reverse_data, tmp_path, monkeypatch):
     trainer = _reverse_trainer(reverse_data, tmp_path / "run")
-    real = trainer_module.mean_reference_loss
-    monkeypatch.setattr(trainer_module, "mean_reference_loss",
-                        lambda *a, **k: math.nan if trainer.epoch == 2 else real(*a, **k))
+    real = trainer_module.reference_loss_sums
+    monkeypatch.setattr(trainer_module, "reference_loss_sums",
+                        lambda *a, **k: (math.nan, 1) if trainer.epoch == 2 else real(*a, **k))
     trainer.fit(reverse_data[3][:200], reverse_data[3][200:])
     assert _epochs_saved(tmp_path / "run") == ("1", "2")
     assert math.isfinite(trainer.best_valid_loss) and trainer.bad_epochs == 1

@@ -280,7 +280,20 @@ class TeacherForcingConfig(_Strict):
 
 class TrainConfig(_Strict):
     epochs: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(
+        default=64, ge=1,
+        description="pairs per batch of one process; one update reads batch_size x accumulate x processes pairs",
+    )
+    batch_tokens: int | None = Field(
+        default=None, ge=1,
+        description="instead of batch_size: fill each batch from the length buckets up to this many padded tokens "
+        "(pairs x the longer side of its longest pair), per process and accumulation step",
+    )
+    accumulate: int = Field(
+        default=1, ge=1,
+        description="batches per optimizer update (gradient accumulation); the loss is the mean over all their "
+        "target tokens, so accumulate 2 equals one batch twice the size",
+    )
     learning_rate: float = Field(default=1e-3, gt=0, allow_inf_nan=False)
     teacher_forcing: TeacherForcingConfig = Field(
         default_factory=TeacherForcingConfig,

@@ -143,9 +143,41 @@ def bucketed_batches(
     copy: bool = False,
     sort_by: str = "target",
 ) -> Iterator[Batch]:
-    """Yield padded batches of similar-length pairs.
+    """Yield padded batches of similar-length pairs, in the order of :func:`bucketed_chunks`.
 
-    With ``shuffle``: shuffle, cut into pools of ``pool_factor * batch_size``, sort each pool
+    ``copy``: batches for a copy model (see :func:`collate`).
+    """
+    chunks = bucketed_chunks(
+        pairs, batch_size=batch_size, shuffle=shuffle, generator=generator, pool_factor=pool_factor,
+        with_target=with_target, sort_by=sort_by,
+    )
+    for chunk in chunks:
+        yield collate([pairs[i] for i in chunk], chunk, pad_index=pad_index, with_target=with_target, copy=copy)
+
+
+def padded_size(pair: EncodedPair) -> int:
+    """The tokens one pair takes in a padded batch's longer side: ``batch_tokens`` counts these."""
+    return max(len(pair.src), len(pair.tgt))
+
+
+def bucketed_chunks(
+    pairs: Sequence[EncodedPair],
+    *,
+    batch_size: int | None = None,
+    batch_tokens: int | None = None,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    pool_factor: int = 50,
+    with_target: bool = True,
+    sort_by: str = "target",
+) -> list[list[int]]:
+    """The positions of each batch of similar-length pairs, in batch order.
+
+    A batch holds ``batch_size`` pairs, or (``batch_tokens``) as many length-sorted pairs as fit
+    the budget of padded tokens: pairs x the longest side (:func:`padded_size`) of its longest pair,
+    as fairseq's ``--max-tokens`` counts; a pair alone above the budget is a batch of its own.
+
+    With ``shuffle``: shuffle, cut into pools of about ``pool_factor`` batches, sort each pool
     by length, cut it into batches, and shuffle the batch order. Without: sort everything by
     length (deterministic; for evaluation, callers restore the order with ``Batch.indices``).
 
@@ -153,11 +185,12 @@ def bucketed_batches(
     position and its output layer is the largest matrix product, while the encoder packs its
     sequences and does no work on source padding. On Multi30k this leaves about 3 % target padding
     per batch instead of about 19 % with ``sort_by="source"`` (kept for benchmarks).
-    ``copy``: batches for a copy model (see :func:`collate`).
     """
+    if (batch_size is None) == (batch_tokens is None):
+        raise ValueError("give exactly one of batch_size and batch_tokens")
     n = len(pairs)
     if n == 0:
-        return
+        return []
     if sort_by not in ("target", "source"):
         raise ValueError(f"sort_by must be 'target' or 'source', got {sort_by!r}")
     if with_target and sort_by == "target":
@@ -166,16 +199,41 @@ def bucketed_batches(
         key = lambda i: (len(pairs[i].src), len(pairs[i].tgt))  # noqa: E731
     else:
         key = lambda i: len(pairs[i].src)  # noqa: E731
-    if not shuffle:
-        order = sorted(range(n), key=key)
-        chunks = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    else:
-        order = torch.randperm(n, generator=generator).tolist()
+    if batch_tokens is None:
+        cut = lambda ordered: [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]  # noqa: E731
         pool = batch_size * pool_factor
-        chunks = []
-        for start in range(0, n, pool):
-            sorted_pool = sorted(order[start : start + pool], key=key)
-            chunks.extend(sorted_pool[i : i + batch_size] for i in range(0, len(sorted_pool), batch_size))
-        chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=generator).tolist()]
-    for chunk in chunks:
-        yield collate([pairs[i] for i in chunk], chunk, pad_index=pad_index, with_target=with_target, copy=copy)
+    else:
+        cut = lambda ordered: _token_chunks(pairs, ordered, batch_tokens)  # noqa: E731
+        mean_size = sum(padded_size(pair) for pair in pairs) / n
+        pool = max(1, round(batch_tokens / mean_size)) * pool_factor
+    if not shuffle:
+        return cut(sorted(range(n), key=key))
+    order = torch.randperm(n, generator=generator).tolist()
+    chunks = []
+    for start in range(0, n, pool):
+        chunks.extend(cut(sorted(order[start : start + pool], key=key)))
+    return [chunks[i] for i in torch.randperm(len(chunks), generator=generator).tolist()]
+
+
+def _token_chunks(pairs: Sequence[EncodedPair], ordered: list[int], batch_tokens: int) -> list[list[int]]:
+    """Cut length-sorted positions into runs whose padded size (count x longest) fits ``batch_tokens``."""
+    chunks: list[list[int]] = []
+    chunk: list[int] = []
+    longest = 0
+    for i in ordered:
+        size = padded_size(pairs[i])
+        if chunk and (len(chunk) + 1) * max(longest, size) > batch_tokens:
+            chunks.append(chunk)
+            chunk, longest = [], 0
+        chunk.append(i)
+        longest = max(longest, size)
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
+def split_chunk(chunk: Sequence[int], parts: int) -> list[list[int]]:
+    """``chunk`` cut into ``parts`` contiguous runs of near-equal length (the later ones longer by one
+    where it does not divide; empty runs where it holds fewer than ``parts`` positions)."""
+    n = len(chunk)
+    return [list(chunk[k * n // parts : (k + 1) * n // parts]) for k in range(parts)]

@@ -29,16 +29,17 @@ import torch
 from torch import nn
 
 from seq2seq.config import TrainConfig, short_repr
-from seq2seq.data.batching import Batch, EncodedPair, bucketed_batches
+from seq2seq.data.batching import Batch, EncodedPair, bucketed_chunks, collate, padded_size
 from seq2seq.data.vocab import Vocab
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.run_files import RunDirError, atomic_write_text, remove_temporaries, save_weights
 from seq2seq.training.averaging import epoch_checkpoints, epoch_weights_path
 from seq2seq.training.checkpointing import load_checkpoint, save_checkpoint
+from seq2seq.training.distributed import SINGLE, Ranks, shard_update, sum_gradients
 from seq2seq.training.loss import coverage_loss, sequence_cross_entropy
 from seq2seq.training.schedules import build_scheduler, steps_per_batch
 from seq2seq.training.stats import EpochStats
-from seq2seq.training.validation import mean_reference_loss
+from seq2seq.training.validation import reference_loss_sums
 from seq2seq.training.word_dropout import word_dropout
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class Trainer:
         run_dir: Path | None = None,
         on_batch: BatchCallback | None = None,
         step_log_every: int = 50,
+        ranks: Ranks = SINGLE,
     ) -> None:
         check_precision(config.precision, device)
         decoder = getattr(model, "decoder", None)
@@ -145,6 +147,7 @@ class Trainer:
         self.run_dir = run_dir
         self.on_batch = on_batch
         self.step_log_every = step_log_every
+        self.ranks = ranks  # under torchrun: this process's rank; rank 0 alone writes to run_dir
         self.optimizer = _adam(model.parameters(), lr=config.learning_rate, betas=config.adam_betas)
         # train.lr_schedule: ReduceLROnPlateau per epoch, or inverse_sqrt per optimizer step
         self.scheduler = build_scheduler(self.optimizer, config)
@@ -163,7 +166,7 @@ class Trainer:
         later epochs were recorded is an error: it was lost, not yet to be written.
         """
         assert self.run_dir is not None
-        removed = remove_temporaries(self.run_dir)
+        removed = remove_temporaries(self.run_dir) if self._writes else []
         if removed:
             logger.info("removed %d temporary file(s) left by an interrupted write", len(removed))
         last = self.run_dir / "last.safetensors"
@@ -181,6 +184,11 @@ class Trainer:
             raise RunDirError(f"{last}: malformed counters {short_repr(counters)} in the trainer state ({error})") from None
         self._truncate_metrics()
         logger.info("resumed %s after epoch %d (step %d)", self.run_dir, self.epoch, self.step)
+
+    @property
+    def _writes(self) -> bool:
+        """Whether this process writes to ``run_dir``: only rank 0 of a data-parallel run does."""
+        return self.run_dir is not None and self.ranks.is_main
 
     def _metric_records(self) -> list[tuple[str, dict]]:
         """(line, record) for each complete line of ``metrics.jsonl``; a line cut short by a crash is left out."""
@@ -205,6 +213,8 @@ class Trainer:
     def _truncate_metrics(self) -> None:
         """Drop records of epochs after the checkpoint (a crash mid-epoch, or between the epoch's
         metrics record and its checkpoint) so that the repeated epochs do not duplicate them."""
+        if not self._writes:
+            return
         assert self.run_dir is not None
         path = self.run_dir / "metrics.jsonl"
         if not path.is_file():
@@ -218,8 +228,9 @@ class Trainer:
     def _save(self, improved: bool) -> None:
         """``best`` before ``last``: a kill between the two repeats this epoch on resume and rewrites
         the same ``best``; the other order would resume past an improvement whose weights were lost."""
-        if self.run_dir is None:
+        if not self._writes:
             return
+        assert self.run_dir is not None
         counters = {
             "epoch": self.epoch,
             "step": self.step,
@@ -241,8 +252,9 @@ class Trainer:
                     path.unlink(missing_ok=True)
 
     def _log_metric(self, record: dict) -> None:
-        if self.run_dir is None:
+        if not self._writes:
             return
+        assert self.run_dir is not None
         path = self.run_dir / "metrics.jsonl"
         try:
             with open(path, "a", encoding="utf-8") as handle:
@@ -272,15 +284,24 @@ class Trainer:
             objective = loss + self.coverage_weight * coverage_loss(attention.float(), batch.tgt_output != self.pad_index)
         return objective, loss, n_tokens
 
-    def _train_batch(self, batch: Batch) -> tuple[float, int, float] | str:
-        """One optimizer step: ``(loss sum, target tokens, gradient norm before clipping)``, or what
-        was not finite (nothing is stepped)."""
+    def _train_update(self, batches: Sequence[Batch], *, tokens: int) -> tuple[float, int, float] | str:
+        """One optimizer step on this rank's ``batches`` of an update of ``tokens`` target tokens
+        (all ranks, all accumulated batches): ``(loss sum, tokens, gradient norm before clipping)``
+        over the whole update, or what was not finite (nothing is stepped).
+
+        Each batch's backward pass adds d(objective sum / tokens): summed over the batches and the
+        ranks (:func:`sum_gradients`) that is the gradient of the mean over every token of the update,
+        so accumulation and data parallelism give the update of one batch holding them all."""
         self.optimizer.zero_grad(set_to_none=True)
-        objective_sum, loss_sum, n_tokens = self._loss(batch, teacher_forcing=self.teacher_forcing)
-        loss = objective_sum / n_tokens
-        if not torch.isfinite(loss):
-            return f"loss ({float(loss.detach())})"
-        loss.backward()
+        sums = torch.zeros(2, device=self.device)  # [objective sum, cross-entropy sum] of this rank
+        for batch in batches:
+            objective_sum, loss_sum, _ = self._loss(batch, teacher_forcing=self.teacher_forcing)
+            (objective_sum / tokens).backward()
+            sums += torch.stack([objective_sum.detach(), loss_sum.detach()])
+        objective_sum, loss_sum = sum_gradients(self.model.parameters(), sums, ranks=self.ranks).tolist()
+        if not math.isfinite(objective_sum):
+            self.optimizer.zero_grad(set_to_none=True)
+            return f"loss ({objective_sum / tokens})"
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
         if not torch.isfinite(grad_norm):  # clipping cannot rescue an inf norm: the step would write NaNs
             self.optimizer.zero_grad(set_to_none=True)
@@ -289,16 +310,17 @@ class Trainer:
         self.step += 1
         if steps_per_batch(self.config):
             self.scheduler.step()
-        return float(loss_sum.detach()), n_tokens, float(grad_norm)
+        return loss_sum, tokens, float(grad_norm)
 
     @property
     def teacher_forcing(self) -> float:
         """The teacher-forcing probability of the next optimizer step (``train.teacher_forcing``'s schedule)."""
         return self.config.teacher_forcing.probability(self.step)
 
-    def _non_finite(self, what: str, batch: Batch, *, number: int, of: int) -> None:
-        """Stop with an error, or log and go on, as ``train.on_nonfinite`` says."""
-        shown = ", ".join(map(str, batch.indices[:8])) + (", ..." if len(batch.indices) > 8 else "")
+    def _non_finite(self, what: str, indices: Sequence[int], *, number: int, of: int) -> None:
+        """Stop with an error, or log and go on, as ``train.on_nonfinite`` says (the same on every rank:
+        what was not finite is the sum over the ranks)."""
+        shown = ", ".join(map(str, indices[:8])) + (", ..." if len(indices) > 8 else "")
         where = (
             f"non-finite training {what} at epoch {self.epoch + 1}, step {self.step}, batch {number} of {of} "
             f"(training examples {shown})"
@@ -307,18 +329,50 @@ class Trainer:
             raise NonFiniteLossError(
                 f"{where}; nothing of this epoch was saved. Lower train.learning_rate or train.clip_norm, "
                 "or set train.on_nonfinite=skip to skip such batches",
-                indices=batch.indices,
+                indices=indices,
             )
         logger.warning("%s: batch skipped", where)
 
     def evaluate_loss(self, pairs: Sequence[EncodedPair], *, batch_size: int | None = None) -> float:
-        """Mean per-token cross-entropy with gold previous tokens (teacher forcing 1.0), no smoothing."""
-        return mean_reference_loss(
-            self.model, pairs, pad_index=self.pad_index, batch_size=batch_size or self.config.batch_size, device=self.device
+        """Mean per-token cross-entropy with gold previous tokens (teacher forcing 1.0), no smoothing;
+        under torchrun each rank scores every world_size-th batch and the sums are added up, so every
+        rank gets the same figure and makes the same plateau and early-stopping decisions."""
+        total, tokens = reference_loss_sums(
+            self.model, pairs, pad_index=self.pad_index, batch_size=batch_size or self.config.batch_size,
+            device=self.device, shard=(self.ranks.rank, self.ranks.world_size),
         )
+        if self.ranks.distributed:
+            total, tokens = self.ranks.sum(torch.tensor([total, tokens], dtype=torch.float64, device=self.device)).tolist()
+        return total / max(tokens, 1)
+
+    def _update_chunks(self, pairs: Sequence[EncodedPair], generator: torch.Generator) -> list[list[int]]:
+        """The positions of every update's pairs, over all ranks and accumulated batches: length-bucketed
+        batches ``world_size x accumulate`` times the size (or token budget) of one process's batch."""
+        parts = self.ranks.world_size * self.config.accumulate
+        if self.config.batch_tokens is None:
+            return bucketed_chunks(pairs, batch_size=self.config.batch_size * parts, shuffle=True, generator=generator)
+        return bucketed_chunks(pairs, batch_tokens=self.config.batch_tokens * parts, shuffle=True, generator=generator)
+
+    def _check_update_fits(self, pairs: Sequence[EncodedPair]) -> None:
+        """Refuse an update that cannot give every process and accumulation step a share of the data."""
+        parts, config = self.ranks.world_size * self.config.accumulate, self.config
+        shares = f"train.accumulate {config.accumulate} x {self.ranks.world_size} process(es)"
+        if parts > 1 and config.batch_tokens is None and config.batch_size * parts > len(pairs):
+            raise ValueError(
+                f"train.batch_size {config.batch_size} x {shares} = {config.batch_size * parts} pairs per update, "
+                f"but the training data has {len(pairs)}: use fewer processes, a smaller accumulate or batch_size"
+            )
+        longest = max(padded_size(pair) for pair in pairs)
+        if config.batch_tokens is not None and parts > 1 and config.batch_tokens < longest:
+            raise ValueError(
+                f"train.batch_tokens {config.batch_tokens} is less than the longest training pair ({longest} tokens): "
+                f"with {shares} every share of an update needs one pair; raise batch_tokens or lower data.max_len"
+            )
 
     def _train_epoch(self, pairs: Sequence[EncodedPair], deadline: float | None) -> _EpochRun:
         self.model.train()
+        if self.ranks.distributed:  # each rank its own dropout draws, which (seed, epoch, rank) alone decide
+            torch.manual_seed((self.config.seed * 1000 + self.epoch) * 1000 + self.ranks.rank)
         # The data order depends only on (seed, epoch), so a resumed run sees the same batches.
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + self.epoch)
         total, tokens, started, out_of_time = 0.0, 0, time.perf_counter(), False
@@ -326,15 +380,18 @@ class Trainer:
         window_norms: list[float] = []  # gradient norms before clipping, since the last logged step
         epoch_norms: list[float] = []
         window_started = time.perf_counter()
-        batches = list(bucketed_batches(
-            pairs, batch_size=self.config.batch_size, pad_index=self.pad_index, shuffle=True, generator=generator,
-            copy=self.model.copies,
-        ))
+        chunks = self._update_chunks(pairs, generator)
         done, skipped = 0, 0
-        for done, batch in enumerate(batches, start=1):
-            outcome = self._train_batch(batch.to(self.device))
+        for done, chunk in enumerate(chunks, start=1):
+            batches = [
+                collate([pairs[i] for i in part], part, pad_index=self.pad_index, copy=self.model.copies).to(self.device)
+                for part in shard_update(chunk, ranks=self.ranks, accumulate=self.config.accumulate) if part
+            ]
+            # every rank knows the whole chunk, so the update's token count needs no message
+            n_update = sum(len(pairs[i].tgt) - 1 for i in chunk)  # predicted: <eos>, not <sos>
+            outcome = self._train_update(batches, tokens=n_update)
             if isinstance(outcome, str):
-                self._non_finite(outcome, batch, number=done, of=len(batches))
+                self._non_finite(outcome, chunk, number=done, of=len(chunks))
                 skipped += 1
                 loss_sum, n = math.nan, 0
             else:
@@ -354,12 +411,12 @@ class Trainer:
                     }
                     self._log_metric(record)
                     window_loss, window_tokens, window_started, window_norms = 0.0, 0, now, []
-            if self.on_batch is not None:
+            if self.on_batch is not None and self.ranks.is_main:
                 self.on_batch(self.step, done, loss_sum / n if n else math.nan)
-            if deadline is not None and time.perf_counter() > deadline:
+            if deadline is not None and self.ranks.any(time.perf_counter() > deadline, device=self.device):
                 out_of_time = True
                 break
-        fraction = done / max(len(batches), 1)
+        fraction = done / max(len(chunks), 1)
         return _EpochRun(total / max(tokens, 1), tokens, time.perf_counter() - started, out_of_time, fraction, skipped,
                          epoch_norms)
 
@@ -369,6 +426,8 @@ class Trainer:
             raise ValueError("no training examples (after length filtering)")
         if not valid_pairs:
             raise ValueError("no validation examples")
+        self._check_update_fits(train_pairs)
+        self.ranks.broadcast_parameters(self.model)
         result = TrainResult(best_valid_loss=self.best_valid_loss)
         budget = self.config.time_budget_s
         deadline = time.perf_counter() + budget if budget else None

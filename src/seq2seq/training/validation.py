@@ -11,7 +11,6 @@ from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.training.loss import sequence_cross_entropy
 
 
-@torch.inference_mode()
 def mean_reference_loss(
     model: Seq2Seq, pairs: Sequence[EncodedPair], *, pad_index: int, batch_size: int, device: torch.device
 ) -> float:
@@ -19,12 +18,33 @@ def mean_reference_loss(
 
     A copy model is scored on the extended targets: a reference word it can only copy counts as
     that word, not as ``<unk>``."""
+    total, tokens = reference_loss_sums(model, pairs, pad_index=pad_index, batch_size=batch_size, device=device)
+    return total / max(tokens, 1)
+
+
+@torch.inference_mode()
+def reference_loss_sums(
+    model: Seq2Seq,
+    pairs: Sequence[EncodedPair],
+    *,
+    pad_index: int,
+    batch_size: int,
+    device: torch.device,
+    shard: tuple[int, int] = (0, 1),
+) -> tuple[float, int]:
+    """(summed cross-entropy, target tokens) of :func:`mean_reference_loss`, over the length-sorted
+    batches ``shard = (index, count)`` takes: every ``count``-th batch from the ``index``-th, so that
+    ``count`` processes each score their share and add up the sums."""
+    index, count = shard
     model.eval()
     total, tokens = 0.0, 0
-    for batch in bucketed_batches(pairs, batch_size=batch_size, pad_index=pad_index, shuffle=False, copy=model.copies):
+    batches = bucketed_batches(pairs, batch_size=batch_size, pad_index=pad_index, shuffle=False, copy=model.copies)
+    for number, batch in enumerate(batches):
+        if number % count != index:
+            continue
         batch = batch.to(device)
         logits, _ = model(batch.src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=1.0,
                           src_copy=batch.src_copy)
         loss_sum, n = sequence_cross_entropy(logits, batch.tgt_output, pad_index=pad_index)
         total, tokens = total + float(loss_sum), tokens + n
-    return total / max(tokens, 1)
+    return total, tokens

@@ -1,0 +1,135 @@
+"""Data-parallel training with ``torch.distributed`` under ``torchrun``: who this process is, and
+the three collectives the trainer needs (gradients and loss sums, the validation sums, a barrier).
+
+``torchrun`` starts one process per rank with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR`` and ``MASTER_PORT`` in the environment; :func:`start_ranks` joins the process
+group from them (gloo on a CPU, NCCL on CUDA). Without them (a plain ``seq2seq train``) there is
+one rank and nothing here sends a message.
+
+Why the gradients are summed here rather than by ``DistributedDataParallel``: the loss of one
+update is the sum over every target token of every rank's batches divided by the update's token
+count (which every rank knows, see :func:`shard_update`), so the update must equal the
+one-process update on the whole global batch. That needs the gradients *summed* across ranks
+(DDP averages them), works with ranks whose share of a short batch is empty (DDP would wait for
+their backward), and with parameters that some batches leave without a gradient (DDP needs
+``find_unused_parameters``). One ``all_reduce`` of one flat buffer per update, like DDP's
+gradient buckets but after the backward pass; the loss sums ride along in the same message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from seq2seq.data.batching import split_chunk
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the ranks of one training run (rank 0 of 1: no process group)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes checkpoints, metrics and logs."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` summed over the ranks, in place (unchanged with one rank)."""
+        if self.distributed:
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return values
+
+    def any(self, flag: bool, *, device: torch.device) -> bool:
+        """Whether ``flag`` holds on any rank, so that every rank makes the same decision."""
+        if not self.distributed:
+            return flag
+        return bool(self.sum(torch.tensor([float(flag)], device=device)).item() > 0)
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def broadcast_parameters(self, module: torch.nn.Module) -> None:
+        """Rank 0's weights on every rank (they were built from the same seed; this makes it certain)."""
+        if self.distributed:
+            for tensor in module.state_dict().values():
+                dist.broadcast(tensor, src=0)
+
+
+SINGLE = Ranks()
+
+
+def start_ranks(device: torch.device, *, timeout_s: float = 600.0) -> tuple[Ranks, torch.device]:
+    """Join the process group that ``torchrun`` describes in the environment, or stay alone.
+
+    Returns the ranks and the device this rank trains on: ``cuda:LOCAL_RANK`` for a CUDA device
+    (one GPU per process, NCCL), the given CPU device otherwise (gloo). ``timeout_s`` bounds how
+    long a collective waits for a rank that died (torchrun usually stops the others first)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return SINGLE, device
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f"LOCAL_RANK {local_rank}: only {torch.cuda.device_count()} CUDA device(s) on this node; "
+                             "start at most that many processes per node")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    logger.info("rank %d of %d (%s, %s)", rank, world_size, backend, device)
+    return Ranks(rank=rank, world_size=world_size), device
+
+
+def stop_ranks(ranks: Ranks) -> None:
+    if ranks.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard_update(chunk: Sequence[int], *, ranks: Ranks, accumulate: int) -> list[list[int]]:
+    """This rank's micro-batches of one update's global ``chunk``: the chunk is cut into
+    ``world_size x accumulate`` contiguous runs, and rank r takes runs r*accumulate ... (r+1)*accumulate - 1.
+
+    Every rank computes the same chunks from the shared seed, so no data moves between ranks; a
+    run can be empty (a chunk shorter than the runs), and that rank then adds nothing to the update."""
+    runs = split_chunk(chunk, ranks.world_size * accumulate)
+    return runs[ranks.rank * accumulate : (ranks.rank + 1) * accumulate]
+
+
+def sum_gradients(parameters: Iterable[torch.nn.Parameter], extras: torch.Tensor, *, ranks: Ranks) -> torch.Tensor:
+    """Sum every parameter's gradient over the ranks, in one message with ``extras`` (float32 [N]),
+    and return the summed ``extras``.
+
+    A parameter without a gradient on every rank keeps none (as in one process, where Adam then
+    leaves it alone); one with a gradient on some rank gets the sum, the others counting as 0."""
+    if not ranks.distributed:
+        return extras
+    params = list(parameters)
+    has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=extras.device)  # [P]
+    flat = torch.cat([  # [sum of numels + P + N]
+        *[(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params],
+        has_grad, extras.float(),
+    ])
+    ranks.sum(flat)
+    numels = [p.numel() for p in params]
+    grads = flat[: sum(numels)].split(numels)
+    present = flat[sum(numels) : sum(numels) + len(params)]
+    for param, grad, count in zip(params, grads, present.tolist(), strict=True):
+        param.grad = grad.view_as(param).to(param.dtype).clone() if count > 0 else None
+    return flat[sum(numels) + len(params) :]
