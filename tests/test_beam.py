@@ -464,14 +464,17 @@ class _BanFrom:
     def __init__(self, length: int) -> None:
         self.length = length
 
-    def start(self) -> tuple:
+    def bind(self, examples) -> _BanFrom:
+        return self
+
+    def start(self, row: int = 0) -> tuple:
         return (0,)
 
     def advance(self, state: tuple, token: int) -> tuple:
         return (state[0] + 1,)
 
-    def banned(self, states, vocab_size: int, device) -> torch.Tensor:
-        return torch.tensor([[state[0] >= self.length] * vocab_size for state in states], device=device)
+    def banned(self, states, scores: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([[state[0] >= self.length] * scores.size(-1) for state in states], device=scores.device)
 
 
 def test_a_search_with_every_continuation_banned_returns_its_alive_prefixes_unfinished() -> None:

@@ -26,7 +26,7 @@ def test_bracket_states_and_banned_tokens() -> None:
     for token in (1, 3, 7):  # ( [ x
         state = rules.advance(state, token)
     assert state == ("(", "[")
-    banned = rules.banned([rules.start(), state, ("(",)], 8, torch.device("cpu"))
+    banned = rules.banned([rules.start(), state, ("(",)], torch.zeros(3, 8))
     # empty prefix: every closer banned, <eos> allowed
     assert banned[0].tolist() == [False, False, True, False, True, False, True, False]
     # inside "( [": only "]" may close, and the output may not end
@@ -37,7 +37,7 @@ def test_bracket_states_and_banned_tokens() -> None:
 
 def test_vocabulary_without_brackets_bans_nothing() -> None:
     rules = PythonBracketConstraint(["<eos>", "x", "'('"], eos_index=0)  # a string literal is not a bracket
-    assert not rules.banned([rules.start()], 3, torch.device("cpu")).any()
+    assert not rules.banned([rules.start()], torch.zeros(1, 3)).any()
     assert rules.advance(rules.start(), 2) == ()
 
 

@@ -158,7 +158,7 @@ class BeamStrategy:
         self.tokens = torch.zeros(batch * beam, 0, dtype=torch.long, device=device)  # [B*K, t]
         self.token_lps = torch.zeros(batch * beam, 0, device=device)  # [B*K, t]
         self.weights = torch.zeros(batch * beam, 0, src_width, device=device)  # [B*K, t, S], empty without attention
-        self.states = [] if constraint is None else [constraint.start()] * (batch * beam)  # per row
+        self.states = [] if constraint is None else [constraint.start(b) for b in range(batch) for _ in range(beam)]
         self.finished: list[list[tuple[float, Hypothesis]]] = [[] for _ in range(batch)]
         self.unfinished: list[list[tuple[float, Hypothesis]]] = [[] for _ in range(batch)]
 
@@ -208,7 +208,7 @@ class BeamStrategy:
         if self.ngram:
             log_probs.masked_fill_(repeated_ngram_mask(self.tokens, n=self.ngram, vocab_size=vocab), -math.inf)
         if self.constraint is not None:
-            log_probs.masked_fill_(self.constraint.banned(self.states, vocab, log_probs.device), -math.inf)
+            log_probs.masked_fill_(self.constraint.banned(self.states, log_probs), -math.inf)
         return log_probs
 
     def finish_eos_candidates(

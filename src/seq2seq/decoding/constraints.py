@@ -27,16 +27,23 @@ State = tuple  # an immutable per-hypothesis state, cheap to copy when beams are
 class PrefixConstraint(Protocol):
     """Per-hypothesis state machine over output token ids that bans impossible continuations."""
 
-    def start(self) -> State:
-        """The state of the empty prefix."""
+    def bind(self, examples: Sequence[int]) -> PrefixConstraint:
+        """The constraint for one batch, whose row b holds input ``examples[b]`` of the decode call
+        (a constraint that reads per-input data, such as a copy model's source words, picks them here)."""
+        ...
+
+    def start(self, row: int = 0) -> State:
+        """The state of the empty prefix of the batch's row ``row``."""
         ...
 
     def advance(self, state: State, token: int) -> State:
         """The state after appending ``token`` (never a banned one)."""
         ...
 
-    def banned(self, states: Sequence[State], vocab_size: int, device: torch.device) -> torch.Tensor:
-        """A [N, V] boolean mask: True where token v may not follow hypothesis n."""
+    def banned(self, states: Sequence[State], scores: torch.Tensor) -> torch.Tensor:
+        """A [N, V] boolean mask on ``scores``' device: True where token v may not follow hypothesis n.
+        ``scores`` [N, V] are the search's (logits or log-probabilities, -inf where already banned):
+        a constraint that is costly per token may check only the best-scored ones."""
         ...
 
 
@@ -60,7 +67,10 @@ class PythonBracketConstraint:
         self.openers = {index[open_]: open_ for open_ in BRACKETS if open_ in index}
         self.closer_id = {open_: index[close] for open_, close in BRACKETS.items() if close in index}
 
-    def start(self) -> State:
+    def bind(self, examples: Sequence[int]) -> PythonBracketConstraint:
+        return self  # the same rules for every input
+
+    def start(self, row: int = 0) -> State:
         return ()
 
     def advance(self, state: State, token: int) -> State:
@@ -70,8 +80,8 @@ class PythonBracketConstraint:
             return state[:-1]
         return state
 
-    def banned(self, states: Sequence[State], vocab_size: int, device: torch.device) -> torch.Tensor:
-        mask = torch.zeros(len(states), vocab_size, dtype=torch.bool)
+    def banned(self, states: Sequence[State], scores: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros(len(states), scores.size(-1), dtype=torch.bool)
         if self.closers:
             mask[:, self.closers] = True  # every closer is banned ...
         for row, stack in enumerate(states):
@@ -80,7 +90,7 @@ class PythonBracketConstraint:
                 allowed = self.closer_id.get(stack[-1])
                 if allowed is not None:
                     mask[row, allowed] = False  # ... except the one matching the innermost opener
-        return mask.to(device)
+        return mask.to(scores.device)
 
 
 def python_constraint(vocab_tokens: Sequence[str], *, eos_index: int) -> PythonBracketConstraint:

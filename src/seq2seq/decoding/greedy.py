@@ -107,7 +107,7 @@ class SinglePath:
         self.max_steps, self.eos_index, self.choose, self.constraint = max_len, eos_index, choose, constraint
         self.src_lengths = src_lengths
         self.active = torch.arange(batch_size, device=device)  # [B']: the example of each row still decoding
-        self.states = [] if constraint is None else [constraint.start()] * batch_size
+        self.states = [] if constraint is None else [constraint.start(row) for row in range(batch_size)]
         # what each example emitted is written at its own row of these [B, T] tables
         self.tokens = torch.full((batch_size, max_len), eos_index, dtype=torch.long, device=device)
         self.log_probs = torch.zeros(batch_size, max_len, device=device)
@@ -120,7 +120,7 @@ class SinglePath:
         if self.constraint is None:
             prev, token_log_prob = self.choose(logits)  # [B'], [B']
         else:
-            banned = self.constraint.banned(self.states, logits.size(-1), logits.device)  # [B', V]
+            banned = self.constraint.banned(self.states, logits)  # [B', V]
             prev, _ = self.choose(logits.masked_fill(banned, -math.inf))
             token_log_prob = torch.log_softmax(logits, dim=-1).gather(1, prev.unsqueeze(1)).squeeze(1)  # [B']
             self.states = [self.constraint.advance(s, t) for s, t in zip(self.states, prev.tolist())]
@@ -158,7 +158,8 @@ class SinglePath:
         return hypotheses
 
 
-Search = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], list[list[Hypothesis]]]
+# search(src, src_lengths, src_mask, src_copy, examples): examples[b] is the input that batch row b holds
+Search = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, list[int]], list[list[Hypothesis]]]
 
 
 def decode_all(
@@ -171,8 +172,9 @@ def decode_all(
     copy_sources: list[list[int]] | None = None,
     workers: int = 1,
 ) -> list[list[Hypothesis]]:
-    """Run ``search(src, src_lengths, src_mask, src_copy)`` over many encoded sources in
-    length-sorted batches; the n-best lists come back in input order.
+    """Run ``search(src, src_lengths, src_mask, src_copy, examples)`` over many encoded sources in
+    length-sorted batches (``examples``: the position in ``sources`` of each batch row); the
+    n-best lists come back in input order.
 
     ``copy_sources`` (for a copy model): each source as extended target ids
     (``CopyEncoding.src``), batched into ``src_copy`` [B, S]; without them ``src_copy`` is None.
@@ -194,7 +196,7 @@ def decode_all(
 
     def decode(batch) -> tuple[list[int], list[list[Hypothesis]]]:
         batch = batch.to(torch.device(device))
-        return batch.indices, search(batch.src, batch.src_lengths, batch.src_mask, batch.src_copy)
+        return batch.indices, search(batch.src, batch.src_lengths, batch.src_mask, batch.src_copy, batch.indices)
 
     found = in_parallel(decode, batches, workers) if workers > 1 and len(batches) > 1 else map(decode, batches)
     for indices, hypotheses in found:
@@ -235,7 +237,9 @@ def greedy_decode_all(
 ) -> list[Hypothesis]:
     """Greedy-decode many encoded sources (``copy_sources``: see :func:`decode_all`); results come back in input order."""
 
-    def search(src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor, src_copy: torch.Tensor | None) -> list[list[Hypothesis]]:
+    def search(
+        src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor, src_copy: torch.Tensor | None, examples: list[int]
+    ) -> list[list[Hypothesis]]:
         found = greedy_decode(model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, max_len=max_len,
                               src_copy=src_copy)
         return [[hypothesis] for hypothesis in found]

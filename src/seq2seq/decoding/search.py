@@ -72,21 +72,22 @@ def decode_sources(
     generator = None if sampling is None else sampling.generator(device)
 
     def search(
-        src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor, src_copy: torch.Tensor | None
+        src: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor, src_copy: torch.Tensor | None, examples: list[int]
     ) -> list[list[Hypothesis]]:
+        rules = None if constraint is None else constraint.bind(examples)
         if sampling is not None:
             found = sample_decode(model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, max_len=max_len,
                                   temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
-                                  generator=generator, constraint=constraint, src_copy=src_copy)
+                                  generator=generator, constraint=rules, src_copy=src_copy)
             return [[hypothesis] for hypothesis in found]
         if beam_size == 1:
             found = greedy_decode(model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, max_len=max_len,
-                                  constraint=constraint, src_copy=src_copy)
+                                  constraint=rules, src_copy=src_copy)
             return [[hypothesis] for hypothesis in found]
         return beam_search(
             model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, pad_index=pad_index,
             beam_size=beam_size, max_len=max_len, nbest=nbest, length_penalty=length_penalty, alpha=alpha,
-            constraint=constraint, src_copy=src_copy,
+            constraint=rules, src_copy=src_copy,
         )
 
     return decode_all(sources, search, pad_index=pad_index, batch_size=batch_size, device=device,

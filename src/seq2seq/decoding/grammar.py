@@ -1,0 +1,121 @@
+"""``--constrain grammar``: decoding that can only write Python that Python's own parser accepts.
+
+Every prefix a search keeps is the prefix of some program (:func:`viable_prefix`), and a
+hypothesis may end (``<eos>``) only when its text is a whole program (:func:`parses`), so every
+finished output parses. The check is CPython's parser run on the detokenized prefix, not a copy
+of Python's grammar: it cannot fall behind the language, and it is exact where a hand-written
+pushdown automaton over tokens would approximate.
+
+What it costs is one parse per (prefix, candidate token), so only the tokens a search could
+choose are checked: a row's ``candidates`` best-scored tokens first, then, only when none of
+those is allowed, the next ones in score order. Everything not checked is banned, which changes
+nothing for greedy search (it takes the best allowed token) and for a beam no wider than
+``candidates`` / 2 (it ranks the 2K best candidates). Verdicts are cached by text, and beams share
+most of their prefixes.
+
+The decoder state stays a value: a hypothesis' constraint state is ``(row, tokens)``, a tuple that
+beam search copies when it reorders rows. ``copy_words`` gives, per input of the decode call, the
+source words that a copy model's ids >= V stand for; :meth:`bind` picks a batch's rows out of it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from seq2seq.data.python_syntax import Unit, parses, viable_prefix
+from seq2seq.data.tokenizers import DEDENT, INDENT, NEWLINE
+
+State = tuple  # (row of the batch, the output's token texts so far)
+LAYOUT = (NEWLINE, INDENT, DEDENT)
+
+
+class PythonGrammarConstraint:
+    """A :class:`~seq2seq.decoding.constraints.PrefixConstraint` that keeps prefixes Python can complete.
+
+    ``vocab_tokens[i]`` is the text of output token ``i``; ``detokenize`` turns a list of token
+    texts into source code (the target tokenizer's). ``unit`` is what one output is, a
+    ``program`` or a ``line`` of one (see :mod:`seq2seq.data.python_syntax`).
+    """
+
+    def __init__(
+        self,
+        vocab_tokens: Sequence[str],
+        *,
+        eos_index: int,
+        detokenize: Callable[[Sequence[str]], str],
+        unit: Unit = "program",
+        copy_words: Sequence[Sequence[str]] | None = None,
+        candidates: int = 10,
+    ) -> None:
+        if candidates < 1:
+            raise ValueError(f"candidates must be at least 1, got {candidates}")
+        self.vocab_tokens = list(vocab_tokens)
+        self.eos_index, self.detokenize, self.unit, self.candidates = eos_index, detokenize, unit, candidates
+        self.copy_words = copy_words
+        self.row_words: Sequence[Sequence[str]] = ()
+        # <pad>, <unk>, <sos>: never part of code (the layout tokens are, and <eos> has its own rule)
+        self.never = {i for i, token in enumerate(self.vocab_tokens)
+                      if token.startswith("<") and token.endswith(">") and token not in LAYOUT and i != eos_index}
+
+    def bind(self, examples: Sequence[int]) -> PythonGrammarConstraint:
+        """The constraint for a batch whose row b holds input ``examples[b]`` of the decode call."""
+        bound = PythonGrammarConstraint.__new__(PythonGrammarConstraint)
+        bound.__dict__.update(self.__dict__)
+        bound.row_words = [] if self.copy_words is None else [self.copy_words[e] for e in examples]
+        return bound
+
+    def start(self, row: int = 0) -> State:
+        return (row, ())
+
+    def advance(self, state: State, token: int) -> State:
+        row, tokens = state
+        return (row, (*tokens, self._text(row, token)))
+
+    def banned(self, states: Sequence[State], scores: torch.Tensor) -> torch.Tensor:
+        """[N, V'] True where token v may not follow hypothesis n: all but the allowed ones among
+        each row's best-scored tokens (``scores`` [N, V'], higher is better; -inf is already banned)."""
+        device = scores.device
+        scores = scores.detach().float().cpu()  # [N, V']
+        mask = torch.ones(scores.shape, dtype=torch.bool)
+        width = min(self.candidates, scores.size(1))
+        best = scores.topk(width, dim=1).indices.tolist()  # [N, width]
+        for n, state in enumerate(states):
+            allowed = self._allowed(state, best[n], scores[n])
+            if not allowed and width < scores.size(1):  # none of the best: go down the whole ranking
+                ranking = scores[n].argsort(descending=True).tolist()[width:]
+                for start in range(0, len(ranking), 64):
+                    allowed = self._allowed(state, ranking[start : start + 64], scores[n])
+                    if allowed:
+                        break
+            if not allowed:  # a dead end (the prefix check is generous, never strict): let it stop
+                allowed = [self.eos_index]
+            mask[n, allowed] = False
+        return mask.to(device)
+
+    def _allowed(self, state: State, tokens: Sequence[int], scores: torch.Tensor) -> list[int]:
+        row, prefix = state
+        allowed = []
+        for token in tokens:
+            if scores[token] == -math.inf or token in self.never:
+                continue
+            if token == self.eos_index:
+                ok = bool(prefix) and parses(self.detokenize(prefix), unit=self.unit)
+            else:
+                text = self._text(row, token)
+                ok = text is not None and viable_prefix(self.detokenize([*prefix, text]), unit=self.unit)
+            if ok:
+                allowed.append(token)
+        return allowed
+
+    def _text(self, row: int, token: int) -> str | None:
+        if token < len(self.vocab_tokens):
+            return self.vocab_tokens[token]
+        words = self.row_words[row] if row < len(self.row_words) else ()
+        index = token - len(self.vocab_tokens)
+        return words[index] if index < len(words) else None
+
+
+__all__ = ["PythonGrammarConstraint"]
