@@ -37,7 +37,8 @@ def _export(model, folder: Path) -> OnnxTransformer:
 @pytest.mark.parametrize("variant", [*VARIANTS, "learned-post"])
 def test_every_step_matches_torch(variant, tmp_path):
     torch.set_num_threads(1)
-    extra = VARIANTS.get(variant, ("model.transformer.positions=learned", "model.transformer.max_positions=12"))
+    extra = VARIANTS.get(variant, ("model.transformer.positions=learned", "model.transformer.max_positions=12",
+                                   "data.max_src_len=12", "data.max_tgt_len=11"))
     model = make_model(*extra)
     onnx_model = _export(model, tmp_path)
     src, lengths, mask, tgt = make_batch([6, 2, 4], tgt_len=7)  # padded rows: the graphs take whole batches

@@ -96,10 +96,41 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 # ---------------------------------------------------------------------------- subcommands
+def _launch_torchrun(args: argparse.Namespace) -> int:
+    """``seq2seq train --nproc N ...``: the same command under ``torchrun --standalone --nproc-per-node N``."""
+    import os
+    import subprocess
+
+    if "WORLD_SIZE" in os.environ:
+        raise ConfigError("--nproc starts torchrun itself; under torchrun leave it out")
+    argv, skip = [], False
+    for arg in args.argv:  # the command without --nproc N
+        if not skip and arg == "--nproc":
+            skip = True
+        elif not skip and not arg.startswith("--nproc="):
+            argv.append(arg)
+        else:
+            skip = False
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "seq2seq", *argv]
+    logger.info("starting %s", shlex.join(command))
+    code = subprocess.call(command)
+    if code != 0:
+        print(f"seq2seq train: error: a training process of {args.nproc} failed (exit code {code}, its error is above); "
+              "completed epochs are saved: continue with seq2seq train --resume RUN --nproc N", file=sys.stderr)
+    return code
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from seq2seq.pipeline import train
     from seq2seq.progress import TqdmProgress
+    from seq2seq.training.distributed import launched_rank
 
+    if args.nproc:
+        return _launch_torchrun(args)
+    rank = launched_rank()  # under torchrun, rank 0 alone reports
+    if rank:
+        logging.getLogger("seq2seq").setLevel(logging.WARNING)
     if args.resume:
         from seq2seq.checkpoint import load_run_config
 
@@ -110,6 +141,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                               "(only --set train.epochs=N and other budget keys may change)")
         run_dir = Path(args.resume)
         saved = load_run_config(run_dir).model_dump(mode="json")
+        from seq2seq.pipeline import RESUMABLE_KEYS
+
+        # refused before the config is built: another model.architecture would first fail on unrelated keys
+        fixed = [item.split("=", 1)[0].strip() for item in args.set or []
+                 if item.split("=", 1)[0].strip() not in {f"train.{key}" for key in RESUMABLE_KEYS}]
+        if fixed:
+            raise ConfigError(f"--resume cannot change {', '.join(fixed)}: {run_dir} continues its saved "
+                              f"{saved['model']['architecture']} model and configuration; only "
+                              f"{', '.join(f'train.{key}' for key in RESUMABLE_KEYS)} may change (train a new run with --out)")
         # On resume only the budget (train.epochs, train.time_budget_s) may change.
         config = build_config(base=saved, overrides=list(args.set or []), source=str(run_dir / "config.yaml"))
     else:
@@ -117,6 +157,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.out)
     with TqdmProgress(desc="train", disable=args.no_progress) as progress:
         outcome = train(config, run_dir, resume=bool(args.resume), overwrite=args.overwrite, on_batch=progress.update)
+    if rank:
+        return 0
     best = outcome.result.best_valid_loss
     print(f"run: {run_dir}  parameters: {outcome.parameters:,}  best valid loss: {best:.4f}")
     if not args.no_eval:
@@ -390,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN", help="continue a run from its last completed epoch")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation after training")
+    p.add_argument("--nproc", type=_positive_int, metavar="N",
+                   help="train data-parallel in N processes on this machine (starts torchrun --standalone --nproc-per-node N)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="generate output for a text argument, a file or stdin")

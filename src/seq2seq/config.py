@@ -388,6 +388,19 @@ class RunConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _learned_positions_cover_training(self) -> RunConfig:
+        """Learned positions exist up to model.transformer.max_positions: a training pair that needs more
+        (the decoder reads <sos> + the target) would fail mid-epoch, so such a setting is refused here."""
+        tf = self.model.transformer
+        if self.model.architecture != "transformer" or tf.positions != "learned":
+            return self
+        for key, needed in (("data.max_src_len", self.data.max_src_len), ("data.max_tgt_len", self.data.max_tgt_len + 1)):
+            if needed > tf.max_positions:
+                raise ValueError(f"{key}={getattr(self.data, key.split('.')[1])} needs {needed} positions, but "
+                                 f"model.transformer.max_positions={tf.max_positions}; raise it or lower {key}")
+        return self
+
+    @model_validator(mode="after")
     def _coverage_loss_needs_attention(self) -> RunConfig:
         """The coverage loss reads a recurrent decoder's attention weights (See et al. 2017, eq. 13)."""
         weight = self.train.coverage_weight

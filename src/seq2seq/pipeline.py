@@ -19,8 +19,10 @@ from seq2seq.decoding.search import decode_workers
 from seq2seq.devices import resolve_device
 from seq2seq.evaluation.evaluate import EvalReport, evaluate, task_metric_for
 from seq2seq.models.build import build_model, count_parameters
+from seq2seq.models.interface import max_positions, supported_max_len
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.run_files import atomic_write_text
+from seq2seq.training.distributed import start_ranks
 from seq2seq.training.trainer import (
     BatchCallback,
     NonFiniteLossError,
@@ -100,16 +102,20 @@ def train(
     else:
         corpus = corpus or build_corpus(config.data, config.vocab)
     model = build_model(config.model, src_vocab_size=len(corpus.src_vocab), tgt_vocab_size=len(corpus.tgt_vocab), pad_index=Vocab.pad_index)
+    _check_positions(model, corpus, "valid")  # validation data is not filtered by data.max_*_len
     parameters = count_parameters(model)
     logger.info("model %s: %s trainable parameters", config.model.preset or "custom", f"{parameters:,}")
     device = resolve_device(config.train.device)  # before anything is written
     check_precision(config.train.precision, device)
-    if not resume:
+    ranks, device = start_ranks(device)  # under torchrun: this process's rank and device (else rank 0 of 1)
+    if not resume and ranks.is_main:
         init_run_dir(
             run_dir, config=config, src_vocab=corpus.src_vocab, tgt_vocab=corpus.tgt_vocab, parameters=parameters,
             overwrite=overwrite, subword_models=corpus.subword_models,
         )
-    trainer = Trainer(model=model, config=config.train, pad_index=Vocab.pad_index, device=device, run_dir=run_dir, on_batch=on_batch)
+    ranks.barrier()  # the run directory is in place before any rank reads it
+    trainer = Trainer(model=model, config=config.train, pad_index=Vocab.pad_index, device=device, run_dir=run_dir, on_batch=on_batch,
+                      ranks=ranks)
     if resume:
         trainer.resume()
     try:
@@ -118,6 +124,26 @@ def train(
         raise NonFiniteLossError(f"{error}{_first_example(corpus, error.indices)}", indices=error.indices) from None
     best = load_run(run_dir, which="best", device=device)
     return TrainOutcome(run_dir, config, corpus, best.model, parameters, result)
+
+
+def _check_positions(model: Seq2Seq, corpus: Corpus, split: str) -> None:
+    """Refuse, before decoding, a split whose sources or references a Transformer's learned
+    positions cannot encode (the teacher-forced loss reads <sos> + the reference)."""
+    limit = max_positions(model)
+    if limit is None:
+        return
+    for number, pair in enumerate(corpus.encoded[split], start=1):
+        longest = max(len(pair.src), len(pair.tgt) - 1)  # tgt is <sos> y <eos>; the decoder reads all but <eos>
+        if longest > limit:
+            raise ValueError(f"{split} example {number} needs {longest} positions, but this model's learned positions "
+                             f"cover {limit} (model.transformer.max_positions)")
+
+
+def _constraint_name(constrain: str | None, config: RunConfig) -> str | None:
+    """The constraint to decode with: ``constrain`` if given, else the run's ``decode.constrain``
+    (``none`` means no constraint: None)."""
+    chosen = config.decode.constrain if constrain is None else constrain
+    return None if chosen == "none" else chosen
 
 
 def evaluate_split(
@@ -133,13 +159,14 @@ def evaluate_split(
     """Decode one split of ``corpus`` and score it with every metric its data has: token-level
     figures, and the task's published metric on the detokenized outputs (placeholders restored)."""
     data = config.data
+    _check_positions(model, corpus, split)
     report, _ = evaluate(
         model,
         corpus.encoded[split],
         corpus.reference_tokens(split),
         tgt_vocab=corpus.tgt_vocab,
         tgt_tokenizer=corpus.tgt_tokenizer,
-        max_len=config.decode.max_len,
+        max_len=supported_max_len(model, config.decode.max_len),
         batch_size=config.decode.batch_size,
         device=device,
         is_code=data.tgt_tokenizer == "python",

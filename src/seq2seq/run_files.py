@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -180,6 +180,17 @@ def model_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _architecture(names: Iterable[str]) -> str | None:
+    """The model family (``model.architecture``) a set of weight names belongs to, for error messages:
+    the Transformer's layers have a ``self_attention``, the recurrent encoder an ``rnn``; None if unsure."""
+    names = list(names)
+    if any(".self_attention." in name for name in names):
+        return "transformer"
+    if any(name.startswith("encoder.rnn.") for name in names):
+        return "recurrent"
+    return None
+
+
 def load_model_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Load into ``model``, naming missing, unexpected or mis-shaped tensors (expected vs found)."""
     expected = model.state_dict()
@@ -191,6 +202,10 @@ def load_model_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor],
         for name in sorted(set(expected) & set(tensors))
         if tensors[name].shape != expected[name].shape or tensors[name].dtype != expected[name].dtype
     ]
+    ours, theirs = _architecture(expected), _architecture(tensors)
+    if ours != theirs and None not in (ours, theirs):
+        raise RunDirError(f"{path}: holds the weights of a {theirs} model, but the configuration describes a {ours} "
+                          f"model (model.architecture); use the run's own config.yaml, or train a new run")
     if missing or unexpected or wrong:
         parts = []
         if missing:

@@ -18,6 +18,7 @@ from seq2seq.decoding.scoring import step_distributions
 from seq2seq.decoding.search import SamplingOptions, decode_sources
 from seq2seq.devices import resolve_device
 from seq2seq.evaluation.metrics import parses
+from seq2seq.models.interface import max_positions, supported_max_len
 from seq2seq.models.multihead import MultiHeadAttention, attention_heads
 
 
@@ -116,13 +117,18 @@ class Translator:
             if not tokens:
                 raise InputError(f"input {number}: empty source text: expected at least one word")
             source_tokens.append(tokens)
+        limit = max_positions(run.model)
+        too_long = [n for n, tokens in enumerate(source_tokens, start=1) if limit is not None and len(tokens) > limit]
+        if too_long:
+            raise InputError(f"input {too_long[0]}: {len(source_tokens[too_long[0] - 1])} tokens, but this model's learned "
+                             f"positions cover {limit} (model.transformer.max_positions); shorten the input")
         vocab = run.tgt_vocab
         # A copy model also reads each source in the target vocabulary extended by its unknown words.
         copies = [vocab.encode_copy_source(tokens) for tokens in source_tokens] if run.model.copies else None
         found = decode_sources(
             run.model, [run.src_vocab.encode(tokens) for tokens in source_tokens],
             sos_index=vocab.sos_index, eos_index=vocab.eos_index, pad_index=vocab.pad_index,
-            max_len=max_len or run.config.decode.max_len, beam_size=beam_size,
+            max_len=supported_max_len(run.model, max_len or run.config.decode.max_len), beam_size=beam_size,
             nbest=beam_size if constrain else nbest, length_penalty=length_penalty, alpha=alpha,
             batch_size=batch_size or run.config.decode.batch_size, device=run.device, sampling=sampling,
             constraint=python_constraint(vocab.itos, eos_index=vocab.eos_index) if constrain else None,

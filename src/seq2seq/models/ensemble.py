@@ -102,6 +102,12 @@ class Ensemble(nn.Module):
     def copies(self) -> bool:
         return bool(self.members[0].copies)
 
+    @property
+    def max_positions(self) -> int | None:
+        """The smallest member's position limit (see :func:`seq2seq.models.interface.max_positions`)."""
+        limits = [limit for member in self.members if (limit := getattr(member, "max_positions", None)) is not None]
+        return min(limits, default=None)
+
     def encode(
         self,
         src: torch.Tensor,

@@ -9,9 +9,12 @@ how to add a kind.
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol, runtime_checkable
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -57,3 +60,22 @@ class EncoderDecoder(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits [B, T, V] for every target position and the attention [B, T, S] (or None)."""
         ...
+
+
+def max_positions(model: object) -> int | None:
+    """The most positions ``model`` can encode: the longest source, and the most decoding steps
+    (positions 0 .. max_len - 1 are fed back). A Transformer with learned positions has such a
+    limit (``model.transformer.max_positions``); recurrent models and sinusoids have none (None)."""
+    return getattr(model, "max_positions", None)
+
+
+def supported_max_len(model: object, max_len: int) -> int:
+    """``max_len`` clamped to the decoding steps ``model`` supports: a Transformer with learned
+    positions cannot feed back a token beyond its last position, so decoding stops there (the
+    output is then unfinished) instead of failing mid-search."""
+    limit = max_positions(model)
+    if limit is None or max_len <= limit:
+        return max_len
+    logger.warning("max_len %d is beyond the model's %d learned positions: decoding at most %d tokens",
+                   max_len, limit, limit)
+    return limit
