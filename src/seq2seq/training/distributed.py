@@ -18,6 +18,7 @@ gradient buckets but after the backward pass; the loss sums ride along in the sa
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -93,13 +94,14 @@ def start_ranks(device: torch.device, *, timeout_s: float = 600.0) -> tuple[Rank
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+        atexit.register(dist.destroy_process_group)
     logger.info("rank %d of %d (%s, %s)", rank, world_size, backend, device)
     return Ranks(rank=rank, world_size=world_size), device
 
 
-def stop_ranks(ranks: Ranks) -> None:
-    if ranks.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+def launched_rank() -> int:
+    """The rank ``torchrun`` gave this process (0 outside torchrun), before any process group exists."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def shard_update(chunk: Sequence[int], *, ranks: Ranks, accumulate: int) -> list[list[int]]:

@@ -480,4 +480,5 @@ class Trainer:
                 logger.info("early stopping: no improvement for %d epochs", self.bad_epochs)
                 break
         result.best_valid_loss = self.best_valid_loss
+        self.ranks.barrier()  # rank 0's last checkpoint is written before any rank reads the run directory
         return result

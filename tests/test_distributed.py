@@ -1,0 +1,119 @@
+"""Data-parallel training under torchrun on the CPU (gloo): 2 processes x batch B give the weights of
+1 process x batch 2B, and a rank killed mid-run plus ``--resume`` ends with the uninterrupted weights.
+
+Each torchrun call starts 3 Python processes (the agent and 2 ranks) with one torch thread each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from seq2seq.checkpoint import load_run
+from seq2seq.run_files import model_tensors, read_safetensors
+from helpers import tiny_config
+
+# Teacher forcing 1 and no dropout: no random draws, so equal updates give equal weights.
+SETTINGS = [
+    "model.encoder.embedding_size=16", "model.encoder.hidden_size=32", "model.decoder.embedding_size=16",
+    "model.decoder.hidden_size=32", "model.decoder.attention_size=32", "model.encoder.dropout=0.0",
+    "model.decoder.dropout=0.0", "data.builtin_train_size=160", "train.teacher_forcing=1.0", "train.learning_rate=0.01",
+    "train.device=cpu", "train.threads=1", "train.early_stopping_patience=100", "train.lr_patience=0",
+]
+EPOCHS = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _torchrun(*train_args: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+               "-m", "seq2seq", "train", "--no-progress", "--no-eval", *train_args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(process: subprocess.Popen, timeout: float = 120) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def _weights(run_dir: Path, which: str = "last") -> dict[str, torch.Tensor]:
+    return model_tensors(read_safetensors(run_dir / f"{which}.safetensors")[0])
+
+
+def _epochs(run_dir: Path) -> list[int]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["epoch"] for line in lines if json.loads(line)["kind"] == "epoch"]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> Path:
+    """An uninterrupted run of 2 processes x batch 8."""
+    run_dir = tmp_path_factory.mktemp("ddp") / "run"
+    sets = [arg for setting in [*SETTINGS, f"train.epochs={EPOCHS}", "train.batch_size=8"] for arg in ("--set", setting)]
+    _finish(_torchrun("--preset", "lstm-attention", *sets, "--out", str(run_dir)))
+    return run_dir
+
+
+def test_two_processes_give_the_weights_of_one_process_with_the_doubled_batch(two_ranks, tmp_path):
+    from seq2seq.pipeline import train
+
+    config = tiny_config("lstm-attention", *SETTINGS, f"train.epochs={EPOCHS}", "train.batch_size=16")
+    train(config, tmp_path / "one")
+    assert _epochs(two_ranks) == _epochs(tmp_path / "one") == list(range(1, EPOCHS + 1))
+    one, two = _weights(tmp_path / "one"), _weights(two_ranks)
+    assert one.keys() == two.keys()
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=2e-5, msg=lambda m, name=name: f"{name}: {m}")
+    # the run directory reads like a one-process run's
+    assert load_run(two_ranks, which="best", device=torch.device("cpu")).config.train.batch_size == 8
+    steps = [json.loads(line)["step"] for line in (two_ranks / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [10, 20, 30]  # 160 pairs / (2 x 8) per update, written once (by rank 0)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _rank_pid(agent: int, rank: int) -> int:
+    for child in _children(agent):
+        if f"RANK={rank}".encode() in Path(f"/proc/{child}/environ").read_bytes().split(b"\0"):
+            return child
+    raise AssertionError(f"no rank {rank} among the children of {agent}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the rank's process through /proc (Linux)")
+def test_a_killed_rank_then_resume_gives_the_weights_of_the_uninterrupted_run(two_ranks, tmp_path):
+    run_dir = tmp_path / "run"
+    sets = [arg for setting in [*SETTINGS, f"train.epochs={EPOCHS}", "train.batch_size=8"] for arg in ("--set", setting)]
+    process = _torchrun("--preset", "lstm-attention", *sets, "--out", str(run_dir))
+    deadline = time.monotonic() + 120
+    while not (run_dir / "last.safetensors").exists():  # epoch 1 is saved: kill rank 1 in epoch 2
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-3000:]
+        time.sleep(0.02)
+    os.kill(_rank_pid(process.pid, 1), signal.SIGKILL)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0, output[-3000:]
+    saved = _epochs(run_dir)
+    assert saved and max(saved) < EPOCHS, f"rank 1 was killed after the run ended: {saved}"
+
+    _finish(_torchrun("--resume", str(run_dir)))
+    assert _epochs(run_dir) == list(range(1, EPOCHS + 1))
+    resumed, straight = _weights(run_dir), _weights(two_ranks)
+    for name in straight:
+        assert torch.equal(resumed[name], straight[name]), name
+    assert not list(run_dir.glob("*.tmp*"))
