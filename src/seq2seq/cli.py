@@ -92,10 +92,27 @@ def _config_sources(args: argparse.Namespace) -> tuple[dict, list[str]]:
 
 def _config_from_args(args: argparse.Namespace) -> RunConfig:
     base, overrides = _config_sources(args)
+    if getattr(args, "shards", None):  # train --shards DIR: the data settings that made the shards
+        from seq2seq.data.shards import read_manifest
+
+        if args.data or args.task:
+            raise ConfigError("--shards brings its own data settings; remove --data/--task")
+        base = {**base, "data": {**read_manifest(Path(args.shards))["data"], "shards": str(args.shards)}}
+    if getattr(args, "size", None):
+        overrides = [*overrides, f"data.builtin_train_size={args.size}"]
     return build_config(base=base, preset=getattr(args, "preset", None), overrides=overrides, source=args.config or "config")
 
 
 # ---------------------------------------------------------------------------- subcommands
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from seq2seq.preprocess import preprocess
+
+    outcome = preprocess(_config_from_args(args), Path(args.out), shard_size=args.shard_size)
+    counts = ", ".join(f"{split} {n}" for split, n in outcome.pairs.items())
+    print(f"shards: {outcome.manifest.parent}  {outcome.shards} shard(s)  pairs: {counts}")
+    return 0
+
+
 def _launch_torchrun(args: argparse.Namespace) -> int:
     """``seq2seq train --nproc N ...``: the same command under ``torchrun --standalone --nproc-per-node N``."""
     import os
@@ -434,7 +451,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation after training")
     p.add_argument("--nproc", type=_positive_int, metavar="N",
                    help="train data-parallel in N processes on this machine (starts torchrun --standalone --nproc-per-node N)")
+    p.add_argument("--shards", metavar="DIR", help="stream the training pairs from a `seq2seq preprocess` folder "
+                   "(its data settings and vocabularies; sets data.shards)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("preprocess", help="tokenize and numericalize a corpus into memory-mapped shards for training")
+    add_config_args(p)
+    p.add_argument("--out", required=True, help="folder to write the shards and their manifest to")
+    p.add_argument("--size", type=_positive_int, metavar="N", help="built-in task: N training pairs (data.builtin_train_size)")
+    p.add_argument("--shard-size", type=_positive_int, default=100_000, metavar="N", help="pairs per shard (default 100000)")
+    p.set_defaults(func=cmd_preprocess)
 
     p = sub.add_parser("generate", help="generate output for a text argument, a file or stdin")
     p.add_argument("run", help="run directory")

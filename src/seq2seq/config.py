@@ -45,6 +45,11 @@ class DataConfig(_Strict):
 
     format: Literal["builtin", "conala", "django", "parallel", "tsv", "json"] = "builtin"
     path: str | None = Field(default=None, description="folder (conala, django, parallel) or file (tsv, json)")
+    shards: str | None = Field(
+        default=None,
+        description="a `seq2seq preprocess` folder: the training pairs are streamed from its memory-mapped shards "
+        "(made with these data settings, checked against its manifest) instead of being read and encoded here",
+    )
     builtin_task: Literal["nl2code"] = "nl2code"
     builtin_train_size: int = Field(default=20000, ge=10)
     builtin_seed: int = 1234

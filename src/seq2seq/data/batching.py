@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from seq2seq.data.vocab import Vocab
@@ -160,6 +161,17 @@ def padded_size(pair: EncodedPair) -> int:
     return max(len(pair.src), len(pair.tgt))
 
 
+def pair_lengths(pairs: Sequence[EncodedPair]) -> tuple[np.ndarray, np.ndarray]:
+    """(source lengths, target lengths) of every pair, int32 [N] each; a sharded corpus
+    (:class:`seq2seq.data.shards.ShardedPairs`) gives them without reading a pair."""
+    lengths = getattr(pairs, "lengths", None)
+    if lengths is not None:
+        return lengths()
+    src = np.fromiter((len(pair.src) for pair in pairs), dtype=np.int32, count=len(pairs))
+    tgt = np.fromiter((len(pair.tgt) for pair in pairs), dtype=np.int32, count=len(pairs))
+    return src, tgt
+
+
 def bucketed_chunks(
     pairs: Sequence[EncodedPair],
     *,
@@ -193,19 +205,20 @@ def bucketed_chunks(
         return []
     if sort_by not in ("target", "source"):
         raise ValueError(f"sort_by must be 'target' or 'source', got {sort_by!r}")
+    src_lengths, tgt_lengths = pair_lengths(pairs)
     if with_target and sort_by == "target":
-        key = lambda i: (len(pairs[i].tgt), len(pairs[i].src))  # noqa: E731
+        key = lambda i: (tgt_lengths[i], src_lengths[i])  # noqa: E731
     elif with_target:
-        key = lambda i: (len(pairs[i].src), len(pairs[i].tgt))  # noqa: E731
+        key = lambda i: (src_lengths[i], tgt_lengths[i])  # noqa: E731
     else:
-        key = lambda i: len(pairs[i].src)  # noqa: E731
+        key = lambda i: src_lengths[i]  # noqa: E731
     if batch_tokens is None:
         cut = lambda ordered: [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]  # noqa: E731
         pool = batch_size * pool_factor
     else:
-        cut = lambda ordered: _token_chunks(pairs, ordered, batch_tokens)  # noqa: E731
-        mean_size = sum(padded_size(pair) for pair in pairs) / n
-        pool = max(1, round(batch_tokens / mean_size)) * pool_factor
+        sizes = np.maximum(src_lengths, tgt_lengths)  # [N]: padded_size of each pair
+        cut = lambda ordered: _token_chunks(sizes, ordered, batch_tokens)  # noqa: E731
+        pool = max(1, round(batch_tokens / float(sizes.mean()))) * pool_factor
     if not shuffle:
         return cut(sorted(range(n), key=key))
     order = torch.randperm(n, generator=generator).tolist()
@@ -215,13 +228,13 @@ def bucketed_chunks(
     return [chunks[i] for i in torch.randperm(len(chunks), generator=generator).tolist()]
 
 
-def _token_chunks(pairs: Sequence[EncodedPair], ordered: list[int], batch_tokens: int) -> list[list[int]]:
-    """Cut length-sorted positions into runs whose padded size (count x longest) fits ``batch_tokens``."""
+def _token_chunks(sizes: Sequence[int], ordered: list[int], batch_tokens: int) -> list[list[int]]:
+    """Cut length-sorted positions into runs whose padded size (count x longest ``sizes``) fits ``batch_tokens``."""
     chunks: list[list[int]] = []
     chunk: list[int] = []
     longest = 0
     for i in ordered:
-        size = padded_size(pairs[i])
+        size = int(sizes[i])
         if chunk and (len(chunk) + 1) * max(longest, size) > batch_tokens:
             chunks.append(chunk)
             chunk, longest = [], 0

@@ -22,6 +22,7 @@ from seq2seq.config import DataConfig, VocabConfig, short_repr
 from seq2seq.data.batching import EncodedPair, encode_pairs
 from seq2seq.data.dataset import read_conala, read_django, read_json, read_parallel_dir, read_tsv, read_tsv_header
 from seq2seq.data.example import DataError, Example
+from seq2seq.data.shards import open_shards
 from seq2seq.data.slots import Slot, extract_slots, slot_code_tokens
 from seq2seq.data.subwords import SubwordTokenizer, train_subword_model
 from seq2seq.data.tasks import BUILTIN_TASKS
@@ -177,15 +178,21 @@ def build_corpus(
     *,
     vocabs: tuple[Vocab, Vocab] | None = None,
     subword_models: Mapping[str, bytes] | None = None,
+    examples: dict[str, list[Example]] | None = None,
 ) -> Corpus:
     """Read, tokenize (with ``slots``: placeholders for quoted values, see :mod:`seq2seq.data.slots`;
     with subwords: SentencePiece pieces, the models trained on train unless given), build
-    vocabularies from train unless given, filter long train pairs, encode."""
+    vocabularies from train unless given, filter long train pairs, encode.
+
+    With ``data.shards`` the training pairs are the shards' (streamed, see :mod:`seq2seq.data.shards`)
+    and so are the vocabularies; valid and test are the folder's held-out examples, read as here."""
+    if config.shards is not None:
+        return _sharded_corpus(config, vocab_config, vocabs=vocabs)
     src_tokenizer, tgt_tokenizer = _word_tokenizers(config)
     subwords = (config.src_subwords, config.tgt_subwords) != ("none", "none")
     if subwords and vocabs is not None and not subword_models:  # retrained units would not match the vocabularies
         raise ValueError("the vocabularies of a subword run need its subword models (see checkpoint.load_subword_models)")
-    examples = load_examples(config)
+    examples = load_examples(config) if examples is None else dict(examples)  # given: a sharded corpus's held-out splits
     slots: dict[str, list[tuple[Slot, ...]]] = {}
     tokens = {}
     for split, items in examples.items():
@@ -225,6 +232,19 @@ def build_corpus(
         src_tokenizer, tgt_tokenizer, src_vocab, tgt_vocab, examples, tokens, encoded, slots,
         subword_models=dict(subword_models or {}) if subwords else {},
     )
+
+
+def _sharded_corpus(config: DataConfig, vocab_config: VocabConfig, *, vocabs: tuple[Vocab, Vocab] | None) -> Corpus:
+    if (config.src_subwords, config.tgt_subwords) != ("none", "none"):
+        raise DataError("data.shards: subword runs cannot read shards yet; preprocess with word-level tokenizers")
+    folder = open_shards(Path(config.shards).expanduser(), data=config, vocabs=vocabs)
+    corpus = build_corpus(
+        config.model_copy(update={"shards": None}), vocab_config, vocabs=(folder.src_vocab, folder.tgt_vocab),
+        examples={"train": [], **folder.held_out},
+    )
+    corpus.encoded["train"] = folder.train  # type: ignore[assignment]  # a Sequence[EncodedPair] on disk
+    logger.info("data: train %d pairs streamed from %s", len(folder.train), config.shards)
+    return corpus
 
 
 def _pieces(tokenizer: Tokenizer, words: list[str]) -> list[str]:

@@ -25,11 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from seq2seq.config import TrainConfig, short_repr
-from seq2seq.data.batching import Batch, EncodedPair, bucketed_chunks, collate, padded_size
+from seq2seq.data.batching import Batch, EncodedPair, bucketed_chunks, collate, pair_lengths
 from seq2seq.data.vocab import Vocab
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.run_files import RunDirError, atomic_write_text, remove_temporaries, save_weights
@@ -362,7 +363,7 @@ class Trainer:
                 f"train.batch_size {config.batch_size} x {shares} = {config.batch_size * parts} pairs per update, "
                 f"but the training data has {len(pairs)}: use fewer processes, a smaller accumulate or batch_size"
             )
-        longest = max(padded_size(pair) for pair in pairs)
+        longest = int(np.maximum(*pair_lengths(pairs)).max())  # the largest padded_size
         if config.batch_tokens is not None and parts > 1 and config.batch_tokens < longest:
             raise ValueError(
                 f"train.batch_tokens {config.batch_tokens} is less than the longest training pair ({longest} tokens): "

@@ -1,0 +1,90 @@
+"""Memory-mapped training shards: ``seq2seq preprocess`` writes them, training streams them and
+learns exactly what it learns from the corpus in memory, and a damaged folder is refused in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from seq2seq.checkpoint import load_run
+from seq2seq.cli import main
+from seq2seq.data.corpus import build_corpus
+from seq2seq.data.shards import open_shards
+from seq2seq.data.vocab import Vocab
+from seq2seq.run_files import model_tensors, read_safetensors
+from helpers import tiny_config
+
+TINY = ["model.encoder.embedding_size=16", "model.encoder.hidden_size=32", "model.decoder.embedding_size=16",
+        "model.decoder.hidden_size=32", "model.decoder.attention_size=32", "train.epochs=2", "train.batch_size=16",
+        "train.device=cpu", "train.threads=1", "decode.max_len=30"]
+
+
+def _sets(*settings: str) -> list[str]:
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("shards") / "nl2code"
+    assert main(["preprocess", "--size", "300", "--shard-size", "128", "--out", str(folder)]) == 0
+    return folder
+
+
+def test_shards_hold_the_encoded_training_pairs(shards):
+    config = tiny_config("lstm-attention", "data.builtin_train_size=300")
+    corpus = build_corpus(config.data, config.vocab)
+    manifest = json.loads((shards / "manifest.json").read_text())
+    assert [shard["pairs"] for shard in manifest["shards"]] == [128, 128, 44]
+    folder = open_shards(shards, data=config.data)
+    assert len(folder.train) == len(corpus.encoded["train"]) == 300
+    assert [(p.src, p.tgt) for p in folder.train] == [(p.src, p.tgt) for p in corpus.encoded["train"]]
+    src_lengths, tgt_lengths = folder.train.lengths()
+    assert src_lengths.tolist() == [len(p.src) for p in corpus.encoded["train"]]
+    assert tgt_lengths.tolist() == [len(p.tgt) for p in corpus.encoded["train"]]
+    assert folder.tgt_vocab.itos == corpus.tgt_vocab.itos
+    assert [e.tgt for e in folder.held_out["test"]] == [e.tgt for e in corpus.examples["test"]]
+
+
+def test_training_from_shards_equals_training_in_memory_and_the_run_reads_alike(shards, tmp_path, capsys):
+    assert main(["train", "--preset", "lstm-attention", *_sets("data.builtin_train_size=300", *TINY), "--no-progress",
+                 "--no-eval", "--out", str(tmp_path / "memory")]) == 0
+    assert main(["train", "--shards", str(shards), "--preset", "lstm-attention", *_sets(*TINY), "--no-progress", "--no-eval",
+                 "--out", str(tmp_path / "sharded")]) == 0
+    memory, sharded = (model_tensors(read_safetensors(tmp_path / run / "last.safetensors")[0]) for run in ("memory", "sharded"))
+    for name in memory:
+        assert torch.equal(memory[name], sharded[name]), name
+    assert load_run(tmp_path / "sharded", which="best", device=torch.device("cpu")).config.data.shards == str(shards)
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "sharded")]) == 0
+    assert "test: 15 examples" in capsys.readouterr().out
+
+
+def _copy(shards: Path, to: Path) -> Path:
+    to.mkdir()
+    for path in shards.iterdir():
+        (to / path.name).write_bytes(path.read_bytes())
+    return to
+
+
+def test_a_damaged_shard_or_vocabulary_is_refused_in_one_line(shards, tmp_path, capsys):
+    damaged = _copy(shards, tmp_path / "damaged")
+    data = bytearray((damaged / "train-00001.src.npy").read_bytes())
+    data[-1] ^= 1
+    (damaged / "train-00001.src.npy").write_bytes(bytes(data))
+    train = ["train", "--shards", str(damaged), *_sets(*TINY), "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(train) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [f"seq2seq train: error: {damaged / 'train-00001.src.npy'}: checksum does not match the manifest "
+                     "(damaged or replaced shard)"]
+    assert not (tmp_path / "run").exists()
+
+    other_vocab = _copy(shards, tmp_path / "vocab")
+    vocab = Vocab.load(other_vocab / "tgt_vocab.json")
+    (other_vocab / "tgt_vocab.json").write_text(Vocab([*vocab.itos[:-1], "zzz-other"]).to_json())
+    assert main([*train[:2], str(other_vocab), *train[3:]]) == 2
+    assert "tgt_vocab.json does not match the manifest's vocabulary hash" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="the shards' vocabularies are not this run's"):
+        open_shards(shards, vocabs=(vocab, Vocab([*vocab.itos[:-1], "zzz-other"])))
