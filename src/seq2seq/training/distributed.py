@@ -33,6 +33,22 @@ from seq2seq.data.batching import split_chunk
 logger = logging.getLogger(__name__)
 
 
+class RankLostError(ConnectionError):
+    """A collective failed: another rank died (killed, out of memory) or its node went away. An OSError,
+    so the command line reports it in one line; the run directory holds the last completed epoch."""
+
+
+def _collective(run, what: str):
+    try:
+        return run()
+    except RuntimeError as error:  # torch.distributed.DistError is one; gloo: "Connection closed by peer"
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise RankLostError(
+            f"{what} across the training processes failed ({reason}): another process stopped; completed epochs "
+            "are saved, rerun the same torchrun command with --resume RUN"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Ranks:
     """This process's place among the ranks of one training run (rank 0 of 1: no process group)."""
@@ -52,7 +68,7 @@ class Ranks:
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         """``values`` summed over the ranks, in place (unchanged with one rank)."""
         if self.distributed:
-            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+            _collective(lambda: dist.all_reduce(values, op=dist.ReduceOp.SUM), "summing")
         return values
 
     def any(self, flag: bool, *, device: torch.device) -> bool:
@@ -63,7 +79,7 @@ class Ranks:
 
     def barrier(self) -> None:
         if self.distributed:
-            dist.barrier()
+            _collective(dist.barrier, "waiting")
 
     def broadcast_parameters(self, module: torch.nn.Module) -> None:
         """Rank 0's weights on every rank (they were built from the same seed; this makes it certain)."""
