@@ -406,6 +406,14 @@ class RunConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _shards_without_copy(self) -> RunConfig:
+        """Shards hold the pairs' ids, not the source words a copy model extends its vocabulary with."""
+        if self.data.shards is not None and self.model.decoder.copy:
+            raise ValueError("data.shards: a copy model (model.decoder.copy) cannot train from shards yet; "
+                             "train it from the data itself (--data / data.path)")
+        return self
+
+    @model_validator(mode="after")
     def _coverage_loss_needs_attention(self) -> RunConfig:
         """The coverage loss reads a recurrent decoder's attention weights (See et al. 2017, eq. 13)."""
         weight = self.train.coverage_weight
