@@ -169,10 +169,10 @@ def load_run(
     ``runtime="onnx"``: decode with the run's ONNX export instead, see :mod:`seq2seq.export`)."""
     if which not in CHECKPOINTS:
         raise ValueError(f"which={which!r}; expected one of {', '.join(CHECKPOINTS)}")
-    if runtime not in ("torch", "onnx"):
-        raise ValueError(f"runtime={runtime!r}; expected 'torch' or 'onnx'")
-    if runtime == "onnx" and (quantize is not None or torch.device(device).type != "cpu"):
-        raise ValueError("the ONNX runtime decodes on the CPU in float32: no quantize, device cpu")
+    if runtime not in ("torch", "onnx", "ctranslate2"):
+        raise ValueError(f"runtime={runtime!r}; expected 'torch', 'onnx' or 'ctranslate2'")
+    if runtime != "torch" and (quantize is not None or torch.device(device).type != "cpu"):
+        raise ValueError(f"the {runtime} runtime decodes on the CPU in float32: no quantize, device cpu")
     config = load_run_config(run_dir)
     src_vocab, tgt_vocab = load_vocabs(run_dir)
     model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab), pad_index=Vocab.pad_index)
@@ -193,6 +193,8 @@ def load_run(
         model = quantize_for_cpu(model, quantize)
     if runtime == "onnx":
         model = load_onnx_model(run_dir, model, which=which)
+    elif runtime == "ctranslate2":
+        model = load_ctranslate2_model(run_dir, model, which=which, src_itos=src_vocab.itos, tgt_itos=tgt_vocab.itos)
     subword_models = load_subword_models(run_dir, config.data)
     try:
         src_tokenizer, tgt_tokenizer = build_tokenizers(config.data, subword_models)
@@ -205,9 +207,37 @@ def load_onnx_model(run_dir: Path, reference: Seq2Seq | Transformer, *, which: s
     """The ONNX export of ``run_dir`` (written by :func:`seq2seq.export.export_run`), checked
     against the run's ``which`` weights: an export of other weights is refused, not silently used."""
     folder = run_dir / "onnx"
-    path = folder / MANIFEST
+    _check_export(run_dir, folder / MANIFEST, fmt="onnx", which=which)
+    try:
+        if isinstance(reference, Transformer):
+            return OnnxTransformer(folder, reference)
+        return OnnxSeq2Seq(folder, reference)
+    except Exception as error:  # onnxruntime raises its own exception types for a damaged graph
+        raise RunDirError(f"{folder}: the ONNX graphs cannot be loaded: {error}") from None
+
+
+def load_ctranslate2_model(run_dir: Path, reference: Seq2Seq | Transformer, *, which: str, src_itos: Sequence[str],
+                           tgt_itos: Sequence[str]) -> torch.nn.Module:
+    """The CTranslate2 export of ``run_dir`` (``seq2seq export RUN --format ctranslate2``), checked
+    against the run's ``which`` weights like the ONNX export."""
+    from seq2seq.ctranslate2_runtime import MANIFEST as CT2_MANIFEST, CTranslate2Model
+
+    if not isinstance(reference, Transformer):
+        raise RunDirError(f"{run_dir}: the ctranslate2 runtime decodes transformer runs only (use --runtime onnx)")
+    folder = run_dir / "ctranslate2"
+    _check_export(run_dir, folder / CT2_MANIFEST, fmt="ctranslate2", which=which)
+    try:
+        return CTranslate2Model(folder, reference, src_itos=src_itos, tgt_itos=tgt_itos)
+    except ImportError:
+        raise RunDirError("the ctranslate2 runtime needs the ctranslate2 package: pip install -e '.[ctranslate2]'") from None
+    except Exception as error:  # CTranslate2 raises its own exception types for a damaged model
+        raise RunDirError(f"{folder}: the CTranslate2 model cannot be loaded: {error}") from None
+
+
+def _check_export(run_dir: Path, path: Path, *, fmt: str, which: str) -> None:
+    """Refuse an export whose manifest is missing, unreadable or names other weights than ``which``."""
     if not path.is_file():
-        raise RunDirError(f"{path}: not found; export the run first: seq2seq export {run_dir} --format onnx")
+        raise RunDirError(f"{path}: not found; export the run first: seq2seq export {run_dir} --format {fmt}")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         exported, digest = manifest["weights"], manifest["weights_sha256"]
@@ -215,15 +245,9 @@ def load_onnx_model(run_dir: Path, reference: Seq2Seq | Transformer, *, which: s
         raise RunDirError(f"{path}: not a readable export manifest ({error})") from None
     if exported != f"{which}.safetensors" or digest != file_sha256(run_dir / f"{which}.safetensors"):
         raise RunDirError(
-            f"{folder}: the export holds other weights than {run_dir / f'{which}.safetensors'} "
-            f"(exported: {exported}); export again: seq2seq export {run_dir} --checkpoint {which}"
+            f"{path.parent}: the export holds other weights than {run_dir / f'{which}.safetensors'} "
+            f"(exported: {exported}); export again: seq2seq export {run_dir} --format {fmt} --checkpoint {which}"
         )
-    try:
-        if isinstance(reference, Transformer):
-            return OnnxTransformer(folder, reference)
-        return OnnxSeq2Seq(folder, reference)
-    except Exception as error:  # onnxruntime raises its own exception types for a damaged graph
-        raise RunDirError(f"{folder}: the ONNX graphs cannot be loaded: {error}") from None
 
 
 # The data settings that decide how a text becomes ids and ids become text: ensemble members must agree.

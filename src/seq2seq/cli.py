@@ -378,6 +378,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from seq2seq.export import export_run
 
     folder = export_run(Path(args.run), which=args.checkpoint, fmt=args.format)
+    if args.format == "ctranslate2":
+        print(f"wrote {folder}/ (model.bin, vocabularies, ctranslate2.json)")
+        print(f"decode with it: seq2seq generate {args.run} --runtime ctranslate2 \"TEXT\"")
+        return 0
     print(f"wrote {folder / 'encoder.onnx'}, {folder / 'decoder_step.onnx'} and {folder / 'onnx.json'}")
     print(f"decode with it: seq2seq generate {args.run} --runtime onnx \"TEXT\"  (or seq2seq evaluate {args.run} --runtime onnx)")
     return 0
@@ -488,7 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=list(CHECKPOINTS), default="best", help=CHECKPOINT_HELP)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quantize", choices=["int8"], help=QUANTIZE_HELP)
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch", help=RUNTIME_HELP)
+    p.add_argument("--runtime", choices=["torch", "onnx", "ctranslate2"], default="torch",
+                   help=RUNTIME_HELP + "; ctranslate2: with its CTranslate2 export (export --format ctranslate2), greedy or beam")
     p.add_argument("--ensemble", action="append", metavar="RUN", help=ENSEMBLE_HELP)
     p.set_defaults(func=cmd_generate)
 
@@ -527,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a run's model for another runtime (ONNX: encoder + decoder step)")
     p.add_argument("run", help="run directory")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--format", choices=["onnx", "ctranslate2"], default="onnx",
+                   help="onnx: encoder + decoder-step graphs (every architecture); ctranslate2: a CTranslate2 model (transformer runs)")
     p.add_argument("--checkpoint", choices=list(CHECKPOINTS), default="best", help=CHECKPOINT_HELP)
     p.set_defaults(func=cmd_export)
 

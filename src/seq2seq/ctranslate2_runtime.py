@@ -1,0 +1,83 @@
+"""Decoding a Transformer run with its CTranslate2 export (``seq2seq export RUN --format ctranslate2``,
+written by :mod:`seq2seq.models.ctranslate2_export`): ``--runtime ctranslate2`` on generate.
+
+CTranslate2 runs the whole search itself (``Translator.translate_batch``), so unlike the ONNX
+stand-ins this model has no ``decoder.step`` for :mod:`seq2seq.decoding`: it offers ``search``,
+which :class:`seq2seq.translator.Translator` calls instead. Greedy search and beam search without
+a length penalty are supported; the outputs' per-token log-probabilities come from CTranslate2's
+``score_batch`` on the found tokens, so ``Hypothesis.score`` means what it means for torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from seq2seq.decoding.greedy import Hypothesis
+from seq2seq.models.transformer import Transformer
+
+MANIFEST = "ctranslate2.json"
+
+
+class CTranslate2Model(nn.Module):
+    """A run's CTranslate2 export behind ``search``; ``reference`` (the torch model whose weights
+    were exported) only describes the model (parameter count, position limit)."""
+
+    runs_on_torch_threads = False  # CTranslate2 has its own threads
+    searches_itself = True  # the Translator calls search() instead of seq2seq.decoding
+
+    def __init__(self, folder: Path, reference: Transformer, *, src_itos: Sequence[str], tgt_itos: Sequence[str],
+                 threads: int = 1) -> None:
+        super().__init__()
+        import ctranslate2
+
+        self.reference = reference
+        self.translator = ctranslate2.Translator(str(folder), device="cpu", inter_threads=1, intra_threads=threads)
+        self.src_itos, self.tgt_itos = list(src_itos), list(tgt_itos)
+        self.tgt_index = {token: index for index, token in enumerate(self.tgt_itos)}
+
+    @property
+    def copies(self) -> bool:
+        return False
+
+    @property
+    def max_positions(self) -> int | None:
+        return self.reference.max_positions
+
+    def search(
+        self, sources: Sequence[Sequence[int]], *, max_len: int, beam_size: int = 1, nbest: int = 1,
+        length_penalty: str = "none", batch_size: int = 64,
+    ) -> list[list[Hypothesis]]:
+        """``nbest`` hypotheses per source (ids in the source vocabulary), best first."""
+        if length_penalty != "none":
+            raise ValueError(f"the CTranslate2 runtime decodes without a length penalty, got {length_penalty!r}")
+        found: list[list[Hypothesis]] = []
+        for start in range(0, len(sources), batch_size):
+            tokens = [[self.src_itos[i] for i in ids] for ids in sources[start : start + batch_size]]
+            # length_penalty 0: rank by the sum of log-probabilities, as seq2seq.decoding does
+            results = self.translator.translate_batch(
+                tokens, beam_size=beam_size, num_hypotheses=nbest, max_decoding_length=max_len, min_decoding_length=0,
+                length_penalty=0,
+                max_input_length=0,  # no truncation: the Translator refuses sources beyond the positions
+            )
+            for source, result in zip(tokens, results, strict=True):
+                found.append([self._hypothesis(source, output, max_len) for output in result.hypotheses])
+        return found
+
+    def _hypothesis(self, source: list[str], output: list[str], max_len: int) -> Hypothesis:
+        # CTranslate2 counts <eos> within max_decoding_length: max_len tokens means it was cut
+        finished = len(output) < max_len
+        scored = self.translator.score_batch([source], [output])[0]  # log-probs of output + <eos>
+        log_probs = list(scored.log_probs if finished else scored.log_probs[:-1])
+        return Hypothesis([self.tgt_index[token] for token in output], log_probs, None, finished)
+
+    def encode(self, *args: object, **kwargs: object):
+        raise ValueError("the CTranslate2 runtime searches inside CTranslate2: it has no encoder or decoder "
+                         "step for seq2seq's own search (use --runtime torch or onnx)")
+
+    def forward(self, *args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise ValueError("the CTranslate2 runtime only decodes: it computes no teacher-forced logits "
+                         "(use --runtime torch or onnx)")

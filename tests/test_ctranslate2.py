@@ -1,0 +1,121 @@
+"""CTranslate2 export of the Transformer (seq2seq.models.ctranslate2_export) and ``--runtime
+ctranslate2``: CTranslate2's greedy outputs and their scores equal PyTorch's (post-/pre-norm,
+sinusoidal/learned positions, tied/untied output), on random models and a trained run through the
+command line; an RNN run, a missing or a stale export are refused in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install -e '.[ctranslate2]')")
+
+from helpers import train_tiny_run  # noqa: E402
+from test_transformer import TINY, VARIANTS, make_model  # noqa: E402
+
+from seq2seq.cli import main  # noqa: E402
+from seq2seq.config import build_config  # noqa: E402
+from seq2seq.ctranslate2_runtime import CTranslate2Model  # noqa: E402
+from seq2seq.decoding.search import decode_sources  # noqa: E402
+from seq2seq.models.ctranslate2_export import transformer_spec  # noqa: E402
+
+SRC_ITOS = ["<pad>", "<unk>", "<sos>", "<eos>", *(f"s{i}" for i in range(4, 19))]  # make_model's 19 / 23 tokens
+TGT_ITOS = ["<pad>", "<unk>", "<sos>", "<eos>", *(f"t{i}" for i in range(4, 23))]
+# trains in about 5 s on one thread to outputs that differ per input (not yet correct ones)
+TRAINED = [*TINY, "model.transformer.d_model=32", "model.transformer.ffn_size=64", "model.transformer.dropout=0.0",
+           "data.builtin_train_size=600", "train.epochs=8", "train.batch_size=32", "train.device=cpu", "train.threads=1",
+           "train.learning_rate=0.003", "train.lr_schedule=inverse_sqrt", "train.warmup_steps=30"]
+SOURCES = ["add 3 to total", "print hello", "sort the list `items` in reverse order and print the first one", "x"]
+
+
+@pytest.mark.parametrize("variant", [*VARIANTS, "learned-post"])
+def test_greedy_outputs_and_scores_equal_torch(variant, tmp_path):
+    torch.set_num_threads(1)
+    extra = VARIANTS.get(variant, ("model.transformer.positions=learned", "model.transformer.max_positions=12",
+                                   "data.max_src_len=12", "data.max_tgt_len=11"))
+    model = make_model(*extra, seed=3)
+    with torch.no_grad():  # a few <eos> wins, so that finished and cut outputs are both compared
+        model.decoder.output.bias[3] += 2.0
+    spec = transformer_spec(model, src_tokens=SRC_ITOS, tgt_tokens=TGT_ITOS, positions=64)
+    spec.save(str(tmp_path))
+    ct2 = CTranslate2Model(tmp_path, model, src_itos=SRC_ITOS, tgt_itos=TGT_ITOS)
+    generator = torch.Generator().manual_seed(5)
+    sources = [torch.randint(4, 19, (n,), generator=generator).tolist() for n in (3, 7, 1, 5, 6, 2, 4, 8)]
+    with torch.no_grad():
+        expected = decode_sources(model, sources, sos_index=2, eos_index=3, pad_index=0, max_len=9, batch_size=8,
+                                  workers=1)
+    got = ct2.search(sources, max_len=9)
+    for mine, reference in zip(got, expected, strict=True):
+        assert mine[0].tokens == reference[0].tokens
+        assert mine[0].finished == reference[0].finished
+        assert mine[0].score == pytest.approx(reference[0].score, abs=1e-4)
+    assert {h[0].finished for h in expected} == {True, False}  # both kinds were compared
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    from seq2seq.pipeline import train
+
+    run_dir = tmp_path_factory.mktemp("ct2") / "run"
+    config = build_config(preset="transformer", overrides=[
+        *TRAINED, "model.transformer.norm=pre", "decode.max_len=20"])
+    threads = torch.get_num_threads()
+    try:
+        train(config, run_dir)
+    finally:
+        torch.set_num_threads(threads)
+    return run_dir
+
+
+def _output(args: list[str], capsys) -> str:
+    capsys.readouterr()
+    assert main(args) == 0
+    return capsys.readouterr().out
+
+
+def test_trained_run_generates_the_same_through_ctranslate2(trained_run, capsys):
+    error = _error(["generate", str(trained_run), "--runtime", "ctranslate2", "print hello"], capsys)
+    assert "ctranslate2.json: not found; export the run first" in error
+    assert main(["export", str(trained_run), "--format", "ctranslate2"]) == 0
+    assert (trained_run / "ctranslate2" / "model.bin").is_file()
+    for text in SOURCES:
+        torch_out = _output(["generate", str(trained_run), "--scores", text], capsys)
+        ct2_out = _output(["generate", str(trained_run), "--runtime", "ctranslate2", "--scores",
+                           text], capsys)
+        (torch_text, torch_score, torch_parses), (ct2_text, ct2_score, ct2_parses) = (
+            out.rstrip("\n").split("\t") for out in (torch_out, ct2_out))  # text, log-probability, parses or not
+        assert (ct2_text, ct2_parses) == (torch_text, torch_parses)
+        assert float(ct2_score) == pytest.approx(float(torch_score), abs=1e-3)
+    # beam search too: CTranslate2's own, ranked by the summed log-probabilities as ours
+    from seq2seq.translator import Translator
+
+    for beam in (3, 5):
+        expected = Translator.from_run_dir(trained_run).generate_nbest(SOURCES, beam_size=beam, nbest=2)
+        got = Translator.from_run_dir(trained_run, runtime="ctranslate2").generate_nbest(
+            SOURCES, beam_size=beam, nbest=2)
+        assert [[g.tokens for g in n] for n in got] == [[e.tokens for e in n] for n in expected]
+        assert len({n[0].text for n in expected}) > 2  # the outputs differ per input: a real comparison
+    assert "greedy and beam search only" in _error(
+        ["generate", str(trained_run), "--runtime", "ctranslate2", "--sample", "print hello"], capsys)
+
+
+def _error(args: list[str], capsys) -> str:
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err
+
+
+def test_a_stale_export_and_an_rnn_run_are_refused(trained_run, tmp_path, capsys):
+    from seq2seq.export import export_run
+
+    export_run(trained_run, fmt="ctranslate2")
+    assert "export holds other weights" in _error(
+        ["generate", str(trained_run), "--runtime", "ctranslate2", "--checkpoint", "last", "print hello"], capsys)
+    recurrent = train_tiny_run(tmp_path / "rnn")
+    error = _error(["export", str(recurrent), "--format", "ctranslate2"], capsys)
+    assert "CTranslate2 export supports transformer runs only, this run is recurrent (export it with --format onnx" in error
+    assert not (recurrent / "ctranslate2").exists()
