@@ -63,16 +63,17 @@ class CTranslate2Model(nn.Module):
                 length_penalty=0,
                 max_input_length=0,  # no truncation: the Translator refuses sources beyond the positions
             )
-            for source, result in zip(tokens, results, strict=True):
-                found.append([self._hypothesis(source, output, max_len) for output in result.hypotheses])
+            pairs = [(source, output) for source, result in zip(tokens, results, strict=True) for output in result.hypotheses]
+            scored = iter(self.translator.score_batch([s for s, _ in pairs], [o for _, o in pairs]))  # + <eos>, one call
+            for result in results:
+                found.append([self._hypothesis(output, next(scored).log_probs, max_len) for output in result.hypotheses])
         return found
 
-    def _hypothesis(self, source: list[str], output: list[str], max_len: int) -> Hypothesis:
-        # CTranslate2 counts <eos> within max_decoding_length: max_len tokens means it was cut
-        finished = len(output) < max_len
-        scored = self.translator.score_batch([source], [output])[0]  # log-probs of output + <eos>
-        log_probs = list(scored.log_probs if finished else scored.log_probs[:-1])
-        return Hypothesis([self.tgt_index[token] for token in output], log_probs, None, finished)
+    def _hypothesis(self, output: list[str], log_probs: Sequence[float], max_len: int) -> Hypothesis:
+        """``log_probs``: CTranslate2's scores of ``output`` followed by <eos>."""
+        finished = len(output) < max_len  # CTranslate2 counts <eos> within max_decoding_length
+        kept = list(log_probs if finished else log_probs[:-1])  # a cut output never chose <eos>
+        return Hypothesis([self.tgt_index[token] for token in output], kept, None, finished)
 
     def encode(self, *args: object, **kwargs: object):
         raise ValueError("the CTranslate2 runtime searches inside CTranslate2: it has no encoder or decoder "
