@@ -20,6 +20,7 @@ from seq2seq.config import build_config  # noqa: E402
 from seq2seq.ctranslate2_runtime import CTranslate2Model  # noqa: E402
 from seq2seq.decoding.search import decode_sources  # noqa: E402
 from seq2seq.models.ctranslate2_export import transformer_spec  # noqa: E402
+from seq2seq.translator import Translator  # noqa: E402
 
 SRC_ITOS = ["<pad>", "<unk>", "<sos>", "<eos>", *(f"s{i}" for i in range(4, 19))]  # make_model's 19 / 23 tokens
 TGT_ITOS = ["<pad>", "<unk>", "<sos>", "<eos>", *(f"t{i}" for i in range(4, 23))]
@@ -40,6 +41,7 @@ def test_greedy_outputs_and_scores_equal_torch(variant, tmp_path):
         model.decoder.output.bias[3] += 2.0
     spec = transformer_spec(model, src_tokens=SRC_ITOS, tgt_tokens=TGT_ITOS, positions=64)
     spec.save(str(tmp_path))
+    (tmp_path / "ctranslate2.json").write_text('{"positions": 64}')
     ct2 = CTranslate2Model(tmp_path, model, src_itos=SRC_ITOS, tgt_itos=TGT_ITOS)
     generator = torch.Generator().manual_seed(5)
     sources = [torch.randint(4, 19, (n,), generator=generator).tolist() for n in (3, 7, 1, 5, 6, 2, 4, 8)]
@@ -80,6 +82,8 @@ def test_trained_run_generates_the_same_through_ctranslate2(trained_run, capsys)
     assert "ctranslate2.json: not found; export the run first" in error
     assert main(["export", str(trained_run), "--format", "ctranslate2"]) == 0
     assert (trained_run / "ctranslate2" / "model.bin").is_file()
+    translator = Translator.from_run_dir(trained_run, runtime="ctranslate2")
+    assert translator.run.model.max_positions == 1024  # sinusoids: the rows written (decoding is clamped to them)
     for text in SOURCES:
         torch_out = _output(["generate", str(trained_run), "--scores", text], capsys)
         ct2_out = _output(["generate", str(trained_run), "--runtime", "ctranslate2", "--scores",
@@ -89,8 +93,6 @@ def test_trained_run_generates_the_same_through_ctranslate2(trained_run, capsys)
         assert (ct2_text, ct2_parses) == (torch_text, torch_parses)
         assert float(ct2_score) == pytest.approx(float(torch_score), abs=1e-3)
     # beam search too: CTranslate2's own, ranked by the summed log-probabilities as ours
-    from seq2seq.translator import Translator
-
     for beam in (3, 5):
         expected = Translator.from_run_dir(trained_run).generate_nbest(SOURCES, beam_size=beam, nbest=2)
         got = Translator.from_run_dir(trained_run, runtime="ctranslate2").generate_nbest(

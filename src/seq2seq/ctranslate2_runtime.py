@@ -10,6 +10,7 @@ a length penalty are supported; the outputs' per-token log-probabilities come fr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class CTranslate2Model(nn.Module):
         import ctranslate2
 
         self.reference = reference
+        # the position table written at export: CTranslate2 has no position beyond it
+        self.positions = int(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["positions"])
         self.translator = ctranslate2.Translator(str(folder), device="cpu", inter_threads=1, intra_threads=threads)
         self.src_itos, self.tgt_itos = list(src_itos), list(tgt_itos)
         self.tgt_index = {token: index for index, token in enumerate(self.tgt_itos)}
@@ -44,8 +47,10 @@ class CTranslate2Model(nn.Module):
         return False
 
     @property
-    def max_positions(self) -> int | None:
-        return self.reference.max_positions
+    def max_positions(self) -> int:
+        """The exported position table's rows (learned: model.transformer.max_positions; sinusoids: as
+        many as the export wrote), the longest source and the most decoding steps."""
+        return self.positions
 
     def search(
         self, sources: Sequence[Sequence[int]], *, max_len: int, beam_size: int = 1, nbest: int = 1,

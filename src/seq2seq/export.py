@@ -74,7 +74,8 @@ def _export_ctranslate2(run: LoadedRun, *, which: str) -> Path:
     spec.optimize(quantization=None)  # float32, as trained
     folder.mkdir(parents=True, exist_ok=True)
     spec.save(str(folder))
-    manifest = {"format": "ctranslate2", "weights": f"{which}.safetensors",
+    positions = run.model.max_positions or positions  # the rows of the table written: the longest input or output
+    manifest = {"format": "ctranslate2", "positions": positions, "weights": f"{which}.safetensors",
                 "weights_sha256": file_sha256(run.run_dir / f"{which}.safetensors"), "seq2seq_version": __version__}
     atomic_write_text(folder / CT2_MANIFEST, json.dumps(manifest, indent=2))
     return folder
