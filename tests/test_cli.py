@@ -269,6 +269,34 @@ def test_python_constraint_prefers_parseable_beam_outputs(trained_run, tmp_path,
             assert _brackets_balance(generation.tokens), generation.text
 
 
+def test_grammar_constraint_writes_only_code_that_parses(trained_run, capsys):
+    from seq2seq.data.python_syntax import parses
+    from seq2seq.translator import Translator
+
+    translator = Translator.from_run_dir(trained_run)
+    texts = ["add 3 to total", "print the length of names", "sort scores", "create a list named x containing 1 , 2 and 3"]
+    for generation in translator.generate(texts, constrain="grammar"):
+        assert parses(generation.text) or not generation.text, generation.text  # unfinished: closed or shortened
+    for alternatives in translator.generate_nbest(texts, beam_size=3, nbest=3, constrain="grammar"):
+        assert all(parses(g.text) for g in alternatives if g.finished)
+    assert main(["evaluate", str(trained_run), "--split", "valid", "--constrain", "grammar"]) == 0
+    assert "grammar constraint" in capsys.readouterr().out
+    summary = json.loads((trained_run / "eval_valid_grammar.json").read_text())
+    assert summary["constrain"] == "grammar" and summary["parse_rate"] == 1.0
+    # decode.constrain in the run's config is the default of evaluate and generate; --constrain none overrides it
+    config = trained_run / "config.yaml"
+    original = config.read_text()
+    try:
+        config.write_text(original.replace("constrain: none", "constrain: grammar"))
+        assert Translator.from_run_dir(trained_run).run.config.decode.constrain == "grammar"
+        assert main(["evaluate", str(trained_run), "--split", "valid"]) == 0
+        assert "grammar constraint" in capsys.readouterr().out
+        assert main(["evaluate", str(trained_run), "--split", "valid", "--constrain", "none"]) == 0
+        assert "(greedy)" in (out := capsys.readouterr().out) and "grammar constraint" not in out
+    finally:
+        config.write_text(original)
+
+
 def _brackets_balance(tokens: list[str]) -> bool:
     closer_of, stack = {"(": ")", "[": "]", "{": "}"}, []
     for token in tokens:

@@ -210,8 +210,12 @@ def test_a_copy_model_writes_unknown_identifiers_from_its_input(assignment_task)
     assert len(copied) >= 0.9 * len(test), report.predictions  # the identifier, never in the vocabulary, is copied
     assert report.exact_match >= 0.8, report.predictions
     beam, _ = evaluate(models["lstm-attention-copy"], encoded, references, tgt_vocab=tgt_vocab,
-                       tgt_tokenizer=build_tokenizer("space"), max_len=6, beam_size=3, constrain_python=True)
+                       tgt_tokenizer=build_tokenizer("space"), max_len=6, beam_size=3, constrain="python")
     assert beam.exact_match >= 0.8 and beam.parse_rate >= 0.8, beam.predictions  # "kzqu_count = 6" is Python
+    # the grammar reads the copied words of each input: every output parses, the copies stay
+    grammar, _ = evaluate(models["lstm-attention-copy"], encoded, references, tgt_vocab=tgt_vocab,
+                          tgt_tokenizer=build_tokenizer("space"), max_len=6, beam_size=3, constrain="grammar")
+    assert grammar.parse_rate == 1.0 and grammar.exact_match >= beam.exact_match, grammar.predictions
     # Without copy the same model cannot write them: <unk> (or another word) takes their place.
     plain = models["lstm-attention"]
     hypotheses = greedy_decode_all(plain, [p.src for p in encoded], sos_index=SOS, eos_index=EOS, pad_index=PAD,

@@ -110,6 +110,15 @@ def test_python_constraint_works_with_greedy_and_beam_search(client):
         assert response.status_code == 200, response.text
 
 
+def test_grammar_constraint_returns_only_code_that_parses(client):
+    for options in ({}, {"beam": 3, "nbest": 2}):
+        response = post(client, inputs=TEXTS, constrain="grammar", attention=False, **options)
+        assert response.status_code == 200, response.text
+        for result in response.json()["results"]:
+            finished = [g for g in result["generations"] if g["finished"]]
+            assert all(g["parses"] for g in finished), finished
+
+
 def test_beam_search_returns_an_nbest_list_best_first(client):
     response = post(client, inputs=TEXTS[:1], beam=4, nbest=3, length_penalty="gnmt", attention=False)
     assert response.status_code == 200, response.text

@@ -106,7 +106,7 @@ class Model:
         nbest: int = 1,
         length_penalty: Literal["none", "gnmt", "average"] = "none",
         alpha: float = 0.6,
-        constrain: Literal["python"] | None = None,
+        constrain: Literal["grammar", "python", "none"] | None = None,
         sample: bool = False,
         temperature: float = 1.0,
         top_k: int = 0,
@@ -117,8 +117,9 @@ class Model:
     ) -> list[Result]:
         """One :class:`Result` per text, in order.
 
-        Greedy search by default; ``beam > 1`` keeps ``nbest`` of the beam (``constrain="python"``
-        moves the outputs that ``ast.parse`` accepts first); ``sample=True`` draws one output per
+        Greedy search by default; ``beam > 1`` keeps ``nbest`` of the beam. ``constrain="grammar"``
+        writes only Python that parses, ``"python"`` only balances brackets, None takes the run's
+        ``decode.constrain`` (see :meth:`Translator.generate_nbest`); ``sample=True`` draws one output per
         text (``temperature``, ``top_k``, ``top_p``; reproducible with a ``seed``). ``heads=True``: a
         multi-head model's generations also carry each head's weights [k, T, S]. Bad options
         or an empty text raise :class:`~seq2seq.translator.InputError`.

@@ -189,6 +189,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _report_line(split: str, report) -> str:
     parse = f"  parse rate {report.parse_rate:.1%}" if report.parse_rate is not None else ""
+    if getattr(report, "completed", 0):  # grammar: outputs the search could not finish within max_len
+        parse += f" ({report.completed} unfinished outputs closed or shortened)"
     line = (
         f"{split}: {report.count} examples  exact match {report.exact_match:.1%}  token BLEU {report.bleu:.2f}"
         f"{parse}  perplexity {report.perplexity:.2f}"
@@ -349,6 +351,10 @@ QUANTIZE_HELP = "decode with int8 weights (dynamic quantization; CPU only, about
 CHECKPOINT_HELP = "weights to use: best (lowest validation loss), last, or averaged (written by seq2seq average)"
 ENSEMBLE_HELP = ("decode with this run's model too (repeatable): the ensemble predicts the mean of the models' "
                  "distributions; the runs must share vocabularies and tokenizers")
+CONSTRAINTS = ["grammar", "python", "none"]
+CONSTRAIN_HELP = ("Python outputs. grammar: keep only prefixes that Python's parser can complete, so every finished "
+                  "output parses; python: only prune prefixes whose brackets cannot balance; none: no constraint. "
+                  "With --beam, outputs that parse are preferred. Default: the run's decode.constrain")
 RUNTIME_HELP = "onnx: decode with the run's ONNX export (seq2seq export RUN) through onnxruntime, on the CPU"
 
 
@@ -364,11 +370,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate_run(Path(args.run), split=args.split, which=args.checkpoint, device=args.device,
                           output=Path(args.output) if args.output else None, beam_size=args.beam,
-                          constrain_python=args.constrain == "python", quantize=args.quantize, runtime=args.runtime,
+                          constrain=args.constrain, quantize=args.quantize, runtime=args.runtime,
                           ensemble=[Path(run) for run in args.ensemble or ()], batch_size=args.batch_size,
                           workers=args.workers)
     decoding = f"beam {args.beam}" if args.beam > 1 else "greedy"
-    print(_report_line(args.split, report) + f"  ({decoding}{', python constraint' if args.constrain else ''})")
+    print(_report_line(args.split, report) + f"  ({decoding}{f', {report.constraint} constraint' if report.constraint else ''})")
     for bucket in report.by_length:
         print(f"  source length {bucket.label:>6}: {bucket.count:5d} examples  exact match {bucket.exact_match:.1%}  BLEU {bucket.bleu:.2f}")
     return 0
@@ -478,8 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length-penalty", choices=["none", "gnmt", "average"], default="none",
                    help="beam score normalisation: gnmt ((5+len)/6)^alpha, average len^alpha")
     p.add_argument("--alpha", type=float, default=0.6, help="length penalty exponent")
-    p.add_argument("--constrain", choices=["python"],
-                   help="Python outputs: prune prefixes whose brackets cannot balance and, with --beam, prefer outputs that ast.parse accepts")
+    p.add_argument("--constrain", choices=CONSTRAINTS, help=CONSTRAIN_HELP)
     p.add_argument("--sample", action="store_true", help="sample the output instead of searching for the most probable one")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0; below 1 sharpens)")
     p.add_argument("--top-k", type=int, default=0, help="sample from the k most probable tokens only (0 = all)")
@@ -507,8 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int,
                    help="batches decoded at once, sharing torch's threads (default: the run's decode.workers; "
                         "0 there means 2 on a CPU with at least 2 threads, else 1)")
-    p.add_argument("--constrain", choices=["python"],
-                   help="Python outputs: prune prefixes whose brackets cannot balance and, with --beam, prefer outputs that ast.parse accepts")
+    p.add_argument("--constrain", choices=CONSTRAINTS, help=CONSTRAIN_HELP)
     p.add_argument("--checkpoint", choices=list(CHECKPOINTS), default="best", help=CHECKPOINT_HELP)
     p.add_argument("--device", default="auto")
     p.add_argument("--quantize", choices=["int8"], help=QUANTIZE_HELP)

@@ -78,9 +78,17 @@ class DataConfig(_Strict):
         description="NL -> code: quoted values in the source become placeholders (var_0, str_0) in source and "
         "target, restored in outputs (as the CoNaLa baseline and tranX do)",
     )
+    code_unit: Literal["program", "line"] | None = Field(
+        default=None,
+        description="python targets: what one output is, for the parse rate and --constrain grammar: a whole "
+        "'program', or a 'line' of a file (a block header or an else/except clause counts, as tranX scores "
+        "Django); default: line for django, else program",
+    )
 
     @model_validator(mode="after")
     def _code_options(self) -> DataConfig:
+        if self.code_unit is None:
+            self.code_unit = "line" if self.format == "django" else "program"
         if self.lowercase_tgt and self.tgt_tokenizer == "python":
             raise ValueError("lowercase_tgt: true cannot be used with tgt_tokenizer: python (code is case sensitive)")
         if self.slots and self.tgt_tokenizer != "python":
@@ -367,6 +375,12 @@ class DecodeConfig(_Strict):
     # batches decoded at once by evaluation (threads sharing torch's intra-op threads); 0: automatic,
     # 2 on a CPU with at least 2 threads, else 1 (seq2seq.decoding.search.decode_workers)
     workers: int = Field(default=0, ge=0)
+    constrain: Literal["none", "python", "grammar"] = Field(
+        default="none",
+        description="python targets, for evaluate, generate and the server unless they say otherwise: 'grammar' "
+        "keeps only prefixes Python's parser can complete (every finished output parses); 'python' only "
+        "balances brackets",
+    )
 
 
 class RunConfig(_Strict):

@@ -154,10 +154,11 @@ def evaluate_split(
     *,
     device: torch.device,
     beam_size: int = 1,
-    constrain_python: bool = False,
+    constrain: str | None = None,
 ) -> EvalReport:
     """Decode one split of ``corpus`` and score it with every metric its data has: token-level
-    figures, and the task's published metric on the detokenized outputs (placeholders restored)."""
+    figures, and the task's published metric on the detokenized outputs (placeholders restored).
+    ``constrain``: ``python``, ``grammar`` or ``none``; None takes the run's ``decode.constrain``."""
     data = config.data
     _check_positions(model, corpus, split)
     report, _ = evaluate(
@@ -171,7 +172,8 @@ def evaluate_split(
         device=device,
         is_code=data.tgt_tokenizer == "python",
         beam_size=beam_size,
-        constrain_python=constrain_python,
+        constrain=_constraint_name(constrain, config),
+        code_unit=data.code_unit or "program",
         task_metric=task_metric_for(data.format, has_label_map=data.label_map is not None),
         raw_references=[example.tgt for example in corpus.examples[split]],
         task_lowercase=data.lowercase_tgt,
@@ -190,7 +192,7 @@ def evaluate_run(
     output: Path | None = None,
     corpus: Corpus | None = None,
     beam_size: int = 1,
-    constrain_python: bool = False,
+    constrain: str | None = None,
     quantize: str | None = None,
     runtime: str = "torch",
     ensemble: Sequence[Path] = (),
@@ -216,12 +218,12 @@ def evaluate_run(
     decode = {key: value for key, value in (("batch_size", batch_size), ("workers", workers)) if value is not None}
     if decode:
         config = config.model_copy(update={"decode": config.decode.model_copy(update=decode)})
-    report = evaluate_split(
-        run.model, corpus, config, split, device=torch_device, beam_size=beam_size, constrain_python=constrain_python
-    )
+    constrain = _constraint_name(constrain, config)
+    report = evaluate_split(run.model, corpus, config, split, device=torch_device, beam_size=beam_size,
+                            constrain=constrain or "none")
     if output is not None:
         atomic_write_text(output, "".join(text.replace("\n", "\\n") + "\n" for text in report.predictions))
-    name = f"eval_{split}" + (f"_beam{beam_size}" if beam_size > 1 else "") + ("_python" if constrain_python else "")
+    name = f"eval_{split}" + (f"_beam{beam_size}" if beam_size > 1 else "") + (f"_{constrain}" if constrain else "")
     name += f"_{quantize}" if quantize else ""
     name += "_onnx" if runtime == "onnx" else ""
     name += f"_batch{batch_size}" if batch_size is not None else ""
@@ -232,6 +234,6 @@ def evaluate_run(
     summary = {**report.summary(), "checkpoint": which, "ensemble": [str(run_dir), *map(str, ensemble)] if ensemble else None,
                "beam_size": beam_size, "batch_size": config.decode.batch_size,
                "workers": decode_workers(config.decode.workers, torch_device, model=run.model),
-               "constrain": "python" if constrain_python else None, "quantize": quantize, "runtime": runtime}
+               "constrain": constrain, "quantize": quantize, "runtime": runtime}
     atomic_write_text(run_dir / f"{name}.json", json.dumps(summary, indent=2))
     return report

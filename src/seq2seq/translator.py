@@ -9,10 +9,12 @@ from pathlib import Path
 import torch
 
 from seq2seq.checkpoint import LoadedRun, load_for_decoding
+from seq2seq.data.python_syntax import Unit, completed
 from seq2seq.data.slots import Slot, extract_slots, restore_slots
 from seq2seq.data.valid_text import check_text
 from seq2seq.decoding.beam import normalized_score
-from seq2seq.decoding.constraints import prefer_accepted, python_constraint
+from seq2seq.decoding.constraints import prefer_accepted
+from seq2seq.decoding.grammar import output_constraint
 from seq2seq.decoding.greedy import Hypothesis
 from seq2seq.decoding.scoring import step_distributions
 from seq2seq.decoding.search import SamplingOptions, decode_sources
@@ -59,6 +61,11 @@ class Translator:
     def is_code(self) -> bool:
         return self.run.config.data.tgt_tokenizer == "python"
 
+    @property
+    def code_unit(self) -> Unit:
+        """What one output is for the parse check: a ``program`` or a ``line`` of one (``data.code_unit``)."""
+        return self.run.config.data.code_unit or "program"
+
     def generate(self, texts: list[str], **options: object) -> list[Generation]:
         """The best output for each text; see :meth:`generate_nbest` for the options."""
         return [alternatives[0] for alternatives in self.generate_nbest(texts, **options)]
@@ -85,9 +92,11 @@ class Translator:
         ``heads``: a multi-head model also returns each head's weights (``Generation.heads``), at the
         cost of one more teacher-forced pass per output.
 
-        ``constrain="python"`` prunes prefixes whose brackets can no longer balance during the
-        search and, with a beam, keeps the whole beam and moves the outputs that ``ast.parse``
-        accepts ahead of those it rejects (never executing them), then keeps ``nbest``.
+        ``constrain="grammar"`` keeps only prefixes that Python's parser can complete (every
+        finished output parses, :mod:`seq2seq.decoding.grammar`); ``"python"`` only prunes prefixes
+        whose brackets can no longer balance; ``"none"`` neither; None (the default) takes the
+        run's ``decode.constrain``. With a constraint and a beam, the whole beam is kept and the
+        outputs that parse move ahead of those that do not (never executed), then ``nbest`` are kept.
         ``sample=True`` draws one output per text instead (temperature, top-k, top-p; seeded
         when ``seed`` is given).
         """
@@ -102,10 +111,13 @@ class Translator:
                 raise InputError(str(error)) from None
         if nbest > beam_size:
             raise InputError(f"nbest={nbest} cannot exceed the beam size {beam_size}")
-        if constrain not in (None, "python"):
-            raise InputError(f"constrain={constrain!r}: the only constraint is 'python'")
-        if constrain == "python" and not self.is_code:
-            raise InputError("constrain='python' needs a model whose target tokenizer is 'python'")
+        if constrain is None:
+            constrain = run.config.decode.constrain if self.is_code else "none"
+        if constrain not in ("none", "python", "grammar"):
+            raise InputError(f"constrain={constrain!r}: expected 'grammar', 'python' or 'none'")
+        if constrain != "none" and not self.is_code:
+            raise InputError(f"constrain={constrain!r} needs a model whose target tokenizer is 'python'")
+        constrain = None if constrain == "none" else constrain
         source_tokens, slots = [], []
         for number, text in enumerate(texts, start=1):
             check_text(text, what=f"input {number}: the text", error=InputError)  # before it can reach a log or a file
@@ -143,16 +155,18 @@ class Translator:
                 max_len=supported_max_len(run.model, max_len or run.config.decode.max_len), beam_size=beam_size,
                 nbest=beam_size if constrain else nbest, length_penalty=length_penalty, alpha=alpha,
                 batch_size=batch_size or run.config.decode.batch_size, device=run.device, sampling=sampling,
-                constraint=python_constraint(vocab.itos, eos_index=vocab.eos_index) if constrain else None,
+                constraint=output_constraint(constrain, vocab, run.tgt_tokenizer, unit=self.code_unit,
+                                             copy_words=None if copies is None else [words for _, words in copies]),
                 copy_sources=None if copies is None else [ids for ids, _ in copies],
             )
         oovs = [()] * len(texts) if copies is None else [words for _, words in copies]  # what ids >= V stand for
         results = []
         for text, src_tokens, hypotheses, src_oovs, src_slots in zip(texts, source_tokens, found, oovs, slots):
             generations = [
-                self._generation(text, src_tokens, h, length_penalty, alpha, src_oovs, src_slots, heads) for h in hypotheses
+                self._generation(text, src_tokens, h, length_penalty, alpha, src_oovs, src_slots, heads,
+                                 complete=constrain == "grammar") for h in hypotheses
             ]
-            if constrain == "python":
+            if constrain:
                 generations = prefer_accepted(generations, lambda g: bool(g.parses) and g.finished)
             results.append(generations[:nbest])
         return results
@@ -197,9 +211,15 @@ class Translator:
         oovs: tuple[str, ...],
         slots: tuple[Slot, ...],
         heads: bool = False,
+        complete: bool = False,
     ) -> Generation:
+        """``complete``: an output cut by max_len gets its brackets closed, or is shortened, until it
+        parses (``--constrain grammar``; ``tokens`` stay what the search wrote)."""
         tokens = self.run.tgt_vocab.decode(hypothesis.tokens, oovs=oovs)
-        output = self.run.tgt_tokenizer.detokenize(restore_slots(tokens, slots) if slots else tokens)
+        written = restore_slots(tokens, slots) if slots else tokens
+        if complete and not hypothesis.finished:
+            written = completed(written, self.run.tgt_tokenizer.detokenize, unit=self.code_unit)
+        output = self.run.tgt_tokenizer.detokenize(written)
         return Generation(
             source=text,
             source_tokens=src_tokens,
@@ -208,7 +228,7 @@ class Translator:
             score=hypothesis.score,
             normalized_score=normalized_score(hypothesis, length_penalty, alpha),
             attention=hypothesis.attention,
-            parses=parses(output) if self.is_code else None,  # ast.parse only; never executed
+            parses=parses(output, unit=self.code_unit) if self.is_code else None,  # parsed only; never executed
             finished=hypothesis.finished,
             heads=self._heads(src_tokens, hypothesis, oovs) if heads and hypothesis.attention is not None else None,
         )

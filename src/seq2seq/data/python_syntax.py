@@ -31,6 +31,7 @@ import io
 import re
 import tokenize
 import warnings
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 Unit = Literal["program", "line"]
@@ -167,4 +168,23 @@ def _open_brackets(text: str) -> str | None:
     return "".join(reversed(stack))
 
 
-__all__ = ["UNITS", "Unit", "parses", "viable_prefix"]
+def completed(tokens: Sequence[str], detokenize: Callable[[Sequence[str]], str], *, unit: Unit = "program") -> list[str]:
+    """``tokens`` if they parse, else the nearest output that does: the tokens with their open
+    brackets closed, or else their longest prefix that parses (possibly empty).
+
+    For the outputs a constrained search could not finish within its length limit (a model that
+    keeps opening brackets): every prefix it kept was viable, so closing the brackets usually
+    suffices."""
+    tokens = list(tokens)
+    if parses(detokenize(tokens), unit=unit):
+        return tokens
+    closers = _open_brackets(detokenize(tokens))
+    if closers and parses(detokenize([*tokens, *closers]), unit=unit):
+        return [*tokens, *closers]
+    for end in range(len(tokens) - 1, 0, -1):
+        if parses(detokenize(tokens[:end]), unit=unit):
+            return tokens[:end]
+    return []
+
+
+__all__ = ["UNITS", "Unit", "completed", "parses", "viable_prefix"]

@@ -26,7 +26,9 @@ from collections.abc import Callable, Sequence
 import torch
 
 from seq2seq.data.python_syntax import Unit, parses, viable_prefix
-from seq2seq.data.tokenizers import DEDENT, INDENT, NEWLINE
+from seq2seq.data.tokenizers import DEDENT, INDENT, NEWLINE, Tokenizer
+from seq2seq.data.vocab import Vocab
+from seq2seq.decoding.constraints import PrefixConstraint, python_constraint
 
 State = tuple  # (row of the batch, the output's token texts so far)
 LAYOUT = (NEWLINE, INDENT, DEDENT)
@@ -118,4 +120,22 @@ class PythonGrammarConstraint:
         return words[index] if index < len(words) else None
 
 
-__all__ = ["PythonGrammarConstraint"]
+def output_constraint(
+    constrain: str | None,
+    tgt_vocab: Vocab,
+    tgt_tokenizer: Tokenizer,
+    *,
+    unit: Unit = "program",
+    copy_words: Sequence[Sequence[str]] | None = None,
+) -> PrefixConstraint | None:
+    """The search constraint for ``constrain`` (None, ``python`` or ``grammar``); ``copy_words``:
+    per input, the source words that a copy model's ids >= V stand for."""
+    if constrain == "python":
+        return python_constraint(tgt_vocab.itos, eos_index=tgt_vocab.eos_index)
+    if constrain == "grammar":
+        return PythonGrammarConstraint(tgt_vocab.itos, eos_index=tgt_vocab.eos_index, detokenize=tgt_tokenizer.detokenize,
+                                       unit=unit, copy_words=copy_words)
+    return None
+
+
+__all__ = ["PythonGrammarConstraint", "output_constraint"]

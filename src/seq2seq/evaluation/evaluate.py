@@ -10,11 +10,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from seq2seq.data.batching import EncodedPair, copy_encodings
+from seq2seq.data.python_syntax import Unit, completed
 from seq2seq.data.slots import Slot, restore_slots
 from seq2seq.data.subwords import SubwordTokenizer
 from seq2seq.data.tokenizers import Tokenizer
 from seq2seq.data.vocab import Vocab
-from seq2seq.decoding.constraints import prefer_accepted, python_constraint
+from seq2seq.decoding.constraints import prefer_accepted
+from seq2seq.decoding.grammar import output_constraint
 from seq2seq.decoding.greedy import Hypothesis
 from seq2seq.decoding.search import decode_sources
 from seq2seq.evaluation.metrics import exact_match, parse_rate, parses, repetition_rate, token_bleu, unattended_rate
@@ -64,6 +66,8 @@ class EvalReport:
     # attentive models: the share of outputs that repeat an n-gram more often than their reference
     # (repetition_rate) and the share of source tokens never attended above 0.1 (unattended_rate)
     coverage: dict = field(default_factory=dict)
+    constraint: str | None = None  # the search constraint the outputs were decoded with (python, grammar)
+    completed: int = 0  # grammar: outputs cut by max_len that were closed or shortened to parse (python_syntax.completed)
 
     @property
     def perplexity(self) -> float:
@@ -135,10 +139,12 @@ def task_scores(metric: str, predictions: Sequence[str], references: Sequence[st
 
 
 def _parsing_first(
-    alternatives: list[Hypothesis], oovs: Sequence[str], tgt_vocab: Vocab, tgt_tokenizer: Tokenizer
+    alternatives: list[Hypothesis], oovs: Sequence[str], tgt_vocab: Vocab, tgt_tokenizer: Tokenizer, unit: Unit
 ) -> list[Hypothesis]:
-    """The finished alternatives that ``ast.parse`` accepts (never executed) first, in their order."""
-    accept = lambda h: h.finished and parses(tgt_tokenizer.detokenize(tgt_vocab.decode(h.tokens, oovs=oovs)))  # noqa: E731
+    """The finished alternatives that Python's parser accepts (never executed) first, in their order."""
+    def accept(h: Hypothesis) -> bool:
+        return h.finished and parses(tgt_tokenizer.detokenize(tgt_vocab.decode(h.tokens, oovs=oovs)), unit=unit)
+
     return prefer_accepted(alternatives, accept)
 
 
@@ -155,7 +161,8 @@ def evaluate(
     is_code: bool = True,
     edges: Sequence[int] | None = None,
     beam_size: int = 1,
-    constrain_python: bool = False,
+    constrain: str | None = None,
+    code_unit: Unit = "program",
     task_metric: str | None = None,
     raw_references: Sequence[str] | None = None,
     task_lowercase: bool = False,
@@ -163,8 +170,11 @@ def evaluate(
     workers: int = 1,
 ) -> tuple[EvalReport, list[Hypothesis]]:
     """Decode ``pairs`` (greedy, or beam search when ``beam_size > 1``) and score against the
-    reference token lists. ``constrain_python`` prunes unbalanced-bracket prefixes during the
-    search and, with a beam, prefers the finished outputs that ``ast.parse`` accepts.
+    reference token lists. ``constrain="python"`` prunes unbalanced-bracket prefixes during the
+    search, ``"grammar"`` every prefix that Python's parser cannot complete (see
+    :mod:`seq2seq.decoding.grammar`); with either, a beam prefers the finished outputs that parse.
+    ``code_unit`` is what one output is for the parse rate and the grammar (``program`` or
+    ``line``, see :mod:`seq2seq.data.python_syntax`).
 
     Exact match and BLEU compare target *tokens* (the tokenizer's units; with subwords, the words
     the units spell), so formatting differences such as spaces around operators do not count as
@@ -183,26 +193,34 @@ def evaluate(
     device = torch.device(device)
     if not pairs:
         raise ValueError("nothing to evaluate: the split is empty")
-    if constrain_python and not is_code:
-        raise ValueError("the python constraint needs a model whose target tokenizer is 'python'")
+    if constrain not in (None, "python", "grammar"):
+        raise ValueError(f"constrain={constrain!r}: expected 'python' or 'grammar'")
+    if constrain and not is_code:
+        raise ValueError(f"the {constrain} constraint needs a model whose target tokenizer is 'python'")
     loss = mean_reference_loss(model, pairs, pad_index=tgt_vocab.pad_index, batch_size=batch_size, device=device)
     copies = copy_encodings(pairs) if model.copies else None
     started = time.perf_counter()
     found = decode_sources(
         model, [pair.src for pair in pairs], sos_index=tgt_vocab.sos_index, eos_index=tgt_vocab.eos_index,
         pad_index=tgt_vocab.pad_index, max_len=max_len, beam_size=beam_size,
-        nbest=beam_size if constrain_python else 1, batch_size=batch_size, device=device,
-        constraint=python_constraint(tgt_vocab.itos, eos_index=tgt_vocab.eos_index) if constrain_python else None,
+        nbest=beam_size if constrain else 1, batch_size=batch_size, device=device,
+        constraint=output_constraint(constrain, tgt_vocab, tgt_tokenizer, unit=code_unit,
+                                     copy_words=None if copies is None else [copy.oovs for copy in copies]),
         copy_sources=None if copies is None else [copy.src for copy in copies], workers=workers,
     )
     oovs = [()] * len(pairs) if copies is None else [copy.oovs for copy in copies]  # what ids >= V stand for
-    if constrain_python:
-        found = [_parsing_first(alternatives, o, tgt_vocab, tgt_tokenizer) for alternatives, o in zip(found, oovs)]
+    if constrain:
+        found = [_parsing_first(alternatives, o, tgt_vocab, tgt_tokenizer, code_unit) for alternatives, o in zip(found, oovs)]
     hypotheses = [alternatives[0] for alternatives in found]
     seconds = time.perf_counter() - started
     predicted_tokens = [tgt_vocab.decode(h.tokens, oovs=o) for h, o in zip(hypotheses, oovs)]
     if slots is not None:
         predicted_tokens = [restore_slots(tokens, found) for tokens, found in zip(predicted_tokens, slots)]
+    unfinished = 0
+    if constrain == "grammar":  # an output cut by max_len: its brackets closed, or its longest part that parses
+        closed = [completed(tokens, tgt_tokenizer.detokenize, unit=code_unit) for tokens in predicted_tokens]
+        unfinished = sum(new != old for new, old in zip(closed, predicted_tokens))
+        predicted_tokens = closed
     texts = [tgt_tokenizer.detokenize(tokens) for tokens in predicted_tokens]
     if slots is not None:  # a restored value may span several tokens ("[1, 2]"): score the text's own tokens
         predicted_tokens = [tgt_tokenizer.tokenize(text) for text in texts]
@@ -214,12 +232,14 @@ def evaluate(
         loss=loss,
         exact_match=exact_match(predicted_tokens, references),
         bleu=token_bleu(predicted_tokens, references),
-        parse_rate=parse_rate(texts) if is_code else None,
+        parse_rate=parse_rate(texts, unit=code_unit) if is_code else None,
         decode_sentences_per_s=len(pairs) / max(seconds, 1e-9),
         by_length=scores_by_length([len(p.src) for p in pairs], predicted_tokens, references, edges=edges),
         predictions=texts,
         task=task_scores(task_metric, texts, raw_references, lowercase=task_lowercase) if task_metric else {},
         coverage=_coverage_scores(hypotheses, predicted_tokens, references),
+        constraint=constrain,
+        completed=unfinished,
     )
     return report, hypotheses
 

@@ -13,14 +13,14 @@
 
 from __future__ import annotations
 
-import ast
 import math
 import re
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 
 import sacrebleu
+
+from seq2seq.data.python_syntax import Unit, parses
 
 
 def exact_match(predictions: Sequence[Sequence[str]], references: Sequence[Sequence[str]]) -> float:
@@ -46,23 +46,10 @@ def _join(tokens: Sequence[str]) -> str:
     return " ".join(re.sub(r"\s", "\u2581", token) for token in tokens)
 
 
-def parses(code: str) -> bool:
-    """True when ``code`` is a syntactically valid, non-empty Python program. Only parsed, never
-    executed. An empty output (``ast.parse("")`` accepts it) is not counted as code: otherwise a
-    model that learned to stop at once would score a perfect parse rate."""
-    if not code.strip():
-        return False
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. SyntaxWarning for invalid escape sequences
-            ast.parse(code)
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return False
-    return True
-
-
-def parse_rate(codes: Sequence[str]) -> float:
-    return sum(parses(code) for code in codes) / len(codes) if codes else 0.0
+def parse_rate(codes: Sequence[str], *, unit: Unit = "program") -> float:
+    """Share of ``codes`` that :func:`seq2seq.data.python_syntax.parses` accepts as a ``unit``
+    (only parsed, never executed; an empty output does not count)."""
+    return sum(parses(code, unit=unit) for code in codes) / len(codes) if codes else 0.0
 
 
 def perplexity(mean_token_loss: float) -> float:

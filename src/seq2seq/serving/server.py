@@ -72,9 +72,10 @@ class GenerateRequest(BaseModel):
     nbest: int = Field(1, ge=1, le=MAX_BEAM, description="outputs per input, at most `beam`")
     length_penalty: Literal["none", "gnmt", "average"] = "none"
     alpha: float = Field(0.6, ge=0.0, le=5.0, description="length penalty exponent")
-    constrain: Literal["python"] | None = Field(
-        None, description="code models: prune prefixes whose brackets cannot balance; "
-        "with a beam, prefer outputs that ast.parse accepts",
+    constrain: Literal["grammar", "python", "none"] | None = Field(
+        None, description="code models: 'grammar' keeps only prefixes Python's parser can complete (every finished "
+        "output parses); 'python' only prunes prefixes whose brackets cannot balance; 'none': neither; "
+        "default: the run's decode.constrain. With a beam, outputs that parse come first",
     )
     sample: bool = Field(False, description="draw one output per input instead of searching")
     temperature: float = Field(1.0, gt=0.0, le=10.0)
@@ -226,7 +227,7 @@ def _add_api_routes(app: FastAPI, served: dict[str, Served], limits: Limits) -> 
     async def generate(request: GenerateRequest) -> GenerateResponse:
         _check_size(request.inputs, limits)
         entry = lookup(request.model, status=422, field="model")
-        if request.constrain and not entry.model.is_code:
+        if request.constrain not in (None, "none") and not entry.model.is_code:
             raise ApiError(422, f"model {entry.model.name!r} writes text, not Python: leave constrain out", field="constrain")
         try:
             future = entry.worker.submit(request.inputs, {**request.decoding_options(), "heads": request.attention})

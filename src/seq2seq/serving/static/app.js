@@ -97,7 +97,7 @@ function requestBody() {
   const inputs = $("source").value.split("\n").map((line) => line.trim()).filter(Boolean);
   const body = { inputs, model: $("model").value };
   const mode = $("mode").value;
-  if ($("constrain").checked && !$("constrain-option").hidden) body.constrain = "python";
+  if ($("constrain").checked && !$("constrain-option").hidden) body.constrain = "grammar";
   if (mode === "beam") {
     Object.assign(body, { beam: Number($("beam").value), nbest: Number($("nbest").value) });
   } else if (mode === "sample") {
