@@ -102,7 +102,8 @@ def train(
     else:
         corpus = corpus or build_corpus(config.data, config.vocab)
     model = build_model(config.model, src_vocab_size=len(corpus.src_vocab), tgt_vocab_size=len(corpus.tgt_vocab), pad_index=Vocab.pad_index)
-    _check_positions(model, corpus, "valid")  # validation data is not filtered by data.max_*_len
+    for split in corpus.encoded:  # held-out data is not filtered by data.max_*_len: refuse it now, not after training
+        _check_positions(model, corpus, split)
     parameters = count_parameters(model)
     logger.info("model %s: %s trainable parameters", config.model.preset or "custom", f"{parameters:,}")
     device = resolve_device(config.train.device)  # before anything is written
