@@ -133,3 +133,27 @@ def test_greedy_and_beam_write_only_programs_that_parse() -> None:
     assert [h.tokens for h in found if h.finished][:2] == [[X, EQ, 6], [X]]
     for hypothesis in found:
         assert parses(detokenize([SEARCH_TOKENS[t] for t in hypothesis.tokens]))
+
+
+def test_placeholders_are_checked_with_their_values_restored() -> None:
+    from seq2seq.data.slots import extract_slots
+
+    _, slots = extract_slots("convert tuple `(('aa',), ('bb',))` to a list")
+    tokens = ["<pad>", "<unk>", "<sos>", "<eos>", "x", "=", "str_0", "'str_0'"]
+    rules = PythonGrammarConstraint(tokens, eos_index=EOS, detokenize=PythonTokenizer().detokenize,
+                                    slots=[slots], candidates=len(tokens)).bind([0])
+    after_eq = rules.advance(rules.advance(rules.start(0), 4), 5)  # "x ="
+    mask = rules.banned([after_eq], torch.zeros(1, len(tokens)))
+    assert not mask[0, 6]  # x = (('aa',), ('bb',)): the value is code
+    assert mask[0, 7]  # x = '(('aa',), ('bb',))': quotes inside quotes do not parse
+
+
+def test_an_unfinished_output_is_closed_or_cut_to_the_longest_part_that_parses() -> None:
+    from seq2seq.data.python_syntax import completed
+
+    detokenize = PythonTokenizer().detokenize
+    loop = "[ f . write ( x ) . write ( ) . write ( ) .".split()
+    assert detokenize(completed(loop, detokenize)) == "[f.write(x).write().write()]"
+    assert completed(["x", "=", "1"], detokenize) == ["x", "=", "1"]  # already whole: unchanged
+    assert completed([")", "("], detokenize) == []  # nothing to keep
+    assert completed(["else", ":"], detokenize, unit="line") == ["else", ":"]

@@ -169,21 +169,20 @@ def _open_brackets(text: str) -> str | None:
 
 
 def completed(tokens: Sequence[str], detokenize: Callable[[Sequence[str]], str], *, unit: Unit = "program") -> list[str]:
-    """``tokens`` if they parse, else the nearest output that does: the tokens with their open
-    brackets closed, or else their longest prefix that parses (possibly empty).
+    """``tokens`` if they parse, else the nearest output that does: the longest prefix of them
+    that parses as it is or with its open brackets closed (possibly empty).
 
     For the outputs a constrained search could not finish within its length limit (a model that
-    keeps opening brackets): every prefix it kept was viable, so closing the brackets usually
-    suffices."""
+    repeats ``.items()`` until it runs out of length): every prefix it kept was viable, so cutting
+    the last incomplete piece and closing the brackets suffices."""
     tokens = list(tokens)
-    if parses(detokenize(tokens), unit=unit):
-        return tokens
-    closers = _open_brackets(detokenize(tokens))
-    if closers and parses(detokenize([*tokens, *closers]), unit=unit):
-        return [*tokens, *closers]
-    for end in range(len(tokens) - 1, 0, -1):
-        if parses(detokenize(tokens[:end]), unit=unit):
-            return tokens[:end]
+    for end in range(len(tokens), 0, -1):
+        prefix = tokens[:end]
+        if parses(detokenize(prefix), unit=unit):
+            return prefix
+        closers = _open_brackets(detokenize(prefix))
+        if closers and parses(detokenize([*prefix, *closers]), unit=unit):
+            return [*prefix, *closers]
     return []
 
 

@@ -7,11 +7,13 @@ of Python's grammar: it cannot fall behind the language, and it is exact where a
 pushdown automaton over tokens would approximate.
 
 What it costs is one parse per (prefix, candidate token), so only the tokens a search could
-choose are checked: a row's ``candidates`` best-scored tokens first, then, only when none of
-those is allowed, the next ones in score order. Everything not checked is banned, which changes
-nothing for greedy search (it takes the best allowed token) and for a beam no wider than
-``candidates`` / 2 (it ranks the 2K best candidates). Verdicts are cached by text, and beams share
-most of their prefixes.
+choose are checked, in score order, until ``wanted`` of them are allowed: 1 for greedy search,
+2K for a beam of K (which ranks the 2K best candidates of a sentence). A row's ``candidates``
+best-scored tokens are tried first, the rest only when none of those is allowed. Everything not
+checked is banned, which changes nothing for greedy or beam search; sampling draws among the
+allowed ones of the ``candidates`` best. Verdicts are cached by text, and beams share most of
+their prefixes. With ``data.slots`` the check reads the code with its placeholders restored
+(``str_0`` may stand for a value that is not an identifier), from ``slots`` per input.
 
 The decoder state stays a value: a hypothesis' constraint state is ``(row, tokens)``, a tuple that
 beam search copies when it reorders rows. ``copy_words`` gives, per input of the decode call, the
@@ -26,6 +28,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from seq2seq.data.python_syntax import Unit, parses, viable_prefix
+from seq2seq.data.slots import Slot, restore_slots
 from seq2seq.data.tokenizers import DEDENT, INDENT, NEWLINE, Tokenizer
 from seq2seq.data.vocab import Vocab
 from seq2seq.decoding.constraints import PrefixConstraint, python_constraint
@@ -50,14 +53,18 @@ class PythonGrammarConstraint:
         detokenize: Callable[[Sequence[str]], str],
         unit: Unit = "program",
         copy_words: Sequence[Sequence[str]] | None = None,
+        slots: Sequence[Sequence[Slot]] | None = None,
         candidates: int = 10,
+        wanted: int | None = None,
     ) -> None:
         if candidates < 1:
             raise ValueError(f"candidates must be at least 1, got {candidates}")
         self.vocab_tokens = list(vocab_tokens)
         self.eos_index, self.detokenize, self.unit, self.candidates = eos_index, detokenize, unit, candidates
-        self.copy_words = copy_words
+        self.wanted = candidates if wanted is None else wanted
+        self.copy_words, self.slots = copy_words, slots
         self.row_words: Sequence[Sequence[str]] = ()
+        self.row_slots: Sequence[Sequence[Slot]] = ()
         # <pad>, <unk>, <sos>: never part of code (the layout tokens are, and <eos> has its own rule)
         self.never = {i for i, token in enumerate(self.vocab_tokens)
                       if token.startswith("<") and token.endswith(">") and token not in LAYOUT and i != eos_index}
@@ -67,6 +74,7 @@ class PythonGrammarConstraint:
         bound = PythonGrammarConstraint.__new__(PythonGrammarConstraint)
         bound.__dict__.update(self.__dict__)
         bound.row_words = [] if self.copy_words is None else [self.copy_words[e] for e in examples]
+        bound.row_slots = [] if self.slots is None else [self.slots[e] for e in examples]
         return bound
 
     def start(self, row: int = 0) -> State:
@@ -104,13 +112,20 @@ class PythonGrammarConstraint:
             if scores[token] == -math.inf or token in self.never:
                 continue
             if token == self.eos_index:
-                ok = bool(prefix) and parses(self.detokenize(prefix), unit=self.unit)
+                ok = bool(prefix) and parses(self._code(row, prefix), unit=self.unit)
             else:
                 text = self._text(row, token)
-                ok = text is not None and viable_prefix(self.detokenize([*prefix, text]), unit=self.unit)
+                ok = text is not None and viable_prefix(self._code(row, [*prefix, text]), unit=self.unit)
             if ok:
                 allowed.append(token)
+                if len(allowed) >= self.wanted:
+                    break
         return allowed
+
+    def _code(self, row: int, tokens: Sequence[str]) -> str:
+        """The source code that ``tokens`` stand for: their placeholders restored (``data.slots``), detokenized."""
+        slots = self.row_slots[row] if row < len(self.row_slots) else ()
+        return self.detokenize(restore_slots(list(tokens), slots) if slots else tokens)
 
     def _text(self, row: int, token: int) -> str | None:
         if token < len(self.vocab_tokens):
@@ -127,14 +142,18 @@ def output_constraint(
     *,
     unit: Unit = "program",
     copy_words: Sequence[Sequence[str]] | None = None,
+    slots: Sequence[Sequence[Slot]] | None = None,
+    beam_size: int = 1,
 ) -> PrefixConstraint | None:
-    """The search constraint for ``constrain`` (None, ``python`` or ``grammar``); ``copy_words``:
-    per input, the source words that a copy model's ids >= V stand for."""
+    """The search constraint for ``constrain`` (None, ``python`` or ``grammar``) in a search of
+    ``beam_size``; per input, ``copy_words``: the source words that a copy model's ids >= V stand
+    for, and ``slots``: the values its placeholders stand for."""
     if constrain == "python":
         return python_constraint(tgt_vocab.itos, eos_index=tgt_vocab.eos_index)
     if constrain == "grammar":
         return PythonGrammarConstraint(tgt_vocab.itos, eos_index=tgt_vocab.eos_index, detokenize=tgt_tokenizer.detokenize,
-                                       unit=unit, copy_words=copy_words)
+                                       unit=unit, copy_words=copy_words, slots=slots, candidates=max(10, 2 * beam_size),
+                                       wanted=1 if beam_size == 1 else 2 * beam_size)
     return None
 
 

@@ -204,8 +204,8 @@ def evaluate(
         model, [pair.src for pair in pairs], sos_index=tgt_vocab.sos_index, eos_index=tgt_vocab.eos_index,
         pad_index=tgt_vocab.pad_index, max_len=max_len, beam_size=beam_size,
         nbest=beam_size if constrain else 1, batch_size=batch_size, device=device,
-        constraint=output_constraint(constrain, tgt_vocab, tgt_tokenizer, unit=code_unit,
-                                     copy_words=None if copies is None else [copy.oovs for copy in copies]),
+        constraint=output_constraint(constrain, tgt_vocab, tgt_tokenizer, unit=code_unit, beam_size=beam_size,
+                                     copy_words=None if copies is None else [copy.oovs for copy in copies], slots=slots),
         copy_sources=None if copies is None else [copy.src for copy in copies], workers=workers,
     )
     oovs = [()] * len(pairs) if copies is None else [copy.oovs for copy in copies]  # what ids >= V stand for
