@@ -52,6 +52,9 @@ class DataConfig(_Strict):
     )
     builtin_task: Literal["nl2code"] = "nl2code"
     builtin_train_size: int = Field(default=20000, ge=10)
+    builtin_valid_size: int | None = Field(
+        default=None, ge=5, description="built-in task: pairs in valid and in test each (default: builtin_train_size / 20)"
+    )
     builtin_seed: int = 1234
     src_lang: str = Field(default="de", description="parallel: file suffix of the source; the Moses tokenizer's source language")
     tgt_lang: str = Field(default="en", description="parallel: file suffix of the target; the Moses tokenizer's target language")
@@ -78,6 +81,11 @@ class DataConfig(_Strict):
         description="NL -> code: quoted values in the source become placeholders (var_0, str_0) in source and "
         "target, restored in outputs (as the CoNaLa baseline and tranX do)",
     )
+    reverse: bool = Field(
+        default=False,
+        description="swap source and target after reading (e.g. a code -> NL model that scores how well an output "
+        "explains its input, for seq2seq rerank); the tokenizers and lengths then apply to the swapped sides",
+    )
     code_unit: Literal["program", "line"] | None = Field(
         default=None,
         description="python targets: what one output is, for the parse rate and --constrain grammar: a whole "
@@ -91,6 +99,9 @@ class DataConfig(_Strict):
             self.code_unit = "line" if self.format == "django" else "program"
         if self.lowercase_tgt and self.tgt_tokenizer == "python":
             raise ValueError("lowercase_tgt: true cannot be used with tgt_tokenizer: python (code is case sensitive)")
+        if self.slots and self.reverse:
+            raise ValueError("slots: true cannot be combined with reverse: true (placeholders are taken from the "
+                             "natural-language side, which reverse makes the target)")
         if self.slots and self.tgt_tokenizer != "python":
             raise ValueError(f"slots: true needs tgt_tokenizer: python (placeholders stand for code values); got {self.tgt_tokenizer}")
         if self.slots and (self.src_subwords, self.tgt_subwords) != ("none", "none"):

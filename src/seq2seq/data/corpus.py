@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from seq2seq.config import DataConfig, VocabConfig, short_repr
@@ -77,13 +77,20 @@ def _read_table_folder(root: Path, config: DataConfig) -> dict[str, list[Example
 
 
 def load_examples(config: DataConfig) -> dict[str, list[Example]]:
-    """Raw ``train``/``valid``/``test`` examples for a data config (``test`` may be empty)."""
+    """Raw ``train``/``valid``/``test`` examples for a data config (``test`` may be empty); with
+    ``data.reverse`` each example's source and target swapped (a code -> NL model, for reranking)."""
+    examples = _read_examples(config)
+    if config.reverse:
+        examples = {split: [replace(e, src=e.tgt, tgt=e.src) for e in items] for split, items in examples.items()}
+    return examples
+
+
+def _read_examples(config: DataConfig) -> dict[str, list[Example]]:
     if config.format == "builtin":
         generate = BUILTIN_TASKS[config.builtin_task]
         train_size = config.builtin_train_size
-        return generate(
-            seed=config.builtin_seed, n_train=train_size, n_valid=max(train_size // 20, 5), n_test=max(train_size // 20, 5)
-        )
+        held_out = config.builtin_valid_size or max(train_size // 20, 5)
+        return generate(seed=config.builtin_seed, n_train=train_size, n_valid=held_out, n_test=held_out)
     if config.path is None:
         raise DataError(f"data.path is required for data.format={config.format!r}")
     root = Path(config.path).expanduser()
