@@ -473,7 +473,7 @@ class _BanFrom:
     def advance(self, state: tuple, token: int) -> tuple:
         return (state[0] + 1,)
 
-    def banned(self, states, scores: torch.Tensor) -> torch.Tensor:
+    def banned(self, states, scores: torch.Tensor, group: int = 1) -> torch.Tensor:
         return torch.tensor([[state[0] >= self.length] * scores.size(-1) for state in states], device=scores.device)
 
 

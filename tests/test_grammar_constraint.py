@@ -84,10 +84,13 @@ def test_banned_tokens_follow_the_parser() -> None:
 
 
 def test_only_the_best_scored_candidates_are_checked_and_a_dead_end_may_stop() -> None:
-    rules = grammar(candidates=2)
     scores = torch.tensor([[0.0, 0.0, 0.0, 0.0, 5.0, 4.0, 0.0, 0.0, 3.0]])
+    one = grammar(candidates=2, wanted=1)  # greedy search: the first allowed token is enough
+    mask = one.banned([one.start()], scores)
+    assert [i for i in range(len(TOKENS)) if not mask[0, i]] == [X]  # "1" is never checked
+    rules = grammar(candidates=2)  # wanted 2: "=" is refused, so the search goes on down the ranking
     mask = rules.banned([rules.start()], scores)
-    assert [i for i in range(len(TOKENS)) if not mask[0, i]] == [X]  # "=" is checked and refused; "1" never checked
+    assert [i for i in range(len(TOKENS)) if not mask[0, i]] == [X, ONE]
     scores = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 9.0, 0.0, 8.0, 1.0]])  # "=" and ")" first: widen the search
     mask = rules.banned([rules.start()], scores)
     assert not mask[0, ONE] and not mask[0, X] and mask[0, EQ]
@@ -157,3 +160,16 @@ def test_an_unfinished_output_is_closed_or_cut_to_the_longest_part_that_parses()
     assert completed(["x", "=", "1"], detokenize) == ["x", "=", "1"]  # already whole: unchanged
     assert completed([")", "("], detokenize) == []  # nothing to keep
     assert completed(["else", ":"], detokenize, unit="line") == ["else", ":"]
+
+
+def test_checking_only_the_best_candidates_finds_what_checking_all_finds() -> None:
+    detokenize = PythonTokenizer().detokenize
+    exhaustive = PythonGrammarConstraint(SEARCH_TOKENS, eos_index=EOS, detokenize=detokenize, candidates=7 * 3, wanted=7 * 3)
+    lazy = PythonGrammarConstraint(SEARCH_TOKENS, eos_index=EOS, detokenize=detokenize, candidates=6, wanted=6)
+    table = {**TRAPS, (X, EQ, EQ): {X: 0.5, 6: 0.5}, (6,): {EOS: 0.7, EQ: 0.3}}
+    for beam in (2, 3):
+        every = run_scripted(ScriptedModel(table, default={EOS: 0.6, X: 0.4}), beam_size=beam, nbest=beam,
+                             constraint=exhaustive, max_len=5)
+        best = run_scripted(ScriptedModel(table, default={EOS: 0.6, X: 0.4}), beam_size=beam, nbest=beam,
+                            constraint=lazy, max_len=5)
+        assert [(h.tokens, round(h.score, 6)) for h in every] == [(h.tokens, round(h.score, 6)) for h in best]

@@ -208,7 +208,8 @@ class BeamStrategy:
         if self.ngram:
             log_probs.masked_fill_(repeated_ngram_mask(self.tokens, n=self.ngram, vocab_size=vocab), -math.inf)
         if self.constraint is not None:
-            log_probs.masked_fill_(self.constraint.banned(self.states, log_probs), -math.inf)
+            cumulative = log_probs + self.scores.reshape(-1, 1)  # [N, V]: how the beam will rank them
+            log_probs.masked_fill_(self.constraint.banned(self.states, cumulative, group=self.beam), -math.inf)
         return log_probs
 
     def finish_eos_candidates(

@@ -40,10 +40,11 @@ class PrefixConstraint(Protocol):
         """The state after appending ``token`` (never a banned one)."""
         ...
 
-    def banned(self, states: Sequence[State], scores: torch.Tensor) -> torch.Tensor:
+    def banned(self, states: Sequence[State], scores: torch.Tensor, group: int = 1) -> torch.Tensor:
         """A [N, V] boolean mask on ``scores``' device: True where token v may not follow hypothesis n.
-        ``scores`` [N, V] are the search's (logits or log-probabilities, -inf where already banned):
-        a constraint that is costly per token may check only the best-scored ones."""
+        ``scores`` [N, V] are the search's (-inf where already banned): a constraint that is costly
+        per token may check only the best-scored ones. Rows come in runs of ``group`` hypotheses of
+        one input whose scores compare (a beam passes its candidates' cumulative scores)."""
         ...
 
 
@@ -80,7 +81,7 @@ class PythonBracketConstraint:
             return state[:-1]
         return state
 
-    def banned(self, states: Sequence[State], scores: torch.Tensor) -> torch.Tensor:
+    def banned(self, states: Sequence[State], scores: torch.Tensor, group: int = 1) -> torch.Tensor:
         mask = torch.zeros(len(states), scores.size(-1), dtype=torch.bool)
         if self.closers:
             mask[:, self.closers] = True  # every closer is banned ...

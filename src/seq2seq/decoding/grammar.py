@@ -8,10 +8,11 @@ pushdown automaton over tokens would approximate.
 
 What it costs is one parse per (prefix, candidate token), so only the tokens a search could
 choose are checked, in score order, until ``wanted`` of them are allowed: 1 for greedy search,
-2K for a beam of K (which ranks the 2K best candidates of a sentence). A row's ``candidates``
-best-scored tokens are tried first, the rest only when none of those is allowed. Everything not
-checked is banned, which changes nothing for greedy or beam search; sampling draws among the
-allowed ones of the ``candidates`` best. Verdicts are cached by text, and beams share most of
+2K for a beam of K, whose K hypotheses of one input are checked together in the order of their
+candidates' cumulative scores (beam search ranks the 2K best of a sentence). The ``candidates``
+best are tried first, the rest only when none of those is allowed. Everything not checked is
+banned, which changes nothing for greedy or beam search; sampling draws among the allowed ones of
+the ``candidates`` best. Verdicts are cached by text, and beams share most of
 their prefixes. With ``data.slots`` the check reads the code with its placeholders restored
 (``str_0`` may stand for a value that is not an identifier), from ``slots`` per input.
 
@@ -84,43 +85,64 @@ class PythonGrammarConstraint:
         row, tokens = state
         return (row, (*tokens, self._text(row, token)))
 
-    def banned(self, states: Sequence[State], scores: torch.Tensor) -> torch.Tensor:
-        """[N, V'] True where token v may not follow hypothesis n: all but the allowed ones among
-        each row's best-scored tokens (``scores`` [N, V'], higher is better; -inf is already banned)."""
+    def banned(self, states: Sequence[State], scores: torch.Tensor, group: int = 1) -> torch.Tensor:
+        """[N, V'] True where token v may not follow hypothesis n: all but the allowed ones among the
+        best-scored candidates (``scores`` [N, V'], higher is better; -inf is already banned).
+
+        Rows come in runs of ``group`` hypotheses of one input (a beam, whose ``scores`` are then
+        the candidates' cumulative scores): candidates are checked best first across the group,
+        until ``wanted`` are allowed, since the search ranks them together."""
         device = scores.device
         scores = scores.detach().float().cpu()  # [N, V']
-        mask = torch.ones(scores.shape, dtype=torch.bool)
-        width = min(self.candidates, scores.size(1))
-        best = scores.topk(width, dim=1).indices.tolist()  # [N, width]
-        for n, state in enumerate(states):
-            allowed = self._allowed(state, best[n], scores[n])
-            if not allowed and width < scores.size(1):  # none of the best: go down the whole ranking
-                ranking = scores[n].argsort(descending=True).tolist()[width:]
-                for start in range(0, len(ranking), 64):
-                    allowed = self._allowed(state, ranking[start : start + 64], scores[n])
-                    if allowed:
-                        break
+        n_rows, vocab = scores.shape
+        mask = torch.ones(n_rows, vocab, dtype=torch.bool)
+        for first in range(0, n_rows, group):
+            block = scores[first : first + group].reshape(-1)  # [g * V']: the group's candidates
+            allowed = self._allowed_in(states, first, block, vocab)
+            for row, token in allowed:
+                mask[row, token] = False
             if not allowed:  # a dead end (the prefix check is generous, never strict): let it stop
-                allowed = [self.eos_index]
-            mask[n, allowed] = False
+                for row in range(first, min(first + group, n_rows)):
+                    mask[row, self.eos_index] = False
         return mask.to(device)
 
-    def _allowed(self, state: State, tokens: Sequence[int], scores: torch.Tensor) -> list[int]:
-        row, prefix = state
+    def _allowed_in(self, states: Sequence[State], first: int, block: torch.Tensor, vocab: int) -> list[tuple[int, int]]:
+        """Up to ``wanted`` (row, token) pairs allowed, best first down ``block``'s ranking: its
+        ``candidates`` best at once, then 64 at a time while too few are allowed."""
+        width = min(max(self.candidates, self.wanted), block.numel())
+        allowed = self._check(states, first, block.topk(width).indices.tolist(), block, vocab, self.wanted)
+        if len(allowed) >= self.wanted or width == block.numel() or block.topk(width).values[-1] == -math.inf:
+            return allowed
+        ranking = block.argsort(descending=True).tolist()[width:]
+        for start in range(0, len(ranking), 64):
+            if block[ranking[start]] == -math.inf:
+                break
+            allowed += self._check(states, first, ranking[start : start + 64], block, vocab, self.wanted - len(allowed))
+            if len(allowed) >= self.wanted:
+                break
+        return allowed
+
+    def _check(
+        self, states: Sequence[State], first: int, positions: Sequence[int], block: torch.Tensor, vocab: int, wanted: int
+    ) -> list[tuple[int, int]]:
+        """The allowed ones of ``positions`` (indices into ``block``, best first), at most ``wanted``."""
         allowed = []
-        for token in tokens:
-            if scores[token] == -math.inf or token in self.never:
-                continue
-            if token == self.eos_index:
-                ok = bool(prefix) and parses(self._code(row, prefix), unit=self.unit)
-            else:
-                text = self._text(row, token)
-                ok = text is not None and viable_prefix(self._code(row, [*prefix, text]), unit=self.unit)
-            if ok:
-                allowed.append(token)
-                if len(allowed) >= self.wanted:
+        for position in positions:
+            if block[position] == -math.inf:
+                break  # best first: only banned ones follow
+            row, token = first + position // vocab, position % vocab
+            if token not in self.never and self._fits(states[row], token):
+                allowed.append((row, token))
+                if len(allowed) >= wanted:
                     break
         return allowed
+
+    def _fits(self, state: State, token: int) -> bool:
+        row, prefix = state
+        if token == self.eos_index:
+            return bool(prefix) and parses(self._code(row, prefix), unit=self.unit)
+        text = self._text(row, token)
+        return text is not None and viable_prefix(self._code(row, [*prefix, text]), unit=self.unit)
 
     def _code(self, row: int, tokens: Sequence[str]) -> str:
         """The source code that ``tokens`` stand for: their placeholders restored (``data.slots``), detokenized."""
