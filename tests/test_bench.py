@@ -319,3 +319,43 @@ def test_attention_speed_benchmark_alternates_windows_and_prints_a_row_per_prese
     rows = [line for line in out.splitlines() if line.startswith("| lstm-")]
     assert [row.split(" | ")[0] for row in rows] == ["| lstm-attention", "| lstm-luong-general", "| lstm-multihead"]
     assert rows[0].split(" | ")[3] == "1.00"  # the reference against itself
+
+
+@pytest.fixture(scope="module")
+def quick_code_run(tmp_path_factory) -> Path:
+    from seq2seq.cli import main
+
+    run = tmp_path_factory.mktemp("bench") / "run"
+    assert main(["train", "--quick", "--no-progress", "--preset", "lstm-attention", "--out", str(run)]) == 0
+    return run
+
+
+def test_grammar_speed_benchmark_prints_a_row_per_constraint_and_beam(quick_code_run):
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "grammar_speed.py"), str(quick_code_run),
+                             "--beams", "1,2", "--rounds", "1", "--limit", "5"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"command: python bench/grammar_speed.py {quick_code_run}")
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [(row[0].strip(), row[1].strip()) for row in rows] == [
+        (beam, name) for beam in ("1", "2") for name in ("none", "python", "grammar")]
+    assert all(row[4].strip() == "100.0%" for row in rows if row[1].strip() == "grammar")
+
+
+def test_error_analysis_puts_every_output_in_one_class(quick_code_run):
+    analysis = _load("error_analysis")
+    from seq2seq.data.tokenizers import PythonTokenizer
+
+    tokenize = PythonTokenizer().tokenize
+    kinds = [analysis.classify(out, ref, src, tokenize=tokenize, unit="program") for out, ref, src in [
+        ("x = 1", "x  =  1", "set x to 1"), ("", "x = 1", "x"), ("f(a", "f(a)", "call f"), ("f(a))", "f(a)", "call f"),
+        ("x = = 1", "x = 1", "x"), ("g(a)", "f(a)", "call f on a"), ("f(b)", "f('v')", "call f with 'v'"),
+        ("f(b, a)", "f(a, b)", "call f")]]
+    assert kinds == ["exact", "empty", "syntax: unclosed bracket", "syntax: unmatched closer", "syntax: other",
+                     "wrong call", "missing value", "other"]
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "error_analysis.py"), str(quick_code_run),
+                             "--split", "valid", "--constrain", "grammar"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    counts = [int(line.split("|")[2]) for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line
+              and "count" not in line]
+    assert len(counts) == len(analysis.CLASSES) and sum(counts) == 30  # the quick task's validation split
+    assert counts[2] + counts[3] + counts[4] == 0  # under the grammar nothing fails to parse

@@ -175,7 +175,7 @@ def evaluate_split(
         beam_size=beam_size,
         constrain=_constraint_name(constrain, config),
         code_unit=data.code_unit or "program",
-        task_metric=task_metric_for(data.format, has_label_map=data.label_map is not None),
+        task_metric=None if data.reverse else task_metric_for(data.format, has_label_map=data.label_map is not None),
         raw_references=[example.tgt for example in corpus.examples[split]],
         task_lowercase=data.lowercase_tgt,
         slots=corpus.slots.get(split),

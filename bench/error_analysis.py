@@ -1,0 +1,91 @@
+"""Error analysis of a code run's outputs: what kinds of mistakes, how many, on which split.
+
+    python bench/error_analysis.py RUN [--split valid] [--beam 1] [--constrain none|python|grammar] [--examples 2]
+
+Each output is put in the first class that fits it:
+
+1. exact: its code tokens equal the reference's;
+2. empty: nothing was written;
+3. syntax, by the parser's message: an unclosed bracket, an unmatched closer, or other invalid syntax;
+4. wrong call: it parses, but the set of functions and methods it calls (``name(`` and ``.name(``)
+   differs from the reference's;
+5. missing value: it calls the right names but leaves out a quoted value or an identifier that the
+   input names in backquotes or quotes;
+6. other: the right calls and values in another arrangement (arguments, order, operators).
+
+Only parsed (``ast``), never executed. Prints the command, a table and a few examples per class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from seq2seq.data.corpus import build_corpus
+from seq2seq.data.python_syntax import _syntax_error, parses
+from seq2seq.translator import Translator
+
+CLASSES = ("exact", "empty", "syntax: unclosed bracket", "syntax: unmatched closer", "syntax: other",
+           "wrong call", "missing value", "other")
+_CALL = re.compile(r"(\.?[A-Za-z_][A-Za-z0-9_]*)\s*\(")
+_NAMED = re.compile(r"`([^`]+)`|'([^']+)'|\"([^\"]+)\"")
+
+
+def classify(output: str, reference: str, source: str, *, tokenize, unit: str) -> str:
+    if tokenize(output) == tokenize(reference):
+        return "exact"
+    if not output.strip():
+        return "empty"
+    if not parses(output, unit=unit):
+        error = _syntax_error(output)
+        message = error.msg if error is not None else ""
+        if "never closed" in message or message == "incomplete input":
+            return "syntax: unclosed bracket"
+        if "unmatched" in message or "does not match" in message:
+            return "syntax: unmatched closer"
+        return "syntax: other"
+    if set(_CALL.findall(output)) != set(_CALL.findall(reference)):
+        return "wrong call"
+    named = [next(group for group in match if group) for match in _NAMED.findall(source)]
+    if any(value not in output for value in named if value in reference):
+        return "missing value"
+    return "other"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run")
+    parser.add_argument("--split", default="valid")
+    parser.add_argument("--beam", type=int, default=1)
+    parser.add_argument("--constrain", default="none", choices=["none", "python", "grammar"])
+    parser.add_argument("--examples", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    translator = Translator.from_run_dir(Path(args.run))
+    config = translator.run.config
+    corpus = build_corpus(config.data, config.vocab, vocabs=(translator.run.src_vocab, translator.run.tgt_vocab),
+                          subword_models=translator.run.subword_models)
+    examples = corpus.examples[args.split]
+    found = translator.generate([e.src for e in examples], beam_size=args.beam, constrain=args.constrain)
+    tokenize, unit = corpus.tgt_tokenizer.tokenize, config.data.code_unit or "program"
+    classes = [classify(g.text, e.tgt, e.src, tokenize=tokenize, unit=unit) for g, e in zip(found, examples)]
+    counts = Counter(classes)
+    print("command: python bench/error_analysis.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    print(f"{len(examples)} examples of {args.split}\n\n| class | count | share |\n|---|---|---|")
+    for name in CLASSES:
+        print(f"| {name} | {counts[name]} | {counts[name] / len(examples):.1%} |")
+    for name in CLASSES[1:]:
+        shown = [(e, g) for e, g, c in zip(examples, found, classes) if c == name][: args.examples]
+        for example, generation in shown:
+            print(f"\n[{name}] {example.src[:90]}\n   wrote:     {generation.text[:110]}\n   reference: {example.tgt[:110]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
