@@ -64,3 +64,16 @@ def test_rerank_refuses_a_forward_model_as_the_reverse_one(tmp_path, capsys) -> 
     assert main(["train", "--quick", "--no-progress", "--preset", "lstm", "--out", str(forward)]) == 0
     assert main(["rerank", str(forward), "--reverse", str(forward)]) != 0
     assert "not a reverse model" in capsys.readouterr().err
+
+
+def test_reverse_data_swaps_the_sides_and_refuses_slots(tmp_path, capsys) -> None:
+    from seq2seq.config import DataConfig
+    from seq2seq.data.corpus import load_examples
+
+    forward = load_examples(DataConfig(builtin_train_size=20))
+    backward = load_examples(DataConfig(builtin_train_size=20, reverse=True))
+    assert [(e.tgt, e.src) for e in forward["valid"]] == [(e.src, e.tgt) for e in backward["valid"]]
+    out = tmp_path / "r"
+    assert main(["train", "--quick", "--no-progress", "--set", "data.reverse=true", "--set", "data.slots=true",
+                 "--out", str(out)]) != 0
+    assert "reverse" in capsys.readouterr().err and not out.exists()

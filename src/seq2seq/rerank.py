@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 FEATURES = ("model", "reconstruction", "length", "parses", "overlap")
-GRID = (-2.0, -1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
+GRID = (-5.0, -3.0, -2.0, -1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0)
 _CODE_WORD = re.compile(r"^(['\"`].*['\"`]|.*[_.\d].*|.*[a-z][A-Z].*)$")
 _CODE_UNITS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)?|'[^']*'|\"[^\"]*\"")
 
