@@ -95,3 +95,22 @@ def test_a_copy_model_cannot_train_from_shards_and_says_so_at_config_load(shards
                  "--out", str(tmp_path / "run")]) == 2
     assert "data.shards: a copy model (model.decoder.copy) cannot train from shards yet" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_data_settings_are_checked_with_todays_defaults_for_keys_the_manifest_predates(shards, tmp_path):
+    config = tiny_config("lstm-attention", "data.builtin_train_size=300")
+    older = _copy(shards, tmp_path / "older")
+    manifest = json.loads((older / "manifest.json").read_text())
+    del manifest["data"]["builtin_valid_size"]  # written before the key existed: its default applies
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    assert len(open_shards(older, data=config.data).train) == 300
+    manifest["data"]["lowercase_src"] = False
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"made with other data settings \(data.lowercase_src\)"):
+        open_shards(older, data=config.data)
+
+
+def test_builtin_valid_size_sets_both_held_out_splits():
+    config = tiny_config("lstm-attention", "data.builtin_train_size=300", "data.builtin_valid_size=7")
+    corpus = build_corpus(config.data, config.vocab)
+    assert (len(corpus.examples["valid"]), len(corpus.examples["test"]), len(corpus.examples["train"])) == (7, 7, 300)

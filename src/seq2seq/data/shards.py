@@ -185,8 +185,12 @@ def open_shards(folder: Path, *, data: DataConfig | None = None, vocabs: tuple[V
     if vocabs is not None and (vocabs[0].itos, vocabs[1].itos) != (src_vocab.itos, tgt_vocab.itos):
         raise DataError(f"{where}: the shards' vocabularies are not this run's (sha256 {vocab_hash(src_vocab)[:12]}/"
                         f"{vocab_hash(tgt_vocab)[:12]} vs {vocab_hash(vocabs[0])[:12]}/{vocab_hash(vocabs[1])[:12]})")
-    if data is not None:
-        differ = sorted(k for k, v in _data_settings(data).items() if manifest["data"].get(k) != v)
+    if data is not None:  # the manifest's settings with today's defaults for keys added since
+        try:
+            made = _data_settings(DataConfig.model_validate(manifest["data"]))
+        except ValueError as error:
+            raise DataError(f"{where}: its data settings are not valid here ({str(error).splitlines()[0]})") from None
+        differ = sorted(k for k, v in _data_settings(data).items() if made.get(k) != v)
         if differ:
             raise DataError(f"{where}: made with other data settings ({', '.join(f'data.{k}' for k in differ)})")
     shards = []
