@@ -120,17 +120,25 @@ def test_a_killed_rank_then_resume_gives_the_weights_of_the_uninterrupted_run(tw
 
 
 def test_nproc_runs_the_same_command_under_torchrun_and_reports_a_failure_in_one_line(monkeypatch, capsys, tmp_path):
+    import torch.distributed.run
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
     from seq2seq.cli import main
 
     commands = []
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.setattr(subprocess, "call", lambda command: commands.append(command) or 0)
+    monkeypatch.setattr(torch.distributed.run, "main", commands.append)
     assert main(["train", "--quick", "--nproc", "2", "--set", "train.epochs=1", "--out", str(tmp_path / "run")]) == 0
-    assert commands == [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "seq2seq",
+    assert commands == [["--standalone", "--nproc-per-node=2", "-m", "seq2seq",
                          "train", "--quick", "--set", "train.epochs=1", "--out", str(tmp_path / "run")]]
-    monkeypatch.setattr(subprocess, "call", lambda command: 1)
+
+    def fails(command):
+        failure = ProcessFailure(local_rank=1, pid=1, exitcode=-9, error_file="")
+        raise ChildFailedError("seq2seq", {1: failure})
+
+    monkeypatch.setattr(torch.distributed.run, "main", fails)
     assert main(["train", "--nproc=2", "--resume", str(tmp_path / "run")]) == 1
-    assert capsys.readouterr().err.splitlines()[-1].startswith("seq2seq train: error: a training process of 2 failed (exit code 1")
+    assert capsys.readouterr().err.splitlines()[-1].startswith("seq2seq train: error: a training process of 2 failed (exit code -9")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["train", "--nproc", "2", "--out", str(tmp_path / "run")]) == 2
     assert "--nproc starts torchrun itself" in capsys.readouterr().err

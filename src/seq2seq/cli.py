@@ -114,9 +114,12 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def _launch_torchrun(args: argparse.Namespace) -> int:
-    """``seq2seq train --nproc N ...``: the same command under ``torchrun --standalone --nproc-per-node N``."""
+    """``seq2seq train --nproc N ...``: the same command under ``torchrun --standalone --nproc-per-node N``,
+    whose elastic agent runs here and starts the N training processes (``torch.distributed.run``)."""
     import os
-    import subprocess
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
 
     if "WORLD_SIZE" in os.environ:
         raise ConfigError("--nproc starts torchrun itself; under torchrun leave it out")
@@ -128,14 +131,17 @@ def _launch_torchrun(args: argparse.Namespace) -> int:
             argv.append(arg)
         else:
             skip = False
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
-               "-m", "seq2seq", *argv]
-    logger.info("starting %s", shlex.join(command))
-    code = subprocess.call(command)
-    if code != 0:
-        print(f"seq2seq train: error: a training process of {args.nproc} failed (exit code {code}, its error is above); "
-              "completed epochs are saved: continue with seq2seq train --resume RUN --nproc N", file=sys.stderr)
-    return code
+    command = ["--standalone", f"--nproc-per-node={args.nproc}", "-m", "seq2seq", *argv]
+    logger.info("torchrun %s", shlex.join(command))
+    try:
+        torchrun(command)
+    except ChildFailedError as error:
+        codes = sorted({failure.exitcode for failure in error.failures.values()})
+        print(f"seq2seq train: error: a training process of {args.nproc} failed (exit code {', '.join(map(str, codes))}, "
+              "the first error above is the cause); after a crash, completed epochs are saved: seq2seq train --resume RUN --nproc N",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -185,6 +185,11 @@ class Trainer:
             raise RunDirError(f"{last}: malformed counters {short_repr(counters)} in the trainer state ({error})") from None
         self._truncate_metrics()
         logger.info("resumed %s after epoch %d (step %d)", self.run_dir, self.epoch, self.step)
+        saved_world = counters.get("world_size", 1)
+        if saved_world != self.ranks.world_size and self.ranks.is_main:
+            logger.warning("resuming a run of %s process(es) with %d: each update now reads batch_size x accumulate x %d "
+                           "pairs, so the run continues, but not as the uninterrupted run would have",
+                           saved_world, self.ranks.world_size, self.ranks.world_size)
 
     @property
     def _writes(self) -> bool:
@@ -237,6 +242,7 @@ class Trainer:
             "step": self.step,
             "best_valid_loss": self.best_valid_loss,
             "bad_epochs": self.bad_epochs,
+            "world_size": self.ranks.world_size,  # resuming with another count changes the updates
         }
         if improved:
             save_weights(self.model, self.run_dir / "best.safetensors", metadata={"epoch": str(self.epoch)})
