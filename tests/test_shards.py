@@ -114,3 +114,18 @@ def test_builtin_valid_size_sets_both_held_out_splits():
     config = tiny_config("lstm-attention", "data.builtin_train_size=300", "data.builtin_valid_size=7")
     corpus = build_corpus(config.data, config.vocab)
     assert (len(corpus.examples["valid"]), len(corpus.examples["test"]), len(corpus.examples["train"])) == (7, 7, 300)
+
+
+def test_streamed_preprocessing_equals_the_in_memory_corpus_with_a_cut_vocabulary_and_dropped_pairs(tmp_path):
+    from seq2seq.preprocess import preprocess
+
+    config = tiny_config("lstm-attention", "data.builtin_train_size=300", "vocab.max_size=60", "data.max_tgt_len=12",
+                         "data.slots=true")
+    corpus = build_corpus(config.data, config.vocab)
+    assert 0 < len(corpus.encoded["train"]) < 300  # some pairs are longer than 12 target tokens
+    outcome = preprocess(config, tmp_path / "shards", shard_size=64)
+    folder = open_shards(tmp_path / "shards", data=config.data)
+    assert (folder.src_vocab.itos, folder.tgt_vocab.itos) == (corpus.src_vocab.itos, corpus.tgt_vocab.itos)
+    assert [(p.src, p.tgt) for p in folder.train] == [(p.src, p.tgt) for p in corpus.encoded["train"]]
+    assert any(Vocab.unk_index in p.tgt for p in folder.train)
+    assert outcome.shards == 5 and outcome.pairs["train"] == len(corpus.encoded["train"])

@@ -146,6 +146,20 @@ class Corpus:
         return [self.tgt_tokenizer.tokenize(example.tgt) for example in self.examples[split]]
 
 
+def tokenize_split(
+    items: Sequence[Example], config: DataConfig, *, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer
+) -> tuple[list[TokenPair], list[tuple[Slot, ...]] | None]:
+    """Word tokens of one split's examples, and with ``data.slots`` each example's placeholders (None without):
+    the quoted values become placeholders in the source text first, then in the code tokens."""
+    if not config.slots:
+        return tokenize_examples(items, src_tokenizer=src_tokenizer, tgt_tokenizer=tgt_tokenizer), None
+    slotted = [extract_slots(example.src) for example in items]
+    found = [placeholders for _, placeholders in slotted]
+    items = [Example(text, example.tgt, example.origin) for (text, _), example in zip(slotted, items)]
+    pairs = tokenize_examples(items, src_tokenizer=src_tokenizer, tgt_tokenizer=tgt_tokenizer)
+    return [(src, slot_code_tokens(tgt, placeholders)) for (src, tgt), placeholders in zip(pairs, found)], found
+
+
 def _word_tokenizers(config: DataConfig) -> tuple[Tokenizer, Tokenizer]:
     return (
         build_tokenizer(config.src_tokenizer, lowercase=config.lowercase_src, lang=config.src_lang),
@@ -203,14 +217,9 @@ def build_corpus(
     slots: dict[str, list[tuple[Slot, ...]]] = {}
     tokens = {}
     for split, items in examples.items():
-        if config.slots:  # placeholders in the source text here, in the code tokens below
-            slotted = [extract_slots(example.src) for example in items]
-            slots[split] = [found for _, found in slotted]
-            items = [Example(text, example.tgt, example.origin) for (text, _), example in zip(slotted, items)]
-        pairs = tokenize_examples(items, src_tokenizer=src_tokenizer, tgt_tokenizer=tgt_tokenizer)
-        if config.slots:
-            pairs = [(src, slot_code_tokens(tgt, found)) for (src, tgt), found in zip(pairs, slots[split])]
-        tokens[split] = pairs
+        tokens[split], found = tokenize_split(items, config, src_tokenizer=src_tokenizer, tgt_tokenizer=tgt_tokenizer)
+        if found is not None:
+            slots[split] = found
     if subwords:  # words -> pieces, with the models of a run or ones trained on the train split's words
         subword_models = dict(subword_models) if subword_models else _train_subwords(config, tokens["train"])
         src_tokenizer, tgt_tokenizer = build_tokenizers(config, subword_models=subword_models)

@@ -65,52 +65,51 @@ def _save_array(path: Path, array: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def _write_shard(folder: Path, name: str, pairs: Sequence[EncodedPair]) -> dict:
-    src = np.fromiter((i for pair in pairs for i in pair.src), dtype=np.int32)
-    tgt = np.fromiter((i for pair in pairs for i in pair.tgt), dtype=np.int32)
-    offsets = np.zeros((len(pairs) + 1, 2), dtype=np.int64)  # [n + 1, 2]: source and target starts
-    offsets[1:, 0] = np.cumsum([len(pair.src) for pair in pairs])
-    offsets[1:, 1] = np.cumsum([len(pair.tgt) for pair in pairs])
-    files = {"src": f"{name}.src.npy", "tgt": f"{name}.tgt.npy", "offsets": f"{name}.offsets.npy"}
-    for key, array in (("src", src), ("tgt", tgt), ("offsets", offsets)):
+def write_id_shard(folder: Path, name: str, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]]) -> dict:
+    """Write one shard of pairs given as id lists; return its manifest entry (files, count, checksums)."""
+    offsets = np.zeros((len(src) + 1, 2), dtype=np.int64)  # [n + 1, 2]: source and target starts
+    offsets[1:, 0] = np.cumsum([len(ids) for ids in src])
+    offsets[1:, 1] = np.cumsum([len(ids) for ids in tgt])
+    arrays = {
+        "src": np.fromiter((i for ids in src for i in ids), dtype=np.int32, count=int(offsets[-1, 0])),
+        "tgt": np.fromiter((i for ids in tgt for i in ids), dtype=np.int32, count=int(offsets[-1, 1])),
+        "offsets": offsets,
+    }
+    files = {key: f"{name}.{key}.npy" for key in arrays}
+    for key, array in arrays.items():
         _save_array(folder / files[key], array)
-    return {"pairs": len(pairs), "files": files, "sha256": {key: _sha256(folder / file) for key, file in files.items()}}
+    return {"pairs": len(src), "files": files, "sha256": {key: _sha256(folder / file) for key, file in files.items()}}
 
 
-def write_shards(
-    folder: Path,
-    *,
-    train: Sequence[EncodedPair],
-    held_out: dict[str, Sequence[Example]],
-    src_vocab: Vocab,
-    tgt_vocab: Vocab,
+def remap_shard(folder: Path, entry: dict, *, src_table: np.ndarray, tgt_table: np.ndarray) -> dict:
+    """Rewrite a shard's ids through lookup tables (provisional id -> vocabulary id); the entry with new checksums."""
+    sha256 = dict(entry["sha256"])
+    for key, table in (("src", src_table), ("tgt", tgt_table)):
+        path = folder / entry["files"][key]
+        _save_array(path, table[np.load(path)])
+        sha256[key] = _sha256(path)
+    return {**entry, "sha256": sha256}
+
+
+def write_manifest(
+    folder: Path, *, shards: Sequence[dict], held_out: dict[str, Sequence[Example]], src_vocab: Vocab, tgt_vocab: Vocab,
     data: DataConfig,
-    shard_size: int = 100_000,
 ) -> Path:
-    """Write ``train`` as shards of ``shard_size`` pairs, the vocabularies, the held-out examples and,
-    last, ``manifest.json`` (returned)."""
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be at least 1, got {shard_size}")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "manifest.json").unlink(missing_ok=True)  # the folder is incomplete until the new one is written
+    """The vocabularies, the held-out examples and, last, ``manifest.json`` (returned): the folder is complete."""
     atomic_write_text(folder / "src_vocab.json", src_vocab.to_json())
     atomic_write_text(folder / "tgt_vocab.json", tgt_vocab.to_json())
     for split in HELD_OUT:
         examples = [{"src": e.src, "tgt": e.tgt, "origin": e.origin} for e in held_out.get(split, [])]
         atomic_write_text(folder / f"{split}.json", json.dumps(examples, ensure_ascii=False))
-    shards = [
-        _write_shard(folder, f"train-{number:05d}", train[start : start + shard_size])
-        for number, start in enumerate(range(0, len(train), shard_size))
-    ]
     manifest = {
         "format": FORMAT, "version": VERSION, "data": _data_settings(data),
         "src_vocab_sha256": vocab_hash(src_vocab), "tgt_vocab_sha256": vocab_hash(tgt_vocab),
-        "pairs": {"train": len(train), **{split: len(held_out.get(split, [])) for split in HELD_OUT}},
-        "shards": shards,
+        "pairs": {"train": sum(entry["pairs"] for entry in shards), **{split: len(held_out.get(split, [])) for split in HELD_OUT}},
+        "shards": list(shards),
     }
     path = folder / "manifest.json"
     atomic_write_text(path, json.dumps(manifest, indent=1))
-    logger.info("wrote %d training pairs in %d shard(s) to %s", len(train), len(shards), folder)
+    logger.info("wrote %d training pairs in %d shard(s) to %s", manifest["pairs"]["train"], len(shards), folder)
     return path
 
 

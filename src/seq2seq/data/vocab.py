@@ -39,6 +39,11 @@ class Vocab:
         counts: Counter[str] = Counter()
         for tokens in sequences:
             counts.update(tokens)
+        return cls.from_counts(counts, min_freq=min_freq, max_size=max_size)
+
+    @classmethod
+    def from_counts(cls, counts: Counter[str], *, min_freq: int = 1, max_size: int | None = None) -> Vocab:
+        """:meth:`build` from token counts already made (e.g. shard by shard); ``counts`` is changed."""
         for special in SPECIALS:
             counts.pop(special, None)
         ranked = sorted((t for t, n in counts.items() if n >= min_freq), key=lambda t: (-counts[t], t))
