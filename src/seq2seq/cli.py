@@ -1,6 +1,7 @@
 """Command line: thin wrappers, one subcommand = one library function.
 
-    seq2seq train    [CONFIG] [--preset P] [--data DIR] [--set key=value ...] --out RUN
+    seq2seq train    [CONFIG] [--preset P] [--data DIR | --shards DIR] [--set key=value ...] [--nproc N] --out RUN
+    seq2seq preprocess [CONFIG] [--data DIR] [--size N] --out DIR   (memory-mapped training shards)
     seq2seq generate RUN ["text" | --file F | < stdin]
     seq2seq evaluate RUN [--split test]
     seq2seq compare  [--task NAME] [--presets rnn,lstm,...] [--out DIR] [--quick]
