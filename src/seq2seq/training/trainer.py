@@ -388,6 +388,7 @@ class Trainer:
         epoch_norms: list[float] = []
         window_started = time.perf_counter()
         chunks = self._update_chunks(pairs, generator)
+        tgt_lengths = pair_lengths(pairs)[1]  # [N], <sos> ... <eos>
         done, skipped = 0, 0
         for done, chunk in enumerate(chunks, start=1):
             batches = [
@@ -395,7 +396,7 @@ class Trainer:
                 for part in shard_update(chunk, ranks=self.ranks, accumulate=self.config.accumulate) if part
             ]
             # every rank knows the whole chunk, so the update's token count needs no message
-            n_update = sum(len(pairs[i].tgt) - 1 for i in chunk)  # predicted: <eos>, not <sos>
+            n_update = int(tgt_lengths[chunk].sum()) - len(chunk)  # predicted: <eos>, not <sos>
             outcome = self._train_update(batches, tokens=n_update)
             if isinstance(outcome, str):
                 self._non_finite(outcome, chunk, number=done, of=len(chunks))
