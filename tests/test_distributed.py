@@ -83,6 +83,10 @@ def test_two_processes_give_the_weights_of_one_process_with_the_doubled_batch(tw
     assert load_run(two_ranks, which="best", device=torch.device("cpu")).config.train.batch_size == 8
     steps = [json.loads(line)["step"] for line in (two_ranks / "metrics.jsonl").read_text().splitlines()]
     assert steps == [10, 20, 30]  # 160 pairs / (2 x 8) per update, written once (by rank 0)
+    from seq2seq.cli import main
+
+    assert main(["evaluate", str(two_ranks), "--split", "valid"]) == 0
+    assert json.loads((two_ranks / "eval_valid.json").read_text())["count"] == 8
 
 
 def _children(pid: int) -> list[int]:
