@@ -550,6 +550,9 @@ def test_weights_only_file_cannot_be_resumed(run_copy):
 
 # Ways to run code: the builtins exec / eval / compile (not re.compile), and child processes or
 # shells (the package starts none; an execution-based metric would have to, with limits).
+# compile() with PyCF_ONLY_AST in the same call returns a syntax tree, never byte code: a parse, as
+# ast.parse is (which cannot take codeop's incomplete-input flag that data/python_syntax.py needs).
+PARSE_ONLY = re.compile(r"\bcompile \(.*\bPyCF_ONLY_AST\b")
 RUNS_CODE = re.compile(r"(?<![\w.])(exec|eval|compile|__import__)\s*\(|\b(subprocess|os\s*\.\s*(system|popen|exec\w*|spawn\w*))\b|\bruntime\s*\.\s*exec\b")
 
 
@@ -561,10 +564,13 @@ def test_generated_code_is_never_executed(tmp_path, monkeypatch):
         for path in sorted(SRC.rglob("*.py"))
         for number, code in _code_without_strings_and_comments(path)
         if RUNS_CODE.search(code.replace(" . ", "."))  # "re . compile" -> "re.compile": a method, not the builtin
+        and not PARSE_ONLY.search(code)
     ]
     assert found == [], "code that can run generated text:\n" + "\n".join(found)
     assert RUNS_CODE.search("exec ( text )") and RUNS_CODE.search("import subprocess")
     assert not RUNS_CODE.search("re.compile ( x )") and not RUNS_CODE.search("model.eval ( )")
+    assert PARSE_ONLY.search('compile ( text , "<output>" , "exec" , ast . PyCF_ONLY_AST | FLAG )')
+    assert not PARSE_ONLY.search('compile ( text , "<output>" , "exec" )')
 
     from seq2seq.evaluation.metrics import parse_rate, parses
 
@@ -573,4 +579,7 @@ def test_generated_code_is_never_executed(tmp_path, monkeypatch):
     monkeypatch.setattr("builtins.exec", lambda *a, **k: pytest.fail("exec called"))
     monkeypatch.setattr("builtins.eval", lambda *a, **k: pytest.fail("eval called"))
     assert parses(payload) and parse_rate([payload, "x = ("]) == 0.5
+    from seq2seq.data.python_syntax import viable_prefix  # the grammar constraint's prefix check
+
+    assert viable_prefix(payload[: payload.rindex('(') + 1]) and viable_prefix(payload)
     assert not marker.exists()
