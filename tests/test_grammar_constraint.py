@@ -173,3 +173,29 @@ def test_checking_only_the_best_candidates_finds_what_checking_all_finds() -> No
         best = run_scripted(ScriptedModel(table, default={EOS: 0.6, X: 0.4}), beam_size=beam, nbest=beam,
                             constraint=lazy, max_len=5)
         assert [(h.tokens, round(h.score, 6)) for h in every] == [(h.tokens, round(h.score, 6)) for h in best]
+
+
+def test_layout_tokens_follow_python_tokenizer_rules_and_the_parser() -> None:
+    tokens = ["<pad>", "<unk>", "<sos>", "<eos>", "<newline>", "<indent>", "<dedent>", "if", "x", ":", "pass", "="]
+    rules = PythonGrammarConstraint(tokens, eos_index=EOS, detokenize=PythonTokenizer().detokenize, candidates=len(tokens))
+
+    def allowed(*written: str) -> set[str]:
+        state = rules.start()
+        for token in written:
+            state = rules.advance(state, tokens.index(token))
+        mask = rules.banned([state], torch.zeros(1, len(tokens)))[0]
+        return {tokens[i] for i in range(len(tokens)) if not mask[i]}
+
+    assert "<newline>" not in allowed("if", "x")  # "if x" + newline: no continuation mends it
+    assert "<newline>" in allowed("if", "x", ":") and "<indent>" not in allowed("if", "x", ":")
+    assert allowed("if", "x", ":", "<newline>") == {"<indent>"}  # a block needs its indented body
+    assert "<dedent>" not in allowed("x", "=", "x", "<newline>", "<indent>")  # no layout loops
+    assert "<newline>" not in allowed("x", "=", "x", "<newline>")
+
+
+def test_an_unfinished_block_header_is_given_an_empty_body() -> None:
+    from seq2seq.data.python_syntax import completed
+
+    detokenize = PythonTokenizer().detokenize
+    header = "with open ( 'f' , delimiter = ',' ) . read ( ) . decode (".split()
+    assert detokenize(completed(header, detokenize)) == "with open('f', delimiter=',').read().decode():\n    pass"

@@ -34,6 +34,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from seq2seq.data.tokenizers import INDENT, NEWLINE
+
 Unit = Literal["program", "line"]
 UNITS: tuple[str, ...] = ("program", "line")
 
@@ -170,7 +172,8 @@ def _open_brackets(text: str) -> str | None:
 
 def completed(tokens: Sequence[str], detokenize: Callable[[Sequence[str]], str], *, unit: Unit = "program") -> list[str]:
     """``tokens`` if they parse, else the nearest output that does: the longest prefix of them
-    that parses as it is or with its open brackets closed (possibly empty).
+    that parses as it is, with its open brackets closed, or as a block header (``with open(f)``,
+    brackets closed) given ``: pass``; possibly empty.
 
     For the outputs a constrained search could not finish within its length limit (a model that
     repeats ``.items()`` until it runs out of length): every prefix it kept was viable, so cutting
@@ -178,11 +181,11 @@ def completed(tokens: Sequence[str], detokenize: Callable[[Sequence[str]], str],
     tokens = list(tokens)
     for end in range(len(tokens), 0, -1):
         prefix = tokens[:end]
-        if parses(detokenize(prefix), unit=unit):
-            return prefix
-        closers = _open_brackets(detokenize(prefix))
-        if closers and parses(detokenize([*prefix, *closers]), unit=unit):
-            return [*prefix, *closers]
+        closers = list(_open_brackets(detokenize(prefix)) or "")
+        # as it is; its brackets closed; or a block header given the empty body ("with open(f)" -> ": pass")
+        for ending in ([], closers, [*closers, ":", NEWLINE, INDENT, "pass"]):
+            if parses(detokenize([*prefix, *ending]), unit=unit):
+                return [*prefix, *ending]
     return []
 
 

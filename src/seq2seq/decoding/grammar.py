@@ -36,6 +36,17 @@ from seq2seq.decoding.constraints import PrefixConstraint, python_constraint
 
 State = tuple  # (row of the batch, the output's token texts so far)
 LAYOUT = (NEWLINE, INDENT, DEDENT)
+_PROBE = "x"  # a token after trailing layout, so that the detokenizer writes the layout out
+
+
+def _layout_may_follow(layout: str, previous: str | None) -> bool:
+    """NEWLINE ends a line of code; INDENT comes right after it; DEDENTs after it or each other
+    (and only while a block is open, which the caller checks)."""
+    if layout == NEWLINE:
+        return previous is not None and previous not in LAYOUT
+    if layout == INDENT:
+        return previous == NEWLINE
+    return previous in (NEWLINE, DEDENT)
 
 
 class PythonGrammarConstraint:
@@ -142,7 +153,18 @@ class PythonGrammarConstraint:
         if token == self.eos_index:
             return bool(prefix) and parses(self._code(row, prefix), unit=self.unit)
         text = self._text(row, token)
-        return text is not None and viable_prefix(self._code(row, [*prefix, text]), unit=self.unit)
+        if text is None:
+            return False
+        if text in LAYOUT:
+            # Python's tokenizer writes NEWLINE after a line, then one INDENT or DEDENTs: nothing else
+            # can make a layout token meaningful. Trailing layout is rendered (the detokenizer drops
+            # it): "if x" + NEWLINE is "if x\n", which no continuation mends.
+            previous = prefix[-1] if prefix else None
+            depth = prefix.count(INDENT) - prefix.count(DEDENT)
+            if not _layout_may_follow(text, previous) or (text == DEDENT and depth <= 0):
+                return False
+            return viable_prefix(self._code(row, [*prefix, text, _PROBE])[: -len(_PROBE)], unit=self.unit)
+        return viable_prefix(self._code(row, [*prefix, text]), unit=self.unit)
 
     def _code(self, row: int, tokens: Sequence[str]) -> str:
         """The source code that ``tokens`` stand for: their placeholders restored (``data.slots``), detokenized."""
