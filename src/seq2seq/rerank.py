@@ -139,10 +139,12 @@ class RerankReport:
     predictions: list[str]  # the evaluated split's outputs under all the features
 
     def table(self, *, tune_split: str, split: str) -> str:
-        lines = [f"| features | {self.metric} on {tune_split} (tuned) | {self.metric} on {split} | weights |", "|---|---|---|---|"]
+        lines = [f"| features | {self.metric} on {tune_split} (tuned) | {self.metric} on {split} | parses | weights |",
+                 "|---|---|---|---|---|"]
         for row in self.rows:
             weights = ", ".join(f"{k} {v:g}" for k, v in row["weights"].items() if v)
-            lines.append(f"| {' + '.join(row['features'])} | {row['tune']:.2f} | {row['test']:.2f} | {weights} |")
+            parsed = "" if row.get("parse_rate") is None else f"{row['parse_rate']:.1%}"
+            lines.append(f"| {' + '.join(row['features'])} | {row['tune']:.2f} | {row['test']:.2f} | {parsed} | {weights} |")
         return "\n".join(lines)
 
 
@@ -163,6 +165,7 @@ def rerank_run(
     from seq2seq.checkpoint import load_for_decoding
     from seq2seq.data.corpus import build_corpus
     from seq2seq.devices import resolve_device
+    from seq2seq.evaluation.metrics import parse_rate
     from seq2seq.run_files import atomic_write_text
     from seq2seq.translator import Translator
 
@@ -192,8 +195,9 @@ def rerank_run(
     rows = []
     for features in (("model",), *[("model", name) for name in FEATURES[1:]], FEATURES):
         weights, tuned = tune(lists[tune_split], lambda texts: metric(texts, tune_split), features=features)
-        rows.append({"features": list(features), "weights": weights, "tune": tuned,
-                     "test": metric(choose(lists[split], weights), split)})
+        chosen = choose(lists[split], weights)
+        rows.append({"features": list(features), "weights": weights, "tune": tuned, "test": metric(chosen, split),
+                     "parse_rate": None if not forward.is_code else parse_rate(chosen, unit=forward.code_unit)})
     report = RerankReport(metric=metric_name, beam_size=beam_size, constrain=constrain, rows=rows,
                           predictions=choose(lists[split], rows[-1]["weights"]))
     summary = {"split": split, "tune_split": tune_split, "reverse": str(reverse_dir), "metric": metric_name,
