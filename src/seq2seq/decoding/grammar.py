@@ -23,6 +23,7 @@ source words that a copy model's ids >= V stand for; :meth:`bind` picks a batch'
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 
@@ -83,8 +84,7 @@ class PythonGrammarConstraint:
 
     def bind(self, examples: Sequence[int]) -> PythonGrammarConstraint:
         """The constraint for a batch whose row b holds input ``examples[b]`` of the decode call."""
-        bound = PythonGrammarConstraint.__new__(PythonGrammarConstraint)
-        bound.__dict__.update(self.__dict__)
+        bound = copy.copy(self)  # shares the vocabulary; only the rows' data differ
         bound.row_words = [] if self.copy_words is None else [self.copy_words[e] for e in examples]
         bound.row_slots = [] if self.slots is None else [self.slots[e] for e in examples]
         return bound
