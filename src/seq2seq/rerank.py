@@ -173,6 +173,9 @@ def rerank_run(
     reverse = load_for_decoding(reverse_dir, device=resolve_device(device))
     if not reverse.config.data.reverse:
         raise ValueError(f"{reverse_dir}: not a reverse model: train it with data.reverse: true on the same data")
+    if reverse.config.data.format != forward.run.config.data.format:
+        raise ValueError(f"{reverse_dir}: a reverse model of {reverse.config.data.format} data, but {run_dir} was "
+                         f"trained on {forward.run.config.data.format} data: expected the same data")
     if beam_size < 2:
         raise ValueError(f"reranking needs an n-best list: --beam must be at least 2, got {beam_size}")
     config = forward.run.config
