@@ -21,6 +21,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 @pytest.mark.parametrize("prefix", [
     "x =", "foo (", "foo ( a ,", "if x", "if x :", "for i in", "[ x for", "x [ 1 :", "lambda", "a if b",
     "return None if timeout is", "'''doc", "d = { 'a' :", "x . append ( 4", "not", "try :", "",
+    "def f ( a ) ->", "@ property\ndef f ( self ) ->",
 ])
 def test_prefixes_that_python_can_complete_are_viable(prefix: str) -> None:
     assert viable_prefix(prefix)
@@ -191,6 +192,9 @@ def test_layout_tokens_follow_python_tokenizer_rules_and_the_parser() -> None:
     assert allowed("if", "x", ":", "<newline>") == {"<indent>"}  # a block needs its indented body
     assert "<dedent>" not in allowed("x", "=", "x", "<newline>", "<indent>")  # no layout loops
     assert "<newline>" not in allowed("x", "=", "x", "<newline>")
+    assert "<indent>" not in allowed("x", "=", "x", "<newline>")  # no block opened: no indentation
+    assert "<eos>" not in allowed("x", "=", "x", "<newline>")  # an output does not end in hidden layout
+    assert "<eos>" in allowed("x", "=", "x")
 
 
 def test_an_unfinished_block_header_is_given_an_empty_body() -> None:
@@ -199,3 +203,16 @@ def test_an_unfinished_block_header_is_given_an_empty_body() -> None:
     detokenize = PythonTokenizer().detokenize
     header = "with open ( 'f' , delimiter = ',' ) . read ( ) . decode (".split()
     assert detokenize(completed(header, detokenize)) == "with open('f', delimiter=',').read().decode():\n    pass"
+
+
+def test_sampling_under_the_grammar_draws_among_several_allowed_tokens() -> None:
+    from seq2seq.data.vocab import Vocab
+    from seq2seq.decoding.grammar import output_constraint
+
+    vocab = Vocab(["<pad>", "<unk>", "<sos>", "<eos>", "x", "y", "z", "="])
+    tokenizer = PythonTokenizer()
+    sampled = output_constraint("grammar", vocab, tokenizer, sampling=True).bind([0])
+    greedy = output_constraint("grammar", vocab, tokenizer).bind([0])
+    scores = torch.tensor([[0.0, 0.0, 0.0, 0.0, 3.0, 2.0, 1.0, 0.5]])
+    assert (~sampled.banned([sampled.start()], scores)[0]).sum() == 3  # x, y, z: "=" cannot start a program
+    assert (~greedy.banned([greedy.start()], scores)[0]).nonzero().flatten().tolist() == [4]

@@ -64,6 +64,12 @@ def test_rerank_refuses_a_forward_model_as_the_reverse_one(tmp_path, capsys) -> 
     assert main(["train", "--quick", "--no-progress", "--preset", "lstm", "--out", str(forward)]) == 0
     assert main(["rerank", str(forward), "--reverse", str(forward)]) != 0
     assert "not a reverse model" in capsys.readouterr().err
+    reverse = tmp_path / "reverse"
+    assert main(["train", "--quick", "--no-progress", "--preset", "lstm", "--out", str(reverse),
+                 "--set", "data.reverse=true", "--set", "data.src_tokenizer=python", "--set", "data.tgt_tokenizer=word"]) == 0
+    capsys.readouterr()
+    assert main(["rerank", str(forward), "--reverse", str(reverse), "--split", "valid"]) != 0
+    assert "tuned on" in capsys.readouterr().err  # reporting the tuning split would hide its optimism
 
 
 def test_reverse_data_swaps_the_sides_and_refuses_slots(tmp_path, capsys) -> None:

@@ -101,7 +101,7 @@ def reconstruction_scores(
     reverse, codes: Sequence[str], sources: Sequence[str], *, batch_size: int = 64
 ) -> list[float]:
     """log p(source | code) under ``reverse``, a loaded code -> NL run (``LoadedRun``), teacher-forced
-    and batched; a code its tokenizer makes empty scores as the empty source (its ``<unk>``-free minimum)."""
+    and batched; a code its tokenizer makes empty is read as the one token ``<unk>``."""
     from seq2seq.data.batching import CopyEncoding, EncodedPair, bucketed_batches
     from seq2seq.decoding.scoring import score_references
 
@@ -176,6 +176,8 @@ def rerank_run(
     if reverse.config.data.format != forward.run.config.data.format:
         raise ValueError(f"{reverse_dir}: a reverse model of {reverse.config.data.format} data, but {run_dir} was "
                          f"trained on {forward.run.config.data.format} data: expected the same data")
+    if split == tune_split:
+        raise ValueError(f"--split {split} is the split the weights are tuned on: report another one")
     if beam_size < 2:
         raise ValueError(f"reranking needs an n-best list: --beam must be at least 2, got {beam_size}")
     config = forward.run.config

@@ -156,7 +156,8 @@ class Translator:
                 nbest=beam_size if constrain else nbest, length_penalty=length_penalty, alpha=alpha,
                 batch_size=batch_size or run.config.decode.batch_size, device=run.device, sampling=sampling,
                 constraint=output_constraint(constrain, vocab, run.tgt_tokenizer, unit=self.code_unit,
-                                             beam_size=beam_size, slots=slots if run.config.data.slots else None,
+                                             beam_size=beam_size, sampling=sampling is not None,
+                                             slots=slots if run.config.data.slots else None,
                                              copy_words=None if copies is None else [words for _, words in copies]),
                 copy_sources=None if copies is None else [ids for ids, _ in copies],
             )

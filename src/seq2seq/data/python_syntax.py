@@ -51,7 +51,8 @@ _CACHE_SIZE = 1 << 16
 # Errors that the parser reports at the start of a construct that is merely unfinished, with a
 # continuation that finishes it: the text is asked again with that continuation after it.
 # (The condition itself may be unfinished too: "a if b is", hence the second, with an operand.)
-_FINISHERS = {"expected 'else' after 'if' expression": (" else None", " x else None")}
+# "def f() ->" is reported at the arrow ("expected ':'"), as the annotation is still to come.
+_FINISHERS = {"expected 'else' after 'if' expression": (" else None", " x else None"), "expected ':'": (" x",)}
 
 
 def parses(code: str, *, unit: Unit = "program") -> bool:

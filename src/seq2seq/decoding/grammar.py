@@ -10,7 +10,8 @@ What it costs is one parse per (prefix, candidate token), so only the tokens a s
 choose are checked, in score order, until ``wanted`` of them are allowed: 1 for greedy search,
 2K for a beam of K, whose K hypotheses of one input are checked together in the order of their
 candidates' cumulative scores (beam search ranks the 2K best of a sentence). The ``candidates``
-best are tried first, the rest only when none of those is allowed. Everything not checked is
+best are tried first, the next ones while fewer than ``wanted`` are allowed; sampling wants all
+``candidates``. Everything not checked is
 banned, which changes nothing for greedy or beam search; sampling draws among the allowed ones of
 the ``candidates`` best. Verdicts are cached by text, and beams share most of
 their prefixes. With ``data.slots`` the check reads the code with its placeholders restored
@@ -112,19 +113,19 @@ class PythonGrammarConstraint:
             allowed = self._allowed_in(states, first, block, vocab)
             for row, token in allowed:
                 mask[row, token] = False
-            if not allowed:  # a dead end (the prefix check is generous, never strict): let it stop
-                for row in range(first, min(first + group, n_rows)):
-                    mask[row, self.eos_index] = False
+            if not allowed and group == 1:  # a dead end (the prefix check is generous): let it stop;
+                mask[first, self.eos_index] = False  # a beam instead keeps its hypotheses as unfinished ones
         return mask.to(device)
 
     def _allowed_in(self, states: Sequence[State], first: int, block: torch.Tensor, vocab: int) -> list[tuple[int, int]]:
         """Up to ``wanted`` (row, token) pairs allowed, best first down ``block``'s ranking: its
         ``candidates`` best at once, then 64 at a time while too few are allowed."""
         width = min(max(self.candidates, self.wanted), block.numel())
-        allowed = self._check(states, first, block.topk(width).indices.tolist(), block, vocab, self.wanted)
-        if len(allowed) >= self.wanted or width == block.numel() or block.topk(width).values[-1] == -math.inf:
+        ranking = block.argsort(descending=True, stable=True).tolist()  # ties: the lower token id first
+        allowed = self._check(states, first, ranking[:width], block, vocab, self.wanted)
+        if len(allowed) >= self.wanted or width == block.numel() or block[ranking[width - 1]] == -math.inf:
             return allowed
-        ranking = block.argsort(descending=True).tolist()[width:]
+        ranking = ranking[width:]
         for start in range(0, len(ranking), 64):
             if block[ranking[start]] == -math.inf:
                 break
@@ -150,8 +151,8 @@ class PythonGrammarConstraint:
 
     def _fits(self, state: State, token: int) -> bool:
         row, prefix = state
-        if token == self.eos_index:
-            return bool(prefix) and parses(self._code(row, prefix), unit=self.unit)
+        if token == self.eos_index:  # a whole program, not ending in layout the detokenizer would hide
+            return bool(prefix) and prefix[-1] not in LAYOUT and parses(self._code(row, prefix), unit=self.unit)
         text = self._text(row, token)
         if text is None:
             return False
@@ -163,7 +164,10 @@ class PythonGrammarConstraint:
             depth = prefix.count(INDENT) - prefix.count(DEDENT)
             if not _layout_may_follow(text, previous) or (text == DEDENT and depth <= 0):
                 return False
-            return viable_prefix(self._code(row, [*prefix, text, _PROBE])[: -len(_PROBE)], unit=self.unit)
+            probed = self._code(row, [*prefix, text, _PROBE])
+            if text != NEWLINE:  # an indentation must be one a statement may start at: keep the probe
+                return viable_prefix(probed, unit=self.unit)
+            return viable_prefix(probed[: -len(_PROBE)], unit=self.unit)
         return viable_prefix(self._code(row, [*prefix, text]), unit=self.unit)
 
     def _code(self, row: int, tokens: Sequence[str]) -> str:
@@ -188,6 +192,7 @@ def output_constraint(
     copy_words: Sequence[Sequence[str]] | None = None,
     slots: Sequence[Sequence[Slot]] | None = None,
     beam_size: int = 1,
+    sampling: bool = False,
 ) -> PrefixConstraint | None:
     """The search constraint for ``constrain`` (None, ``python`` or ``grammar``) in a search of
     ``beam_size``; per input, ``copy_words``: the source words that a copy model's ids >= V stand
@@ -197,7 +202,7 @@ def output_constraint(
     if constrain == "grammar":
         return PythonGrammarConstraint(tgt_vocab.itos, eos_index=tgt_vocab.eos_index, detokenize=tgt_tokenizer.detokenize,
                                        unit=unit, copy_words=copy_words, slots=slots, candidates=max(10, 2 * beam_size),
-                                       wanted=1 if beam_size == 1 else 2 * beam_size)
+                                       wanted=10 if sampling else 1 if beam_size == 1 else 2 * beam_size)
     return None
 
 

@@ -139,11 +139,14 @@ def task_scores(metric: str, predictions: Sequence[str], references: Sequence[st
 
 
 def _parsing_first(
-    alternatives: list[Hypothesis], oovs: Sequence[str], tgt_vocab: Vocab, tgt_tokenizer: Tokenizer, unit: Unit
+    alternatives: list[Hypothesis], oovs: Sequence[str], tgt_vocab: Vocab, tgt_tokenizer: Tokenizer, unit: Unit,
+    slots: Sequence[Slot] = (),
 ) -> list[Hypothesis]:
-    """The finished alternatives that Python's parser accepts (never executed) first, in their order."""
+    """The finished alternatives that Python's parser accepts (never executed) first, in their
+    order; judged with their placeholders restored, as they will be written."""
     def accept(h: Hypothesis) -> bool:
-        return h.finished and parses(tgt_tokenizer.detokenize(tgt_vocab.decode(h.tokens, oovs=oovs)), unit=unit)
+        tokens = tgt_vocab.decode(h.tokens, oovs=oovs)
+        return h.finished and parses(tgt_tokenizer.detokenize(restore_slots(tokens, slots) if slots else tokens), unit=unit)
 
     return prefer_accepted(alternatives, accept)
 
@@ -210,7 +213,8 @@ def evaluate(
     )
     oovs = [()] * len(pairs) if copies is None else [copy.oovs for copy in copies]  # what ids >= V stand for
     if constrain:
-        found = [_parsing_first(alternatives, o, tgt_vocab, tgt_tokenizer, code_unit) for alternatives, o in zip(found, oovs)]
+        found = [_parsing_first(alternatives, o, tgt_vocab, tgt_tokenizer, code_unit, () if slots is None else slots[i])
+                 for i, (alternatives, o) in enumerate(zip(found, oovs))]
     hypotheses = [alternatives[0] for alternatives in found]
     seconds = time.perf_counter() - started
     predicted_tokens = [tgt_vocab.decode(h.tokens, oovs=o) for h, o in zip(hypotheses, oovs)]
