@@ -216,3 +216,24 @@ def test_sampling_under_the_grammar_draws_among_several_allowed_tokens() -> None
     scores = torch.tensor([[0.0, 0.0, 0.0, 0.0, 3.0, 2.0, 1.0, 0.5]])
     assert (~sampled.banned([sampled.start()], scores)[0]).sum() == 3  # x, y, z: "=" cannot start a program
     assert (~greedy.banned([greedy.start()], scores)[0]).nonzero().flatten().tolist() == [4]
+
+
+def test_the_constraint_never_refuses_a_token_of_real_code() -> None:
+    """Every token of every reference, layout included, is allowed after its prefix, and <eos> after all of them."""
+    tokenizer = PythonTokenizer()
+    snippets = ["try :\n    f ( )\nexcept ValueError :\n    pass", "for x in y :\n    if x :\n        print ( x )\nz = 1",
+                "with open ( 'f' ) as f :\n    data = f . read ( )", "def f ( a ) -> int :\n    return a"]
+    conala = DATA / "conala" / "train.json"
+    if conala.exists():
+        snippets += [t["snippet"] for t in json.loads(conala.read_text())]
+    references = [tokenizer.tokenize(code) for code in snippets]
+    references = [r for r in references if parses(tokenizer.detokenize(r))]
+    vocab = ["<pad>", "<unk>", "<sos>", "<eos>", *sorted({t for r in references for t in r})]
+    index = {token: i for i, token in enumerate(vocab)}
+    rules = PythonGrammarConstraint(vocab, eos_index=EOS, detokenize=tokenizer.detokenize)
+    for reference in references:
+        state = rules.start()
+        for token in reference:
+            assert rules._fits(state, index[token]), (tokenizer.detokenize(list(state[1])), token)
+            state = rules.advance(state, index[token])
+        assert rules._fits(state, EOS), reference

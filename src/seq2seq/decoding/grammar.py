@@ -165,8 +165,8 @@ class PythonGrammarConstraint:
             if not _layout_may_follow(text, previous) or (text == DEDENT and depth <= 0):
                 return False
             probed = self._code(row, [*prefix, text, _PROBE])
-            if text != NEWLINE:  # an indentation must be one a statement may start at: keep the probe
-                return viable_prefix(probed, unit=self.unit)
+            if text == INDENT:  # an indentation must be one a statement may start at: keep the probe
+                return viable_prefix(probed, unit=self.unit)  # (after a DEDENT, "except" may be what comes)
             return viable_prefix(probed[: -len(_PROBE)], unit=self.unit)
         return viable_prefix(self._code(row, [*prefix, text]), unit=self.unit)
 
