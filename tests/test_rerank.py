@@ -52,9 +52,9 @@ def test_rerank_command_end_to_end(tmp_path, capsys) -> None:
     assert "reconstruction" in printed and "exact match" in printed
     summary = json.loads((forward / "rerank_test.json").read_text())
     rows = {" + ".join(row["features"]): row for row in summary["rows"]}
-    assert set(rows) == {"model", "model + reconstruction", "model + length", "model + parses", "model + overlap",
-                         "model + reconstruction + length + parses + overlap"}
-    for row in summary["rows"]:  # tuning starts from the beam's order and only keeps improvements
+    assert set(rows) == {"beam's first", "model", "model + reconstruction", "model + length", "model + parses",
+                         "model + overlap", "model + finished", "model + reconstruction + length + parses + overlap + finished"}
+    for row in summary["rows"][1:]:  # tuning starts from the model score alone and only keeps improvements
         assert row["tune"] >= rows["model"]["tune"] - 1e-9
     assert len(out.read_text().splitlines()) == json.loads((forward / "eval_test.json").read_text())["count"]
 

@@ -13,7 +13,11 @@ Features (each one a number per candidate; the model score's weight is fixed at 
 - ``length``: the number of code tokens (a bonus or a penalty per token, against the beam's bias);
 - ``parses``: 1 when Python's parser accepts the code (never executed), else 0;
 - ``overlap``: the share of the intent's code-like words (quoted values, identifiers with ``_``,
-  ``.`` or digits, camelCase) that appear in the code: the matching feature.
+  ``.`` or digits, camelCase) that appear in the code: the matching feature;
+- ``finished``: 1 when the search ended the candidate with ``<eos>``, 0 when it was cut at the
+  length limit (the beam lists finished candidates first; a raw score does not know the difference).
+
+The report's first row is the beam's own first candidate, untuned.
 
 Tuning is coordinate ascent over a grid of weights, a few rounds, each feature in turn, keeping a
 change only when it raises the metric (ties keep the smaller weight), as rerankers tuned by MERT-like
@@ -30,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-FEATURES = ("model", "reconstruction", "length", "parses", "overlap")
+FEATURES = ("model", "reconstruction", "length", "parses", "overlap", "finished")
 GRID = (-5.0, -3.0, -2.0, -1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0)
 _CODE_WORD = re.compile(r"^(['\"`].*['\"`]|.*[_.\d].*|.*[a-z][A-Z].*)$")
 _CODE_UNITS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)?|'[^']*'|\"[^\"]*\"")
@@ -195,9 +199,12 @@ def rerank_run(
         explained = reconstruction_scores(reverse, codes, [g.source for generations in found for g in generations])
         values = iter(explained)
         lists[name] = [[Candidate(g.text, {"model": g.score, "reconstruction": next(values), "length": float(len(g.tokens)),
-                                           "parses": float(bool(g.parses)), "overlap": overlap(source.split(), g.text)})
+                                           "parses": float(bool(g.parses)), "overlap": overlap(source.split(), g.text),
+                                           "finished": float(g.finished)})
                         for g in generations] for source, generations in zip(sources, found)]
-    rows = []
+    first = [candidates[0].text for candidates in lists[split]]
+    rows = [{"features": ["beam's first"], "weights": {}, "tune": metric([c[0].text for c in lists[tune_split]], tune_split),
+             "test": metric(first, split), "parse_rate": None if not forward.is_code else parse_rate(first, unit=forward.code_unit)}]
     for features in (("model",), *[("model", name) for name in FEATURES[1:]], FEATURES):
         weights, tuned = tune(lists[tune_split], lambda texts: metric(texts, tune_split), features=features)
         chosen = choose(lists[split], weights)
