@@ -61,12 +61,18 @@ def train_tiny_run(run_dir: Path, *extra: str) -> Path:
     One torch thread: on a busy 2-core machine a second one makes this tiny model several times
     slower. Training sets the thread count for the whole process, so it is restored afterwards.
     """
+    config = tiny_config("lstm-attention", "data.builtin_train_size=120", "train.epochs=1", "train.batch_size=16",
+                         "train.device=cpu", "train.threads=1", *extra)
+    return train_keeping_threads(config, run_dir)
+
+
+def train_keeping_threads(config, run_dir: Path) -> Path:
+    """``seq2seq.pipeline.train`` into ``run_dir``, then torch's thread count as it was: training sets
+    it for the whole process, and a module-scoped fixture runs outside conftest's per-test restore."""
     import torch
 
     from seq2seq.pipeline import train
 
-    config = tiny_config("lstm-attention", "data.builtin_train_size=120", "train.epochs=1", "train.batch_size=16",
-                         "train.device=cpu", "train.threads=1", *extra)
     threads = torch.get_num_threads()
     try:
         train(config, run_dir)

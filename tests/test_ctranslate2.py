@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install -e '.[ctranslate2]')")
 
-from helpers import train_tiny_run  # noqa: E402
+from helpers import train_keeping_threads, train_tiny_run  # noqa: E402
 from test_transformer import TINY, VARIANTS, make_model  # noqa: E402
 
 from seq2seq.cli import main  # noqa: E402
@@ -58,17 +58,10 @@ def test_greedy_outputs_and_scores_equal_torch(variant, tmp_path):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
-    from seq2seq.pipeline import train
-
     run_dir = tmp_path_factory.mktemp("ct2") / "run"
     config = build_config(preset="transformer", overrides=[
         *TRAINED, "model.transformer.norm=pre", "decode.max_len=20"])
-    threads = torch.get_num_threads()
-    try:
-        train(config, run_dir)
-    finally:
-        torch.set_num_threads(threads)
-    return run_dir
+    return train_keeping_threads(config, run_dir)
 
 
 def _output(args: list[str], capsys) -> str:

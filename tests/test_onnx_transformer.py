@@ -13,6 +13,7 @@ import torch
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[onnx]')")
 
+from helpers import train_keeping_threads  # noqa: E402
 from test_transformer import TINY, VARIANTS, make_batch, make_model  # noqa: E402
 
 from seq2seq.cli import main  # noqa: E402
@@ -86,17 +87,10 @@ def test_search_on_onnx_equals_search_on_torch(beam_size, tmp_path):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
-    from seq2seq.pipeline import train
-
     run_dir = tmp_path_factory.mktemp("onnx-transformer") / "run"
     config = build_config(preset="transformer", overrides=[
         *TRAINED, "decode.max_len=20"])
-    threads = torch.get_num_threads()
-    try:
-        train(config, run_dir)
-    finally:
-        torch.set_num_threads(threads)
-    return run_dir
+    return train_keeping_threads(config, run_dir)
 
 
 def test_trained_run_exports_and_decodes_the_same_from_the_command_line(trained_run, capsys):

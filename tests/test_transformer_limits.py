@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import train_tiny_run
+from helpers import train_keeping_threads, train_tiny_run
 from test_transformer import TINY, make_model
 
 from seq2seq.cli import main
@@ -70,19 +70,12 @@ def test_validation_data_beyond_the_learned_positions_is_refused_before_training
 
 @pytest.fixture(scope="module")
 def learned_run(tmp_path_factory) -> Path:
-    from seq2seq.pipeline import train
-
     run_dir = tmp_path_factory.mktemp("learned") / "run"
     config = build_config(preset="transformer", overrides=[
         *TINY, "model.transformer.positions=learned", "model.transformer.max_positions=64", "data.max_src_len=64",
         "data.max_tgt_len=63", "data.builtin_train_size=60", "train.epochs=1", "train.device=cpu", "train.threads=1",
         "decode.max_len=100"])  # decode.max_len beyond the positions: clamped, not refused
-    threads = torch.get_num_threads()
-    try:
-        train(config, run_dir)
-    finally:
-        torch.set_num_threads(threads)
-    return run_dir
+    return train_keeping_threads(config, run_dir)
 
 
 def test_generate_clamps_max_len_and_refuses_a_longer_source(learned_run, capsys):
