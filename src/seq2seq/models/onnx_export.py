@@ -180,6 +180,24 @@ class _OnnxDecoder:
         return out["logits"], new_state, out.get("weights")
 
 
+def teacher_forced_steps(
+    model, src: torch.Tensor, src_lengths: torch.Tensor, src_mask: torch.Tensor, tgt_input: torch.Tensor,
+    *, teacher_forcing: float = 1.0, src_copy: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An exported model's teacher-forced logits [B, T, V] and attention [B, T, S] (None without
+    attention): ``model.encode`` once, then one exported ``model.decoder.step`` per gold token."""
+    if teacher_forcing < 1.0:
+        raise ValueError("the ONNX model decodes only: teacher_forcing must be 1.0")
+    memory, state = model.encode(src, src_lengths, src_mask, src_copy=src_copy)
+    logits, weights = [], []
+    for t in range(tgt_input.size(1)):
+        step_logits, state, step_weights = model.decoder.step(tgt_input[:, t], state, memory)
+        logits.append(step_logits)
+        weights.append(step_weights)
+    attention = torch.stack(weights, dim=1) if weights[0] is not None else None
+    return torch.stack(logits, dim=1), attention
+
+
 class OnnxSeq2Seq(nn.Module):
     """A :class:`Seq2Seq` stand-in that runs the exported graphs with onnxruntime (CPU).
 
@@ -236,13 +254,5 @@ class OnnxSeq2Seq(nn.Module):
                 *, teacher_forcing: float = 1.0, src_copy: torch.Tensor | None = None):
         """Teacher-forced logits [B, T, V] and attention [B, T, S], one exported step at a time
         (what validation loss and step probabilities read)."""
-        if teacher_forcing < 1.0:
-            raise ValueError("the ONNX model decodes only: teacher_forcing must be 1.0")
-        memory, state = self.encode(src, src_lengths, src_mask, src_copy=src_copy)
-        logits, weights = [], []
-        for t in range(tgt_input.size(1)):
-            step_logits, state, step_weights = self.decoder.step(tgt_input[:, t], state, memory)
-            logits.append(step_logits)
-            weights.append(step_weights)
-        attention = torch.stack(weights, dim=1) if weights[0] is not None else None
-        return torch.stack(logits, dim=1), attention
+        return teacher_forced_steps(self, src, src_lengths, src_mask, tgt_input, teacher_forcing=teacher_forcing,
+                                    src_copy=src_copy)

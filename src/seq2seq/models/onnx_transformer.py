@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from seq2seq.models.onnx_export import MANIFEST, OPSET
+from seq2seq.models.onnx_export import MANIFEST, OPSET, teacher_forced_steps
 from seq2seq.models.transformer import Transformer
 from seq2seq.models.transformer_state import TransformerMemory, TransformerState
 
@@ -191,12 +191,5 @@ class OnnxTransformer(nn.Module):
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, src_mask: torch.Tensor, tgt_input: torch.Tensor,
                 *, teacher_forcing: float = 1.0, src_copy: torch.Tensor | None = None):
         """Teacher-forced logits [B, T, V] and attention [B, T, S], one exported step at a time."""
-        if teacher_forcing < 1.0:
-            raise ValueError("the ONNX model decodes only: teacher_forcing must be 1.0")
-        memory, state = self.encode(src, src_lengths, src_mask, src_copy=src_copy)
-        logits, weights = [], []
-        for t in range(tgt_input.size(1)):
-            step_logits, state, step_weights = self.decoder.step(tgt_input[:, t], state, memory)
-            logits.append(step_logits)
-            weights.append(step_weights)
-        return torch.stack(logits, dim=1), torch.stack(weights, dim=1)
+        return teacher_forced_steps(self, src, src_lengths, src_mask, tgt_input, teacher_forcing=teacher_forcing,
+                                    src_copy=src_copy)
