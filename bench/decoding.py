@@ -35,8 +35,8 @@ import torch
 from seq2seq.checkpoint import load_run
 from seq2seq.cpu_memory import keep_freed_memory
 from seq2seq.data.batching import copy_encodings
-from seq2seq.data.corpus import build_corpus
 from seq2seq.decoding.search import decode_sources, decode_workers
+from seq2seq.pipeline import run_corpus
 
 SETTINGS = {  # name -> beam size
     "greedy": 1,
@@ -69,9 +69,7 @@ def measure(run_dir: Path, *, split: str, batch1_limit: int, runtime: str, setti
             workers: int = 0) -> list[Measurement]:
     run = load_run(run_dir, device="cpu", quantize="int8" if runtime == "int8" else None,
                    runtime="onnx" if runtime == "onnx" else "torch")
-    corpus = build_corpus(
-        run.config.data, run.config.vocab, vocabs=(run.src_vocab, run.tgt_vocab), subword_models=run.subword_models
-    )
+    corpus = run_corpus(run)
     if not corpus.encoded.get(split):
         raise SystemExit(f"{run_dir}: the run's data has no {split!r} split")
     sources = [pair.src for pair in corpus.encoded[split]]

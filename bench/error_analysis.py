@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from seq2seq.data.corpus import build_corpus
 from seq2seq.data.python_syntax import _syntax_error, parses
+from seq2seq.pipeline import run_corpus
 from seq2seq.translator import Translator
 
 CLASSES = ("exact", "empty", "syntax: unclosed bracket", "syntax: unmatched closer", "syntax: other",
@@ -69,8 +69,7 @@ def main() -> int:
     torch.set_num_threads(1)
     translator = Translator.from_run_dir(Path(args.run))
     config = translator.run.config
-    corpus = build_corpus(config.data, config.vocab, vocabs=(translator.run.src_vocab, translator.run.tgt_vocab),
-                          subword_models=translator.run.subword_models)
+    corpus = run_corpus(translator.run)
     examples = corpus.examples[args.split]
     found = translator.generate([e.src for e in examples], beam_size=args.beam, constrain=args.constrain)
     tokenize, unit = corpus.tgt_tokenizer.tokenize, config.data.code_unit or "program"

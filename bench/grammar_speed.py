@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from seq2seq.data.corpus import build_corpus
 from seq2seq.data.python_syntax import _accepts, viable_prefix
+from seq2seq.pipeline import run_corpus
 from seq2seq.translator import Translator
 
 SETTINGS = ("none", "python", "grammar")
@@ -39,9 +39,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     translator = Translator.from_run_dir(Path(args.run))
-    config = translator.run.config
-    corpus = build_corpus(config.data, config.vocab, vocabs=(translator.run.src_vocab, translator.run.tgt_vocab),
-                          subword_models=translator.run.subword_models)
+    corpus = run_corpus(translator.run)
     sources = [example.src for example in corpus.examples[args.split][: args.limit]]
     print("command: python bench/grammar_speed.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     print(f"{len(sources)} inputs of {args.split}, 1 thread, {torch.__version__}\n")

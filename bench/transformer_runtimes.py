@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from seq2seq.checkpoint import load_run
-from seq2seq.data.corpus import build_corpus
+from seq2seq.pipeline import run_corpus
 from seq2seq.translator import Translator
 
 RUNTIMES = ("torch", "onnx", "ctranslate2")
@@ -37,8 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = load_run(args.run)
-    corpus = build_corpus(run.config.data, run.config.vocab, vocabs=(run.src_vocab, run.tgt_vocab),
-                          subword_models=run.subword_models)
+    corpus = run_corpus(run)
     sources = [example.src for example in corpus.examples[args.split]]
     translators = {name: Translator.from_run_dir(args.run, runtime=name) for name in RUNTIMES}
     seconds: dict[str, list[float]] = {name: [] for name in RUNTIMES}

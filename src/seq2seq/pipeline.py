@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from seq2seq.checkpoint import init_run_dir, load_for_decoding, load_run, load_run_config, load_subword_models, load_vocabs
+from seq2seq.checkpoint import LoadedRun, init_run_dir, load_for_decoding, load_run, load_run_config, load_subword_models, load_vocabs
 from seq2seq.config import ConfigError, RunConfig, short_repr
 from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.data.vocab import Vocab
@@ -140,6 +140,12 @@ def _check_positions(model: Seq2Seq, corpus: Corpus, split: str) -> None:
                              f"cover {limit} (model.transformer.max_positions)")
 
 
+def run_corpus(run: LoadedRun) -> Corpus:
+    """A trained run's own data, read with its vocabularies and subword models (what it is scored on)."""
+    return build_corpus(run.config.data, run.config.vocab, vocabs=(run.src_vocab, run.tgt_vocab),
+                        subword_models=run.subword_models)
+
+
 def _constraint_name(constrain: str | None, config: RunConfig) -> str | None:
     """The constraint to decode with: ``constrain`` if given, else the run's ``decode.constrain``
     (``none`` means no constraint: None)."""
@@ -208,9 +214,7 @@ def evaluate_run(
     more runs whose models decode together with this one (the mean of their distributions)."""
     torch_device = resolve_device("cpu" if (quantize or runtime == "onnx") and device == "auto" else device)
     run = load_for_decoding(run_dir, ensemble=ensemble, which=which, device=torch_device, quantize=quantize, runtime=runtime)
-    corpus = corpus or build_corpus(
-        run.config.data, run.config.vocab, vocabs=(run.src_vocab, run.tgt_vocab), subword_models=run.subword_models
-    )
+    corpus = corpus or run_corpus(run)
     if split not in corpus.encoded:
         raise ValueError(f"unknown split {split!r}; this data has {sorted(corpus.encoded)}")
     if not corpus.encoded[split]:

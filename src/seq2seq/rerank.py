@@ -167,7 +167,7 @@ def rerank_run(
     tune the feature weights on ``tune_split`` and report ``split``; ``reverse_dir`` is a run of
     the same data with ``data.reverse: true``. Writes ``rerank_<split>.json`` into the run."""
     from seq2seq.checkpoint import load_for_decoding
-    from seq2seq.data.corpus import build_corpus
+    from seq2seq.pipeline import run_corpus
     from seq2seq.devices import resolve_device
     from seq2seq.evaluation.metrics import parse_rate
     from seq2seq.run_files import atomic_write_text
@@ -185,8 +185,7 @@ def rerank_run(
     if beam_size < 2:
         raise ValueError(f"reranking needs an n-best list: --beam must be at least 2, got {beam_size}")
     config = forward.run.config
-    corpus = build_corpus(config.data, config.vocab, vocabs=(forward.run.src_vocab, forward.run.tgt_vocab),
-                          subword_models=forward.run.subword_models)
+    corpus = run_corpus(forward.run)
     for name in (split, tune_split):
         if not corpus.examples.get(name):
             raise ValueError(f"split {name!r} of this run's data is empty or unknown; it has {sorted(corpus.examples)}")
