@@ -121,15 +121,16 @@ class PythonGrammarConstraint:
         """Up to ``wanted`` (row, token) pairs allowed, best first down ``block``'s ranking: its
         ``candidates`` best at once, then 64 at a time while too few are allowed."""
         width = min(max(self.candidates, self.wanted), block.numel())
-        ranking = block.argsort(descending=True, stable=True).tolist()  # ties: the lower token id first
-        allowed = self._check(states, first, ranking[:width], block, vocab, self.wanted)
+        # ties: the lower token id first; kept a tensor, read in slices (a beam's block is K x V long)
+        ranking = block.argsort(descending=True, stable=True)
+        allowed = self._check(states, first, ranking[:width].tolist(), block, vocab, self.wanted)
         if len(allowed) >= self.wanted or width == block.numel() or block[ranking[width - 1]] == -math.inf:
             return allowed
-        ranking = ranking[width:]
-        for start in range(0, len(ranking), 64):
+        for start in range(width, block.numel(), 64):
             if block[ranking[start]] == -math.inf:
                 break
-            allowed += self._check(states, first, ranking[start : start + 64], block, vocab, self.wanted - len(allowed))
+            chunk = ranking[start : start + 64].tolist()
+            allowed += self._check(states, first, chunk, block, vocab, self.wanted - len(allowed))
             if len(allowed) >= self.wanted:
                 break
         return allowed
