@@ -57,6 +57,15 @@ def test_rerank_command_end_to_end(tmp_path, capsys) -> None:
     for row in summary["rows"][1:]:  # tuning starts from the model score alone and only keeps improvements
         assert row["tune"] >= rows["model"]["tune"] - 1e-9
     assert len(out.read_text().splitlines()) == json.loads((forward / "eval_test.json").read_text())["count"]
+    # an ensemble of a model with itself and two copies of one reverse model change no number:
+    # the ensemble's mean distribution and the mean reconstruction score are the single model's
+    assert main(["rerank", str(forward), "--ensemble", str(forward), "--reverse", str(reverse), "--reverse", str(reverse),
+                 "--beam", "3", "--output", str(tmp_path / "twice.txt")]) == 0
+    twice = json.loads((forward / "rerank_test.json").read_text())
+    assert twice["ensemble"] == [str(forward)] and twice["reverse"] == [str(reverse)] * 2
+    for alone, doubled in zip(summary["rows"], twice["rows"]):
+        assert doubled["test"] == pytest.approx(alone["test"]) and doubled["tune"] == pytest.approx(alone["tune"])
+    assert (tmp_path / "twice.txt").read_text() == out.read_text()
 
 
 def test_rerank_refuses_a_forward_model_as_the_reverse_one(tmp_path, capsys) -> None:

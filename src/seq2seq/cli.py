@@ -391,7 +391,8 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     from seq2seq.rerank import rerank_run
 
     constrain = None if args.constrain in (None, "none") else args.constrain
-    report = rerank_run(Path(args.run), Path(args.reverse), split=args.split, tune_split=args.tune_split,
+    report = rerank_run(Path(args.run), [Path(run) for run in args.reverse], split=args.split, tune_split=args.tune_split,
+                        ensemble=[Path(run) for run in args.ensemble or ()],
                         beam_size=args.beam, constrain=constrain, device=args.device,
                         output=Path(args.output) if args.output else None)
     print(f"n-best reranking, beam {report.beam_size}{f', {constrain} constraint' if constrain else ''}: "
@@ -557,12 +558,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rerank", help="rerank a run's n-best lists with a reverse (output -> input) model, "
                        "weights tuned on the validation split (Yin & Neubig 2019)")
     p.add_argument("run", help="run directory (the forward model)")
-    p.add_argument("--reverse", required=True, metavar="RUN", help="a run of the same data trained with data.reverse: true")
+    p.add_argument("--reverse", required=True, action="append", metavar="RUN",
+                   help="a run of the same data trained with data.reverse: true (repeatable: the reconstruction "
+                        "feature is the mean of their scores)")
     p.add_argument("--split", choices=["valid", "test"], default="test", help="the split to report (default: test)")
     p.add_argument("--tune-split", choices=["train", "valid"], default="valid", help="the split the weights are tuned on")
     p.add_argument("--beam", type=_positive_int, default=5, help="beam size = n-best list size (default: 5)")
     p.add_argument("--constrain", choices=CONSTRAINTS, help="decode the n-best lists with this constraint (default: none)")
     p.add_argument("--output", help="write the reranked predictions of --split here, one per line")
+    p.add_argument("--ensemble", action="append", metavar="RUN",
+                   help="decode the n-best lists with this forward run too (repeatable), as evaluate --ensemble")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_rerank)
 

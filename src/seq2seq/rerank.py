@@ -154,8 +154,9 @@ class RerankReport:
 
 def rerank_run(
     run_dir: Path,
-    reverse_dir: Path,
+    reverse_dir: Path | Sequence[Path],
     *,
+    ensemble: Sequence[Path] = (),
     split: str = "test",
     tune_split: str = "valid",
     beam_size: int = 5,
@@ -165,7 +166,9 @@ def rerank_run(
 ) -> RerankReport:
     """Decode ``tune_split`` and ``split`` of ``run_dir``'s data into n-best lists of ``beam_size``,
     tune the feature weights on ``tune_split`` and report ``split``; ``reverse_dir`` is a run of
-    the same data with ``data.reverse: true``. Writes ``rerank_<split>.json`` into the run."""
+    the same data with ``data.reverse: true``, or several, whose reconstruction scores are averaged.
+    With ``ensemble`` (more forward runs of the same data) the n-best lists come from the ensemble
+    and ``model`` is its score. Writes ``rerank_<split>.json`` into the run."""
     from seq2seq.checkpoint import load_for_decoding
     from seq2seq.pipeline import run_corpus
     from seq2seq.devices import resolve_device
@@ -173,13 +176,19 @@ def rerank_run(
     from seq2seq.run_files import atomic_write_text
     from seq2seq.translator import Translator
 
-    forward = Translator.from_run_dir(run_dir, device=device)
-    reverse = load_for_decoding(reverse_dir, device=resolve_device(device))
-    if not reverse.config.data.reverse:
-        raise ValueError(f"{reverse_dir}: not a reverse model: train it with data.reverse: true on the same data")
-    if reverse.config.data.format != forward.run.config.data.format:
-        raise ValueError(f"{reverse_dir}: a reverse model of {reverse.config.data.format} data, but {run_dir} was "
-                         f"trained on {forward.run.config.data.format} data: expected the same data")
+    forward = Translator.from_run_dir(run_dir, device=device, ensemble=ensemble)
+    reverse_dirs = [reverse_dir] if isinstance(reverse_dir, (str, Path)) else list(reverse_dir)
+    if not reverse_dirs:
+        raise ValueError("reranking needs at least one reverse model (--reverse RUN)")
+    reverses = []
+    for folder in reverse_dirs:
+        reverse = load_for_decoding(folder, device=resolve_device(device))
+        if not reverse.config.data.reverse:
+            raise ValueError(f"{folder}: not a reverse model: train it with data.reverse: true on the same data")
+        if reverse.config.data.format != forward.run.config.data.format:
+            raise ValueError(f"{folder}: a reverse model of {reverse.config.data.format} data, but {run_dir} was "
+                             f"trained on {forward.run.config.data.format} data: expected the same data")
+        reverses.append(reverse)
     if split == tune_split:
         raise ValueError(f"--split {split} is the split the weights are tuned on: report another one")
     if beam_size < 2:
@@ -195,8 +204,9 @@ def rerank_run(
         sources = [example.src for example in corpus.examples[name]]
         found = forward.generate_nbest(sources, beam_size=beam_size, nbest=beam_size, constrain=constrain or "none")
         codes = [generation.text for generations in found for generation in generations]
-        explained = reconstruction_scores(reverse, codes, [g.source for generations in found for g in generations])
-        values = iter(explained)
+        explainers = [g.source for generations in found for g in generations]
+        explained = [reconstruction_scores(reverse, codes, explainers) for reverse in reverses]
+        values = iter([sum(column) / len(column) for column in zip(*explained)])
         lists[name] = [[Candidate(g.text, {"model": g.score, "reconstruction": next(values), "length": float(len(g.tokens)),
                                            "parses": float(bool(g.parses)), "overlap": overlap(source.split(), g.text),
                                            "finished": float(g.finished)})
@@ -211,7 +221,8 @@ def rerank_run(
                      "parse_rate": None if not forward.is_code else parse_rate(chosen, unit=forward.code_unit)})
     report = RerankReport(metric=metric_name, beam_size=beam_size, constrain=constrain, rows=rows,
                           predictions=choose(lists[split], rows[-1]["weights"]))
-    summary = {"split": split, "tune_split": tune_split, "reverse": str(reverse_dir), "metric": metric_name,
+    summary = {"split": split, "tune_split": tune_split, "reverse": [str(folder) for folder in reverse_dirs],
+               "ensemble": [str(folder) for folder in ensemble], "metric": metric_name,
                "beam_size": beam_size, "constrain": constrain, "rows": rows}
     atomic_write_text(run_dir / f"rerank_{split}.json", json.dumps(summary, indent=2))
     if output is not None:
