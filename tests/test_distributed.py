@@ -89,6 +89,26 @@ def test_two_processes_give_the_weights_of_one_process_with_the_doubled_batch(tw
     assert json.loads((two_ranks / "eval_valid.json").read_text())["count"] == 8
 
 
+def test_accumulation_under_two_processes_and_a_rank_without_a_share_of_the_last_update(tmp_path):
+    """161 pairs in updates of 2 processes x accumulate 2 x batch 4 give the weights of 1 process x
+    batch 16 (DDP exchanges gradients after each rank's second batch only). The last update holds
+    1 pair, so rank 0's share is empty: it must still take part in the exchange, adding nothing."""
+    from seq2seq.pipeline import train
+
+    # no clipping: a stand-in counted by mistake doubles the last gradient, which clipping would hide
+    settings = [setting.replace("builtin_train_size=160", "builtin_train_size=161") for setting in SETTINGS]
+    settings.append("train.clip_norm=1000")
+    sets = [arg for setting in [*settings, "train.epochs=2", "train.batch_size=4", "train.accumulate=2"]
+            for arg in ("--set", setting)]
+    _finish(_torchrun("--preset", "lstm-attention", *sets, "--out", str(tmp_path / "two")))
+    train(tiny_config("lstm-attention", *settings, "train.epochs=2", "train.batch_size=16"), tmp_path / "one")
+    steps = [json.loads(line)["step"] for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [11, 22]  # 10 updates of 16 pairs and one of 1, per epoch
+    one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=2e-5, msg=lambda m, name=name: f"{name}: {m}")
+
+
 def _children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
@@ -146,3 +166,36 @@ def test_nproc_runs_the_same_command_under_torchrun_and_reports_a_failure_in_one
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["train", "--nproc", "2", "--out", str(tmp_path / "run")]) == 2
     assert "--nproc starts torchrun itself" in capsys.readouterr().err
+
+
+def _presets() -> list[str]:
+    from seq2seq.config import PRESETS
+
+    return list(PRESETS)
+
+
+@pytest.mark.parametrize("preset", _presets())
+def test_every_parameter_of_every_preset_gets_a_gradient_from_one_batch(preset):
+    """Training wraps the model in DDP with ``find_unused_parameters=False``, which fails on a
+    parameter that a forward pass leaves out: every preset's batch loss reaches all of them, with
+    scheduled sampling, word dropout and copy (a target word found only in the source)."""
+    from seq2seq.data.batching import collate, encode_pairs
+    from seq2seq.data.vocab import Vocab
+    from seq2seq.models.build import build_model
+    from seq2seq.training.trainer import Trainer
+
+    torch.manual_seed(0)
+    pairs = [("set x to 5".split(), "x = 5".split()), ("call foo with bar".split(), "foo ( bar )".split())] * 4
+    src_vocab = Vocab.build([src for src, _ in pairs])
+    tgt_vocab = Vocab.build([tgt[:-1] for _, tgt in pairs])  # "5" and ")" only by copying
+    teacher = "1.0" if preset == "transformer" else "0.5"
+    config = tiny_config(preset, f"train.teacher_forcing={teacher}", "train.word_dropout=0.1", "model.transformer.d_model=32",
+                         "model.transformer.ffn_size=64", "model.transformer.encoder_layers=1", "model.transformer.decoder_layers=1")
+    model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab))
+    trainer = Trainer(model=model, config=config.train, pad_index=0, device=torch.device("cpu"))
+    encoded = encode_pairs(pairs, src_vocab=src_vocab, tgt_vocab=tgt_vocab)
+    batch = collate(encoded, list(range(len(encoded))), pad_index=0, copy=model.copies)
+    objective, _, _ = trainer._loss(batch, teacher_forcing=trainer.teacher_forcing)
+    objective.backward()
+    missing = [name for name, parameter in model.named_parameters() if parameter.requires_grad and parameter.grad is None]
+    assert not missing, f"{preset}: no gradient for {missing}"

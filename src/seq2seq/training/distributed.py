@@ -6,14 +6,14 @@ the three collectives the trainer needs (gradients and loss sums, the validation
 group from them (gloo on a CPU, NCCL on CUDA). Without them (a plain ``seq2seq train``) there is
 one rank and nothing here sends a message.
 
-Why the gradients are summed here rather than by ``DistributedDataParallel``: the loss of one
-update is the sum over every target token of every rank's batches divided by the update's token
-count (which every rank knows, see :func:`shard_update`), so the update must equal the
-one-process update on the whole global batch. That needs the gradients *summed* across ranks
-(DDP averages them), works with ranks whose share of a short batch is empty (DDP would wait for
-their backward), and with parameters that some batches leave without a gradient (DDP needs
-``find_unused_parameters``). One ``all_reduce`` of one flat buffer per update, like DDP's
-gradient buckets but after the backward pass; the loss sums ride along in the same message.
+The gradients are averaged by ``DistributedDataParallel`` (:func:`data_parallel`), bucket by bucket
+while the backward pass runs. The loss of one update is the sum over every target token of every
+rank's batches divided by the update's token count (which every rank knows, see
+:func:`shard_update`), so that the update equals the one-process update on the whole global batch:
+the trainer multiplies each rank's loss by the world size to turn DDP's mean into that sum, lets
+DDP communicate on the last accumulated batch only (``no_sync`` before it), and gives a rank whose
+share of a short last update is empty a stand-in batch with weight 0, since DDP needs every rank's
+backward pass. The loss and token sums for the logs travel in one small ``all_reduce`` of their own.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from seq2seq.data.batching import split_chunk
 
@@ -81,11 +83,12 @@ class Ranks:
         if self.distributed:
             _collective(dist.barrier, "waiting")
 
-    def broadcast_parameters(self, module: torch.nn.Module) -> None:
-        """Rank 0's weights on every rank (they were built from the same seed; this makes it certain)."""
-        if self.distributed:
-            for tensor in module.state_dict().values():
-                dist.broadcast(tensor, src=0)
+    def no_sync(self, module: torch.nn.Module, *, sync: bool) -> AbstractContextManager:
+        """Around one accumulated batch's forward and backward: DDP's ``no_sync`` unless ``sync``
+        (the update's last batch, whose backward pass sends the summed gradients)."""
+        if sync or not isinstance(module, DistributedDataParallel):
+            return nullcontext()
+        return module.no_sync()
 
 
 SINGLE = Ranks()
@@ -115,6 +118,20 @@ def start_ranks(device: torch.device, *, timeout_s: float = 600.0) -> tuple[Rank
     return Ranks(rank=rank, world_size=world_size), device
 
 
+def data_parallel(model: torch.nn.Module, *, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+    """``model`` wrapped in ``DistributedDataParallel`` under torchrun (which also gives every rank
+    rank 0's weights), the model itself in one process.
+
+    Every parameter of every architecture takes part in every forward pass (each preset is trained
+    under two processes in the tests and by hand), so DDP need not search the graph for unused ones
+    (``find_unused_parameters=False``, DDP's fast default)."""
+    if not ranks.distributed:
+        return model
+    return _collective(lambda: DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False,
+    ), "sharing the weights")
+
+
 def launched_rank() -> int:
     """The rank ``torchrun`` gave this process (0 outside torchrun), before any process group exists."""
     return int(os.environ.get("RANK", "0"))
@@ -128,26 +145,3 @@ def shard_update(chunk: Sequence[int], *, ranks: Ranks, accumulate: int) -> list
     run can be empty (a chunk shorter than the runs), and that rank then adds nothing to the update."""
     runs = split_chunk(chunk, ranks.world_size * accumulate)
     return runs[ranks.rank * accumulate : (ranks.rank + 1) * accumulate]
-
-
-def sum_gradients(parameters: Iterable[torch.nn.Parameter], extras: torch.Tensor, *, ranks: Ranks) -> torch.Tensor:
-    """Sum every parameter's gradient over the ranks, in one message with ``extras`` (float32 [N]),
-    and return the summed ``extras``.
-
-    A parameter without a gradient on every rank keeps none (as in one process, where Adam then
-    leaves it alone); one with a gradient on some rank gets the sum, the others counting as 0."""
-    if not ranks.distributed:
-        return extras
-    params = list(parameters)
-    has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=extras.device)  # [P]
-    flat = torch.cat([  # [sum of numels + P + N]
-        *[(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params],
-        has_grad, extras.float(),
-    ])
-    ranks.sum(flat)
-    numels = [p.numel() for p in params]
-    grads = flat[: sum(numels)].split(numels)
-    present = flat[sum(numels) : sum(numels) + len(params)]
-    for param, grad, count in zip(params, grads, present.tolist(), strict=True):
-        param.grad = grad.view_as(param).to(param.dtype).clone() if count > 0 else None
-    return flat[sum(numels) + len(params) :]

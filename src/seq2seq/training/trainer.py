@@ -36,7 +36,7 @@ from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.run_files import RunDirError, atomic_write_text, remove_temporaries, save_weights
 from seq2seq.training.averaging import epoch_checkpoints, epoch_weights_path
 from seq2seq.training.checkpointing import load_checkpoint, save_checkpoint
-from seq2seq.training.distributed import SINGLE, Ranks, shard_update, sum_gradients
+from seq2seq.training.distributed import SINGLE, Ranks, data_parallel, shard_update
 from seq2seq.training.loss import coverage_loss, sequence_cross_entropy
 from seq2seq.training.schedules import build_scheduler, steps_per_batch
 from seq2seq.training.stats import EpochStats
@@ -149,6 +149,7 @@ class Trainer:
         self.on_batch = on_batch
         self.step_log_every = step_log_every
         self.ranks = ranks  # under torchrun: this process's rank; rank 0 alone writes to run_dir
+        self.forward = self.model  # what training calls: the model, or its DDP wrapper once fit starts
         self.optimizer = _adam(model.parameters(), lr=config.learning_rate, betas=config.adam_betas)
         # train.lr_schedule: ReduceLROnPlateau per epoch, or inverse_sqrt per optimizer step
         self.scheduler = build_scheduler(self.optimizer, config)
@@ -279,7 +280,7 @@ class Trainer:
         # bf16 autocast runs the matrix products (and the recurrent cells) in bfloat16; the weights,
         # their gradients and Adam's moments stay float32, so no loss scaling is needed.
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
-            logits, attention = self.model(
+            logits, attention = self.forward(
                 src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=teacher_forcing,
                 src_copy=batch.src_copy,
             )
@@ -291,21 +292,29 @@ class Trainer:
             objective = loss + self.coverage_weight * coverage_loss(attention.float(), batch.tgt_output != self.pad_index)
         return objective, loss, n_tokens
 
-    def _train_update(self, batches: Sequence[Batch], *, tokens: int) -> tuple[float, int, float] | str:
+    def _train_update(self, batches: Sequence[Batch], *, tokens: int, stand_in: Batch | None = None) -> tuple[float, int, float] | str:
         """One optimizer step on this rank's ``batches`` of an update of ``tokens`` target tokens
         (all ranks, all accumulated batches): ``(loss sum, tokens, gradient norm before clipping)``
         over the whole update, or what was not finite (nothing is stepped).
 
         Each batch's backward pass adds d(objective sum / tokens): summed over the batches and the
-        ranks (:func:`sum_gradients`) that is the gradient of the mean over every token of the update,
-        so accumulation and data parallelism give the update of one batch holding them all."""
+        ranks (DDP's mean times the world size) that is the gradient of the mean over every token of
+        the update, so accumulation and data parallelism give the update of one batch holding them all.
+        A rank with no batch in this update (a short last one) runs ``stand_in`` with weight 0, so
+        that it still joins DDP's gradient exchange."""
         self.optimizer.zero_grad(set_to_none=True)
         sums = torch.zeros(2, device=self.device)  # [objective sum, cross-entropy sum] of this rank
-        for batch in batches:
-            objective_sum, loss_sum, _ = self._loss(batch, teacher_forcing=self.teacher_forcing)
-            (objective_sum / tokens).backward()
-            sums += torch.stack([objective_sum.detach(), loss_sum.detach()])
-        objective_sum, loss_sum = sum_gradients(self.model.parameters(), sums, ranks=self.ranks).tolist()
+        work = [(batch, True) for batch in batches] or [(stand_in, False)]
+        for number, (batch, counts) in enumerate(work, start=1):
+            with self.ranks.no_sync(self.forward, sync=number == len(work)):
+                objective_sum, loss_sum, _ = self._loss(batch, teacher_forcing=self.teacher_forcing)
+                objective = objective_sum / tokens
+                if self.ranks.distributed:  # DDP averages over the ranks; the update wants the sum
+                    objective = objective * (self.ranks.world_size if counts else 0.0)
+                objective.backward()
+            if counts:
+                sums += torch.stack([objective_sum.detach(), loss_sum.detach()])
+        objective_sum, loss_sum = self.ranks.sum(sums).tolist()
         if not math.isfinite(objective_sum):
             self.optimizer.zero_grad(set_to_none=True)
             return f"loss ({objective_sum / tokens})"
@@ -395,9 +404,12 @@ class Trainer:
                 collate([pairs[i] for i in part], part, pad_index=self.pad_index, copy=self.model.copies).to(self.device)
                 for part in shard_update(chunk, ranks=self.ranks, accumulate=self.config.accumulate) if part
             ]
+            stand_in = None
+            if not batches:  # this rank's share of a short last update is empty (see _train_update)
+                stand_in = collate([pairs[chunk[0]]], chunk[:1], pad_index=self.pad_index, copy=self.model.copies).to(self.device)
             # every rank knows the whole chunk, so the update's token count needs no message
             n_update = int(tgt_lengths[chunk].sum()) - len(chunk)  # predicted: <eos>, not <sos>
-            outcome = self._train_update(batches, tokens=n_update)
+            outcome = self._train_update(batches, tokens=n_update, stand_in=stand_in)
             if isinstance(outcome, str):
                 self._non_finite(outcome, chunk, number=done, of=len(chunks))
                 skipped += 1
@@ -435,7 +447,7 @@ class Trainer:
         if not valid_pairs:
             raise ValueError("no validation examples")
         self._check_update_fits(train_pairs)
-        self.ranks.broadcast_parameters(self.model)
+        self.forward = data_parallel(self.model, ranks=self.ranks, device=self.device)
         result = TrainResult(best_valid_loss=self.best_valid_loss)
         budget = self.config.time_budget_s
         deadline = time.perf_counter() + budget if budget else None
