@@ -70,6 +70,49 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(reverse_data, tmp
     assert epochs == [1, 2, 3, 4]
 
 
+def test_resume_from_a_mid_epoch_checkpoint_gives_the_uninterrupted_weights(reverse_data, tmp_path):
+    """train.save_every_steps 3 (13 updates per epoch): a crash at step 20 resumes from step 18,
+    in epoch 2, and ends with the uninterrupted run's weights, bit for bit (dropout and teacher
+    forcing draw random numbers; both runs re-seed them at each mid-epoch checkpoint)."""
+    from seq2seq.models.build import build_model
+    from seq2seq.training.trainer import Trainer
+
+    src_vocab, tgt_vocab, _, encoded = reverse_data
+    config = tiny_config("lstm-attention", "train.epochs=3", "train.batch_size=16", "train.teacher_forcing=0.5",
+                         "train.learning_rate=0.01", "train.early_stopping_patience=100", "model.encoder.dropout=0.3",
+                         "model.decoder.dropout=0.3", "train.save_every_steps=3").train
+
+    def fit(run_dir: Path, *, resume: bool = False, crash_at: int | None = None) -> Trainer:
+        def crash(step: int, *_: object) -> None:
+            if step == crash_at:
+                raise KeyboardInterrupt
+        torch.manual_seed(config.seed)
+        model = build_model(tiny_config("lstm-attention").model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab))
+        run_dir.mkdir(exist_ok=True)
+        trainer = Trainer(model=model, config=config, pad_index=0, device=torch.device("cpu"), run_dir=run_dir, on_batch=crash,
+                          step_log_every=2)
+        if resume:
+            trainer.resume()
+        trainer.fit(encoded[:200], encoded[200:])
+        return trainer
+
+    straight = fit(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "split", crash_at=20)
+    torch.manual_seed(12345)  # whatever happened in between
+    resumed = fit(tmp_path / "split", resume=True)
+    assert resumed.step == straight.step == 39
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+    def records(run_dir: Path) -> list[dict]:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if "per_s" not in k and k != "seconds"} for line in lines]
+
+    # the step records up to the checkpoint are kept once, those after it written again: the same log
+    assert records(tmp_path / "split") == records(tmp_path / "straight")
+
+
 def test_resume_after_a_crash_drops_metrics_written_after_the_checkpoint(reverse_data, tmp_path):
     _train_reverse(reverse_data, tmp_path, epochs=1)
     metrics = tmp_path / "run" / "metrics.jsonl"

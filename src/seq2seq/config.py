@@ -361,6 +361,11 @@ class TrainConfig(_Strict):
         default=0, ge=0,
         description="keep the weights of the last N epochs as epoch-<k>.safetensors, for `seq2seq average`",
     )
+    save_every_steps: int | None = Field(
+        default=None, ge=1,
+        description="also write last.safetensors every N optimizer steps inside an epoch, so that --resume continues "
+        "from there (as fairseq's --save-interval-updates); the dropout draws are re-seeded at each such step",
+    )
     on_nonfinite: Literal["stop", "skip"] = Field(
         default="stop", description="a NaN/inf training loss: stop with an error, or skip the batch (counted per epoch)"
     )

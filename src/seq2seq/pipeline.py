@@ -35,7 +35,7 @@ from seq2seq.training.trainer import (
 logger = logging.getLogger(__name__)
 
 
-RESUMABLE_KEYS = ("epochs", "time_budget_s", "early_stopping_patience", "device", "threads", "on_nonfinite")
+RESUMABLE_KEYS = ("epochs", "time_budget_s", "early_stopping_patience", "device", "threads", "on_nonfinite", "save_every_steps")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:

@@ -109,6 +109,19 @@ class _EpochRun:
     grad_norms: list[float]  # gradient norm before clipping of every optimizer step
 
 
+def _check_partial(partial: object) -> dict | None:
+    """A checkpoint's mid-epoch place (``None``: saved at an epoch's end), its fields checked."""
+    if partial is None:
+        return None
+    fields = {"updates": int, "skipped": int, "loss_sum": float, "tokens": int, "grad_norms": list, "seconds": float}
+    if not isinstance(partial, dict) or set(partial) != set(fields):
+        raise ValueError(f"partial: expected the fields {sorted(fields)}")
+    for name, kind in fields.items():
+        if not isinstance(partial[name], (int, float) if kind is float else kind) or isinstance(partial[name], bool):
+            raise ValueError(f"partial.{name}: expected {kind.__name__}, got {short_repr(partial[name])}")
+    return partial
+
+
 @dataclass
 class TrainResult:
     history: list[EpochStats] = field(default_factory=list)
@@ -157,6 +170,7 @@ class Trainer:
         self.step = 0
         self.best_valid_loss = math.inf
         self.bad_epochs = 0
+        self.partial: dict | None = None  # a mid-epoch checkpoint's place in epoch self.epoch + 1 (save_every_steps)
 
     # ------------------------------------------------------------------ state
     def resume(self) -> None:
@@ -182,10 +196,15 @@ class Trainer:
             self.step = int(counters["step"])
             self.best_valid_loss = float(counters["best_valid_loss"])
             self.bad_epochs = int(counters["bad_epochs"])
+            self.partial = _check_partial(counters.get("partial"))
         except (KeyError, TypeError, ValueError) as error:
             raise RunDirError(f"{last}: malformed counters {short_repr(counters)} in the trainer state ({error})") from None
         self._truncate_metrics()
-        logger.info("resumed %s after epoch %d (step %d)", self.run_dir, self.epoch, self.step)
+        if self.partial is None:
+            logger.info("resumed %s after epoch %d (step %d)", self.run_dir, self.epoch, self.step)
+        else:
+            logger.info("resumed %s in epoch %d after %d of its updates (step %d)", self.run_dir, self.epoch + 1,
+                        self.partial["updates"], self.step)
         saved_world = counters.get("world_size", 1)
         if saved_world != self.ranks.world_size and self.ranks.is_main:
             logger.warning("resuming a run of %s process(es) with %d: each update now reads batch_size x accumulate x %d "
@@ -228,9 +247,41 @@ class Trainer:
             return
         kept = [
             line for line, record in self._metric_records()
-            if isinstance(record.get("epoch"), int) and record["epoch"] <= self.epoch
+            if isinstance(record.get("epoch"), int) and (
+                record["epoch"] <= self.epoch
+                or (self.partial is not None and record.get("kind") == "step" and record["epoch"] == self.epoch + 1
+                    and isinstance(record.get("step"), int) and record["step"] <= self.step)
+            )
         ]
         atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+
+    def _counters(self, partial: dict | None = None) -> dict:
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_valid_loss": self.best_valid_loss,
+            "bad_epochs": self.bad_epochs,
+            "world_size": self.ranks.world_size,  # resuming with another count changes the updates
+            "partial": partial,
+        }
+
+    def _save_partial(self, partial: dict) -> None:
+        """``last.safetensors`` in the middle of epoch ``self.epoch + 1`` (``train.save_every_steps``):
+        the weights, optimizer and counters after ``partial["updates"]`` of its updates, with the
+        epoch's sums so far; ``best`` and the epoch records wait for the epoch's end."""
+        if self._writes:
+            assert self.run_dir is not None
+            save_checkpoint(self.run_dir / "last.safetensors", model=self.model, optimizer=self.optimizer,
+                            scheduler=self.scheduler, counters=self._counters(partial))
+        self._reseed(partial["updates"])
+
+    def _reseed(self, updates: int) -> None:
+        """Dropout and teacher-forcing draws from (seed, epoch, updates done, rank) alone, so that a run
+        resumed from a mid-epoch checkpoint draws what the uninterrupted run drew from there on, on
+        every rank (only rank 0's generator state is in the checkpoint)."""
+        seed = ((self.config.seed * 1000 + self.epoch) * 1_000_003 + updates) * 1000 + self.ranks.rank
+        torch.manual_seed(seed)
+        random.seed(seed)
 
     def _save(self, improved: bool) -> None:
         """``best`` before ``last``: a kill between the two repeats this epoch on resume and rewrites
@@ -238,13 +289,7 @@ class Trainer:
         if not self._writes:
             return
         assert self.run_dir is not None
-        counters = {
-            "epoch": self.epoch,
-            "step": self.step,
-            "best_valid_loss": self.best_valid_loss,
-            "bad_epochs": self.bad_epochs,
-            "world_size": self.ranks.world_size,  # resuming with another count changes the updates
-        }
+        counters = self._counters()
         if improved:
             save_weights(self.model, self.run_dir / "best.safetensors", metadata={"epoch": str(self.epoch)})
         keep = self.config.keep_epoch_checkpoints
@@ -398,8 +443,15 @@ class Trainer:
         window_started = time.perf_counter()
         chunks = self._update_chunks(pairs, generator)
         tgt_lengths = pair_lengths(pairs)[1]  # [N], <sos> ... <eos>
-        done, skipped = 0, 0
-        for done, chunk in enumerate(chunks, start=1):
+        done, skipped, first = 0, 0, 1
+        if self.partial is not None:  # resumed from a mid-epoch checkpoint: go on after its updates
+            first, done, skipped = self.partial["updates"] + 1, self.partial["updates"], self.partial["skipped"]
+            total, tokens, epoch_norms = self.partial["loss_sum"], self.partial["tokens"], list(self.partial["grad_norms"])
+            started -= self.partial["seconds"]
+            self._reseed(self.partial["updates"])
+            self.partial = None
+        save_every = self.config.save_every_steps
+        for done, chunk in enumerate(chunks[first - 1 :], start=first):
             batches = [
                 collate([pairs[i] for i in part], part, pad_index=self.pad_index, copy=self.model.copies).to(self.device)
                 for part in shard_update(chunk, ranks=self.ranks, accumulate=self.config.accumulate) if part
@@ -431,6 +483,9 @@ class Trainer:
                     }
                     self._log_metric(record)
                     window_loss, window_tokens, window_started, window_norms = 0.0, 0, now, []
+            if save_every and self.step % save_every == 0 and done < len(chunks):
+                self._save_partial({"updates": done, "skipped": skipped, "loss_sum": total, "tokens": tokens,
+                                    "grad_norms": epoch_norms, "seconds": time.perf_counter() - started})
             if self.on_batch is not None and self.ranks.is_main:
                 self.on_batch(self.step, done, loss_sum / n if n else math.nan)
             if deadline is not None and self.ranks.any(time.perf_counter() > deadline, device=self.device):
