@@ -5,12 +5,14 @@ One pass over the training examples, one shard at a time: each shard's pairs are
 length-filtered and written with *provisional* ids (numbered in order of first sight) while the
 token counts grow; then the vocabularies are built from the counts, exactly as
 :func:`seq2seq.data.corpus.build_corpus` builds them, and every shard is rewritten through a
-provisional -> vocabulary id table. Only the raw examples, the counts and one shard's tokens are
-in memory, and the shards hold the same pairs, in the same order, as the in-memory corpus.
+provisional -> vocabulary id table. Only one shard's examples and tokens, the counts and the
+held-out splits are in memory (the built-in task draws its train split as it goes; a data folder
+is read whole), and the shards hold the same pairs, in the same order, as the in-memory corpus.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from seq2seq.config import RunConfig
-from seq2seq.data.corpus import build_tokenizers, load_examples, tokenize_split
+from seq2seq.data.corpus import build_tokenizers, stream_examples, tokenize_split
 from seq2seq.data.shards import read_manifest, remap_shard, write_id_shard, write_manifest
 from seq2seq.data.vocab import SPECIALS, Vocab
 
@@ -66,14 +68,13 @@ def preprocess(config: RunConfig, out: Path, *, shard_size: int = 100_000) -> Pr
         raise ValueError(f"shard_size must be at least 1, got {shard_size}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)  # the folder is incomplete until the new one is written
-    examples = load_examples(data)
+    held_out, train = stream_examples(data)
     src_tokenizer, tgt_tokenizer = build_tokenizers(data)
     src_ids, tgt_ids = _ProvisionalIds(), _ProvisionalIds()
-    shards, dropped, train = [], 0, examples["train"]
-    for start in range(0, len(train), shard_size):
+    shards, dropped = [], 0
+    while part := list(itertools.islice(train, shard_size)):
         # 1. tokenize and filter one shard's pairs as build_corpus does, 2. write them with provisional ids
-        pairs, _ = tokenize_split(train[start : start + shard_size], data, src_tokenizer=src_tokenizer,
-                                  tgt_tokenizer=tgt_tokenizer)
+        pairs, _ = tokenize_split(part, data, src_tokenizer=src_tokenizer, tgt_tokenizer=tgt_tokenizer)
         kept = [(src, tgt) for src, tgt in pairs if len(src) <= data.max_src_len and len(tgt) <= data.max_tgt_len]
         dropped += len(pairs) - len(kept)
         if kept:
@@ -88,7 +89,7 @@ def preprocess(config: RunConfig, out: Path, *, shard_size: int = 100_000) -> Pr
     tgt_vocab = Vocab.from_counts(tgt_ids.counts, min_freq=vocab.min_freq, max_size=vocab.max_size)
     src_table, tgt_table = src_ids.table(src_vocab), tgt_ids.table(tgt_vocab)
     shards = [remap_shard(out, entry, src_table=src_table, tgt_table=tgt_table) for entry in shards]
-    manifest = write_manifest(out, shards=shards, held_out={split: examples.get(split, []) for split in ("valid", "test")},
+    manifest = write_manifest(out, shards=shards, held_out=held_out,
                               src_vocab=src_vocab, tgt_vocab=tgt_vocab, data=data)
     written = read_manifest(out)
     return PreprocessOutcome(manifest, written["pairs"], len(written["shards"]))

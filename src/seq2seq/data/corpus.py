@@ -14,7 +14,7 @@ Formats (``data.format``):
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from seq2seq.data.example import DataError, Example
 from seq2seq.data.shards import open_shards
 from seq2seq.data.slots import Slot, extract_slots, slot_code_tokens
 from seq2seq.data.subwords import SubwordTokenizer, train_subword_model
-from seq2seq.data.tasks import BUILTIN_TASKS
+from seq2seq.data.tasks import BUILTIN_STREAMS, BUILTIN_TASKS
 from seq2seq.data.tokenizers import Tokenizer, build_tokenizer
 from seq2seq.data.vocab import Vocab
 
@@ -83,6 +83,22 @@ def load_examples(config: DataConfig) -> dict[str, list[Example]]:
     if config.reverse:
         examples = {split: [replace(e, src=e.tgt, tgt=e.src) for e in items] for split, items in examples.items()}
     return examples
+
+
+def stream_examples(config: DataConfig) -> tuple[dict[str, list[Example]], Iterator[Example]]:
+    """``({"valid", "test"} lists, the train examples one at a time)``: the built-in task draws its
+    train split as it goes, so that ``seq2seq preprocess`` of millions of pairs does not hold them;
+    a data folder is read as :func:`load_examples` reads it."""
+    if config.format == "builtin":
+        held_out_size = config.builtin_valid_size or max(config.builtin_train_size // 20, 5)
+        held_out, train = BUILTIN_STREAMS[config.builtin_task](
+            seed=config.builtin_seed, n_train=config.builtin_train_size, n_valid=held_out_size, n_test=held_out_size)
+        if config.reverse:
+            held_out = {split: [replace(e, src=e.tgt, tgt=e.src) for e in items] for split, items in held_out.items()}
+            train = (replace(e, src=e.tgt, tgt=e.src) for e in train)
+        return held_out, train
+    examples = load_examples(config)
+    return {split: examples.get(split, []) for split in ("valid", "test")}, iter(examples["train"])
 
 
 def _read_examples(config: DataConfig) -> dict[str, list[Example]]:

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from seq2seq.data.example import Example
 
-__all__ = ["BUILTIN_TASKS", "NAMES", "WORDS", "generate_nl2code", "generate_reverse"]
+__all__ = ["BUILTIN_STREAMS", "BUILTIN_TASKS", "NAMES", "WORDS", "generate_nl2code", "generate_reverse", "stream_nl2code"]
 
 NAMES = (
     "total count counts scores user_names x y z items values result data numbers words text "
@@ -464,37 +464,47 @@ _FAMILIES: tuple[tuple[Family, ...], ...] = (
 )
 
 
-def _draw_split(rng: random.Random, *, split: str, n: int, seen: set[str]) -> list[Example]:
-    """``n`` examples whose sources are not in ``seen`` (which is updated)."""
+def _draw_split(rng: random.Random, *, split: str, n: int, seen: set[str]) -> Iterator[Example]:
+    """``n`` examples whose sources are not in ``seen`` (which is updated), one at a time."""
     d = _Draw(rng)
-    examples: list[Example] = []
+    drawn = 0
     for _ in range(50 * n + 1000):  # a bound, so an exhausted template space cannot hang
-        if len(examples) == n:
-            break
+        if drawn == n:
+            return
         src, tgt = rng.choice(rng.choice(_FAMILIES))(d)  # length bucket first, then family
         if src not in seen:
             seen.add(src)
-            examples.append(Example(src, tgt, origin=f"builtin:nl2code:{split}:{len(examples)}"))
-    if len(examples) < n:
-        raise ValueError(f"could only draw {len(examples)} distinct {split} examples of {n}")
-    return examples
+            yield Example(src, tgt, origin=f"builtin:nl2code:{split}:{drawn}")
+            drawn += 1
+    if drawn < n:
+        raise ValueError(f"could only draw {drawn} distinct {split} examples of {n}")
 
 
-def generate_nl2code(
+def stream_nl2code(
     *, seed: int = 1234, n_train: int = 20000, n_valid: int = 1000, n_test: int = 1000
-) -> dict[str, list[Example]]:
-    """The built-in English -> Python task: ``{"train", "valid", "test"}`` lists of examples.
+) -> tuple[dict[str, list[Example]], Iterator[Example]]:
+    """The built-in English -> Python task as ``({"valid", "test"} lists, the train examples one at a
+    time)``, so that a corpus of millions of pairs need not be held (``seq2seq preprocess``).
 
     Deterministic in ``seed``. Test is drawn first, then valid, then train, each from its own
     ``random.Random``, so the test set does not change with ``n_train``; no source text
     occurs in two splits.
     """
     seen: set[str] = set()
-    splits = {}
-    for split, n in (("test", n_test), ("valid", n_valid), ("train", n_train)):
-        rng = random.Random(f"nl2code:{seed}:{split}")
-        splits[split] = _draw_split(rng, split=split, n=n, seen=seen)
-    return {split: splits[split] for split in ("train", "valid", "test")}
+    held_out = {}
+    for split, n in (("test", n_test), ("valid", n_valid)):
+        held_out[split] = list(_draw_split(random.Random(f"nl2code:{seed}:{split}"), split=split, n=n, seen=seen))
+    train = _draw_split(random.Random(f"nl2code:{seed}:train"), split="train", n=n_train, seen=seen)
+    return {"valid": held_out["valid"], "test": held_out["test"]}, train
+
+
+def generate_nl2code(
+    *, seed: int = 1234, n_train: int = 20000, n_valid: int = 1000, n_test: int = 1000
+) -> dict[str, list[Example]]:
+    """The built-in English -> Python task: ``{"train", "valid", "test"}`` lists of examples
+    (:func:`stream_nl2code`, the train split drawn to the end)."""
+    held_out, train = stream_nl2code(seed=seed, n_train=n_train, n_valid=n_valid, n_test=n_test)
+    return {"train": list(train), **held_out}
 
 
 def generate_reverse(
@@ -516,3 +526,5 @@ def generate_reverse(
 
 
 BUILTIN_TASKS: dict[str, Callable[..., dict[str, list[Example]]]] = {"nl2code": generate_nl2code}
+# The same tasks with the train split drawn one example at a time (seq2seq preprocess).
+BUILTIN_STREAMS: dict[str, Callable[..., tuple[dict[str, list[Example]], Iterator[Example]]]] = {"nl2code": stream_nl2code}
