@@ -114,3 +114,24 @@ def test_a_stale_export_and_an_rnn_run_are_refused(trained_run, tmp_path, capsys
     error = _error(["export", str(recurrent), "--format", "ctranslate2"], capsys)
     assert "CTranslate2 export supports transformer runs only, this run is recurrent (export it with --format onnx" in error
     assert not (recurrent / "ctranslate2").exists()
+
+
+def test_evaluate_through_ctranslate2_float32_and_int8(trained_run, capsys):
+    import json
+
+    from seq2seq.export import export_run
+
+    export_run(trained_run, fmt="ctranslate2")
+    for args in ([], ["--runtime", "ctranslate2"], ["--runtime", "ctranslate2", "--quantize", "int8"]):
+        assert main(["evaluate", str(trained_run), "--split", "valid", *args]) == 0
+    torch_report = json.loads((trained_run / "eval_valid.json").read_text())
+    ct2 = json.loads((trained_run / "eval_valid_ctranslate2.json").read_text())
+    int8 = json.loads((trained_run / "eval_valid_int8_ctranslate2.json").read_text())
+    assert ct2["runtime"] == int8["runtime"] == "ctranslate2" and int8["quantize"] == "int8"
+    # float32: CTranslate2's greedy search finds torch's outputs; the loss is the torch model's own
+    assert ct2["exact_match"] == torch_report["exact_match"] and ct2["bleu"] == pytest.approx(torch_report["bleu"])
+    assert ct2["loss"] == pytest.approx(torch_report["loss"])
+    assert abs(int8["bleu"] - torch_report["bleu"]) < 10  # int8 rounds the products: close, not equal
+    assert "no --constrain" in _error(["evaluate", str(trained_run), "--runtime", "ctranslate2", "--constrain", "python"],
+                                      capsys)
+    assert "no quantize" in _error(["evaluate", str(trained_run), "--runtime", "onnx", "--quantize", "int8"], capsys)

@@ -171,8 +171,10 @@ def load_run(
         raise ValueError(f"which={which!r}; expected one of {', '.join(CHECKPOINTS)}")
     if runtime not in ("torch", "onnx", "ctranslate2"):
         raise ValueError(f"runtime={runtime!r}; expected 'torch', 'onnx' or 'ctranslate2'")
-    if runtime != "torch" and (quantize is not None or torch.device(device).type != "cpu"):
-        raise ValueError(f"the {runtime} runtime decodes on the CPU in float32: no quantize, device cpu")
+    if runtime != "torch" and torch.device(device).type != "cpu":
+        raise ValueError(f"the {runtime} runtime decodes on the CPU: device cpu")
+    if runtime == "onnx" and quantize is not None:
+        raise ValueError("the onnx runtime decodes in float32: no quantize (int8 works with torch and ctranslate2)")
     config = load_run_config(run_dir)
     src_vocab, tgt_vocab = load_vocabs(run_dir)
     model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab), pad_index=Vocab.pad_index)
@@ -187,14 +189,15 @@ def load_run(
         logger.info("%s: the mean of the weights of epochs %s", weights, metadata.get("averaged_epochs", "?"))
     device = torch.device(device)
     model.to(device).eval()
-    if quantize is not None:
+    if quantize is not None and runtime == "torch":
         from seq2seq.models.quantize import quantize_for_cpu
 
         model = quantize_for_cpu(model, quantize)
     if runtime == "onnx":
         model = load_onnx_model(run_dir, model, which=which)
     elif runtime == "ctranslate2":
-        model = load_ctranslate2_model(run_dir, model, which=which, src_itos=src_vocab.itos, tgt_itos=tgt_vocab.itos)
+        model = load_ctranslate2_model(run_dir, model, which=which, src_itos=src_vocab.itos, tgt_itos=tgt_vocab.itos,
+                                       compute_type="int8" if quantize == "int8" else "float32")
     subword_models = load_subword_models(run_dir, config.data)
     try:
         src_tokenizer, tgt_tokenizer = build_tokenizers(config.data, subword_models)
@@ -217,7 +220,7 @@ def load_onnx_model(run_dir: Path, reference: Seq2Seq | Transformer, *, which: s
 
 
 def load_ctranslate2_model(run_dir: Path, reference: Seq2Seq | Transformer, *, which: str, src_itos: Sequence[str],
-                           tgt_itos: Sequence[str]) -> torch.nn.Module:
+                           tgt_itos: Sequence[str], compute_type: str = "float32") -> torch.nn.Module:
     """The CTranslate2 export of ``run_dir`` (``seq2seq export RUN --format ctranslate2``), checked
     against the run's ``which`` weights like the ONNX export."""
     from seq2seq.ctranslate2_runtime import MANIFEST as CT2_MANIFEST, CTranslate2Model
@@ -227,7 +230,7 @@ def load_ctranslate2_model(run_dir: Path, reference: Seq2Seq | Transformer, *, w
     folder = run_dir / "ctranslate2"
     _check_export(run_dir, folder / CT2_MANIFEST, fmt="ctranslate2", which=which)
     try:
-        return CTranslate2Model(folder, reference, src_itos=src_itos, tgt_itos=tgt_itos)
+        return CTranslate2Model(folder, reference, src_itos=src_itos, tgt_itos=tgt_itos, compute_type=compute_type)
     except ImportError:
         raise RunDirError("the ctranslate2 runtime needs the ctranslate2 package: pip install -e '.[ctranslate2]'") from None
     except Exception as error:  # CTranslate2 raises its own exception types for a damaged model

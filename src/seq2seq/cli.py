@@ -537,7 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=list(CHECKPOINTS), default="best", help=CHECKPOINT_HELP)
     p.add_argument("--device", default="auto")
     p.add_argument("--quantize", choices=["int8"], help=QUANTIZE_HELP)
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch", help=RUNTIME_HELP)
+    p.add_argument("--runtime", choices=["torch", "onnx", "ctranslate2"], default="torch",
+                   help=RUNTIME_HELP + "; ctranslate2: with its CTranslate2 export (transformer runs; --quantize int8 "
+                   "decodes in CTranslate2's int8), greedy or beam")
     p.add_argument("--ensemble", action="append", metavar="RUN", help=ENSEMBLE_HELP)
     p.set_defaults(func=cmd_evaluate)
 

@@ -4,7 +4,7 @@ written by :mod:`seq2seq.models.ctranslate2_export`): ``--runtime ctranslate2`` 
 CTranslate2 runs the whole search itself (``Translator.translate_batch``), so unlike the ONNX
 stand-ins this model has no ``decoder.step`` for :mod:`seq2seq.decoding`: it offers ``search``,
 which :class:`seq2seq.translator.Translator` calls instead. Greedy search and beam search without
-a length penalty are supported; the outputs' per-token log-probabilities come from CTranslate2's
+a length penalty are supported, in float32 or (``--quantize int8``) int8; the outputs' per-token log-probabilities come from CTranslate2's
 ``score_batch`` on the found tokens, so ``Hypothesis.score`` means what it means for torch.
 """
 
@@ -31,14 +31,16 @@ class CTranslate2Model(nn.Module):
     searches_itself = True  # the Translator calls search() instead of seq2seq.decoding
 
     def __init__(self, folder: Path, reference: Transformer, *, src_itos: Sequence[str], tgt_itos: Sequence[str],
-                 threads: int = 1) -> None:
+                 threads: int = 1, compute_type: str = "float32") -> None:
         super().__init__()
         import ctranslate2
 
         self.reference = reference
         # the position table written at export: CTranslate2 has no position beyond it
         self.positions = int(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["positions"])
-        self.translator = ctranslate2.Translator(str(folder), device="cpu", inter_threads=1, intra_threads=threads)
+        # compute_type "int8": CTranslate2 quantizes the float32 weights as it loads them (int8 products)
+        self.translator = ctranslate2.Translator(str(folder), device="cpu", inter_threads=1, intra_threads=threads,
+                                                 compute_type=compute_type)
         self.src_itos, self.tgt_itos = list(src_itos), list(tgt_itos)
         self.tgt_index = {token: index for index, token in enumerate(self.tgt_itos)}
 

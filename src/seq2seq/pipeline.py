@@ -210,9 +210,10 @@ def evaluate_run(
     ``batch_size``: sentences per decoding batch instead of the run's ``decode.batch_size``;
     ``workers``: batches decoded at once instead of the run's ``decode.workers``;
     ``quantize="int8"`` decodes with an int8-quantized copy of the model (CPU only);
-    ``runtime="onnx"`` with the run's ONNX export through onnxruntime (CPU only); ``ensemble``:
+    ``runtime="onnx"`` with the run's ONNX export through onnxruntime (CPU only), ``"ctranslate2"``
+    with its CTranslate2 export (transformer runs; with ``quantize="int8"`` in int8); ``ensemble``:
     more runs whose models decode together with this one (the mean of their distributions)."""
-    torch_device = resolve_device("cpu" if (quantize or runtime == "onnx") and device == "auto" else device)
+    torch_device = resolve_device("cpu" if (quantize or runtime != "torch") and device == "auto" else device)
     run = load_for_decoding(run_dir, ensemble=ensemble, which=which, device=torch_device, quantize=quantize, runtime=runtime)
     corpus = corpus or run_corpus(run)
     if split not in corpus.encoded:
@@ -230,7 +231,7 @@ def evaluate_run(
         atomic_write_text(output, "".join(text.replace("\n", "\\n") + "\n" for text in report.predictions))
     name = f"eval_{split}" + (f"_beam{beam_size}" if beam_size > 1 else "") + (f"_{constrain}" if constrain else "")
     name += f"_{quantize}" if quantize else ""
-    name += "_onnx" if runtime == "onnx" else ""
+    name += f"_{runtime}" if runtime != "torch" else ""
     name += f"_batch{batch_size}" if batch_size is not None else ""
     name += f"_{which}" if which != "best" else ""  # other weights never overwrite the best weights' report
     if ensemble:  # one report per member list: another ensemble never overwrites it
