@@ -61,7 +61,8 @@ def test_rerank_command_end_to_end(tmp_path, capsys) -> None:
     # the ensemble's mean distribution and the mean reconstruction score are the single model's
     assert main(["rerank", str(forward), "--ensemble", str(forward), "--reverse", str(reverse), "--reverse", str(reverse),
                  "--beam", "3", "--output", str(tmp_path / "twice.txt")]) == 0
-    twice = json.loads((forward / "rerank_test.json").read_text())
+    (written,) = forward.glob("rerank_test_ensemble2-*.json")  # beside the single model's report
+    twice = json.loads(written.read_text())
     assert twice["ensemble"] == [str(forward)] and twice["reverse"] == [str(reverse)] * 2
     for alone, doubled in zip(summary["rows"], twice["rows"]):
         assert doubled["test"] == pytest.approx(alone["test"]) and doubled["tune"] == pytest.approx(alone["tune"])

@@ -190,6 +190,15 @@ def evaluate_split(
     return report
 
 
+def ensemble_tag(run_dir: Path, ensemble: Sequence[Path]) -> str:
+    """The suffix of an ensemble's report files (``_ensemble3-<hash of the members>``; empty for one
+    model): one report per member list, so that another ensemble or the model alone never overwrites it."""
+    if not ensemble:
+        return ""
+    members = "\n".join(str(path.resolve()) for path in [run_dir, *ensemble])
+    return f"_ensemble{len(ensemble) + 1}-{hashlib.sha256(members.encode()).hexdigest()[:8]}"
+
+
 def evaluate_run(
     run_dir: Path,
     *,
@@ -234,9 +243,7 @@ def evaluate_run(
     name += f"_{runtime}" if runtime != "torch" else ""
     name += f"_batch{batch_size}" if batch_size is not None else ""
     name += f"_{which}" if which != "best" else ""  # other weights never overwrite the best weights' report
-    if ensemble:  # one report per member list: another ensemble never overwrites it
-        members = "\n".join(str(path.resolve()) for path in [run_dir, *ensemble])
-        name += f"_ensemble{len(ensemble) + 1}-{hashlib.sha256(members.encode()).hexdigest()[:8]}"
+    name += ensemble_tag(run_dir, ensemble)
     summary = {**report.summary(), "checkpoint": which, "ensemble": [str(run_dir), *map(str, ensemble)] if ensemble else None,
                "beam_size": beam_size, "batch_size": config.decode.batch_size,
                "workers": decode_workers(config.decode.workers, torch_device, model=run.model),
