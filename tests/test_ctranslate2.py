@@ -135,3 +135,23 @@ def test_evaluate_through_ctranslate2_float32_and_int8(trained_run, capsys):
     assert "no --constrain" in _error(["evaluate", str(trained_run), "--runtime", "ctranslate2", "--constrain", "python"],
                                       capsys)
     assert "no quantize" in _error(["evaluate", str(trained_run), "--runtime", "onnx", "--quantize", "int8"], capsys)
+
+
+def test_the_api_and_the_server_decode_through_ctranslate2(trained_run):
+    from fastapi.testclient import TestClient
+
+    from seq2seq import api
+    from seq2seq.export import export_run
+    from seq2seq.serving.server import create_app
+
+    export_run(trained_run, fmt="ctranslate2")
+    model = api.load(trained_run, runtime="ctranslate2")
+    assert model.info.runtime == "ctranslate2"
+    expected = [r.generations[0].text for r in api.load(trained_run).generate(SOURCES, beam=3)]
+    assert [r.generations[0].text for r in model.generate(SOURCES, beam=3)] == expected
+    with TestClient(create_app([trained_run], device="cpu", runtime="ctranslate2", quantize="int8")) as client:
+        found = client.post("/v1/generate", json={"inputs": SOURCES[:2]})
+        assert found.status_code == 200, found.text
+        assert len(found.json()["results"]) == 2
+        refused = client.post("/v1/generate", json={"inputs": ["print hello"], "sample": True})
+        assert refused.status_code == 422 and "greedy and beam search only" in refused.text

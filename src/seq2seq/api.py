@@ -80,7 +80,7 @@ class ModelInfo:
     max_len: int  # the default output length limit
     device: str
     weights: Literal["float32", "int8"] = "float32"  # int8: dynamically quantized for CPU decoding
-    runtime: Literal["torch", "onnx"] = "torch"
+    runtime: Literal["torch", "onnx", "ctranslate2"] = "torch"
     training: dict[str, Any] = field(default_factory=dict)  # run.json and the per-epoch records of metrics.jsonl
     evaluations: dict[str, Any] = field(default_factory=dict)  # eval_<split>*.json by file stem
     ensemble: tuple[str, ...] = ()  # an ensemble's run directories, the loaded run first; empty for one model
@@ -149,7 +149,7 @@ class Model:
             max_len=run.config.decode.max_len,
             device=str(run.device),
             weights="int8" if self.quantize == "int8" else "float32",
-            runtime="onnx" if self.runtime == "onnx" else "torch",
+            runtime=self.runtime if self.runtime in ("onnx", "ctranslate2") else "torch",
             training=_training_summary(run.run_dir),
             evaluations={path.stem: _read_json(path) for path in sorted(run.run_dir.glob("eval_*.json"))},
             ensemble=tuple(map(str, run.members)),
@@ -158,7 +158,7 @@ class Model:
 
 def load(
     run_dir: str | PathLike[str], *, device: str = "auto", checkpoint: Literal["best", "last", "averaged"] = "best",
-    quantize: Literal["int8"] | None = None, runtime: Literal["torch", "onnx"] = "torch",
+    quantize: Literal["int8"] | None = None, runtime: Literal["torch", "onnx", "ctranslate2"] = "torch",
     ensemble: Sequence[str | PathLike[str]] = (),
 ) -> Model:
     """Load the ``best`` (``last``, ``averaged``) weights of a run directory made by ``seq2seq train``.
@@ -169,7 +169,9 @@ def load(
     ``device`` is ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
     ``"cuda:N"``. ``quantize="int8"`` decodes with int8 weights (CPU only; about 2x faster, see
     docs/BENCHMARKS.md); ``runtime="onnx"`` decodes with the run's ONNX export (``seq2seq export``)
-    through onnxruntime on the CPU. A missing or incomplete run directory raises
+    through onnxruntime on the CPU, ``runtime="ctranslate2"`` a transformer run with its CTranslate2
+    export (``seq2seq export --format ctranslate2``; with ``quantize="int8"`` in CTranslate2's int8;
+    greedy and beam search only). A missing or incomplete run directory raises
     :class:`~seq2seq.checkpoint.RunDirError`; an unavailable device or a bad option, ``ValueError``.
     """
     path = Path(run_dir)

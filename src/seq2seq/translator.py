@@ -138,9 +138,8 @@ class Translator:
         # A copy model also reads each source in the target vocabulary extended by its unknown words.
         copies = [vocab.encode_copy_source(tokens) for tokens in source_tokens] if run.model.copies else None
         if getattr(run.model, "searches_itself", False):  # CTranslate2 runs its own greedy / beam search
-            if sampling is not None or constrain is not None or heads:
-                raise InputError("the ctranslate2 runtime does greedy and beam search only: no --sample, "
-                                 "no --constrain, no attention heads")
+            if sampling is not None or constrain is not None:  # attention: none to show (CTranslate2 keeps it)
+                raise InputError("the ctranslate2 runtime does greedy and beam search only: no --sample, no --constrain")
             try:
                 found = run.model.search(
                     [run.src_vocab.encode(tokens) for tokens in source_tokens], beam_size=beam_size, nbest=nbest,

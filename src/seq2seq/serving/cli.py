@@ -36,8 +36,10 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
                    help="weights to serve: best (the default), last, or averaged (written by seq2seq average)")
     p.add_argument("--quantize", choices=["int8"],
                    help="decode with int8 weights (dynamic quantization; CPU only, about 2x faster, see docs/BENCHMARKS.md)")
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
-                   help="onnx: decode with each run's ONNX export (seq2seq export RUN) through onnxruntime, on the CPU")
+    p.add_argument("--runtime", choices=["torch", "onnx", "ctranslate2"], default="torch",
+                   help="onnx: decode with each run's ONNX export (seq2seq export RUN) through onnxruntime, on the CPU; "
+                        "ctranslate2: each transformer run's CTranslate2 export (export --format ctranslate2), "
+                        "greedy and beam only")
     p.add_argument("--max-inputs", type=_positive_int, default=defaults.max_inputs,
                    help="texts per request (default: %(default)s)")
     p.add_argument("--max-chars", type=_positive_int, default=defaults.max_chars,
