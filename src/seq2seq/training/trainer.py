@@ -16,7 +16,6 @@ optimizer state all come back with ``last``.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -33,10 +32,11 @@ from seq2seq.config import TrainConfig, short_repr
 from seq2seq.data.batching import Batch, EncodedPair, bucketed_chunks, collate, pair_lengths
 from seq2seq.data.vocab import Vocab
 from seq2seq.models.seq2seq import Seq2Seq
-from seq2seq.run_files import RunDirError, atomic_write_text, remove_temporaries, save_weights
+from seq2seq.run_files import RunDirError, remove_temporaries, save_weights
 from seq2seq.training.averaging import epoch_checkpoints, epoch_weights_path
 from seq2seq.training.checkpointing import load_checkpoint, save_checkpoint
 from seq2seq.training.distributed import SINGLE, Ranks, data_parallel, shard_update
+from seq2seq.training.metrics_log import MetricsLog
 from seq2seq.training.loss import coverage_loss, sequence_cross_entropy
 from seq2seq.training.schedules import build_scheduler, steps_per_batch
 from seq2seq.training.stats import EpochStats
@@ -162,6 +162,7 @@ class Trainer:
         self.on_batch = on_batch
         self.step_log_every = step_log_every
         self.ranks = ranks  # under torchrun: this process's rank; rank 0 alone writes to run_dir
+        self.metrics = MetricsLog(None if run_dir is None else run_dir / "metrics.jsonl", writes=ranks.is_main)
         self.forward = self.model  # what training calls: the model, or its DDP wrapper once fit starts
         self.optimizer = _adam(model.parameters(), lr=config.learning_rate, betas=config.adam_betas)
         # train.lr_schedule: ReduceLROnPlateau per epoch, or inverse_sqrt per optimizer step
@@ -186,9 +187,9 @@ class Trainer:
         if removed:
             logger.info("removed %d temporary file(s) left by an interrupted write", len(removed))
         last = self.run_dir / "last.safetensors"
-        if not last.exists() and self._last_recorded_epoch() <= 1:
+        if not last.exists() and self.metrics.last_epoch() <= 1:
             logger.info("no epoch of %s was checkpointed: starting from epoch 1", self.run_dir)
-            self._truncate_metrics()
+            self.metrics.truncate(epoch=0)
             return
         counters = load_checkpoint(last, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
         try:
@@ -199,7 +200,7 @@ class Trainer:
             self.partial = _check_partial(counters.get("partial"))
         except (KeyError, TypeError, ValueError) as error:
             raise RunDirError(f"{last}: malformed counters {short_repr(counters)} in the trainer state ({error})") from None
-        self._truncate_metrics()
+        self.metrics.truncate(epoch=self.epoch, step=None if self.partial is None else self.step)
         if self.partial is None:
             logger.info("resumed %s after epoch %d (step %d)", self.run_dir, self.epoch, self.step)
         else:
@@ -215,45 +216,6 @@ class Trainer:
     def _writes(self) -> bool:
         """Whether this process writes to ``run_dir``: only rank 0 of a data-parallel run does."""
         return self.run_dir is not None and self.ranks.is_main
-
-    def _metric_records(self) -> list[tuple[str, dict]]:
-        """(line, record) for each complete line of ``metrics.jsonl``; a line cut short by a crash is left out."""
-        assert self.run_dir is not None
-        path = self.run_dir / "metrics.jsonl"
-        if not path.is_file():
-            return []
-        records = []
-        for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError):
-                continue
-            if isinstance(record, dict):
-                records.append((line, record))
-        return records
-
-    def _last_recorded_epoch(self) -> int:
-        epochs = [record.get("epoch") for _, record in self._metric_records() if record.get("kind") == "epoch"]
-        return max((epoch for epoch in epochs if isinstance(epoch, int)), default=0)
-
-    def _truncate_metrics(self) -> None:
-        """Drop records of epochs after the checkpoint (a crash mid-epoch, or between the epoch's
-        metrics record and its checkpoint) so that the repeated epochs do not duplicate them."""
-        if not self._writes:
-            return
-        assert self.run_dir is not None
-        path = self.run_dir / "metrics.jsonl"
-        if not path.is_file():
-            return
-        kept = [
-            line for line, record in self._metric_records()
-            if isinstance(record.get("epoch"), int) and (
-                record["epoch"] <= self.epoch
-                or (self.partial is not None and record.get("kind") == "step" and record["epoch"] == self.epoch + 1
-                    and isinstance(record.get("step"), int) and record["step"] <= self.step)
-            )
-        ]
-        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
     def _counters(self, partial: dict | None = None) -> dict:
         return {
@@ -303,17 +265,6 @@ class Trainer:
             for epoch, path in epoch_checkpoints(self.run_dir).items():
                 if epoch <= self.epoch - keep or epoch > self.epoch:
                     path.unlink(missing_ok=True)
-
-    def _log_metric(self, record: dict) -> None:
-        if not self._writes:
-            return
-        assert self.run_dir is not None
-        path = self.run_dir / "metrics.jsonl"
-        try:
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-        except OSError as error:  # a full disk reports no file name of its own
-            raise OSError(error.errno, f"cannot append to {path}: {error.strerror or error}") from error
 
     # ------------------------------------------------------------------ loop
     def _loss(self, batch: Batch, *, teacher_forcing: float) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -481,7 +432,7 @@ class Trainer:
                         "teacher_forcing": self.teacher_forcing,
                         **_norm_summary(window_norms, clip=self.config.clip_norm),
                     }
-                    self._log_metric(record)
+                    self.metrics.append(record)
                     window_loss, window_tokens, window_started, window_norms = 0.0, 0, now, []
             if save_every and self.step % save_every == 0 and done < len(chunks):
                 self._save_partial({"updates": done, "skipped": skipped, "loss_sum": total, "tokens": tokens,
@@ -538,7 +489,7 @@ class Trainer:
                 **_norm_summary(run.grad_norms, clip=self.config.clip_norm),
             )
             result.history.append(stats)
-            self._log_metric(stats.to_json())
+            self.metrics.append(stats.to_json())
             self._save(improved)
             logger.info(
                 "epoch %d: train loss %.4f, valid loss %.4f (ppl %.2f), lr %.2e, %.1fs, %.0f tok/s%s%s",

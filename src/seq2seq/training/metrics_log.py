@@ -1,0 +1,64 @@
+"""``metrics.jsonl``, a run's training log: one JSON record per line, appended as training goes
+(``{"kind": "step", ...}`` every few optimizer steps, ``{"kind": "epoch", ...}`` per epoch), and
+cut back to the last checkpoint when a killed run resumes, so that repeated steps and epochs are
+not recorded twice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from seq2seq.run_files import atomic_write_text
+
+
+class MetricsLog:
+    """The run directory's ``metrics.jsonl`` (``path`` None: no run directory). Every process reads
+    it; only one that ``writes`` (rank 0 of a data-parallel run) changes it."""
+
+    def __init__(self, path: Path | None, *, writes: bool = True) -> None:
+        self.path = path
+        self.writes = writes and path is not None
+
+    def records(self) -> list[tuple[str, dict]]:
+        """(line, record) for each complete line; a line cut short by a crash is left out."""
+        if self.path is None or not self.path.is_file():
+            return []
+        found = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").split("\n"):
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(record, dict):
+                found.append((line, record))
+        return found
+
+    def last_epoch(self) -> int:
+        """The highest epoch with an epoch record (0: none)."""
+        epochs = [record.get("epoch") for _, record in self.records() if record.get("kind") == "epoch"]
+        return max((epoch for epoch in epochs if isinstance(epoch, int)), default=0)
+
+    def truncate(self, *, epoch: int, step: int | None = None) -> None:
+        """Keep the records of epochs up to ``epoch`` and, for a checkpoint in the middle of epoch
+        ``epoch + 1`` (``step`` given), its step records up to ``step``; drop the rest (written
+        after the checkpoint by a run that was then killed)."""
+        if not self.writes or not self.path.is_file():
+            return
+        kept = [
+            line for line, record in self.records()
+            if isinstance(record.get("epoch"), int) and (
+                record["epoch"] <= epoch
+                or (step is not None and record.get("kind") == "step" and record["epoch"] == epoch + 1
+                    and isinstance(record.get("step"), int) and record["step"] <= step)
+            )
+        ]
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+
+    def append(self, record: dict) -> None:
+        if not self.writes:
+            return
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as error:  # a full disk reports no file name of its own
+            raise OSError(error.errno, f"cannot append to {self.path}: {error.strerror or error}") from error
