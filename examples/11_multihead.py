@@ -40,7 +40,8 @@ import torch
 from _common import corpus_from_examples, greedy_tokens, new_model, parse_args, save_figure, small_config, train
 from seq2seq.data.batching import EncodedPair
 from seq2seq.data.corpus import Corpus
-from seq2seq.models.multihead import MultiHeadAttention, attention_heads
+from seq2seq.models.heads import attention_heads
+from seq2seq.models.multihead import MultiHeadAttention
 from seq2seq.models.seq2seq import Seq2Seq
 
 FIGURE = "11_multihead.png"

@@ -22,9 +22,12 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory) -> Iterator[str]:
     """A tiny trained model served by uvicorn on a free loopback port, in a thread of this process."""
-    run_dir = train_tiny_run(tmp_path_factory.mktemp("browser") / "tiny", "decode.max_len=12")
+    folder = tmp_path_factory.mktemp("browser")
+    run_dir = train_tiny_run(folder / "tiny", "decode.max_len=12")
+    heads = train_tiny_run(folder / "heads", "decode.max_len=12", "model.decoder.attention=multihead",
+                           "model.decoder.attention_heads=2")
     sock = bind_socket("127.0.0.1", 0)
-    server = uvicorn_server(create_app([run_dir], Limits(), device="cpu"), log_level="warning")
+    server = uvicorn_server(create_app([run_dir, heads], Limits(), device="cpu"), log_level="warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -94,6 +97,26 @@ def test_generate_shows_output_nbest_and_linked_heatmap(page, tmp_path):
 
     page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
     assert (tmp_path / "serve.png").stat().st_size > 10_000
+
+
+def test_a_multi_head_model_shows_each_head(page):
+    page.select_option("#model", "heads")
+    page.fill("#source", "add 3 to total")
+    page.click("#generate")
+    page.wait_for_selector(".result .heatmap")
+    buttons = page.locator(".heads .head")
+    assert buttons.all_inner_texts() == ["mean of the heads", "head 1", "head 2"]
+    assert buttons.first.get_attribute("aria-pressed") == "true"
+    cells = lambda: [cell.get_attribute("style") for cell in page.locator(".heatmap td").all()]  # noqa: E731
+    mean = cells()
+    buttons.nth(2).click()
+    assert page.locator(".result h3").inner_text() == "Attention: head 2 of 2"
+    assert page.locator(".heads .head").nth(2).get_attribute("aria-pressed") == "true"
+    assert cells() != mean  # head 2's own weights
+    page.locator(".output-tokens .tok").first.hover()
+    assert sum(source_weights(page)) == pytest.approx(1.0, abs=0.01)  # each head's row sums to 1 too
+    page.locator(".heads .head").first.click()
+    assert cells() == mean
 
 
 def test_keyboard_only_use(page):

@@ -1,4 +1,5 @@
-"""A multi-head model's per-head attention reaches every consumer: the Python API (one [k, T, S]
+"""A multi-head model's per-head attention (a recurrent decoder's multi-head attention, or a
+Transformer's last cross-attention) reaches every consumer: the Python API (one [k, T, S]
 tensor per output whose mean is the attention), `seq2seq generate --plot-attention` (one panel per
 head and the mean), and the server's JSON (`attention.heads`)."""
 
@@ -8,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import train_tiny_run
+from helpers import tiny_config, train_keeping_threads, train_tiny_run
 
 from seq2seq.cli import main
 from seq2seq.serving.server import Limits, create_app
@@ -19,10 +20,17 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return train_tiny_run(tmp_path_factory.mktemp("heads") / "multihead", "model.decoder.attention=multihead",
-                          "model.decoder.attention_heads=4", "decode.max_len=12")
+@pytest.fixture(scope="module", params=["multihead", "transformer"])
+def run_dir(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("heads") / request.param
+    if request.param == "multihead":
+        return train_tiny_run(folder, "model.decoder.attention=multihead", "model.decoder.attention_heads=4",
+                              "decode.max_len=12")
+    config = tiny_config("transformer", "model.transformer.d_model=32", "model.transformer.heads=4",
+                         "model.transformer.ffn_size=64", "model.transformer.encoder_layers=1",
+                         "model.transformer.decoder_layers=2", "data.builtin_train_size=120", "train.epochs=1",
+                         "train.batch_size=16", "train.device=cpu", "train.threads=1", "decode.max_len=12")
+    return train_keeping_threads(config, folder)
 
 
 def test_generations_carry_each_heads_weights_whose_mean_is_the_attention(run_dir) -> None:

@@ -21,7 +21,7 @@ from seq2seq.decoding.search import SamplingOptions, decode_sources
 from seq2seq.devices import resolve_device
 from seq2seq.evaluation.metrics import parses
 from seq2seq.models.interface import max_positions, supported_max_len
-from seq2seq.models.multihead import MultiHeadAttention, attention_heads
+from seq2seq.models.heads import attention_heads, has_attention_heads
 
 
 class InputError(ValueError):
@@ -192,9 +192,10 @@ class Translator:
         return step_distributions(run.model, src, lengths, mask, tgt, src_copy=copy)[0].cpu()
 
     def _heads(self, src_tokens: list[str], hypothesis: Hypothesis, oovs: tuple[str, ...]) -> torch.Tensor | None:
-        """Each head's weights [k, T, S] for a multi-head model's output (the rows of ``attention``), else None."""
+        """Each head's weights [k, T, S] for the output of a multi-head or Transformer model (their mean
+        is ``attention``), else None."""
         run = self.run
-        if not isinstance(getattr(getattr(run.model, "decoder", None), "attention", None), MultiHeadAttention):
+        if not has_attention_heads(run.model):
             return None
         src = torch.tensor([run.src_vocab.encode(src_tokens)], device=run.device)
         copy = None

@@ -68,39 +68,3 @@ class MultiHeadAttention(ScoredAttention):
         heads = torch.matmul(weights.unsqueeze(2), value_heads).squeeze(2)  # [B, k, d]
         context = self.output_proj(heads.reshape(query.size(0), -1))  # [B, A] -> [B, He]
         return context, weights.mean(dim=1)  # [B, He], [B, S]
-
-
-def attention_heads(
-    model: nn.Module,
-    src: torch.Tensor,
-    src_lengths: torch.Tensor,
-    src_mask: torch.Tensor,
-    tgt_input: torch.Tensor,
-    *,
-    src_copy: torch.Tensor | None = None,
-) -> torch.Tensor | None:
-    """Each head's attention weights [B, k, T, S] while the model reads ``tgt_input`` [B, T] (teacher
-    forcing 1.0; for a decoded output ``<sos> y_1 ... y_{T-1}``, exactly the weights its search saw),
-    or None if the model's decoder has no :class:`MultiHeadAttention`.
-
-    The heads are recorded by a forward hook that lives only during this call: every call of the
-    attention passes its query, keys and mask, from which :meth:`MultiHeadAttention.head_weights`
-    recomputes the heads (the decoder itself keeps only their mean)."""
-    attention = getattr(getattr(model, "decoder", None), "attention", None)
-    if not isinstance(attention, MultiHeadAttention):
-        return None
-    recorded: list[torch.Tensor] = []
-
-    def record(module: MultiHeadAttention, args: tuple, kwargs: dict, output: object) -> None:
-        recorded.append(module.head_weights(kwargs["query"], kwargs["keys"], kwargs["mask"]))  # [B, k, S]
-
-    handle = attention.register_forward_hook(record, with_kwargs=True)
-    training = model.training
-    try:
-        with torch.inference_mode():
-            model.eval()
-            model(src, src_lengths, src_mask, tgt_input, teacher_forcing=1.0, src_copy=src_copy)
-    finally:
-        handle.remove()
-        model.train(training)
-    return torch.stack(recorded, dim=2)  # [B, k, T, S]

@@ -282,23 +282,49 @@ function tokenRow(className, label, tokens, axis) {
   return row;
 }
 
-function renderAttention(panel, attention) {
+/** The heatmap of `attention`; with `attention.heads` (a multi-head or Transformer model), buttons
+ * switch between the heads' mean (the weights the toolkit scores) and each head's own weights. */
+function renderAttention(panel, attention, shown = -1) {
   if (!attention) {
     panel.replaceChildren(span("muted", "This model has no attention to show."));
     return;
   }
+  const heads = attention.heads || [];
+  const view = { ...attention, weights: shown < 0 ? attention.weights : heads[shown] };
+  const content = document.createElement("div");  // new each time: its listeners read this view only
   const heading = document.createElement("h3");
-  heading.textContent = "Attention";
+  heading.textContent = shown < 0 ? "Attention" : `Attention: head ${shown + 1} of ${heads.length}`;
   const hint = span("muted hint", "Hover or focus a token: an output token shades the source tokens it attends to, a source token the output tokens that attend to it.");
   const scroller = document.createElement("div");
   scroller.className = "heatmap-scroll";
   scroller.tabIndex = 0;  // a scrollable region must be reachable by keyboard
   scroller.setAttribute("aria-label", "attention heatmap");
-  scroller.append(heatmapTable(attention));
-  panel.replaceChildren(heading, hint,
-    tokenRow("source-tokens", "source", attention.source_tokens, "col"),
-    tokenRow("output-tokens", "output", attention.output_tokens, "row"), scroller);
-  linkHighlights(panel, attention);
+  scroller.append(heatmapTable(view));
+  content.append(heading, hint);
+  if (heads.length) content.append(headPicker(heads.length, shown, (choice) => renderAttention(panel, attention, choice)));
+  content.append(
+    tokenRow("source-tokens", "source", view.source_tokens, "col"),
+    tokenRow("output-tokens", "output", view.output_tokens, "row"), scroller);
+  panel.replaceChildren(content);
+  linkHighlights(content, view);
+}
+
+function headPicker(count, shown, choose) {
+  const group = document.createElement("div");
+  group.className = "heads";
+  group.setAttribute("role", "group");
+  group.setAttribute("aria-label", "attention heads");
+  const choices = [[-1, "mean of the heads"], ...Array.from({ length: count }, (_, i) => [i, `head ${i + 1}`])];
+  for (const [choice, label] of choices) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "head";
+    button.textContent = label;
+    button.setAttribute("aria-pressed", String(choice === shown));
+    button.addEventListener("click", () => choose(choice));
+    group.append(button);
+  }
+  return group;
 }
 
 // ------------------------------------------------------------------ start
