@@ -110,6 +110,7 @@ def test_compare_quick_writes_table_report_and_figures(tmp_path, capsys):
     for figure in figures:
         assert (out / figure).stat().st_size > 1000
         assert f"]({figure})" in report
+    assert not (out / "attention_rnn.png").exists() and not (out / "attention_lstm.png").exists()  # no attention
     rows = json.loads((out / "results.json").read_text())
     assert [r["preset"] for r in rows] == ["rnn", "lstm", "lstm-attention"]
     assert rows[0]["parameters"] < rows[1]["parameters"] < rows[2]["parameters"]
@@ -450,3 +451,14 @@ def test_task_with_a_config_file_uses_the_files_data_path(tmp_path, monkeypatch)
     config_file.write_text(f"data:\n  path: {tmp_path / 'mine'}\n")
     config = _config_from_args(build_parser().parse_args(["train", str(config_file), "--task", "sst2"]))
     assert config.data.path == str(tmp_path / "mine") and config.data.format == "tsv"
+
+
+def test_compare_takes_the_transformer_and_draws_every_models_attention(tmp_path):
+    """Every model with attention gets its heatmap, whatever its preset is called; the Transformer and a
+    multi-head model show each head beside the mean."""
+    out = tmp_path / "cmp"
+    assert main(["compare", *FAST, "--presets", "lstm-luong-dot,transformer", "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["preset"] for r in rows] == ["lstm-luong-dot", "transformer"]
+    for preset in ("lstm-luong-dot", "transformer"):
+        assert (out / f"attention_{preset}.png").stat().st_size > 1000

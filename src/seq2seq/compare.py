@@ -249,9 +249,10 @@ def _plot(comparison: Comparison, corpus: Corpus, out_dir: Path, split: str, *, 
     metric = "token BLEU" if name == "bleu" else f"{'accuracy' if label == 'accuracy' else 'exact match'} (%)"
     figures["quality_by_length.png"] = quality_by_length(buckets, scores, metric=metric)
     figures["grad_norm.png"] = grad_norm_curves(norm_curves, clip=clip)
-    for r in comparison.results:  # one heatmap per attentive model
-        if "attention" in r.preset:
-            figures[f"attention_{r.preset}.png"] = _attention_figure(r, corpus, split)
+    for r in comparison.results:  # one heatmap per model with attention (each head too, where it has heads)
+        figure = _attention_figure(r, corpus, split)
+        if figure is not None:
+            figures[f"attention_{r.preset}.png"] = figure
     written = []
     for name, figure in figures.items():
         figure.savefig(out_dir / name, dpi=110)
@@ -269,8 +270,10 @@ def _attention_figure(result: ModelResult, corpus: Corpus, split: str):
     index = max(candidates or range(len(corpus.tokens[split])), key=lambda i: len(corpus.tokens[split][i][0]))
     generation = translator.generate([corpus.examples[split][index].src], heads=True)[0]
     out_tokens = generation.tokens + (["<eos>"] if generation.finished else [])
+    if generation.attention is None:  # a model without attention (rnn, lstm)
+        return None
     title = f"{result.preset}: {generation.text}"
-    if generation.heads is not None:  # multi-head attention: each head and their mean
+    if generation.heads is not None:  # multi-head attention or a Transformer: each head and their mean
         return head_heatmaps(generation.heads.numpy()[:, : len(out_tokens)], generation.source_tokens, out_tokens, title=title)
     weights = generation.attention.numpy()[: len(out_tokens)]
     return attention_heatmap(weights, generation.source_tokens, out_tokens, title=title)
