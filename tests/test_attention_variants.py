@@ -310,7 +310,7 @@ def test_local_p_predicts_its_position_in_float32_under_bf16_autocast() -> None:
     ("preset", "overrides", "message"),
     [
         ("lstm", ["model.decoder.copy=true"], "model.decoder.copy: true needs attention"),
-        ("transformer", ["model.decoder.copy=true"], "model.decoder.copy: the Transformer has no copy mechanism yet"),
+        ("transformer", ["model.decoder.copy=true"], "model.decoder.copy is the recurrent decoder.s key"),
         ("transformer", ["model.decoder.coverage=true"], "model.decoder.coverage: the Transformer has no coverage"),
         ("lstm", ["train.coverage_weight=1"], "train.coverage_weight: 1.0 needs a recurrent decoder with attention"),
         ("transformer", ["train.coverage_weight=0.5"], "train.coverage_weight: 0.5 needs a recurrent decoder"),

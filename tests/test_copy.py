@@ -178,6 +178,13 @@ def _assignments(rng: random.Random, n: int) -> list[tuple[list[str], list[str]]
     return pairs
 
 
+# a small Transformer, trained as the paper does (warm-up, then the inverse square root)
+TRANSFORMER = ("model.transformer.d_model=32", "model.transformer.heads=2", "model.transformer.ffn_size=64",
+               "model.transformer.encoder_layers=2", "model.transformer.decoder_layers=2",
+               "model.transformer.dropout=0.0", "train.lr_schedule=inverse_sqrt", "train.warmup_steps=60",
+               "train.learning_rate=0.003", "train.adam_betas=[0.9,0.98]")
+
+
 @pytest.fixture(scope="module")
 def assignment_task():
     """Models trained for 300 steps with and without copy, on identifiers seen once (not in the vocabulary)."""
@@ -189,15 +196,27 @@ def assignment_task():
     encoded_train = encode_pairs(train, src_vocab=src_vocab, tgt_vocab=tgt_vocab)
     encoded_test = encode_pairs(test, src_vocab=src_vocab, tgt_vocab=tgt_vocab)
     models = {}
-    for preset in ("lstm-attention-copy", "lstm-attention"):
+    for preset in ("lstm-attention-copy", "lstm-attention", "transformer-copy"):
+        extra = TRANSFORMER if preset.startswith("transformer") else ()
         config = tiny_config(preset, "train.epochs=12", "train.batch_size=16", "train.learning_rate=0.01",
-                             "train.teacher_forcing=1.0", "train.early_stopping_patience=100")
+                             "train.teacher_forcing=1.0", "train.early_stopping_patience=100", *extra)
         torch.manual_seed(0)
         model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab))
         Trainer(model=model, config=config.train, pad_index=PAD, device=torch.device("cpu")).fit(
             encoded_train, encoded_test)
         models[preset] = model.eval()
     return models, tgt_vocab, test, encoded_test
+
+
+def test_a_copy_transformer_writes_unknown_identifiers_from_its_input(assignment_task) -> None:
+    models, tgt_vocab, test, encoded = assignment_task
+    references = [t for _, t in test]
+    for beam_size in (1, 3):
+        report, _ = evaluate(models["transformer-copy"], encoded, references, tgt_vocab=tgt_vocab,
+                             tgt_tokenizer=build_tokenizer("space"), max_len=6, is_code=False, beam_size=beam_size)
+        copied = [p for p, (_, t) in zip(report.predictions, test) if t[0] in p.split()]
+        assert len(copied) >= 0.9 * len(test), report.predictions
+        assert report.exact_match >= 0.8, report.predictions
 
 
 def test_a_copy_model_writes_unknown_identifiers_from_its_input(assignment_task) -> None:

@@ -234,7 +234,7 @@ def test_resume_with_the_inverse_sqrt_schedule_is_exact(reverse_data, tmp_path):
 # --------------------------------------------------------------------------- config
 @pytest.mark.parametrize(("overrides", "message"), [
     (["model.transformer.heads=3"], "model.transformer.d_model=256 is not divisible by model.transformer.heads=3"),
-    (["model.decoder.copy=true", "model.decoder.attention=bahdanau"], "model.decoder.copy: the Transformer has no copy"),
+    (["model.decoder.copy=true", "model.decoder.attention=bahdanau"], "set model.transformer.copy=true instead"),
     (["train.teacher_forcing=0.5"], "train.teacher_forcing: the Transformer trains with teacher forcing 1.0"),
     (["model.transformer.norm=sandwich"], "model.transformer.norm"),
     (["model.transformer.d_modle=64"], "unknown key 'model.transformer.d_modle'"),
@@ -270,3 +270,30 @@ def test_train_evaluate_and_generate_from_the_command_line(tmp_path, capsys):
     assert png.stat().st_size > 0
     assert main(["generate", str(run), "add 3 to total", "--beam", "3", "--quantize", "int8"]) == 0
     # ONNX export and --runtime onnx: tests/test_onnx_transformer.py
+
+
+# --------------------------------------------------------------------------- copy
+def test_a_copy_transformer_steps_equal_its_forward_and_its_distributions_sum_to_one():
+    """model.transformer.copy: log-probabilities over the extended vocabulary (V + the source's unknown
+    words), the same from the cache step by step as from the teacher-forced forward; a copied word's
+    extended id is read back as <unk>."""
+    torch.set_num_threads(1)
+    model = make_model("model.transformer.copy=true")
+    assert model.copies
+    src, lengths, mask, tgt = make_batch([6, 2, 4], tgt_len=6)
+    src_copy = src.clone()
+    src_copy[0, 1], src_copy[2, 3] = TGT_VOCAB, TGT_VOCAB + 1  # two source words unknown to the target side
+    tgt[0, 2] = TGT_VOCAB  # a copied word fed back as the next input
+    log_probs, attention = model(src, lengths, mask, tgt, src_copy=src_copy)
+    assert log_probs.shape == (3, 6, TGT_VOCAB + 2)
+    torch.testing.assert_close(log_probs.logsumexp(-1), torch.zeros(3, 6), atol=1e-5, rtol=0)
+    memory, state = model.encode(src, lengths, mask, src_copy=src_copy)
+    for t in range(tgt.size(1)):
+        step, state, weights = model.decoder.step(tgt[:, t], state, memory)
+        torch.testing.assert_close(step, log_probs[:, t], atol=1e-5, rtol=0)
+        torch.testing.assert_close(weights, attention[:, t], atol=1e-6, rtol=0)
+    assert torch.equal(memory.select(torch.tensor([2, 0])).copy_ids, src_copy[[2, 0]])
+    with pytest.raises(ValueError, match="needs src_copy"):
+        model.encode(src, lengths, mask)
+    with pytest.raises(ValueError, match="no copy mechanism"):
+        make_model().encode(src, lengths, mask, src_copy=src_copy)

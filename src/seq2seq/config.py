@@ -128,7 +128,8 @@ class EncoderConfig(_Strict):
 
 # The config key is ``copy``, which shadows pydantic's deprecated ``BaseModel.copy()`` method;
 # nothing calls that method (``model_copy`` replaced it), so the warning at class creation is noise.
-warnings.filterwarnings("ignore", message='Field name "copy" in "DecoderConfig" shadows', category=UserWarning)
+warnings.filterwarnings("ignore", message='Field name "copy" in "(DecoderConfig|TransformerConfig)" shadows',
+                        category=UserWarning)
 
 
 class DecoderConfig(_Strict):
@@ -203,6 +204,8 @@ class TransformerConfig(_Strict):
         default=False, description="one embedding table for source and target (the vocabularies must be of one size)"
     )
     tie_output: bool = Field(default=True, description="the output layer shares the target embedding's matrix (3.4)")
+    copy: bool = Field(default=False, description="pointer-generator copy (See et al. 2017) over the last decoder "
+                       "layer's cross-attention, heads averaged")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TransformerConfig:
@@ -235,10 +238,10 @@ class ModelConfig(_Strict):
 
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {short_repr(self.architecture)}; valid: {', '.join(ARCHITECTURES)}")
-        if self.architecture == "transformer":  # the recurrent sections are not read; copy is not there yet
+        if self.architecture == "transformer":  # the recurrent sections are not read
             if self.decoder.copy:
-                raise ValueError("model.decoder.copy: the Transformer has no copy mechanism yet (model.architecture: "
-                                 "transformer); set model.decoder.copy=false")
+                raise ValueError("model.decoder.copy is the recurrent decoder's key (model.architecture: transformer): "
+                                 "set model.transformer.copy=true instead, and model.decoder.copy=false")
             if self.decoder.coverage:
                 raise ValueError("model.decoder.coverage: the Transformer has no coverage (model.architecture: "
                                  "transformer); set model.decoder.coverage=false")
@@ -438,8 +441,9 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _shards_without_copy(self) -> RunConfig:
         """Shards hold the pairs' ids, not the source words a copy model extends its vocabulary with."""
-        if self.data.shards is not None and self.model.decoder.copy:
-            raise ValueError("data.shards: a copy model (model.decoder.copy) cannot train from shards yet; "
+        if self.data.shards is not None and (self.model.decoder.copy or self.model.transformer.copy):
+            raise ValueError("data.shards: a copy model (model.decoder.copy or model.transformer.copy) cannot train "
+                             "from shards yet; "
                              "train it from the data itself (--data / data.path)")
         return self
 
@@ -508,6 +512,11 @@ for _cell in ("lstm", "gru"):
 PRESETS["transformer"] = {
     "architecture": "transformer",
     "transformer": {"d_model": 256, "heads": 4, "encoder_layers": 3, "decoder_layers": 3, "ffn_size": 1024, "dropout": 0.1},
+}
+# ... with See et al. 2017's pointer-generator copy over its last cross-attention (the NL -> code recipes)
+PRESETS["transformer-copy"] = {
+    "architecture": "transformer",
+    "transformer": {**PRESETS["transformer"]["transformer"], "copy": True},
 }
 
 

@@ -59,6 +59,9 @@ def _export_ctranslate2(run: LoadedRun, *, which: str) -> Path:
     if architecture != "transformer":
         raise RunDirError(f"{run.run_dir}: CTranslate2 export supports transformer runs only, this run is {architecture} "
                           f"(export it with --format onnx instead)")
+    if run.model.copies:
+        raise RunDirError(f"{run.run_dir}: CTranslate2 has no copy mechanism (model.transformer.copy): decode this "
+                          "run with the torch runtime")
     try:
         import ctranslate2  # noqa: F401
     except ImportError:

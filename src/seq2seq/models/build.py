@@ -103,7 +103,8 @@ def build_transformer(
     model = Transformer(
         encoder=TransformerEncoder(embeddings=src_embeddings, layers=tf.encoder_layers, **sizes),
         decoder=TransformerDecoder(embeddings=tgt_embeddings, vocab_size=tgt_vocab_size, layers=tf.decoder_layers,
-                                   tie_output=tf.tie_output, pad_index=pad_index, **sizes),
+                                   tie_output=tf.tie_output, pad_index=pad_index, copy=tf.copy, unk_index=unk_index,
+                                   **sizes),
     )
     model.reset_parameters()
     return model

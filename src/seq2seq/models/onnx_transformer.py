@@ -72,6 +72,8 @@ class _StepGraph(nn.Module):
 def export_transformer_onnx(model: Transformer, folder: Path, *, write: Any) -> dict[str, Any]:
     """Write ``encoder.onnx`` and ``decoder_step.onnx`` of ``model`` into ``folder`` through
     ``write(path, callback)`` (an atomic writer); return the manifest (the caller completes it)."""
+    if model.copies:
+        raise ValueError("copy models cannot be exported to ONNX yet: their output width depends on each batch")
     model = model.eval().cpu()
     layers = len(model.decoder.layers)
     heads, head_size = model.decoder.heads, model.decoder.head_size

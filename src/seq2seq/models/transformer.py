@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seq2seq.models.copy import copy_mixture
 from seq2seq.models.transformer_state import TransformerMemory, TransformerState
 
 
@@ -252,7 +253,7 @@ class TransformerDecoder(nn.Module):
 
     def __init__(
         self, *, embeddings: Embeddings, vocab_size: int, layers: int, d_model: int, heads: int, ffn_size: int,
-        dropout: float, pre_norm: bool, tie_output: bool, pad_index: int,
+        dropout: float, pre_norm: bool, tie_output: bool, pad_index: int, copy: bool = False, unk_index: int = 1,
     ) -> None:
         super().__init__()
         self.embeddings = embeddings
@@ -265,11 +266,45 @@ class TransformerDecoder(nn.Module):
         if tie_output:
             self.output.weight = embeddings.tokens.weight  # [V, D]: one matrix for both
         self.heads, self.head_size, self.pad_index = heads, d_model // heads, pad_index
+        # Copy (See et al. 2017, eq. 8 and 9, over the last layer's cross-attention, heads averaged):
+        # p_gen = sigmoid(w . [h_t; x_t] + b) from the top layer's output h_t, which already holds
+        # the cross-attention's context, and the embedded input x_t.
+        self.p_gen = nn.Linear(2 * d_model, 1) if copy else None
+        self.vocab_size, self.unk_index = vocab_size, unk_index
 
-    def prepare_memory(self, states: torch.Tensor, src_mask: torch.Tensor) -> TransformerMemory:
-        """Project the encoder states [B, S, D] to every layer's cross-attention keys and values, once."""
+    def prepare_memory(
+        self, states: torch.Tensor, src_mask: torch.Tensor, src_copy: torch.Tensor | None = None
+    ) -> TransformerMemory:
+        """Project the encoder states [B, S, D] to every layer's cross-attention keys and values, once;
+        a copy decoder also keeps ``src_copy`` [B, S], the source tokens as extended target ids."""
         projected = [layer.cross_attention.project_keys_values(states) for layer in self.layers]
-        return TransformerMemory(states, src_mask, tuple(k for k, _ in projected), tuple(v for _, v in projected))
+        keys, values = tuple(k for k, _ in projected), tuple(v for _, v in projected)
+        if self.p_gen is None:
+            if src_copy is not None:
+                raise ValueError("src_copy was given, but this Transformer has no copy mechanism")
+            return TransformerMemory(states, src_mask, keys, values)
+        if src_copy is None or src_copy.shape != src_mask.shape:
+            shape = None if src_copy is None else tuple(src_copy.shape)
+            raise ValueError(f"a copy Transformer needs src_copy [B, S] = {tuple(src_mask.shape)}, got {shape}")
+        extended_size = max(self.vocab_size, int(src_copy.max()) + 1)
+        return TransformerMemory(states, src_mask, keys, values, src_copy, extended_size)
+
+    def _embed(self, tokens: torch.Tensor, *, start: int = 0) -> torch.Tensor:
+        """A copied word (extended id >= V) has no embedding of its own: it is read as ``<unk>``."""
+        if self.p_gen is not None:
+            tokens = tokens.masked_fill(tokens >= self.vocab_size, self.unk_index)
+        return self.embeddings(tokens, start=start)
+
+    def _output(self, h: torch.Tensor, x: torch.Tensor, weights: torch.Tensor, memory: TransformerMemory) -> torch.Tensor:
+        """Logits [B, N, V] from the top layer's output ``h`` [B, N, D]; for a copy decoder the
+        log-probabilities [B, N, V_ext] of the pointer-generator mixture, gated by [h; x] (``x`` the
+        embedded inputs) over the cross-attention ``weights`` [B, N, S]."""
+        logits = self.output(h)
+        if self.p_gen is None:
+            return logits
+        assert memory.copy_ids is not None  # prepare_memory checked it
+        gate = self.p_gen(torch.cat([h, x], dim=-1))  # [B, N, 1]
+        return copy_mixture(logits, gate, weights, memory.copy_ids, memory.extended_size)
 
     def initial_state(self, memory: TransformerMemory) -> TransformerState:
         """An empty cache: keys and values [B, h, 0, d_k] per layer."""
@@ -280,9 +315,11 @@ class TransformerDecoder(nn.Module):
         self, x: torch.Tensor, memory: TransformerMemory, *, past: TransformerState | None,
         self_mask: torch.Tensor | None,
     ) -> tuple[torch.Tensor, TransformerState, torch.Tensor]:
-        """``x`` [B, N, D] through every layer -> logits [B, N, V], the new cache, and the last
-        layer's cross-attention weights [B, N, S] (the "attention" the toolkit plots and scores)."""
+        """``x`` [B, N, D] through every layer -> logits [B, N, V] (a copy decoder: log-probabilities
+        [B, N, V_ext]), the new cache, and the last layer's cross-attention weights [B, N, S] (the
+        "attention" the toolkit plots, scores and copies through)."""
         memory_mask = memory.mask[:, None, None, :]  # [B, 1, 1, S]
+        inputs = x  # the embedded inputs, for the copy gate
         keys, values = [], []
         weights = None
         for i, layer in enumerate(self.layers):
@@ -296,7 +333,7 @@ class TransformerDecoder(nn.Module):
         start = 0 if past is None else past.position
         state = TransformerState(tuple(keys), tuple(values), start + x.size(1))
         assert weights is not None  # the last layer computed them
-        return self.output(self.final_norm(x)), state, weights
+        return self._output(self.final_norm(x), inputs, weights, memory), state, weights
 
     def forward(self, tgt_input: torch.Tensor, memory: TransformerMemory) -> tuple[torch.Tensor, torch.Tensor]:
         """``tgt_input`` [B, T] (<sos> y_1 ...) -> logits [B, T, V] and cross-attention [B, T, S]."""
@@ -308,7 +345,7 @@ class TransformerDecoder(nn.Module):
         # padding rows, which the loss ignores: step, whose cache holds real positions, agrees).
         causal = torch.ones(length, length, dtype=torch.bool, device=tgt_input.device).tril()  # [T, T]
         self_mask = causal & (tgt_input != self.pad_index)[:, None, None, :]  # [B, 1, T, T]
-        logits, _, attention = self._layers(self.embeddings(tgt_input), memory, past=None, self_mask=self_mask)
+        logits, _, attention = self._layers(self._embed(tgt_input), memory, past=None, self_mask=self_mask)
         return logits, attention
 
     def step(
@@ -318,7 +355,7 @@ class TransformerDecoder(nn.Module):
         position cached, and the cross-attention weights [B, S]."""
         if prev_tokens.dim() != 1:
             raise ValueError(f"expected prev_tokens [B], got {tuple(prev_tokens.shape)}")
-        x = self.embeddings(prev_tokens.unsqueeze(1), start=state.position)  # [B, 1, D]
+        x = self._embed(prev_tokens.unsqueeze(1), start=state.position)  # [B, 1, D]
         logits, state, weights = self._layers(x, memory, past=state, self_mask=None)  # the cache is the past only
         return logits[:, 0], state, weights[:, 0]
 
@@ -335,8 +372,8 @@ class Transformer(nn.Module):
 
     @property
     def copies(self) -> bool:
-        """The Transformer has no copy mechanism (yet)."""
-        return False
+        """Whether the decoder copies source words (``model.transformer.copy``)."""
+        return self.decoder.p_gen is not None
 
     @property
     def max_positions(self) -> int | None:
@@ -363,12 +400,11 @@ class Transformer(nn.Module):
         self, src: torch.Tensor, src_lengths: torch.Tensor, src_mask: torch.Tensor, *,
         src_copy: torch.Tensor | None = None,
     ) -> tuple[TransformerMemory, TransformerState]:
-        """src [B, S] -> the memory (encoder states and projected keys/values) and an empty cache."""
-        if src_copy is not None:
-            raise ValueError("src_copy was given, but the Transformer has no copy mechanism")
+        """src [B, S] -> the memory (encoder states and projected keys/values; a copy model's
+        ``src_copy`` [B, S]) and an empty cache."""
         if src.dim() != 2 or src_mask.shape != src.shape:
             raise ValueError(f"expected src [B, S] and src_mask of its shape, got {tuple(src.shape)} and {tuple(src_mask.shape)}")
-        memory = self.decoder.prepare_memory(self.encoder(src, src_mask), src_mask)
+        memory = self.decoder.prepare_memory(self.encoder(src, src_mask), src_mask, src_copy)
         return memory, self.decoder.initial_state(memory)
 
     def forward(

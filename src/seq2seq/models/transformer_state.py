@@ -22,6 +22,9 @@ class TransformerMemory:
     mask: torch.Tensor
     keys: tuple[torch.Tensor, ...]
     values: tuple[torch.Tensor, ...]
+    # a copy decoder's: the source tokens as extended target ids [B, S], and the extended vocabulary's size
+    copy_ids: torch.Tensor | None = None
+    extended_size: int = 0
 
     def select(self, index: torch.Tensor) -> TransformerMemory:
         """``index`` [B'] -> the memory of those rows (row i is old row ``index[i]``)."""
@@ -30,6 +33,8 @@ class TransformerMemory:
             self.mask.index_select(0, index),
             tuple(k.index_select(0, index) for k in self.keys),
             tuple(v.index_select(0, index) for v in self.values),
+            None if self.copy_ids is None else self.copy_ids.index_select(0, index),
+            self.extended_size,
         )
 
 
