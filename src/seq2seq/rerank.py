@@ -168,8 +168,8 @@ def rerank_run(
     tune the feature weights on ``tune_split`` and report ``split``; ``reverse_dir`` is a run of
     the same data with ``data.reverse: true``, or several, whose reconstruction scores are averaged.
     With ``ensemble`` (more forward runs of the same data) the n-best lists come from the ensemble
-    and ``model`` is its score. Writes ``rerank_<split>.json`` into the run (an ensemble's with the
-    suffix of its evaluation reports)."""
+    and ``model`` is its score. Writes ``rerank_<split>_beam<N>[_<constraint>].json`` into the run (an
+    ensemble's with the suffix of its evaluation reports), so that no other setting overwrites it."""
     from seq2seq.checkpoint import load_for_decoding
     from seq2seq.pipeline import ensemble_tag, run_corpus
     from seq2seq.devices import resolve_device
@@ -225,7 +225,8 @@ def rerank_run(
     summary = {"split": split, "tune_split": tune_split, "reverse": [str(folder) for folder in reverse_dirs],
                "ensemble": [str(folder) for folder in ensemble], "metric": metric_name,
                "beam_size": beam_size, "constrain": constrain, "rows": rows}
-    atomic_write_text(run_dir / f"rerank_{split}{ensemble_tag(run_dir, ensemble)}.json", json.dumps(summary, indent=2))
+    name = f"rerank_{split}_beam{beam_size}" + (f"_{constrain}" if constrain else "") + ensemble_tag(run_dir, ensemble)
+    atomic_write_text(run_dir / f"{name}.json", json.dumps(summary, indent=2))
     if output is not None:
         atomic_write_text(output, "".join(text.replace("\n", "\\n") + "\n" for text in report.predictions))
     return report
