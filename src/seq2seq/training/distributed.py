@@ -26,11 +26,13 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from seq2seq.data.batching import split_chunk
+from seq2seq.config import TrainConfig
+from seq2seq.data.batching import EncodedPair, bucketed_chunks, pair_lengths, split_chunk
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +137,34 @@ def data_parallel(model: torch.nn.Module, *, ranks: Ranks, device: torch.device)
 def launched_rank() -> int:
     """The rank ``torchrun`` gave this process (0 outside torchrun), before any process group exists."""
     return int(os.environ.get("RANK", "0"))
+
+
+def update_chunks(
+    pairs: Sequence[EncodedPair], config: TrainConfig, *, ranks: Ranks, generator: torch.Generator
+) -> list[list[int]]:
+    """The positions of every update's pairs, over all ranks and accumulated batches: length-bucketed
+    batches ``world_size x accumulate`` times the size (or token budget) of one process's batch."""
+    parts = ranks.world_size * config.accumulate
+    if config.batch_tokens is None:
+        return bucketed_chunks(pairs, batch_size=config.batch_size * parts, shuffle=True, generator=generator)
+    return bucketed_chunks(pairs, batch_tokens=config.batch_tokens * parts, shuffle=True, generator=generator)
+
+
+def check_update_fits(pairs: Sequence[EncodedPair], config: TrainConfig, *, ranks: Ranks) -> None:
+    """Refuse an update that cannot give every process and accumulation step a share of the data."""
+    parts = ranks.world_size * config.accumulate
+    shares = f"train.accumulate {config.accumulate} x {ranks.world_size} process(es)"
+    if parts > 1 and config.batch_tokens is None and config.batch_size * parts > len(pairs):
+        raise ValueError(
+            f"train.batch_size {config.batch_size} x {shares} = {config.batch_size * parts} pairs per update, "
+            f"but the training data has {len(pairs)}: use fewer processes, a smaller accumulate or batch_size"
+        )
+    longest = int(np.maximum(*pair_lengths(pairs)).max())  # the largest padded_size
+    if config.batch_tokens is not None and parts > 1 and config.batch_tokens < longest:
+        raise ValueError(
+            f"train.batch_tokens {config.batch_tokens} is less than the longest training pair ({longest} tokens): "
+            f"with {shares} every share of an update needs one pair; raise batch_tokens or lower data.max_len"
+        )
 
 
 def shard_update(chunk: Sequence[int], *, ranks: Ranks, accumulate: int) -> list[list[int]]:

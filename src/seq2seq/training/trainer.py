@@ -24,18 +24,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from seq2seq.config import TrainConfig, short_repr
-from seq2seq.data.batching import Batch, EncodedPair, bucketed_chunks, collate, pair_lengths
+from seq2seq.data.batching import Batch, EncodedPair, collate, pair_lengths
 from seq2seq.data.vocab import Vocab
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.run_files import RunDirError, remove_temporaries, save_weights
 from seq2seq.training.averaging import epoch_checkpoints, epoch_weights_path
 from seq2seq.training.checkpointing import load_checkpoint, save_checkpoint
-from seq2seq.training.distributed import SINGLE, Ranks, data_parallel, shard_update
+from seq2seq.training.distributed import SINGLE, Ranks, check_update_fits, data_parallel, shard_update, update_chunks
 from seq2seq.training.metrics_log import MetricsLog
 from seq2seq.training.loss import coverage_loss, sequence_cross_entropy
 from seq2seq.training.schedules import build_scheduler, steps_per_batch
@@ -357,30 +356,6 @@ class Trainer:
             total, tokens = self.ranks.sum(torch.tensor([total, tokens], dtype=torch.float64, device=self.device)).tolist()
         return total / max(tokens, 1)
 
-    def _update_chunks(self, pairs: Sequence[EncodedPair], generator: torch.Generator) -> list[list[int]]:
-        """The positions of every update's pairs, over all ranks and accumulated batches: length-bucketed
-        batches ``world_size x accumulate`` times the size (or token budget) of one process's batch."""
-        parts = self.ranks.world_size * self.config.accumulate
-        if self.config.batch_tokens is None:
-            return bucketed_chunks(pairs, batch_size=self.config.batch_size * parts, shuffle=True, generator=generator)
-        return bucketed_chunks(pairs, batch_tokens=self.config.batch_tokens * parts, shuffle=True, generator=generator)
-
-    def _check_update_fits(self, pairs: Sequence[EncodedPair]) -> None:
-        """Refuse an update that cannot give every process and accumulation step a share of the data."""
-        parts, config = self.ranks.world_size * self.config.accumulate, self.config
-        shares = f"train.accumulate {config.accumulate} x {self.ranks.world_size} process(es)"
-        if parts > 1 and config.batch_tokens is None and config.batch_size * parts > len(pairs):
-            raise ValueError(
-                f"train.batch_size {config.batch_size} x {shares} = {config.batch_size * parts} pairs per update, "
-                f"but the training data has {len(pairs)}: use fewer processes, a smaller accumulate or batch_size"
-            )
-        longest = int(np.maximum(*pair_lengths(pairs)).max())  # the largest padded_size
-        if config.batch_tokens is not None and parts > 1 and config.batch_tokens < longest:
-            raise ValueError(
-                f"train.batch_tokens {config.batch_tokens} is less than the longest training pair ({longest} tokens): "
-                f"with {shares} every share of an update needs one pair; raise batch_tokens or lower data.max_len"
-            )
-
     def _train_epoch(self, pairs: Sequence[EncodedPair], deadline: float | None) -> _EpochRun:
         self.model.train()
         if self.ranks.distributed:  # each rank its own dropout draws, which (seed, epoch, rank) alone decide
@@ -392,7 +367,7 @@ class Trainer:
         window_norms: list[float] = []  # gradient norms before clipping, since the last logged step
         epoch_norms: list[float] = []
         window_started = time.perf_counter()
-        chunks = self._update_chunks(pairs, generator)
+        chunks = update_chunks(pairs, self.config, ranks=self.ranks, generator=generator)
         tgt_lengths = pair_lengths(pairs)[1]  # [N], <sos> ... <eos>
         done, skipped, first = 0, 0, 1
         if self.partial is not None:  # resumed from a mid-epoch checkpoint: go on after its updates
@@ -452,7 +427,7 @@ class Trainer:
             raise ValueError("no training examples (after length filtering)")
         if not valid_pairs:
             raise ValueError("no validation examples")
-        self._check_update_fits(train_pairs)
+        check_update_fits(train_pairs, self.config, ranks=self.ranks)
         self.forward = data_parallel(self.model, ranks=self.ranks, device=self.device)
         result = TrainResult(best_valid_loss=self.best_valid_loss)
         budget = self.config.time_budget_s
