@@ -230,7 +230,9 @@ def load_ctranslate2_model(run_dir: Path, reference: Seq2Seq | Transformer, *, w
     folder = run_dir / "ctranslate2"
     _check_export(run_dir, folder / CT2_MANIFEST, fmt="ctranslate2", which=which)
     try:
-        return CTranslate2Model(folder, reference, src_itos=src_itos, tgt_itos=tgt_itos, compute_type=compute_type)
+        # as many threads as torch would use (train.threads / OMP_NUM_THREADS decide both)
+        return CTranslate2Model(folder, reference, src_itos=src_itos, tgt_itos=tgt_itos, compute_type=compute_type,
+                                threads=torch.get_num_threads())
     except ImportError:
         raise RunDirError("the ctranslate2 runtime needs the ctranslate2 package: pip install -e '.[ctranslate2]'") from None
     except Exception as error:  # CTranslate2 raises its own exception types for a damaged model
