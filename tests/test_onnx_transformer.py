@@ -103,6 +103,10 @@ def test_trained_run_exports_and_decodes_the_same_from_the_command_line(trained_
         torch_text = capsys.readouterr().out
         assert main(["generate", str(trained_run), "--runtime", "onnx", "--beam", beam, "--scores", text]) == 0
         assert capsys.readouterr().out == torch_text
+    # the heads are the torch model's to show: through ONNX the plot shows the mean (no layer to hook)
+    plot = trained_run / "onnx-attention.png"
+    assert main(["generate", str(trained_run), "--runtime", "onnx", "--plot-attention", str(plot), SOURCES[0]]) == 0
+    assert plot.stat().st_size > 1000
 
 
 def test_trained_run_evaluates_the_same_with_onnx(trained_run):

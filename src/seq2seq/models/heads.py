@@ -19,8 +19,8 @@ def _headed(model: nn.Module) -> nn.Module | None:
     attention = getattr(decoder, "attention", None)
     if isinstance(attention, MultiHeadAttention):
         return attention
-    layers = getattr(decoder, "layers", None)
-    if layers and isinstance(getattr(layers[-1], "cross_attention", None), TransformerAttention):
+    layers = getattr(decoder, "layers", None)  # an ONNX stand-in's is a count: no module to hook
+    if isinstance(layers, nn.ModuleList) and isinstance(getattr(layers[-1], "cross_attention", None), TransformerAttention):
         return layers[-1].cross_attention
     return None
 

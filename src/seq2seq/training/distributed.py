@@ -21,8 +21,8 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -42,15 +42,30 @@ class RankLostError(ConnectionError):
     so the command line reports it in one line; the run directory holds the last completed epoch."""
 
 
+_PEER_LOST = ("connection", "closed", "peer", "timed out", "timeout", "gloo", "nccl", "broken pipe", "reset by")
+
+
+def _lost_peer(error: RuntimeError) -> bool:
+    """Whether a collective's error says that another rank went away (rather than a bug of this one)."""
+    text = str(error).lower()
+    return isinstance(error, dist.DistError) or any(word in text for word in _PEER_LOST)
+
+
+def _lost(error: RuntimeError, what: str) -> RankLostError:
+    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    return RankLostError(
+        f"{what} across the training processes failed ({reason}): another process stopped; completed epochs "
+        "are saved, rerun the same torchrun command with --resume RUN"
+    )
+
+
 def _collective(run, what: str):
     try:
         return run()
     except RuntimeError as error:  # torch.distributed.DistError is one; gloo: "Connection closed by peer"
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise RankLostError(
-            f"{what} across the training processes failed ({reason}): another process stopped; completed epochs "
-            "are saved, rerun the same torchrun command with --resume RUN"
-        ) from None
+        if not _lost_peer(error):
+            raise
+        raise _lost(error, what) from None
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,17 @@ class Ranks:
     def barrier(self) -> None:
         if self.distributed:
             _collective(dist.barrier, "waiting")
+
+    @contextmanager
+    def watching(self, what: str) -> Iterator[None]:
+        """Around code in which DDP exchanges gradients (a backward pass): a lost peer becomes a
+        one-line :class:`RankLostError` there too."""
+        try:
+            yield
+        except RuntimeError as error:
+            if not self.distributed or not _lost_peer(error):
+                raise
+            raise _lost(error, what) from None
 
     def no_sync(self, module: torch.nn.Module, *, sync: bool) -> AbstractContextManager:
         """Around one accumulated batch's forward and backward: DDP's ``no_sync`` unless ``sync``

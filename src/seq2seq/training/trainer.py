@@ -17,6 +17,7 @@ optimizer state all come back with ``last``.
 from __future__ import annotations
 
 import logging
+import hashlib
 import math
 import random
 import time
@@ -112,7 +113,8 @@ def _check_partial(partial: object) -> dict | None:
     """A checkpoint's mid-epoch place (``None``: saved at an epoch's end), its fields checked."""
     if partial is None:
         return None
-    fields = {"updates": int, "skipped": int, "loss_sum": float, "tokens": int, "grad_norms": list, "seconds": float}
+    fields = {"updates": int, "skipped": int, "loss_sum": float, "tokens": int, "grad_norms": list, "seconds": float,
+              "window_loss": float, "window_tokens": int, "window_norms": list}
     if not isinstance(partial, dict) or set(partial) != set(fields):
         raise ValueError(f"partial: expected the fields {sorted(fields)}")
     for name, kind in fields.items():
@@ -206,6 +208,10 @@ class Trainer:
             logger.info("resumed %s in epoch %d after %d of its updates (step %d)", self.run_dir, self.epoch + 1,
                         self.partial["updates"], self.step)
         saved_world = counters.get("world_size", 1)
+        if self.partial is not None and saved_world != self.ranks.world_size:
+            raise RunDirError(f"{last}: written in the middle of epoch {self.epoch + 1} by {saved_world} process(es); "
+                              f"resume it with {saved_world} (the epoch's updates depend on the count), not "
+                              f"{self.ranks.world_size}")
         if saved_world != self.ranks.world_size and self.ranks.is_main:
             logger.warning("resuming a run of %s process(es) with %d: each update now reads batch_size x accumulate x %d "
                            "pairs, so the run continues, but not as the uninterrupted run would have",
@@ -240,7 +246,8 @@ class Trainer:
         """Dropout and teacher-forcing draws from (seed, epoch, updates done, rank) alone, so that a run
         resumed from a mid-epoch checkpoint draws what the uninterrupted run drew from there on, on
         every rank (only rank 0's generator state is in the checkpoint)."""
-        seed = ((self.config.seed * 1000 + self.epoch) * 1_000_003 + updates) * 1000 + self.ranks.rank
+        key = f"{self.config.seed}:{self.epoch}:{updates}:{self.ranks.rank}".encode()
+        seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1  # 63 bits: any train.seed fits
         torch.manual_seed(seed)
         random.seed(seed)
 
@@ -301,11 +308,13 @@ class Trainer:
         sums = torch.zeros(2, device=self.device)  # [objective sum, cross-entropy sum] of this rank
         work = [(batch, True) for batch in batches] or [(stand_in, False)]
         for number, (batch, counts) in enumerate(work, start=1):
-            with self.ranks.no_sync(self.forward, sync=number == len(work)):
+            with self.ranks.no_sync(self.forward, sync=number == len(work)), self.ranks.watching("exchanging gradients"):
                 objective_sum, loss_sum, _ = self._loss(batch, teacher_forcing=self.teacher_forcing)
                 objective = objective_sum / tokens
                 if self.ranks.distributed:  # DDP averages over the ranks; the update wants the sum
-                    objective = objective * (self.ranks.world_size if counts else 0.0)
+                    objective = objective * self.ranks.world_size
+                if not counts:  # the stand-in: a zero gradient for every parameter (0 x its loss could be NaN)
+                    objective = sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
                 objective.backward()
             if counts:
                 sums += torch.stack([objective_sum.detach(), loss_sum.detach()])
@@ -373,10 +382,12 @@ class Trainer:
         if self.partial is not None:  # resumed from a mid-epoch checkpoint: go on after its updates
             first, done, skipped = self.partial["updates"] + 1, self.partial["updates"], self.partial["skipped"]
             total, tokens, epoch_norms = self.partial["loss_sum"], self.partial["tokens"], list(self.partial["grad_norms"])
+            window_loss, window_tokens = self.partial["window_loss"], self.partial["window_tokens"]
+            window_norms = list(self.partial["window_norms"])
             started -= self.partial["seconds"]
             self._reseed(self.partial["updates"])
             self.partial = None
-        save_every = self.config.save_every_steps
+        save_every, saved_at = self.config.save_every_steps, self.step
         for done, chunk in enumerate(chunks[first - 1 :], start=first):
             batches = [
                 collate([pairs[i] for i in part], part, pad_index=self.pad_index, copy=self.model.copies).to(self.device)
@@ -409,9 +420,12 @@ class Trainer:
                     }
                     self.metrics.append(record)
                     window_loss, window_tokens, window_started, window_norms = 0.0, 0, now, []
-            if save_every and self.step % save_every == 0 and done < len(chunks):
+            if save_every and self.step % save_every == 0 and self.step != saved_at and done < len(chunks):
+                saved_at = self.step  # a skipped update leaves the step where it was: no second save
                 self._save_partial({"updates": done, "skipped": skipped, "loss_sum": total, "tokens": tokens,
-                                    "grad_norms": epoch_norms, "seconds": time.perf_counter() - started})
+                                    "grad_norms": epoch_norms, "seconds": time.perf_counter() - started,
+                                    "window_loss": window_loss, "window_tokens": window_tokens,
+                                    "window_norms": window_norms})
             if self.on_batch is not None and self.ranks.is_main:
                 self.on_batch(self.step, done, loss_sum / n if n else math.nan)
             if deadline is not None and self.ranks.any(time.perf_counter() > deadline, device=self.device):

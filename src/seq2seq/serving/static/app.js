@@ -301,7 +301,12 @@ function renderAttention(panel, attention, shown = -1) {
   scroller.setAttribute("aria-label", "attention heatmap");
   scroller.append(heatmapTable(view));
   content.append(heading, hint);
-  if (heads.length) content.append(headPicker(heads.length, shown, (choice) => renderAttention(panel, attention, choice)));
+  if (heads.length) {
+    content.append(headPicker(heads.length, shown, (choice) => {
+      renderAttention(panel, attention, choice);
+      panel.querySelector('.head[aria-pressed="true"]').focus();  // the re-render would drop the focus
+    }));
+  }
   content.append(
     tokenRow("source-tokens", "source", view.source_tokens, "col"),
     tokenRow("output-tokens", "output", view.output_tokens, "row"), scroller);
