@@ -16,8 +16,8 @@ optimizer state all come back with ``last``.
 
 from __future__ import annotations
 
-import logging
 import hashlib
+import logging
 import math
 import random
 import time
@@ -36,8 +36,8 @@ from seq2seq.run_files import RunDirError, remove_temporaries, save_weights
 from seq2seq.training.averaging import epoch_checkpoints, epoch_weights_path
 from seq2seq.training.checkpointing import load_checkpoint, save_checkpoint
 from seq2seq.training.distributed import SINGLE, Ranks, check_update_fits, data_parallel, shard_update, update_chunks
-from seq2seq.training.metrics_log import MetricsLog
 from seq2seq.training.loss import coverage_loss, sequence_cross_entropy
+from seq2seq.training.metrics_log import MetricsLog
 from seq2seq.training.schedules import build_scheduler, steps_per_batch
 from seq2seq.training.stats import EpochStats
 from seq2seq.training.validation import reference_loss_sums
