@@ -50,7 +50,8 @@ def test_rerank_command_end_to_end(tmp_path, capsys) -> None:
     assert main(["rerank", str(forward), "--reverse", str(reverse), "--beam", "3", "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "reconstruction" in printed and "exact match" in printed
-    summary = json.loads((forward / "rerank_test_beam3.json").read_text())
+    (report,) = forward.glob("rerank_test_beam3_reverse-*.json")
+    summary = json.loads(report.read_text())
     rows = {" + ".join(row["features"]): row for row in summary["rows"]}
     assert set(rows) == {"beam's first", "model", "model + reconstruction", "model + length", "model + parses",
                          "model + overlap", "model + finished", "model + reconstruction + length + parses + overlap + finished"}
@@ -61,7 +62,7 @@ def test_rerank_command_end_to_end(tmp_path, capsys) -> None:
     # the ensemble's mean distribution and the mean reconstruction score are the single model's
     assert main(["rerank", str(forward), "--ensemble", str(forward), "--reverse", str(reverse), "--reverse", str(reverse),
                  "--beam", "3", "--output", str(tmp_path / "twice.txt")]) == 0
-    (written,) = forward.glob("rerank_test_beam3_ensemble2-*.json")  # beside the single model's report
+    (written,) = forward.glob("rerank_test_beam3_ensemble2-*_reverse-*.json")  # beside the single model's report
     twice = json.loads(written.read_text())
     assert twice["ensemble"] == [str(forward)] and twice["reverse"] == [str(reverse)] * 2
     for alone, doubled in zip(summary["rows"], twice["rows"]):

@@ -26,6 +26,7 @@ line search do, on a grid instead of exact lines because the metric (corpus BLEU
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -168,8 +169,8 @@ def rerank_run(
     tune the feature weights on ``tune_split`` and report ``split``; ``reverse_dir`` is a run of
     the same data with ``data.reverse: true``, or several, whose reconstruction scores are averaged.
     With ``ensemble`` (more forward runs of the same data) the n-best lists come from the ensemble
-    and ``model`` is its score. Writes ``rerank_<split>_beam<N>[_<constraint>].json`` into the run (an
-    ensemble's with the suffix of its evaluation reports), so that no other setting overwrites it."""
+    and ``model`` is its score. Writes ``rerank_<split>_beam<N>[_<constraint>][_ensemble…]_reverse-<hash>.json``
+    into the run (the hash names the reverse models), so that no other setting overwrites it."""
     from seq2seq.checkpoint import load_for_decoding
     from seq2seq.pipeline import ensemble_tag, run_corpus
     from seq2seq.devices import resolve_device
@@ -225,7 +226,9 @@ def rerank_run(
     summary = {"split": split, "tune_split": tune_split, "reverse": [str(folder) for folder in reverse_dirs],
                "ensemble": [str(folder) for folder in ensemble], "metric": metric_name,
                "beam_size": beam_size, "constrain": constrain, "rows": rows}
-    name = f"rerank_{split}_beam{beam_size}" + (f"_{constrain}" if constrain else "") + ensemble_tag(run_dir, ensemble)
+    reversed_by = hashlib.sha256("\n".join(str(Path(d).resolve()) for d in reverse_dirs).encode()).hexdigest()[:8]
+    name = (f"rerank_{split}_beam{beam_size}" + (f"_{constrain}" if constrain else "") + ensemble_tag(run_dir, ensemble)
+            + f"_reverse-{reversed_by}")
     atomic_write_text(run_dir / f"{name}.json", json.dumps(summary, indent=2))
     if output is not None:
         atomic_write_text(output, "".join(text.replace("\n", "\\n") + "\n" for text in report.predictions))
