@@ -3,7 +3,7 @@ written by :mod:`seq2seq.models.ctranslate2_export`): ``--runtime ctranslate2`` 
 
 CTranslate2 runs the whole search itself (``Translator.translate_batch``), so unlike the ONNX
 stand-ins this model has no ``decoder.step`` for :mod:`seq2seq.decoding`: it offers ``search``,
-which :class:`seq2seq.translator.Translator` calls instead. Greedy search and beam search without
+which :func:`seq2seq.decoding.search.decode_sources` calls instead. Greedy search and beam search without
 a length penalty are supported, in float32 or (``--quantize int8``) int8; the outputs' per-token log-probabilities come from CTranslate2's
 ``score_batch`` on the found tokens, so ``Hypothesis.score`` means what it means for torch.
 """
@@ -28,7 +28,7 @@ class CTranslate2Model(nn.Module):
     were exported) only describes the model (parameter count, position limit)."""
 
     runs_on_torch_threads = False  # CTranslate2 has its own threads
-    searches_itself = True  # the Translator calls search() instead of seq2seq.decoding
+    searches_itself = True  # decode_sources calls search() instead of its own search loops
 
     def __init__(self, folder: Path, reference: Transformer, *, src_itos: Sequence[str], tgt_itos: Sequence[str],
                  threads: int = 1, compute_type: str = "float32") -> None:

@@ -137,29 +137,22 @@ class Translator:
         vocab = run.tgt_vocab
         # A copy model also reads each source in the target vocabulary extended by its unknown words.
         copies = [vocab.encode_copy_source(tokens) for tokens in source_tokens] if run.model.copies else None
-        if getattr(run.model, "searches_itself", False):  # CTranslate2 runs its own greedy / beam search
-            if sampling is not None or constrain is not None:  # attention: none to show (CTranslate2 keeps it)
-                raise InputError("the ctranslate2 runtime does greedy and beam search only: no --sample, no --constrain")
-            try:
-                found = run.model.search(
-                    [run.src_vocab.encode(tokens) for tokens in source_tokens], beam_size=beam_size, nbest=nbest,
-                    max_len=supported_max_len(run.model, max_len or run.config.decode.max_len),
-                    length_penalty=length_penalty, batch_size=batch_size or run.config.decode.batch_size)
-            except ValueError as error:
-                raise InputError(str(error)) from None
-        else:
-            found = decode_sources(
-                run.model, [run.src_vocab.encode(tokens) for tokens in source_tokens],
-                sos_index=vocab.sos_index, eos_index=vocab.eos_index, pad_index=vocab.pad_index,
-                max_len=supported_max_len(run.model, max_len or run.config.decode.max_len), beam_size=beam_size,
-                nbest=beam_size if constrain else nbest, length_penalty=length_penalty, alpha=alpha,
-                batch_size=batch_size or run.config.decode.batch_size, device=run.device, sampling=sampling,
-                constraint=output_constraint(constrain, vocab, run.tgt_tokenizer, unit=self.code_unit,
-                                             beam_size=beam_size, sampling=sampling is not None,
-                                             slots=slots if run.config.data.slots else None,
-                                             copy_words=None if copies is None else [words for _, words in copies]),
-                copy_sources=None if copies is None else [ids for ids, _ in copies],
-            )
+        if getattr(run.model, "searches_itself", False) and (sampling is not None or constrain or length_penalty != "none"):
+            # (decode_sources hands CTranslate2 the whole search; attention it does not give: none is shown)
+            raise InputError("the ctranslate2 runtime does greedy and beam search only, without a length penalty: "
+                             "no --sample, no --constrain")
+        found = decode_sources(
+            run.model, [run.src_vocab.encode(tokens) for tokens in source_tokens],
+            sos_index=vocab.sos_index, eos_index=vocab.eos_index, pad_index=vocab.pad_index,
+            max_len=supported_max_len(run.model, max_len or run.config.decode.max_len), beam_size=beam_size,
+            nbest=beam_size if constrain else nbest, length_penalty=length_penalty, alpha=alpha,
+            batch_size=batch_size or run.config.decode.batch_size, device=run.device, sampling=sampling,
+            constraint=output_constraint(constrain, vocab, run.tgt_tokenizer, unit=self.code_unit,
+                                         beam_size=beam_size, sampling=sampling is not None,
+                                         slots=slots if run.config.data.slots else None,
+                                         copy_words=None if copies is None else [words for _, words in copies]),
+            copy_sources=None if copies is None else [ids for ids, _ in copies],
+        )
         oovs = [()] * len(texts) if copies is None else [words for _, words in copies]  # what ids >= V stand for
         results = []
         for text, src_tokens, hypotheses, src_oovs, src_slots in zip(texts, source_tokens, found, oovs, slots):

@@ -64,6 +64,11 @@ def decode_sources(
     """
     if nbest > beam_size:
         raise ValueError(f"nbest={nbest} cannot exceed the beam size {beam_size}")
+    if getattr(model, "searches_itself", False):  # CTranslate2 runs the whole greedy or beam search itself
+        if sampling is not None or constraint is not None:
+            raise ValueError("the ctranslate2 runtime does greedy and beam search only: no --sample, no --constrain")
+        return model.search(sources, max_len=max_len, beam_size=beam_size, nbest=nbest, length_penalty=length_penalty,
+                            batch_size=batch_size)
     if sampling is not None and workers != 1:
         raise ValueError(f"sampling draws from one generator in order: it decodes one batch at a time, not {workers}")
     if sampling is not None and beam_size != 1:

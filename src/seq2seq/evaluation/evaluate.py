@@ -200,25 +200,19 @@ def evaluate(
         raise ValueError(f"constrain={constrain!r}: expected 'python' or 'grammar'")
     if constrain and not is_code:
         raise ValueError(f"the {constrain} constraint needs a model whose target tokenizer is 'python'")
-    searches_itself = getattr(model, "searches_itself", False)  # CTranslate2: its own search, no logits
-    if searches_itself and constrain:
-        raise ValueError("the ctranslate2 runtime does greedy and beam search only: no --constrain")
-    # the loss of a runtime that computes no logits is its torch model's (the weights it was exported from)
-    scorer = model.reference if searches_itself else model
+    # the loss of a runtime that computes no logits (CTranslate2) is its torch model's, the exported weights
+    scorer = model.reference if getattr(model, "searches_itself", False) else model
     loss = mean_reference_loss(scorer, pairs, pad_index=tgt_vocab.pad_index, batch_size=batch_size, device=device)
     copies = copy_encodings(pairs) if model.copies else None
     started = time.perf_counter()
-    if searches_itself:
-        found = model.search([pair.src for pair in pairs], max_len=max_len, beam_size=beam_size, batch_size=batch_size)
-    else:
-        found = decode_sources(
-            model, [pair.src for pair in pairs], sos_index=tgt_vocab.sos_index, eos_index=tgt_vocab.eos_index,
-            pad_index=tgt_vocab.pad_index, max_len=max_len, beam_size=beam_size,
-            nbest=beam_size if constrain else 1, batch_size=batch_size, device=device,
-            constraint=output_constraint(constrain, tgt_vocab, tgt_tokenizer, unit=code_unit, beam_size=beam_size,
-                                         copy_words=None if copies is None else [copy.oovs for copy in copies], slots=slots),
-            copy_sources=None if copies is None else [copy.src for copy in copies], workers=workers,
-        )
+    found = decode_sources(
+        model, [pair.src for pair in pairs], sos_index=tgt_vocab.sos_index, eos_index=tgt_vocab.eos_index,
+        pad_index=tgt_vocab.pad_index, max_len=max_len, beam_size=beam_size,
+        nbest=beam_size if constrain else 1, batch_size=batch_size, device=device,
+        constraint=output_constraint(constrain, tgt_vocab, tgt_tokenizer, unit=code_unit, beam_size=beam_size,
+                                     copy_words=None if copies is None else [copy.oovs for copy in copies], slots=slots),
+        copy_sources=None if copies is None else [copy.src for copy in copies], workers=workers,
+    )
     oovs = [()] * len(pairs) if copies is None else [copy.oovs for copy in copies]  # what ids >= V stand for
     if constrain:
         found = [_parsing_first(alternatives, o, tgt_vocab, tgt_tokenizer, code_unit, () if slots is None else slots[i])
