@@ -190,13 +190,15 @@ def evaluate_split(
     return report
 
 
+def runs_hash(runs: Sequence[Path]) -> str:
+    """8 hex digits that name a list of run directories (their resolved paths), for report file names."""
+    return hashlib.sha256("\n".join(str(Path(run).resolve()) for run in runs).encode()).hexdigest()[:8]
+
+
 def ensemble_tag(run_dir: Path, ensemble: Sequence[Path]) -> str:
     """The suffix of an ensemble's report files (``_ensemble3-<hash of the members>``; empty for one
     model): one report per member list, so that another ensemble or the model alone never overwrites it."""
-    if not ensemble:
-        return ""
-    members = "\n".join(str(path.resolve()) for path in [run_dir, *ensemble])
-    return f"_ensemble{len(ensemble) + 1}-{hashlib.sha256(members.encode()).hexdigest()[:8]}"
+    return f"_ensemble{len(ensemble) + 1}-{runs_hash([run_dir, *ensemble])}" if ensemble else ""
 
 
 def evaluate_run(

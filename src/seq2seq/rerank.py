@@ -26,7 +26,6 @@ line search do, on a grid instead of exact lines because the metric (corpus BLEU
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -172,7 +171,7 @@ def rerank_run(
     and ``model`` is its score. Writes ``rerank_<split>_beam<N>[_<constraint>][_ensemble…]_reverse-<hash>.json``
     into the run (the hash names the reverse models), so that no other setting overwrites it."""
     from seq2seq.checkpoint import load_for_decoding
-    from seq2seq.pipeline import ensemble_tag, run_corpus
+    from seq2seq.pipeline import ensemble_tag, run_corpus, runs_hash
     from seq2seq.devices import resolve_device
     from seq2seq.evaluation.metrics import parse_rate
     from seq2seq.run_files import atomic_write_text
@@ -226,9 +225,8 @@ def rerank_run(
     summary = {"split": split, "tune_split": tune_split, "reverse": [str(folder) for folder in reverse_dirs],
                "ensemble": [str(folder) for folder in ensemble], "metric": metric_name,
                "beam_size": beam_size, "constrain": constrain, "rows": rows}
-    reversed_by = hashlib.sha256("\n".join(str(Path(d).resolve()) for d in reverse_dirs).encode()).hexdigest()[:8]
     name = (f"rerank_{split}_beam{beam_size}" + (f"_{constrain}" if constrain else "") + ensemble_tag(run_dir, ensemble)
-            + f"_reverse-{reversed_by}")
+            + f"_reverse-{runs_hash(reverse_dirs)}")
     atomic_write_text(run_dir / f"{name}.json", json.dumps(summary, indent=2))
     if output is not None:
         atomic_write_text(output, "".join(text.replace("\n", "\\n") + "\n" for text in report.predictions))
