@@ -81,7 +81,7 @@ def load_examples(config: DataConfig) -> dict[str, list[Example]]:
     ``data.reverse`` each example's source and target swapped (a code -> NL model, for reranking)."""
     examples = _read_examples(config)
     if config.reverse:
-        examples = {split: [replace(e, src=e.tgt, tgt=e.src) for e in items] for split, items in examples.items()}
+        examples = {split: list(map(_swapped, items)) for split, items in examples.items()}
     return examples
 
 
@@ -89,24 +89,30 @@ def stream_examples(config: DataConfig) -> tuple[dict[str, list[Example]], Itera
     """``({"valid", "test"} lists, the train examples one at a time)``: the built-in task draws its
     train split as it goes, so that ``seq2seq preprocess`` of millions of pairs does not hold them;
     a data folder is read as :func:`load_examples` reads it."""
-    if config.format == "builtin":
-        held_out_size = config.builtin_valid_size or max(config.builtin_train_size // 20, 5)
-        held_out, train = BUILTIN_STREAMS[config.builtin_task](
-            seed=config.builtin_seed, n_train=config.builtin_train_size, n_valid=held_out_size, n_test=held_out_size)
-        if config.reverse:
-            held_out = {split: [replace(e, src=e.tgt, tgt=e.src) for e in items] for split, items in held_out.items()}
-            train = (replace(e, src=e.tgt, tgt=e.src) for e in train)
-        return held_out, train
-    examples = load_examples(config)
-    return {split: examples.get(split, []) for split in ("valid", "test")}, iter(examples["train"])
+    if config.format != "builtin":
+        examples = load_examples(config)
+        return {split: examples.get(split, []) for split in ("valid", "test")}, iter(examples["train"])
+    held_out, train = BUILTIN_STREAMS[config.builtin_task](**_builtin_sizes(config))
+    if config.reverse:
+        held_out = {split: list(map(_swapped, items)) for split, items in held_out.items()}
+        train = map(_swapped, train)
+    return held_out, train
+
+
+def _swapped(example: Example) -> Example:
+    return replace(example, src=example.tgt, tgt=example.src)
+
+
+def _builtin_sizes(config: DataConfig) -> dict[str, int]:
+    """The built-in generator's arguments: valid and test are 5 % of train each (at least 5) unless
+    ``data.builtin_valid_size`` says otherwise."""
+    held_out = config.builtin_valid_size or max(config.builtin_train_size // 20, 5)
+    return {"seed": config.builtin_seed, "n_train": config.builtin_train_size, "n_valid": held_out, "n_test": held_out}
 
 
 def _read_examples(config: DataConfig) -> dict[str, list[Example]]:
     if config.format == "builtin":
-        generate = BUILTIN_TASKS[config.builtin_task]
-        train_size = config.builtin_train_size
-        held_out = config.builtin_valid_size or max(train_size // 20, 5)
-        return generate(seed=config.builtin_seed, n_train=train_size, n_valid=held_out, n_test=held_out)
+        return BUILTIN_TASKS[config.builtin_task](**_builtin_sizes(config))
     if config.path is None:
         raise DataError(f"data.path is required for data.format={config.format!r}")
     root = Path(config.path).expanduser()
