@@ -149,7 +149,7 @@ class Model:
             max_len=run.config.decode.max_len,
             device=str(run.device),
             weights="int8" if self.quantize == "int8" else "float32",
-            runtime=self.runtime if self.runtime in ("onnx", "ctranslate2") else "torch",
+            runtime=self.runtime,
             training=_training_summary(run.run_dir),
             evaluations={path.stem: _read_json(path) for path in sorted(run.run_dir.glob("eval_*.json"))},
             ensemble=tuple(map(str, run.members)),
