@@ -59,13 +59,21 @@ def _lost(error: RuntimeError, what: str) -> RankLostError:
     )
 
 
-def _collective(run, what: str):
+@contextmanager
+def _watching(what: str) -> Iterator[None]:
+    """Around communication: an error that says another rank went away becomes a one-line
+    :class:`RankLostError`; any other error stays itself."""
     try:
-        return run()
+        yield
     except RuntimeError as error:  # torch.distributed.DistError is one; gloo: "Connection closed by peer"
         if not _lost_peer(error):
             raise
         raise _lost(error, what) from None
+
+
+def _collective(run, what: str):
+    with _watching(what):
+        return run()
 
 
 @dataclass(frozen=True)
@@ -100,16 +108,10 @@ class Ranks:
         if self.distributed:
             _collective(dist.barrier, "waiting")
 
-    @contextmanager
-    def watching(self, what: str) -> Iterator[None]:
+    def watching(self, what: str) -> AbstractContextManager:
         """Around code in which DDP exchanges gradients (a backward pass): a lost peer becomes a
-        one-line :class:`RankLostError` there too."""
-        try:
-            yield
-        except RuntimeError as error:
-            if not self.distributed or not _lost_peer(error):
-                raise
-            raise _lost(error, what) from None
+        one-line :class:`RankLostError` there too (one process: nothing to watch)."""
+        return _watching(what) if self.distributed else nullcontext()
 
     def no_sync(self, module: torch.nn.Module, *, sync: bool) -> AbstractContextManager:
         """Around one accumulated batch's forward and backward: DDP's ``no_sync`` unless ``sync``
