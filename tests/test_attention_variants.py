@@ -40,17 +40,21 @@ def reference_for(attention: torch.nn.Module) -> Callable[..., tuple[np.ndarray,
 
     def run(query, states, coverage, p):
         mask = MASK.numpy()
+        w_c = p.get("coverage_term.weight")  # [k]: the bilinear scores' coverage term
+        w_c1 = None if w_c is None else w_c[0]  # one head
         if isinstance(attention, DotAttention):
-            return luong_attention(query, states, mask, score="dot")
+            return luong_attention(query, states, mask, score="dot", coverage=coverage, w_c=w_c1)
         if isinstance(attention, GeneralAttention):
-            return luong_attention(query, states, mask, score="general", w_a=p["key_proj.weight"])
+            return luong_attention(query, states, mask, score="general", w_a=p["key_proj.weight"],
+                                   coverage=coverage, w_c=w_c1)
         if isinstance(attention, LocalPAttention):
             return local_p_attention(query, states, mask, w_a=p["key_proj.weight"], w_p=p["position_proj.weight"],
-                                     v_p=p["position_energy.weight"][0], window=attention.window)
+                                     v_p=p["position_energy.weight"][0], window=attention.window,
+                                     coverage=coverage, w_c=w_c1)
         if isinstance(attention, MultiHeadAttention):
             w_k, w_v = np.split(p["key_value_proj.weight"], 2, axis=0)
             return multi_head_attention(query, states, mask, w_q=p["query_proj.weight"], w_k=w_k, w_v=w_v,
-                                        w_o=p["output_proj.weight"], heads=attention.heads)
+                                        w_o=p["output_proj.weight"], heads=attention.heads, coverage=coverage, w_c=w_c)
         w = np.concatenate([p["query_proj.weight"], p["key_proj.weight"]], axis=1)  # W = [W_q | W_k]
         if attention.coverage_proj is None:
             return luong_attention(query, states, mask, score="concat", w_a=w, v_a=p["energy.weight"][0])
@@ -67,6 +71,10 @@ VARIANTS = {
     "luong-concat": lambda: ConcatAttention(query_size=Q, key_size=HE, attention_size=A),
     "local-p": lambda: LocalPAttention(query_size=Q, key_size=HE, attention_size=A, window=1),
     "multihead": lambda: MultiHeadAttention(query_size=Q, key_size=HE, attention_size=A, heads=2),
+    "luong-dot+coverage": lambda: DotAttention(query_size=Q, key_size=HE, coverage=True),
+    "luong-general+coverage": lambda: GeneralAttention(query_size=Q, key_size=HE, coverage=True),
+    "local-p+coverage": lambda: LocalPAttention(query_size=Q, key_size=HE, attention_size=A, window=1, coverage=True),
+    "multihead+coverage": lambda: MultiHeadAttention(query_size=Q, key_size=HE, attention_size=A, heads=2, coverage=True),
 }
 
 
@@ -91,6 +99,8 @@ def objective(context: torch.Tensor | np.ndarray, weights: torch.Tensor | np.nda
 def test_every_attention_matches_its_numpy_reference_in_values_and_gradients(name: str) -> None:
     torch.manual_seed(1)
     attention = VARIANTS[name]().double()
+    if attention.coverage_term is not None:  # it starts at 0; the test needs a term that matters
+        torch.nn.init.normal_(attention.coverage_term.weight)
     query, states, coverage = inputs()
     query.requires_grad_()
     context, weights = attention(query=query, keys=attention.project_keys(states), values=states, mask=MASK,
@@ -146,10 +156,12 @@ def test_multihead_weights_are_the_mean_of_the_heads_each_a_distribution() -> No
     torch.testing.assert_close(weights, heads.mean(1))
 
 
+@pytest.mark.parametrize("coverage", [False, True], ids=["", "coverage"])
 @pytest.mark.parametrize("name", sorted(ATTENTIONS))
-def test_every_registered_attention_builds_trains_and_decodes_greedy_and_beam(name: str) -> None:
+def test_every_registered_attention_builds_trains_and_decodes_greedy_and_beam(name: str, coverage: bool) -> None:
     extra = ["model.decoder.input_feeding=true", "model.decoder.readout_size=16"] if name != "multihead" else []
-    config = tiny_config("lstm-attention", f"model.decoder.attention={name}", *extra)
+    config = tiny_config("lstm-attention", f"model.decoder.attention={name}", *extra,
+                         f"model.decoder.coverage={str(coverage).lower()}")
     model = build_model(config.model, src_vocab_size=20, tgt_vocab_size=22)
     src = torch.randint(3, 20, (4, 6))
     lengths = torch.tensor([6, 4, 2, 1])
@@ -204,7 +216,7 @@ def test_coverage_is_the_sum_of_past_weights_and_beam_reorders_it_with_the_hypot
          "model.decoder.attention_heads: 3 heads do not divide attention_size 256; valid head counts"),
         (["model.decoder.attention=luong-dot", "model.encoder.bidirectional=true"],
          r"model.decoder.hidden_size \(256\) to equal the encoder's output size \(512"),
-        (["model.decoder.attention=luong-general", "model.decoder.coverage=true"],
+        (["model.decoder.attention=none", "model.decoder.coverage=true"],
          "model.decoder.coverage: true needs an attention whose score reads the coverage"),
         (["model.decoder.attention=local-p", "model.decoder.copy=true"],
          "model.decoder.copy: true needs attention weights that sum to 1"),

@@ -20,12 +20,13 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 
-@pytest.fixture(scope="module", params=["multihead", "transformer"])
+@pytest.fixture(scope="module", params=["multihead", "multihead-coverage", "transformer"])
 def run_dir(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp("heads") / request.param
-    if request.param == "multihead":
+    if request.param.startswith("multihead"):  # with coverage, each head's score reads it too
+        coverage = str(request.param.endswith("coverage")).lower()
         return train_tiny_run(folder, "model.decoder.attention=multihead", "model.decoder.attention_heads=4",
-                              "decode.max_len=12")
+                              "decode.max_len=12", f"model.decoder.coverage={coverage}")
     config = tiny_config("transformer", "model.transformer.d_model=32", "model.transformer.heads=4",
                          "model.transformer.ffn_size=64", "model.transformer.encoder_layers=1",
                          "model.transformer.decoder_layers=2", "data.builtin_train_size=120", "train.epochs=1",

@@ -148,7 +148,8 @@ class DecoderConfig(_Strict):
     coverage: bool = Field(
         default=False,
         description="coverage (Tu et al. 2016; See et al. 2017): the sum of past attention weights feeds the score "
-        "(bahdanau, luong-concat); train.coverage_weight adds the coverage loss",
+        "(inside the additive scores' tanh; added to the score, per head, for the dot-product ones); "
+        "train.coverage_weight adds the coverage loss",
     )
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
     copy: bool = Field(default=False, description="pointer-generator copy mechanism (See et al. 2017); needs attention")

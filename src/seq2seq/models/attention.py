@@ -52,6 +52,30 @@ class Attention(Protocol):
         ...
 
 
+class CoverageTerm(nn.Module):
+    """Coverage (Tu et al. 2016) for a score with no hidden layer to feed it:
+
+        score'(h_t, h_s) = score(h_t, h_s) + w_c c_ts           one learned w_c per head
+
+    Tu et al. and See et al. (eq. 11) add ``w_c c_ts`` inside the additive score's tanh
+    (:class:`~seq2seq.models.bahdanau.BahdanauAttention` does); a bilinear score (Luong's dot and
+    general, a head of scaled dot products) has no such layer, so the term is added to the score
+    itself. It starts at 0 (the plain score); a negative w_c learns to look away from source words
+    already covered.
+    """
+
+    def __init__(self, heads: int = 1) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(heads))  # w_c [k]
+
+    def forward(self, scores: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
+        """scores [B, S] (one head) or [B, k, S], coverage [B, S] -> scores of the same shape."""
+        coverage = coverage.to(scores.dtype)
+        if scores.dim() == 2:
+            return scores + self.weight * coverage  # [B, S]
+        return scores + self.weight[:, None] * coverage.unsqueeze(1)  # [B, k, S]
+
+
 # A replacement for ``score`` on the tensors it was measured on, or None where it does not apply;
 # set by seq2seq.models.fast_paths.install_fast_paths, the one place that chooses fast paths.
 FastScore = Callable[["ScoredAttention", torch.Tensor, torch.Tensor, "torch.Tensor | None"], "torch.Tensor | None"]
@@ -62,11 +86,25 @@ class ScoredAttention(nn.Module, ABC):
     shapes, masks padding, normalises and takes the weighted sum.
 
     ``supports_coverage``: whether :meth:`score` reads a coverage vector (Tu et al. 2016); the
-    config refuses coverage for a score that does not.
+    config refuses coverage for a score that does not. A score with no hidden layer for the
+    coverage to enter (the dot products) sets ``coverage_term`` and passes its scores through
+    :meth:`add_coverage`.
     """
 
     supports_coverage = False
     fast_score: FastScore | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.coverage_term: CoverageTerm | None = None  # a subclass with coverage sets its term
+
+    def add_coverage(self, scores: torch.Tensor, coverage: torch.Tensor | None) -> torch.Tensor:
+        """``scores`` [B, S] (or [B, k, S]) plus the coverage term of a model built with one."""
+        if self.coverage_term is None:
+            return scores
+        if coverage is None:
+            raise ValueError("a coverage attention needs the coverage vector [B, S]")
+        return self.coverage_term(scores, coverage)
 
     def project_keys(self, states: torch.Tensor) -> torch.Tensor:
         return states  # [B, S, He]: scores that read the states themselves

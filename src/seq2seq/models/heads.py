@@ -53,7 +53,8 @@ def attention_heads(
 
     def record(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
         if isinstance(module, MultiHeadAttention):
-            recorded.append(module.head_weights(kwargs["query"], kwargs["keys"], kwargs["mask"]))  # [B, k, S]
+            recorded.append(module.head_weights(kwargs["query"], kwargs["keys"], kwargs["mask"],
+                                                kwargs.get("coverage")))  # [B, k, S]
             return
         x, keys, values, mask = args[:4]
         query = module._split_heads(module.query_proj(x))  # [B, k, T, d_k]

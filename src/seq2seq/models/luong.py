@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seq2seq.models.attention import AttentionOptions, ScoredAttention
+from seq2seq.models.attention import AttentionOptions, CoverageTerm, ScoredAttention
 from seq2seq.models.bahdanau import BahdanauAttention
 
 
@@ -35,36 +35,44 @@ def check_dot_sizes(query_size: int, key_size: int) -> None:
 
 
 class DotAttention(ScoredAttention):
-    """Luong eq. 8, ``dot``: score(h_t, h_s) = h_t^T h_s. No parameters."""
+    """Luong eq. 8, ``dot``: score(h_t, h_s) = h_t^T h_s. No parameters (with coverage: + w_c c_ts)."""
 
-    def __init__(self, *, query_size: int, key_size: int) -> None:
+    supports_coverage = True
+
+    def __init__(self, *, query_size: int, key_size: int, coverage: bool = False) -> None:
         super().__init__()
         check_dot_sizes(query_size, key_size)
+        self.coverage_term = CoverageTerm() if coverage else None
 
     @classmethod
     def from_options(cls, *, query_size: int, key_size: int, options: AttentionOptions) -> DotAttention:
-        return cls(query_size=query_size, key_size=key_size)
+        return cls(query_size=query_size, key_size=key_size, coverage=options.coverage)
 
     def score(self, query: torch.Tensor, keys: torch.Tensor, coverage: torch.Tensor | None) -> torch.Tensor:
-        return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # [B, S, H] x [B, H, 1] -> [B, S]
+        scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # [B, S, H] x [B, H, 1] -> [B, S]
+        return self.add_coverage(scores, coverage)
 
 
 class GeneralAttention(ScoredAttention):
-    """Luong eq. 8, ``general``: score(h_t, h_s) = h_t^T W_a h_s, with ``W_a h_s`` as the keys."""
+    """Luong eq. 8, ``general``: score(h_t, h_s) = h_t^T W_a h_s, with ``W_a h_s`` as the keys
+    (with coverage: + w_c c_ts)."""
 
-    def __init__(self, *, query_size: int, key_size: int) -> None:
+    supports_coverage = True
+
+    def __init__(self, *, query_size: int, key_size: int, coverage: bool = False) -> None:
         super().__init__()
         self.key_proj = nn.Linear(key_size, query_size, bias=False)  # W_a [H, He]
+        self.coverage_term = CoverageTerm() if coverage else None
 
     @classmethod
     def from_options(cls, *, query_size: int, key_size: int, options: AttentionOptions) -> GeneralAttention:
-        return cls(query_size=query_size, key_size=key_size)
+        return cls(query_size=query_size, key_size=key_size, coverage=options.coverage)
 
     def project_keys(self, states: torch.Tensor) -> torch.Tensor:
         return self.key_proj(states)  # W_a h_s: [B, S, He] -> [B, S, H]
 
     def score(self, query: torch.Tensor, keys: torch.Tensor, coverage: torch.Tensor | None) -> torch.Tensor:
-        return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # [B, S]
+        return self.add_coverage(torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1), coverage)  # [B, S]
 
 
 class ConcatAttention(BahdanauAttention):
@@ -89,9 +97,13 @@ class LocalPAttention(ScoredAttention):
     paper, the Gaussian is applied after the softmax, so the weights sum to at most 1 (they are
     not renormalised); positions outside the window get exactly 0. (Luong et al. take
     p_t in [0, S]; positions here are 0 .. S_x - 1, with S_x the real length, not the padded one.)
+    With coverage, the general score gets the term w_c c_ts before the window's softmax.
     """
 
-    def __init__(self, *, query_size: int, key_size: int, attention_size: int, window: int) -> None:
+    supports_coverage = True
+
+    def __init__(self, *, query_size: int, key_size: int, attention_size: int, window: int,
+                 coverage: bool = False) -> None:
         super().__init__()
         if window < 1:
             raise ValueError(f"the local-p window D must be at least 1, got {window}")
@@ -99,11 +111,12 @@ class LocalPAttention(ScoredAttention):
         self.key_proj = nn.Linear(key_size, query_size, bias=False)  # W_a of the general score
         self.position_proj = nn.Linear(query_size, attention_size, bias=False)  # W_p
         self.position_energy = nn.Linear(attention_size, 1, bias=False)  # v_p
+        self.coverage_term = CoverageTerm() if coverage else None
 
     @classmethod
     def from_options(cls, *, query_size: int, key_size: int, options: AttentionOptions) -> LocalPAttention:
         return cls(query_size=query_size, key_size=key_size, attention_size=options.attention_size,
-                   window=options.window)
+                   window=options.window, coverage=options.coverage)
 
     def project_keys(self, states: torch.Tensor) -> torch.Tensor:
         return self.key_proj(states)  # [B, S, H]
@@ -116,7 +129,7 @@ class LocalPAttention(ScoredAttention):
         return lengths * torch.sigmoid(self.position_energy(torch.tanh(self.position_proj(query))).squeeze(-1).to(dtype))
 
     def score(self, query: torch.Tensor, keys: torch.Tensor, coverage: torch.Tensor | None) -> torch.Tensor:
-        return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # the general score [B, S]
+        return self.add_coverage(torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1), coverage)  # general score [B, S]
 
     def normalize(self, scores: torch.Tensor, mask: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         center = self.position(query, mask).unsqueeze(-1)  # [B, 1]

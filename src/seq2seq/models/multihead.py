@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from seq2seq.models.attention import AttentionOptions, ScoredAttention
+from seq2seq.models.attention import AttentionOptions, CoverageTerm, ScoredAttention
 
 
 class MultiHeadAttention(ScoredAttention):
@@ -20,10 +20,15 @@ class MultiHeadAttention(ScoredAttention):
 
     The context keeps the encoder's width He, so the decoder around it is unchanged. The weights it
     returns are the heads' mean [B, S] (it sums to 1, so copy reads it as any other attention);
-    :meth:`head_weights` gives each head's [B, k, S].
+    :meth:`head_weights` gives each head's [B, k, S]. With coverage, each head's score gets its own
+    term w_c,i c_ts (:class:`~seq2seq.models.attention.CoverageTerm`), the coverage being the sum
+    of the mean weights.
     """
 
-    def __init__(self, *, query_size: int, key_size: int, attention_size: int, heads: int) -> None:
+    supports_coverage = True
+
+    def __init__(self, *, query_size: int, key_size: int, attention_size: int, heads: int,
+                 coverage: bool = False) -> None:
         super().__init__()
         if heads < 1 or attention_size % heads:
             raise ValueError(f"attention_size {attention_size} must be divisible by heads {heads}")
@@ -31,11 +36,12 @@ class MultiHeadAttention(ScoredAttention):
         self.query_proj = nn.Linear(query_size, attention_size, bias=False)  # W^Q
         self.key_value_proj = nn.Linear(key_size, 2 * attention_size, bias=False)  # [W^K; W^V] in one product
         self.output_proj = nn.Linear(attention_size, key_size, bias=False)  # W^O
+        self.coverage_term = CoverageTerm(heads) if coverage else None
 
     @classmethod
     def from_options(cls, *, query_size: int, key_size: int, options: AttentionOptions) -> MultiHeadAttention:
         return cls(query_size=query_size, key_size=key_size, attention_size=options.attention_size,
-                   heads=options.heads)
+                   heads=options.heads, coverage=options.coverage)
 
     def project_keys(self, states: torch.Tensor) -> torch.Tensor:
         return self.key_value_proj(states)  # [B, S, 2A]: the keys K then the values V of every head
@@ -50,11 +56,13 @@ class MultiHeadAttention(ScoredAttention):
         :meth:`attend`, not the base class, normalises them)."""
         key_heads, _ = self._split(keys)  # [B, k, S, d]
         queries = self.query_proj(query).view(query.size(0), self.heads, self.head_size, 1)  # [B, k, d, 1]
-        return torch.matmul(key_heads, queries).squeeze(-1) / math.sqrt(self.head_size)  # [B, k, S]
+        scores = torch.matmul(key_heads, queries).squeeze(-1) / math.sqrt(self.head_size)  # [B, k, S]
+        return self.add_coverage(scores, coverage)
 
-    def head_weights(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def head_weights(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
+                     coverage: torch.Tensor | None = None) -> torch.Tensor:
         """Each head's weights [B, k, S] (0 at padding)."""
-        scores = self.score(query, keys, None)  # [B, k, S]
+        scores = self.score(query, keys, coverage)  # [B, k, S]
         return torch.softmax(scores.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1)  # [B, k, S]
 
     def attend(
@@ -63,7 +71,7 @@ class MultiHeadAttention(ScoredAttention):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """context [B, He] and the heads' mean weights [B, S]; ``values`` are unused (the heads read
         their own projections from ``keys``)."""
-        weights = self.head_weights(query, keys, mask)  # [B, k, S]
+        weights = self.head_weights(query, keys, mask, coverage)  # [B, k, S]
         _, value_heads = self._split(keys)  # [B, k, S, d]
         heads = torch.matmul(weights.unsqueeze(2), value_heads).squeeze(2)  # [B, k, d]
         context = self.output_proj(heads.reshape(query.size(0), -1))  # [B, A] -> [B, He]

@@ -73,15 +73,22 @@ def additive_coverage_attention(
     return _context(weights, states), weights
 
 
+def _covered(scores: np.ndarray, coverage: np.ndarray | None, w_c: np.ndarray | None) -> np.ndarray:
+    """A bilinear score plus its coverage term w_c c_ts (nothing without ``w_c``)."""
+    return scores if w_c is None else scores + w_c * coverage
+
+
 def luong_attention(
     query: np.ndarray, states: np.ndarray, mask: np.ndarray, *, score: str, w_a: np.ndarray | None = None,
-    v_a: np.ndarray | None = None,
+    v_a: np.ndarray | None = None, coverage: np.ndarray | None = None, w_c: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Luong et al. 2015, eq. 8, literally, for the query h_t [B, H] and states h_s [B, S, He]:
 
         dot      h_t^T h_s
         general  h_t^T W_a h_s                  w_a [H, He]
         concat   v_a^T tanh(W_a [h_t; h_s])     w_a [A, H + He], v_a [A]
+
+    With coverage [B, S] and a scalar ``w_c``, dot and general add w_c c_ts to the score.
     """
     if score == "dot":
         scores = np.einsum("bh,bsh->bs", query, states)
@@ -91,24 +98,26 @@ def luong_attention(
         return bahdanau_attention(query, states, mask, w=w_a, v=v_a)
     else:
         raise ValueError(f"unknown Luong score {score!r}; valid: dot, general, concat")
-    weights = masked_softmax(scores, mask.astype(bool))
+    weights = masked_softmax(_covered(scores, coverage, w_c), mask.astype(bool))
     return _context(weights, states), weights
 
 
 def local_p_attention(
     query: np.ndarray, states: np.ndarray, mask: np.ndarray, *, w_a: np.ndarray, w_p: np.ndarray, v_p: np.ndarray,
-    window: int,
+    window: int, coverage: np.ndarray | None = None, w_c: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Luong et al. 2015, section 3.2 (local-p, general score), one sentence at a time:
-    p_t = S_x sigmoid(v_p^T tanh(W_p h_t)); the softmax of the general score over the real positions
-    s with |s - p_t| <= D, times exp(-(s - p_t)^2 / (2 (D/2)^2)); 0 elsewhere."""
+    p_t = S_x sigmoid(v_p^T tanh(W_p h_t)); the softmax of the general score (plus w_c c_ts with
+    coverage) over the real positions s with |s - p_t| <= D, times exp(-(s - p_t)^2 / (2 (D/2)^2));
+    0 elsewhere."""
     batch, length, _ = states.shape
     weights = np.zeros((batch, length))
     for b in range(batch):
         real = int(mask[b].sum())
         center = real / (1.0 + np.exp(-(v_p @ np.tanh(w_p @ query[b]))))
         for_window = [s for s in range(real) if abs(s - center) <= window]
-        scores = np.array([query[b] @ w_a @ states[b, s] for s in for_window])
+        scores = np.array([query[b] @ w_a @ states[b, s] + (0.0 if w_c is None else w_c * coverage[b, s])
+                           for s in for_window])
         align = np.exp(scores - scores.max())
         align /= align.sum()
         sigma = window / 2
@@ -119,10 +128,11 @@ def local_p_attention(
 
 def multi_head_attention(
     query: np.ndarray, states: np.ndarray, mask: np.ndarray, *, w_q: np.ndarray, w_k: np.ndarray, w_v: np.ndarray,
-    w_o: np.ndarray, heads: int,
+    w_o: np.ndarray, heads: int, coverage: np.ndarray | None = None, w_c: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Vaswani et al. 2017, section 3.2.2, for one query per sentence: head i attends with
-    softmax(q_i . k_i,s / sqrt(d)) and the heads' contexts, concatenated, go through W^O.
+    softmax(q_i . k_i,s / sqrt(d)) (plus w_c[i] c_ts with coverage, ``w_c`` [k]) and the heads'
+    contexts, concatenated, go through W^O.
     w_q, w_k, w_v [A, H or He], w_o [He, A]. Returns the context [B, He] and the heads' mean weights [B, S]."""
     size = w_q.shape[0] // heads
     q = (query @ w_q.T).reshape(query.shape[0], heads, size)  # [B, k, d]
@@ -131,6 +141,7 @@ def multi_head_attention(
     head_contexts, all_weights = [], []
     for head in range(heads):
         scores = np.einsum("bd,bsd->bs", q[:, head], k[:, :, head]) / np.sqrt(size)
+        scores = _covered(scores, coverage, None if w_c is None else w_c[head])
         weights = masked_softmax(scores, mask.astype(bool))  # [B, S]
         head_contexts.append(np.einsum("bs,bsd->bd", weights, v[:, :, head]))
         all_weights.append(weights)
