@@ -1,6 +1,6 @@
 """Training and decoding speed against the peers: Joey NMT 2.3.0 and OpenNMT-py 3.5.1 on Multi30k de->en.
 
-    python bench/peers.py [--peers ours,joey,opennmt] [--train-seconds 300] [--rounds 1]
+    python bench/peers.py [--peers ours,joey,opennmt] [--model rnn|transformer] [--train-seconds 300] [--rounds 1]
                           [--quality-minutes 0] [--decode-batches 64,1] [--work DIR] [--data DIR] [--json out.json]
                           [--setup-only] [--report out.json] [--decode-only --json out.json]
 
@@ -12,6 +12,12 @@ batches of 128 sentences, gradient norm 1.0. The models are close, not identical
 after the GRU step and feed the attentional vector back; ours maps the encoder's final state to the
 decoder's first state through a learned tanh layer and has no bias in its attention score), so the
 table prints each one's parameter count.
+
+``--model transformer`` trains the Transformer instead, ours (configs/multi30k/transformer.yaml)
+against OpenNMT-py's (bench/peers/opennmt-transformer.yaml): d_model 256, 3 + 3 pre-norm layers,
+4 heads, FFN 1024, dropout 0.3, sinusoidal positions, tied output layer, label smoothing 0.1,
+Adam (0.9, 0.98) with 800 warm-up steps, batches of 128 sentences. Joey NMT takes part in the RNN
+comparison only.
 
 The systems run one at a time, each with 2 torch threads, for ``--train-seconds`` of training
 (timed from the peer's "training starts" log line; ours has its own train.time_budget_s). The
@@ -64,8 +70,15 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-OURS_CONFIG = REPO / "configs" / "multi30k" / "bigru-attention.yaml"
 TEMPLATES = REPO / "bench" / "peers"
+# --model: each system's configuration of that model (ours: a recipe of configs/; a peer: a template
+# of bench/peers/ whose paths and budget the bench fills in). Joey NMT takes part in the RNN only.
+MODELS = {
+    "rnn": {"ours": REPO / "configs" / "multi30k" / "bigru-attention.yaml", "joey": TEMPLATES / "joey.yaml",
+            "opennmt": TEMPLATES / "opennmt.yaml"},
+    "transformer": {"ours": REPO / "configs" / "multi30k" / "transformer.yaml",
+                    "opennmt": TEMPLATES / "opennmt-transformer.yaml"},
+}
 SPLITS = ("train", "valid", "test2016")
 MAX_LEN = 50  # tokens a side, training pairs only (ours: data.max_src_len / max_tgt_len)
 WARMUP_FRACTION = 0.1
@@ -337,8 +350,11 @@ class System:
     name = label = dist = ""
     checkpoints_on_stop = True  # False: a quality run needs a step budget instead of a clock
 
-    def __init__(self, *, work: Path, raw: Path, data: Path, threads: int) -> None:
+    family = ""  # the key of MODELS[model] that holds this system's configuration
+
+    def __init__(self, *, work: Path, raw: Path, data: Path, threads: int, model: str = "rnn") -> None:
         self.work, self.raw, self.data, self.threads = work, raw, data, threads
+        self.config = MODELS[model][self.family]
         self.install_log = work / "logs" / f"install-{self.name}.log"
 
     @property
@@ -364,7 +380,7 @@ class System:
 
 
 class Ours(System):
-    name, label, dist = "ours", "ours", "seq2seq"
+    name, label, dist, family = "ours", "ours", "seq2seq", "ours"
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE on top of the recipe
 
     @property
@@ -373,7 +389,7 @@ class Ours(System):
 
     def train(self, run_dir: Path, *, seconds: float, steps: int | None = None) -> TrainRun:
         command = [
-            str(self.python), "-m", "seq2seq", "train", str(OURS_CONFIG), "--set", f"train.time_budget_s={seconds:g}",
+            str(self.python), "-m", "seq2seq", "train", str(self.config), "--set", f"train.time_budget_s={seconds:g}",
             "--set", f"train.threads={self.threads}", "--set", f"data.path={self.raw}",
             *(part for override in self.overrides for part in ("--set", override)),
             "--out", str(run_dir / "run"), "--overwrite", "--no-eval", "--no-progress",
@@ -412,7 +428,7 @@ class Ours(System):
 
 
 class Joey(System):
-    name, label, dist = "joey", "Joey NMT", "joeynmt"
+    name, label, dist, family = "joey", "Joey NMT", "joeynmt", "joey"
     checkpoints_on_stop = False  # stopped by SIGINT, 2.3.0 left no checkpoint to decode in the 30-minute run
 
     def setup(self) -> bool:
@@ -421,7 +437,7 @@ class Joey(System):
         return ensure_venv(self.python.parents[1], steps, log=self.install_log)
 
     def _config(self, run_dir: Path, name: str, steps: int | None = None, **testing: object) -> Path:
-        config = yaml.safe_load((TEMPLATES / "joey.yaml").read_text())
+        config = yaml.safe_load(self.config.read_text())
         config["model_dir"] = str(run_dir / "model")  # Joey NMT empties it when training starts
         config["data"].update(train=str(self.data / "train"), dev=str(self.data / "valid"), test=str(self.data / "test2016"))
         config["testing"].update(testing)
@@ -470,7 +486,7 @@ class Joey(System):
 
 
 class OpenNMT(System):
-    name, label, dist = "opennmt", "OpenNMT-py", "OpenNMT-py"
+    name, label, dist, family = "opennmt", "OpenNMT-py", "OpenNMT-py", "opennmt"
     checkpoints_on_stop = False
     CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
@@ -493,7 +509,7 @@ class OpenNMT(System):
         return True
 
     def _config(self, run_dir: Path, name: str, steps: int | None = None) -> Path:
-        config = yaml.safe_load((TEMPLATES / "opennmt.yaml").read_text())
+        config = yaml.safe_load(self.config.read_text())
         run_dir.mkdir(parents=True, exist_ok=True)
         config.update(save_data=str(self.vocab / "sample"), src_vocab=str(self.vocab / "vocab.de"),
                       tgt_vocab=str(self.vocab / "vocab.en"), save_model=str(run_dir / "model"))
@@ -695,6 +711,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "multi30k",
                         help="raw Multi30k: {train,valid,test2016}.{de,en}")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per system (default 2)")
+    parser.add_argument("--model", choices=sorted(MODELS), default="rnn",
+                        help="rnn: the biGRU baseline (every system); transformer: the Transformer of "
+                             "configs/multi30k/transformer.yaml against OpenNMT-py's (bench/peers/opennmt-transformer.yaml)")
     parser.add_argument("--decode-batches", default="64,1",
                         help="comma-separated batch sizes (sentences) for decoding test2016 (default 64,1)")
     parser.add_argument("--decode-only", action="store_true",
@@ -717,6 +736,10 @@ def parse_args() -> argparse.Namespace:
         args.decode_batches = []
     if not args.decode_batches or min(args.decode_batches) < 1:
         parser.error(f"--decode-batches: expected positive integers separated by commas, got {text!r}")
+    without = [name for name in args.peers if SYSTEMS[name].family not in MODELS[args.model]]
+    if without:
+        parser.error(f"--peers: {', '.join(without)} has no {args.model} configuration; "
+                     f"with --model {args.model}: {', '.join(n for n, s in SYSTEMS.items() if s.family in MODELS[args.model])}")
     if args.rounds < 1:
         parser.error(f"--rounds: expected a positive number of rounds, got {args.rounds}")
     if args.decode_only and (args.json is None or not args.json.exists()):
@@ -730,7 +753,7 @@ def set_up(args: argparse.Namespace) -> dict[str, System]:
     data = prepare_data(args.data, args.work / "data")
     systems = {}
     for name in args.peers:
-        system = SYSTEMS[name](work=args.work, raw=args.data, data=data, threads=args.threads)
+        system = SYSTEMS[name](work=args.work, raw=args.data, data=data, threads=args.threads, model=args.model)
         if system.setup():
             systems[name] = system
         else:
@@ -799,6 +822,11 @@ def report(record: dict, runs: dict[str, TrainRun], decoded: list[Decoded],
     print(NOTES.format(threads=record["threads"]))
 
 
+def runs_prefix(model: str) -> str:
+    """The runs of a model other than the RNN baseline go in folders of their own under --work/runs."""
+    return "" if model == "rnn" else f"{model}-"
+
+
 def decode_again(args: argparse.Namespace, systems: dict[str, System]) -> None:
     """``--decode-only``: decode with the models the recorded quality run left in ``--work`` and
     merge the results into the record (a result measured again replaces the old one)."""
@@ -806,7 +834,7 @@ def decode_again(args: argparse.Namespace, systems: dict[str, System]) -> None:
     references = read_lines(args.data / "test2016.en")
     record.setdefault("decode_commands", []).append("python bench/peers.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     for name, system in systems.items():
-        run_dir = args.work / "runs" / f"{name}-quality"
+        run_dir = args.work / "runs" / f"{runs_prefix(args.model)}{name}-quality"
         if name not in quality_runs or not run_dir.is_dir():
             print(f"{system.label}: no quality run in {args.json} or no {run_dir}; skipped", file=sys.stderr)
             continue
@@ -840,12 +868,13 @@ def main() -> None:
         decode_again(args, systems)
         return
     record = {
-        "command": command, "train_seconds": args.train_seconds, "quality_minutes": args.quality_minutes,
+        "command": command, "model": args.model, "train_seconds": args.train_seconds, "quality_minutes": args.quality_minutes,
         "threads": args.threads, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "load_average": load,
         "systems": list(systems), "versions": {name: system.versions() for name, system in systems.items()},
         "load_average_end": load, "training": {}, "decoding": [],
     }
     references = read_lines(args.data / "test2016.en")
+    prefix = runs_prefix(args.model)
     rounds: list[dict[str, TrainRun]] = []  # the speed windows, round by round
     runs: dict[str, TrainRun] = {}  # each system's median window
     quality_runs: dict[str, TrainRun] = {}
@@ -874,7 +903,7 @@ def main() -> None:
             try:
                 of = f" (round {index + 1} of {args.rounds})" if args.rounds > 1 else ""
                 print(f"{system.label}: training {args.train_seconds:g} s{of} ...", file=sys.stderr)
-                rounds[-1][name] = system.train(fresh_dir(args.work / "runs" / f"{name}-speed"), seconds=args.train_seconds)
+                rounds[-1][name] = system.train(fresh_dir(args.work / "runs" / f"{prefix}{name}-speed"), seconds=args.train_seconds)
                 print(f"  {system.label}: {rounds[-1][name].tokens_per_s:,.0f} tgt tokens/s", file=sys.stderr)
                 runs[name] = median_run([speed[name] for speed in rounds if name in speed])
             except RuntimeError as error:
@@ -886,7 +915,7 @@ def main() -> None:
         try:
             quality_runs[name], scored = measure_quality(system, runs[name], minutes=args.quality_minutes,
                                                          references=references, batches=args.decode_batches,
-                                                         run_dir=fresh_dir(args.work / "runs" / f"{name}-quality"))
+                                                         run_dir=fresh_dir(args.work / "runs" / f"{prefix}{name}-quality"))
             decoded += scored
         except RuntimeError as error:
             failed(name, system, error, "quality run")

@@ -104,6 +104,22 @@ def test_peers_setup_only_installs_and_trains_nothing(monkeypatch, capsys):
     assert "set up in" in capsys.readouterr().out
 
 
+def test_peers_model_transformer_gives_each_system_its_transformer_and_refuses_joey(monkeypatch, tmp_path):
+    peers = _load("peers")
+    ours = peers.Ours(work=tmp_path, raw=tmp_path, data=tmp_path, threads=2, model="transformer")
+    onmt = peers.OpenNMT(work=tmp_path, raw=tmp_path, data=tmp_path, threads=2, model="transformer")
+    assert ours.config == ROOT / "configs" / "multi30k" / "transformer.yaml"
+    template = peers.yaml.safe_load(onmt.config.read_text())
+    ours_model = peers.yaml.safe_load(ours.config.read_text())["model"]["transformer"]
+    assert template["encoder_type"] == template["decoder_type"] == "transformer"
+    assert (template["hidden_size"], template["heads"], template["enc_layers"], template["transformer_ff"]) == (
+        ours_model["d_model"], ours_model["heads"], ours_model["encoder_layers"], ours_model["ffn_size"])
+    assert peers.Ours(work=tmp_path, raw=tmp_path, data=tmp_path, threads=2).config.name == "bigru-attention.yaml"
+    monkeypatch.setattr(sys, "argv", ["peers.py", "--model", "transformer", "--peers", "ours,joey"])
+    with pytest.raises(SystemExit):
+        peers.parse_args()
+
+
 def test_peers_json_record_survives_a_stop_and_renders_with_report(tmp_path, capsys):
     peers = _load("peers")
     run = peers.TrainRun("ours", 1000, [peers.Reading(50, 1000.0, 10.0), peers.Reading(50, 2000.0, 5.0)], 15.0, 20.0, 900.0)
