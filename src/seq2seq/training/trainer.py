@@ -35,6 +35,7 @@ from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.run_files import RunDirError, remove_temporaries, save_weights
 from seq2seq.training.averaging import epoch_checkpoints, epoch_weights_path
 from seq2seq.training.checkpointing import load_checkpoint, save_checkpoint
+from seq2seq.training.epoch_progress import EpochProgress, norm_summary
 from seq2seq.training.distributed import SINGLE, Ranks, check_update_fits, data_parallel, shard_update, update_chunks
 from seq2seq.training.loss import coverage_loss, sequence_cross_entropy
 from seq2seq.training.metrics_log import MetricsLog
@@ -88,14 +89,6 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise ValueError(f"train.precision=bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use fp32")
 
 
-def _norm_summary(norms: list[float], *, clip: float) -> dict[str, float]:
-    """Mean and largest gradient norm, and the share of them above ``clip`` (empty: no fields)."""
-    if not norms:
-        return {}
-    return {"grad_norm_mean": sum(norms) / len(norms), "grad_norm_max": max(norms),
-            "clipped_fraction": sum(g > clip for g in norms) / len(norms)}
-
-
 @dataclass
 class _EpochRun:
     """What one pass over the training data measured (before validation)."""
@@ -104,23 +97,9 @@ class _EpochRun:
     tokens: int
     seconds: float
     out_of_time: bool
-    fraction: float  # share of the batches trained
-    skipped: int  # batches skipped for a non-finite loss or gradient
+    fraction: float  # share of the updates done
+    skipped: int  # updates skipped for a non-finite loss or gradient
     grad_norms: list[float]  # gradient norm before clipping of every optimizer step
-
-
-def _check_partial(partial: object) -> dict | None:
-    """A checkpoint's mid-epoch place (``None``: saved at an epoch's end), its fields checked."""
-    if partial is None:
-        return None
-    fields = {"updates": int, "skipped": int, "loss_sum": float, "tokens": int, "grad_norms": list, "seconds": float,
-              "window_loss": float, "window_tokens": int, "window_norms": list}
-    if not isinstance(partial, dict) or set(partial) != set(fields):
-        raise ValueError(f"partial: expected the fields {sorted(fields)}")
-    for name, kind in fields.items():
-        if not isinstance(partial[name], (int, float) if kind is float else kind) or isinstance(partial[name], bool):
-            raise ValueError(f"partial.{name}: expected {kind.__name__}, got {short_repr(partial[name])}")
-    return partial
 
 
 @dataclass
@@ -172,7 +151,7 @@ class Trainer:
         self.step = 0
         self.best_valid_loss = math.inf
         self.bad_epochs = 0
-        self.partial: dict | None = None  # a mid-epoch checkpoint's place in epoch self.epoch + 1 (save_every_steps)
+        self.partial: EpochProgress | None = None  # a mid-epoch checkpoint's place in epoch self.epoch + 1
 
     # ------------------------------------------------------------------ state
     def resume(self) -> None:
@@ -198,7 +177,7 @@ class Trainer:
             self.step = int(counters["step"])
             self.best_valid_loss = float(counters["best_valid_loss"])
             self.bad_epochs = int(counters["bad_epochs"])
-            self.partial = _check_partial(counters.get("partial"))
+            self.partial = EpochProgress.from_partial(counters.get("partial"))
         except (KeyError, TypeError, ValueError) as error:
             raise RunDirError(f"{last}: malformed counters {short_repr(counters)} in the trainer state ({error})") from None
         self.metrics.truncate(epoch=self.epoch, step=None if self.partial is None else self.step)
@@ -206,7 +185,7 @@ class Trainer:
             logger.info("resumed %s after epoch %d (step %d)", self.run_dir, self.epoch, self.step)
         else:
             logger.info("resumed %s in epoch %d after %d of its updates (step %d)", self.run_dir, self.epoch + 1,
-                        self.partial["updates"], self.step)
+                        self.partial.updates, self.step)
         saved_world = counters.get("world_size", 1)
         if self.partial is not None and saved_world != self.ranks.world_size:
             raise RunDirError(f"{last}: written in the middle of epoch {self.epoch + 1} by {saved_world} process(es); "
@@ -232,15 +211,15 @@ class Trainer:
             "partial": partial,
         }
 
-    def _save_partial(self, partial: dict) -> None:
+    def _save_partial(self, progress: EpochProgress, *, seconds: float) -> None:
         """``last.safetensors`` in the middle of epoch ``self.epoch + 1`` (``train.save_every_steps``):
-        the weights, optimizer and counters after ``partial["updates"]`` of its updates, with the
+        the weights, optimizer and counters after ``progress.updates`` of its updates, with the
         epoch's sums so far; ``best`` and the epoch records wait for the epoch's end."""
         if self._writes:
             assert self.run_dir is not None
             save_checkpoint(self.run_dir / "last.safetensors", model=self.model, optimizer=self.optimizer,
-                            scheduler=self.scheduler, counters=self._counters(partial))
-        self._reseed(partial["updates"])
+                            scheduler=self.scheduler, counters=self._counters(progress.to_partial(seconds=seconds)))
+        self._reseed(progress.updates)
 
     def _reseed(self, updates: int) -> None:
         """Dropout and teacher-forcing draws from (seed, epoch, updates done, rank) alone, so that a run
@@ -371,24 +350,17 @@ class Trainer:
             torch.manual_seed((self.config.seed * 1000 + self.epoch) * 1000 + self.ranks.rank)
         # The data order depends only on (seed, epoch), so a resumed run sees the same batches.
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + self.epoch)
-        total, tokens, started, out_of_time = 0.0, 0, time.perf_counter(), False
-        window_loss, window_tokens = 0.0, 0  # mean loss and speed since the last logged step
-        window_norms: list[float] = []  # gradient norms before clipping, since the last logged step
-        epoch_norms: list[float] = []
-        window_started = time.perf_counter()
         chunks = update_chunks(pairs, self.config, ranks=self.ranks, generator=generator)
         tgt_lengths = pair_lengths(pairs)[1]  # [N], <sos> ... <eos>
-        done, skipped, first = 0, 0, 1
+        progress, out_of_time = self.partial or EpochProgress(), False
+        started = window_started = time.perf_counter()
+        started -= progress.seconds
         if self.partial is not None:  # resumed from a mid-epoch checkpoint: go on after its updates
-            first, done, skipped = self.partial["updates"] + 1, self.partial["updates"], self.partial["skipped"]
-            total, tokens, epoch_norms = self.partial["loss_sum"], self.partial["tokens"], list(self.partial["grad_norms"])
-            window_loss, window_tokens = self.partial["window_loss"], self.partial["window_tokens"]
-            window_norms = list(self.partial["window_norms"])
-            started -= self.partial["seconds"]
-            self._reseed(self.partial["updates"])
+            self._reseed(progress.updates)
             self.partial = None
         save_every, saved_at = self.config.save_every_steps, self.step
-        for done, chunk in enumerate(chunks[first - 1 :], start=first):
+        for done, chunk in enumerate(chunks[progress.updates :], start=progress.updates + 1):
+            progress.updates = done
             batches = [
                 collate([pairs[i] for i in part], part, pad_index=self.pad_index, copy=self.model.copies).to(self.device)
                 for part in shard_update(chunk, ranks=self.ranks, accumulate=self.config.accumulate) if part
@@ -401,39 +373,31 @@ class Trainer:
             outcome = self._train_update(batches, tokens=n_update, stand_in=stand_in)
             if isinstance(outcome, str):
                 self._non_finite(outcome, chunk, number=done, of=len(chunks))
-                skipped += 1
+                progress.skipped += 1
                 loss_sum, n = math.nan, 0
             else:
                 loss_sum, n, grad_norm = outcome
-                total, tokens = total + loss_sum, tokens + n
-                window_loss, window_tokens = window_loss + loss_sum, window_tokens + n
-                window_norms.append(grad_norm)
-                epoch_norms.append(grad_norm)
+                progress.add(loss_sum, n, grad_norm)
                 if self.step % self.step_log_every == 0:
                     now = time.perf_counter()
-                    record = {
-                        "kind": "step", "step": self.step, "epoch": self.epoch + 1,
-                        "train_loss": window_loss / window_tokens,
+                    window_loss, window_tokens, window_norms = progress.take_window()
+                    self.metrics.append({
+                        "kind": "step", "step": self.step, "epoch": self.epoch + 1, "train_loss": window_loss,
                         "tgt_tokens": window_tokens, "tgt_tokens_per_s": window_tokens / max(now - window_started, 1e-9),
                         "teacher_forcing": self.teacher_forcing,
-                        **_norm_summary(window_norms, clip=self.config.clip_norm),
-                    }
-                    self.metrics.append(record)
-                    window_loss, window_tokens, window_started, window_norms = 0.0, 0, now, []
+                        **norm_summary(window_norms, clip=self.config.clip_norm),
+                    })
+                    window_started = now
             if save_every and self.step % save_every == 0 and self.step != saved_at and done < len(chunks):
                 saved_at = self.step  # a skipped update leaves the step where it was: no second save
-                self._save_partial({"updates": done, "skipped": skipped, "loss_sum": total, "tokens": tokens,
-                                    "grad_norms": epoch_norms, "seconds": time.perf_counter() - started,
-                                    "window_loss": window_loss, "window_tokens": window_tokens,
-                                    "window_norms": window_norms})
+                self._save_partial(progress, seconds=time.perf_counter() - started)
             if self.on_batch is not None and self.ranks.is_main:
                 self.on_batch(self.step, done, loss_sum / n if n else math.nan)
             if deadline is not None and self.ranks.any(time.perf_counter() > deadline, device=self.device):
                 out_of_time = True
                 break
-        fraction = done / max(len(chunks), 1)
-        return _EpochRun(total / max(tokens, 1), tokens, time.perf_counter() - started, out_of_time, fraction, skipped,
-                         epoch_norms)
+        return _EpochRun(progress.loss_sum / max(progress.tokens, 1), progress.tokens, time.perf_counter() - started,
+                         out_of_time, progress.updates / max(len(chunks), 1), progress.skipped, progress.grad_norms)
 
     def fit(self, train_pairs: Sequence[EncodedPair], valid_pairs: Sequence[EncodedPair]) -> TrainResult:
         """Train until ``epochs``, early stopping or the time budget, whichever comes first."""
@@ -475,7 +439,7 @@ class Trainer:
                 train_tokens_per_s=run.tokens / max(run.seconds, 1e-9),
                 fraction=run.fraction,
                 skipped_batches=run.skipped,
-                **_norm_summary(run.grad_norms, clip=self.config.clip_norm),
+                **norm_summary(run.grad_norms, clip=self.config.clip_norm),
             )
             result.history.append(stats)
             self.metrics.append(stats.to_json())
