@@ -679,14 +679,24 @@ def quality_table(decoded: list[Decoded], labels: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-NOTES = """\
-Notes:
-- ours / system: ours' figure over the system's; above 1.00x, ours is faster.
+MODEL_NOTES = {
+    "rnn": """\
 - The models are close but not identical: all three attend after the GRU step with an additive
   score (ours and Joey NMT: "bahdanau"; OpenNMT-py: "mlp") and feed the previous attentional vector
   back (input feeding, through a 512 tanh readout); ours starts the decoder from a learned tanh
   bridge over the encoder's final states. Parameter counts differ accordingly.
-- tgt tokens/s: non-padding target tokens, <eos> included, <sos> not, for all three (ours: the
+""",
+    "transformer": """\
+- The Transformers have the same sizes and layout (pre-norm, sinusoidal positions, tied output
+  layer, no dropout on the attention weights); the parameter counts differ by less than 0.1 %
+  (which linear layers carry a bias).
+""",
+}
+
+NOTES = """\
+Notes:
+- ours / system: ours' figure over the system's; above 1.00x, ours is faster.
+{models}- tgt tokens/s: non-padding target tokens, <eos> included, <sos> not, for all three (ours: the
   tgt_tokens of metrics.jsonl; Joey NMT: batch.ntokens in "Tokens per Sec"; OpenNMT-py: n_words in
   "tok/s"). Readings: ours every 50 steps, the peers every 10; the first reading and any starting in
   the first 10% of the logged time are dropped, the rest are weighted by time (Joey NMT's
@@ -797,7 +807,7 @@ def report(record: dict, runs: dict[str, TrainRun], decoded: list[Decoded],
     missing = [name for name in record["systems"] if name not in runs]
     if missing:
         print(f"INCOMPLETE: {', '.join(missing)} not in this record (the run stopped early, or is still going)")
-    print(f"Multi30k de->en, {record['machine']}, {record['threads']} torch threads per system, "
+    print(f"Multi30k de->en, the {record.get('model', 'rnn')} model, {record['machine']}, {record['threads']} torch threads per system, "
           f"load average {record['load_average']:.2f} at the start and {record['load_average_end']:.2f} at the end "
           f"(above 0.5: shared, noisy)")
     rounds = [train_runs(speed) for speed in record.get("rounds", [])]
@@ -819,7 +829,7 @@ def report(record: dict, runs: dict[str, TrainRun], decoded: list[Decoded],
         print()
         print(quality_table(decoded, labels))
     print()
-    print(NOTES.format(threads=record["threads"]))
+    print(NOTES.format(threads=record["threads"], models=MODEL_NOTES[record.get("model", "rnn")]))
 
 
 def runs_prefix(model: str) -> str:
