@@ -443,12 +443,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for preset in presets:
         if preset not in PRESETS:
             raise ConfigError(f"--presets: unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
-    from seq2seq.compare import compare_defaults
-
     base, overrides = _config_sources(args)
     comparison = run_comparison(
-        base, [*compare_defaults(base), *overrides], presets=presets, out_dir=Path(args.out), overwrite=args.overwrite,
-        seeds=args.seeds,
+        base, overrides, presets=presets, out_dir=Path(args.out), overwrite=args.overwrite, seeds=args.seeds, defaults=True,
         show_progress=not args.no_progress, command="seq2seq " + " ".join(shlex.quote(a) for a in args.argv),
     )
     print(comparison.table_markdown())
