@@ -709,7 +709,8 @@ Notes:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--peers", default="ours,joey,opennmt", help=f"comma-separated systems: {', '.join(SYSTEMS)}")
+    parser.add_argument("--peers", help=f"comma-separated systems: {', '.join(SYSTEMS)} (default: ours,joey,opennmt; "
+                                         "with --model transformer: ours,opennmt)")
     parser.add_argument("--train-seconds", type=float, default=300, help="training window per system (default 300)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="speed windows per system, interleaved round by round; the table gives each system's "
@@ -735,6 +736,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--setup-only", action="store_true",
                         help="install the peers and tokenize the data, then stop (e.g. while the machine is busy)")
     args = parser.parse_args()
+    if args.peers is None:
+        args.peers = "ours,joey,opennmt" if args.model == "rnn" else "ours,opennmt"
     args.peers = [name.strip() for name in args.peers.split(",") if name.strip()]
     unknown = [name for name in args.peers if name not in SYSTEMS]
     if unknown or not args.peers:
@@ -841,6 +844,9 @@ def decode_again(args: argparse.Namespace, systems: dict[str, System]) -> None:
     """``--decode-only``: decode with the models the recorded quality run left in ``--work`` and
     merge the results into the record (a result measured again replaces the old one)."""
     record, runs, decoded, quality_runs = load_json(args.json)
+    model = record.get("model", "rnn")
+    if model != args.model:
+        raise SystemExit(f"--decode-only: {args.json} records the {model} model; run it with --model {model}")
     references = read_lines(args.data / "test2016.en")
     record.setdefault("decode_commands", []).append("python bench/peers.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     for name, system in systems.items():

@@ -33,6 +33,8 @@ LAYOUTS = {
                                 "model.decoder.layers=2", "model.decoder.attention=none"),
     # the coverage vector is a state input and output of the step graph
     "lstm-attention-coverage": ("model.decoder.coverage=true",),
+    "gru-local-p": ("model.encoder.cell=gru", "model.decoder.cell=gru", "model.decoder.attention=local-p",
+                    "model.decoder.readout_size=24", "model.decoder.input_feeding=true", "model.decoder.attention_window=3"),
     # ... and with a bilinear score, whose coverage term is added to the score (per head for multi-head)
     "gru-local-p-coverage": ("model.encoder.cell=gru", "model.decoder.cell=gru", "model.decoder.attention=local-p",
                              "model.decoder.readout_size=24", "model.decoder.input_feeding=true",

@@ -310,7 +310,7 @@ def _recipe_note(preset: str, config: RunConfig) -> str:
     return (f"{preset}: d_model {tf.d_model}, {tf.encoder_layers} + {tf.decoder_layers} layers, {tf.heads} heads, "
             f"FFN {tf.ffn_size}; {train_config.lr_schedule} schedule to lr {train_config.learning_rate:g} after "
             f"{train_config.warmup_steps} warm-up steps, Adam betas {list(train_config.adam_betas)}, label smoothing "
-            f"{train_config.label_smoothing:g}, teacher forcing {train_config.teacher_forcing.describe()} (Vaswani et al.'s recipe).")
+            f"{train_config.label_smoothing:g}, teacher forcing {train_config.teacher_forcing.describe()}.")
 
 
 def _description(corpus: Corpus, config: RunConfig, split: str, notes: list[str]) -> list[str]:
@@ -356,12 +356,16 @@ def run_comparison(
         return [*compare_defaults(base, preset), *overrides] if defaults else overrides
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    shared = build_config(base=base, preset=presets[0], overrides=preset_overrides(presets[0]), source="compare")
+    # the shared budget's line describes the recurrent presets (a Transformer's recipe is a note of its own)
+    described = next((preset for preset in presets if not is_transformer(preset)), presets[0])
+    shared = build_config(base=base, preset=described, overrides=preset_overrides(described), source="compare")
     corpus = build_corpus(shared.data, shared.vocab)
     split = "test" if corpus.encoded.get("test") else "valid"
     comparison = Comparison(test_split=split, command=command)
-    comparison.notes = [_recipe_note(preset, build_config(base=base, preset=preset, overrides=preset_overrides(preset)))
-                        for preset in presets if is_transformer(preset)]
+    comparison.notes = [
+        _recipe_note(preset, build_config(base=base, preset=preset, overrides=preset_overrides(preset), source=f"compare/{preset}"))
+        for preset in presets if is_transformer(preset)
+    ]
     started = time.perf_counter()
     first_seed = shared.train.seed
     for preset in presets:

@@ -41,7 +41,7 @@ class DecoderConfig(StrictModel):
     coverage: bool = Field(
         default=False,
         description="coverage (Tu et al. 2016; See et al. 2017): the sum of past attention weights feeds the score "
-        "(inside the additive scores' tanh; added to the score, per head, for the dot-product ones); "
+        "(inside the additive scores' tanh; added to the score, per head, for the dot-product and bilinear ones); "
         "train.coverage_weight adds the coverage loss",
     )
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)

@@ -70,7 +70,7 @@ class CoverageTerm(nn.Module):
 
     def forward(self, scores: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
         """scores [B, S] (one head) or [B, k, S], coverage [B, S] -> scores of the same shape."""
-        coverage = coverage.to(scores.dtype)
+        coverage = coverage.to(self.weight.dtype)  # the sum of past weights, not rounded under bf16 autocast
         if scores.dim() == 2:
             return scores + self.weight * coverage  # [B, S]
         return scores + self.weight[:, None] * coverage.unsqueeze(1)  # [B, k, S]

@@ -75,7 +75,11 @@ def additive_coverage_attention(
 
 def _covered(scores: np.ndarray, coverage: np.ndarray | None, w_c: np.ndarray | None) -> np.ndarray:
     """A bilinear score plus its coverage term w_c c_ts (nothing without ``w_c``)."""
-    return scores if w_c is None else scores + w_c * coverage
+    if w_c is None:
+        return scores
+    if coverage is None:
+        raise ValueError("a coverage weight w_c needs the coverage [B, S]")
+    return scores + w_c * coverage
 
 
 def luong_attention(
@@ -95,6 +99,8 @@ def luong_attention(
     elif score == "general":
         scores = np.einsum("bh,hk,bsk->bs", query, w_a, states)
     elif score == "concat":
+        if w_c is not None:
+            raise ValueError("concat with coverage is additive_coverage_attention (w_c inside the tanh)")
         return bahdanau_attention(query, states, mask, w=w_a, v=v_a)
     else:
         raise ValueError(f"unknown Luong score {score!r}; valid: dot, general, concat")

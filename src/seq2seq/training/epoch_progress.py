@@ -53,10 +53,15 @@ class EpochProgress:
         """A checkpoint's ``partial`` counters (``None``: saved at an epoch's end), their fields checked."""
         if partial is None:
             return None
-        kinds = {f.name: {"int": int, "float": float}.get(str(f.type), list) for f in fields(cls)}
-        if not isinstance(partial, dict) or set(partial) != set(kinds):
-            raise ValueError(f"partial: expected the fields {sorted(kinds)}")
-        for name, kind in kinds.items():
+        if not isinstance(partial, dict) or set(partial) != set(_KINDS):
+            raise ValueError(f"partial: expected the fields {sorted(_KINDS)}")
+        for name, kind in _KINDS.items():
             if not isinstance(partial[name], (int, float) if kind is float else kind) or isinstance(partial[name], bool):
                 raise ValueError(f"partial.{name}: expected {kind.__name__}, got {short_repr(partial[name])}")
         return cls(**{name: list(value) if isinstance(value, list) else value for name, value in partial.items()})
+
+
+# The type a checkpoint's ``partial`` field must have (an int passes for a float).
+_KINDS = {"updates": int, "skipped": int, "loss_sum": float, "tokens": int, "grad_norms": list, "seconds": float,
+          "window_loss": float, "window_tokens": int, "window_norms": list}
+assert set(_KINDS) == {f.name for f in fields(EpochProgress)}

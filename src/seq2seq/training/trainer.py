@@ -350,10 +350,10 @@ class Trainer:
             torch.manual_seed((self.config.seed * 1000 + self.epoch) * 1000 + self.ranks.rank)
         # The data order depends only on (seed, epoch), so a resumed run sees the same batches.
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + self.epoch)
+        started = window_started = time.perf_counter()
         chunks = update_chunks(pairs, self.config, ranks=self.ranks, generator=generator)
         tgt_lengths = pair_lengths(pairs)[1]  # [N], <sos> ... <eos>
         progress, out_of_time = self.partial or EpochProgress(), False
-        started = window_started = time.perf_counter()
         started -= progress.seconds
         if self.partial is not None:  # resumed from a mid-epoch checkpoint: go on after its updates
             self._reseed(progress.updates)
