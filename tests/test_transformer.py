@@ -76,13 +76,17 @@ def test_shapes_and_attention_weights_sum_to_one_and_skip_padding():
 
 
 def test_fused_attention_equals_the_explicit_weights_path():
+    """The CPU computes eq. 1 written out (faster there); CUDA calls PyTorch's fused kernel, which
+    must give the same context."""
     generator = torch.Generator().manual_seed(0)
     query, keys, values = (torch.randn(2, 3, 4, 5, generator=generator) for _ in range(3))  # [B, h, N, d_k]
     mask = torch.tensor([[True, True, False, False], [True, True, True, True]])[:, None, None, :]
-    fused, none = scaled_dot_product(query, keys, values, mask)
+    fused = torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=mask)
+    cpu, none = scaled_dot_product(query, keys, values, mask)
     explicit, weights = scaled_dot_product(query, keys, values, mask, need_weights=True)
-    assert none is None and torch.allclose(fused, explicit, atol=1e-6)
+    assert none is None and torch.allclose(fused, explicit, atol=1e-6) and torch.equal(cpu, explicit)
     assert (weights[0, ..., 2:] == 0).all()
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 3, 4))
 
 
 def test_padding_does_not_change_the_real_positions():
@@ -198,10 +202,11 @@ def _train(reverse_data, tmp_path, *, epochs: int, run_name: str = "run", resume
 def test_overfits_the_tiny_reversal_task(reverse_data, tmp_path):
     torch.set_num_threads(1)
     _, tgt_vocab, pairs, encoded = reverse_data
-    model, _ = _train(reverse_data, tmp_path, epochs=40)  # 520 steps; 0.96 exact match with seed 42, one thread
+    model, _ = _train(reverse_data, tmp_path, epochs=60)  # 780 steps, one thread
     hypotheses = greedy_decode_all(model, [p.src for p in encoded[:200]], sos_index=2, eos_index=3, pad_index=0, max_len=12)
     predicted = [tgt_vocab.decode(h.tokens) for h in hypotheses]
-    assert exact_match(predicted, [t for _, t in pairs[:200]]) >= 0.95
+    # 0.945-0.98 over train.seed 1, 2, 3 and 42 (0.89-0.975 after 40 epochs: too close to a bound)
+    assert exact_match(predicted, [t for _, t in pairs[:200]]) >= 0.93
 
 
 def test_inverse_sqrt_schedule_values_and_the_learning_rate_per_step(reverse_data, tmp_path):

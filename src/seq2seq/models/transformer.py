@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seq2seq.models.copy import copy_mixture
+from seq2seq.models.dropout import Dropout
 from seq2seq.models.transformer_state import TransformerMemory, TransformerState
 
 
@@ -37,16 +38,21 @@ def scaled_dot_product(
 
     ``query`` [B, h, N, d_k], ``keys`` and ``values`` [B, h, M, d_k], ``mask`` broadcastable to
     [B, h, N, M], True where a query may attend (None: everywhere) -> the context [B, h, N, d_k] and,
-    with ``need_weights``, the weights [B, h, N, M]. PyTorch's fused kernel returns no weights, so
-    ``need_weights`` computes the same expression explicitly (a test pins the two together).
+    with ``need_weights``, the weights [B, h, N, M].
+
+    On CUDA (and other accelerators) the products go to PyTorch's fused kernel. It returns no
+    weights, and on the CPU, at this toolkit's lengths (tens of positions), its flash kernel
+    trained 1.7x slower in float32 and 5x slower in bf16 than the expression written out
+    (forward and backward, [128, 4, 20, 64]; docs/BENCHMARKS.md). So ``need_weights`` and the CPU
+    compute it explicitly; a test pins the two forms together.
     """
-    if not need_weights:
+    if not need_weights and query.device.type != "cpu":
         return F.scaled_dot_product_attention(query, keys, values, attn_mask=mask), None
     scores = query @ keys.transpose(-2, -1) / math.sqrt(query.size(-1))  # [B, h, N, M]
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)  # [B, h, N, M]; every row has a real key, so no NaN
-    return weights @ values, weights
+    return weights @ values, weights if need_weights else None
 
 
 class TransformerAttention(nn.Module):
@@ -114,7 +120,7 @@ class Residual(nn.Module):
     def __init__(self, *, d_model: int, dropout: float, pre_norm: bool) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout, mask="bits")
         self.pre_norm = pre_norm
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,7 +203,7 @@ class Embeddings(nn.Module):
             raise ValueError(f"positions must be sinusoidal or learned, not {positions!r}")
         self.tokens = tokens if tokens is not None else nn.Embedding(vocab_size, d_model, padding_idx=pad_index)
         self.learned = nn.Embedding(max_positions, d_model) if positions == "learned" else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout, mask="bits")
         self.scale = math.sqrt(d_model)
 
     @property
