@@ -26,6 +26,7 @@ from torch import nn
 
 from seq2seq.models.copy import copy_mixture
 from seq2seq.models.dropout import Dropout
+from seq2seq.models.linear import linear
 from seq2seq.models.transformer_state import TransformerMemory, TransformerState
 
 
@@ -305,7 +306,7 @@ class TransformerDecoder(nn.Module):
         """Logits [B, N, V] from the top layer's output ``h`` [B, N, D]; for a copy decoder the
         log-probabilities [B, N, V_ext] of the pointer-generator mixture, gated by [h; x] (``x`` the
         embedded inputs) over the cross-attention ``weights`` [B, N, S]."""
-        logits = self.output(h)
+        logits = linear(self.output, h)  # nn.Linear's product, rows padded on the CPU (models/linear.py)
         if self.p_gen is None:
             return logits
         assert memory.copy_ids is not None  # prepare_memory checked it
