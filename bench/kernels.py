@@ -1,4 +1,4 @@
-"""The two CPU kernels the models route around, timed against PyTorch's own at the model's shapes.
+"""The CPU kernels the models route around, timed against PyTorch's own at the model's shapes.
 
     python bench/kernels.py [--threads 2] [--vocab 5921] [--repeats 30]
 
@@ -7,6 +7,13 @@
 2. The vocabulary projection [N, 512] x [512, V] at training's N = 2048 rows and beam search's
    320 and greedy's 64: ``F.linear`` against :func:`seq2seq.models.linear.linear` (rows padded to
    16 floats while computed).
+3. Dropout (p 0.3) on the Multi30k Transformer's [128, 20, 256] activations, forward and
+   backward: ``nn.Dropout`` (``bernoulli_``) against :class:`seq2seq.models.dropout.Dropout` with
+   the RNNs' uniform mask and the Transformer's 16-bit mask.
+4. The Transformer's attention, eq. 1 with a padding mask, forward and backward at [128, 4 heads,
+   20 queries, 22 keys, 64]: ``F.scaled_dot_product_attention`` (the flash kernel on the CPU)
+   against :func:`seq2seq.models.transformer.scaled_dot_product` (the expression written out), in
+   float32 and bfloat16.
 
 Each pair alternates, and the best of ``--repeats`` timings of each is reported with the ratio
 (ours / torch's time: below 1 is faster). The maximal difference of the results is printed too.
@@ -28,8 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from seq2seq.cpu_memory import keep_freed_memory
+from seq2seq.models.dropout import Dropout
 from seq2seq.models.fast_paths import tanh_
 from seq2seq.models.linear import linear
+from seq2seq.models.transformer import scaled_dot_product
 
 
 def cpu_name() -> str:
@@ -83,6 +92,35 @@ def main(argv: list[str] | None = None) -> None:
             features = torch.randn(rows, 512)
             compare(f"output layer [{rows}, 512] x [512, {args.vocab}]", lambda: F.linear(features, layer.weight, layer.bias),
                     lambda: linear(layer, features), max(3, args.repeats // (10 if rows == 2048 else 1)))
+
+    activations = torch.randn(128, 20, 256, requires_grad=True)
+    upstream = torch.randn(128, 20, 256)
+    def dropout_step(dropout: nn.Module) -> Callable[[], torch.Tensor]:
+        def step() -> torch.Tensor:
+            activations.grad = None
+            dropout(activations).backward(upstream)
+            return (activations.grad != 0).float().mean().reshape(1)  # the keep rate: ~0.7 for each
+        return step
+    for mask in ("uniform", "bits"):
+        compare(f"dropout 0.3 [128, 20, 256], fwd + bwd: {mask} mask", dropout_step(nn.Dropout(0.3)),
+                dropout_step(Dropout(0.3, mask=mask)), args.repeats)
+
+    padding = torch.rand(128, 1, 1, 22) > 0.1  # [B, 1, 1, M]: True where a key is real
+    padding[..., 0] = True
+    for dtype in (torch.float32, torch.bfloat16):
+        query, keys, values = (torch.randn(128, 4, length, 64, dtype=dtype, requires_grad=True) for length in (20, 22, 22))
+        grad = torch.randn(128, 4, 20, 64, dtype=dtype)
+        def attention_step(function: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+            def step() -> torch.Tensor:
+                query.grad = keys.grad = values.grad = None
+                context = function()
+                context.backward(grad)
+                return torch.cat([context.detach().flatten(), query.grad.flatten()])
+            return step
+        name = "float32" if dtype == torch.float32 else "bfloat16"
+        compare(f"attention [128, 4, 20, 22, 64] {name}, fwd + bwd",
+                attention_step(lambda: F.scaled_dot_product_attention(query, keys, values, attn_mask=padding)),
+                attention_step(lambda: scaled_dot_product(query, keys, values, padding)[0]), args.repeats)
 
 
 if __name__ == "__main__":
