@@ -7,7 +7,9 @@
 Builds the configuration's data and model, then runs ``--warmup`` + ``--batches`` training steps
 exactly as the trainer does (teacher forcing from the config, loss over non-padding tokens, clip,
 Adam) and prints target tokens/s over the timed batches plus the mean milliseconds per phase
-(encode, decoder loop, output layer, loss, backward, clip, optimizer). ``--sort source`` and
+(encode, decoder loop, output layer, loss, backward, clip, optimizer). A Transformer
+(``configs/multi30k/transformer.yaml``) runs its decoder over the whole target in one call, so
+its "decoder loop" includes the output layer. ``--sort source`` and
 ``--adam default`` undo two of the speed changes (batches sorted by target length; fused Adam) so
 their effect can be measured in the same session; ``--set model.decoder.readout_size=null``
 removes the readout layer; ``--set train.precision=bf16`` times bf16 autocast;
