@@ -58,10 +58,34 @@ def test_kernels_benchmark_prints_its_command_and_a_row_per_kernel_with_tiny_dif
     assert out.startswith("command: python bench/kernels.py --threads 1 --vocab 37 --repeats 1")
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "ms" not in line]
     assert [row[0].strip() for row in rows] == [
-        "attention tanh [128, 15, 512]", *(f"output layer [{n}, 512] x [512, 37]" for n in (2048, 320, 64))
+        "attention tanh [128, 15, 512]", *(f"output layer [{n}, 512] x [512, 37]" for n in (2048, 320, 64)),
+        *(f"dropout 0.3 [128, 20, 256], fwd + bwd: {mask} mask" for mask in ("uniform", "bits")),
+        *(f"attention [128, 4, 20, 22, 64] {dtype}, fwd + bwd" for dtype in ("float32", "bfloat16")),
     ]
-    assert all(float(row[4]) <= 1e-4 and float(row[3]) >= 0 for row in rows)  # one timing each: "0.00" can be printed
+    # the same values (dropout: keep rates within 0.005 of each other; bf16: within its rounding)
+    tolerances = [1e-4] * 4 + [5e-3] * 2 + [1e-4, 0.1]
+    assert all(float(row[4]) <= tolerance for row, tolerance in zip(rows, tolerances))
+    assert all(float(row[3]) >= 0 for row in rows)  # one timing each: "0.00" can be printed
     assert float(rows[0][1]) > 0 and float(rows[0][2]) > 0  # the tanh's milliseconds, torch's and ours
+
+
+def test_matmul_benchmark_prints_its_command_and_a_rate_per_shape_and_dtype(monkeypatch, capsys):
+    import torch
+
+    matmul = _load("matmul")
+    monkeypatch.setattr(matmul, "SHAPES", ((64, 16, 37), (64, 37, 16)))  # small: the table, not the speed
+    threads = torch.get_num_threads()
+    try:
+        matmul.main(["--threads", "1", "--repeats", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert out.startswith("command: python bench/matmul.py --threads 1 --repeats 1")
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "GFLOP" not in line]
+    assert [(row[0].strip(), row[1].strip()) for row in rows] == [
+        (dtype, shape) for dtype in ("float32", "bfloat16") for shape in ("[64, 16] x [16, 37]", "[64, 37] x [37, 16]")
+    ]
+    assert all(float(rate) > 0 for row in rows for rate in row[2:])
 
 
 def test_scaling_benchmark_rejects_bad_sizes(tmp_path):
