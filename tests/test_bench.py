@@ -59,11 +59,11 @@ def test_kernels_benchmark_prints_its_command_and_a_row_per_kernel_with_tiny_dif
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "ms" not in line]
     assert [row[0].strip() for row in rows] == [
         "attention tanh [128, 15, 512]", *(f"output layer [{n}, 512] x [512, 37]" for n in (2048, 320, 64)),
-        *(f"dropout 0.3 [128, 20, 256], fwd + bwd: {mask} mask" for mask in ("uniform", "bits")),
+        "dropout 0.3 [128, 20, 256], fwd + bwd",
         *(f"attention [128, 4, 20, 22, 64] {dtype}, fwd + bwd" for dtype in ("float32", "bfloat16")),
     ]
     # the same values (dropout: keep rates within 0.005 of each other; bf16: within its rounding)
-    tolerances = [1e-4] * 4 + [5e-3] * 2 + [1e-4, 0.1]
+    tolerances = [1e-4] * 4 + [5e-3, 1e-4, 0.1]
     assert all(float(row[4]) <= tolerance for row, tolerance in zip(rows, tolerances))
     assert all(float(row[3]) >= 0 for row in rows)  # one timing each: "0.00" can be printed
     assert float(rows[0][1]) > 0 and float(rows[0][2]) > 0  # the tanh's milliseconds, torch's and ours

@@ -323,19 +323,18 @@ def test_uniform_init_draws_every_parameter_within_its_range_and_keeps_padding_z
     assert float(default.decoder.embedding.weight.detach()[1:].std()) > 0.5
 
 
-@pytest.mark.parametrize("mask", ["uniform", "bits"])
-def test_dropout_zeroes_about_p_scales_the_rest_and_is_the_identity_in_eval(mask: str) -> None:
+def test_dropout_zeroes_about_p_scales_the_rest_and_is_the_identity_in_eval() -> None:
     from seq2seq.models.dropout import Dropout
 
     torch.manual_seed(0)
     x = torch.randn(64, 50, 40, requires_grad=True)
-    dropout = Dropout(0.3, mask=mask)
+    dropout = Dropout(0.3)
     torch.manual_seed(1)
     y = dropout(x)
     torch.manual_seed(1)
     assert torch.equal(dropout(x), y)  # torch's generator draws the mask: the seed fixes it
     flat = (y != 0).flatten().float()
-    # neighbours (the bits mask: four to a 64-bit word) are kept independently: P(both) = 0.7^2
+    # neighbours are kept independently: P(both) = 0.7^2
     assert abs(float((flat[:-1] * flat[1:]).mean()) - 0.49) < 0.01
     kept = y != 0
     assert abs(float(kept.float().mean()) - 0.7) < 0.01
@@ -347,9 +346,7 @@ def test_dropout_zeroes_about_p_scales_the_rest_and_is_the_identity_in_eval(mask
     dropout.eval()
     assert dropout(x) is x
     with pytest.raises(ValueError, match="dropout probability"):
-        Dropout(1.0, mask=mask)
-    with pytest.raises(ValueError, match="dropout mask must be one of uniform, bits"):
-        Dropout(0.3, mask="bernoulli")
+        Dropout(1.0)
 
 
 def _plain_additive_scores(attention, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

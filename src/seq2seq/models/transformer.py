@@ -121,7 +121,7 @@ class Residual(nn.Module):
     def __init__(self, *, d_model: int, dropout: float, pre_norm: bool) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = Dropout(dropout, mask="bits")
+        self.dropout = Dropout(dropout)
         self.pre_norm = pre_norm
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -204,7 +204,7 @@ class Embeddings(nn.Module):
             raise ValueError(f"positions must be sinusoidal or learned, not {positions!r}")
         self.tokens = tokens if tokens is not None else nn.Embedding(vocab_size, d_model, padding_idx=pad_index)
         self.learned = nn.Embedding(max_positions, d_model) if positions == "learned" else None
-        self.dropout = Dropout(dropout, mask="bits")
+        self.dropout = Dropout(dropout)
         self.scale = math.sqrt(d_model)
 
     @property
