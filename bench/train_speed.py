@@ -35,9 +35,10 @@ from seq2seq.config import build_config, load_config_file
 from seq2seq.cpu_memory import keep_freed_memory
 from seq2seq.data.batching import bucketed_batches
 from seq2seq.data.corpus import build_corpus
+from seq2seq.devices import check_precision
 from seq2seq.models.build import build_model, count_parameters
 from seq2seq.training.loss import sequence_cross_entropy
-from seq2seq.training.trainer import check_precision, seed_everything
+from seq2seq.training.seeding import seed_everything
 
 PHASES = ("encode", "decoder loop", "output layer", "loss", "backward", "clip", "optimizer")
 

@@ -16,21 +16,16 @@ from seq2seq.config import ConfigError, RunConfig, short_repr
 from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.data.vocab import Vocab
 from seq2seq.decoding.search import decode_workers
-from seq2seq.devices import resolve_device
+from seq2seq.devices import check_precision, resolve_device
 from seq2seq.evaluation.evaluate import EvalReport, evaluate, task_metric_for
 from seq2seq.models.build import build_model, count_parameters
 from seq2seq.models.interface import max_positions, supported_max_len
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.run_files import atomic_write_text
 from seq2seq.training.distributed import start_ranks
-from seq2seq.training.trainer import (
-    BatchCallback,
-    NonFiniteLossError,
-    check_precision,
-    Trainer,
-    TrainResult,
-    seed_everything,
-)
+from seq2seq.training.seeding import seed_everything
+from seq2seq.training.trainer import BatchCallback, Trainer, TrainResult
+from seq2seq.training.update import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 

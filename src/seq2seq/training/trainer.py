@@ -7,86 +7,41 @@ steps; see ``RecurrentDecoder.forward`` for how it is drawn), the coverage loss 
 (or ``lr_schedule: inverse_sqrt``, Vaswani et al.'s warm-up per optimizer step), early stopping after
 ``early_stopping_patience`` epochs without improvement.
 
-Crash safety: after each epoch the trainer appends the epoch's metrics record, then writes
-``best.safetensors`` (when improved), then ``last.safetensors``, each atomically. A kill at any
-moment leaves ``last`` at a completed epoch; :meth:`Trainer.resume` drops whatever was written
-for later epochs and repeats them, bit for bit, because the data order, the RNG state and the
-optimizer state all come back with ``last``.
+Elsewhere: one optimizer update (:mod:`seq2seq.training.update`); the run directory's checkpoints,
+the crash-safe order they are written in, and resuming (:mod:`seq2seq.training.run_checkpoints`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from seq2seq.config import TrainConfig, short_repr
+from seq2seq.config import TrainConfig
 from seq2seq.data.batching import Batch, EncodedPair, collate, pair_lengths
 from seq2seq.data.vocab import Vocab
+from seq2seq.devices import check_precision
 from seq2seq.models.seq2seq import Seq2Seq
-from seq2seq.run_files import RunDirError, remove_temporaries, save_weights
-from seq2seq.training.averaging import epoch_checkpoints, epoch_weights_path
-from seq2seq.training.checkpointing import load_checkpoint, save_checkpoint
 from seq2seq.training.epoch_progress import EpochProgress, norm_summary
 from seq2seq.training.distributed import SINGLE, Ranks, check_update_fits, data_parallel, shard_update, update_chunks
 from seq2seq.training.loss import coverage_loss, sequence_cross_entropy
 from seq2seq.training.metrics_log import MetricsLog
+from seq2seq.training.run_checkpoints import Counters, RunCheckpoints
 from seq2seq.training.schedules import build_scheduler, steps_per_batch
+from seq2seq.training.seeding import reseed, seed_everything
 from seq2seq.training.stats import EpochStats
+from seq2seq.training.update import NonFiniteLossError, adam, handle_non_finite, train_update
 from seq2seq.training.validation import reference_loss_sums
 from seq2seq.training.word_dropout import word_dropout
 
 logger = logging.getLogger(__name__)
 
 BatchCallback = Callable[[int, int, float], None]  # (step, batches done in epoch, loss)
-
-
-class NonFiniteLossError(ValueError):
-    """A training batch gave a NaN or infinite loss or gradient norm and ``train.on_nonfinite`` is ``stop``.
-
-    A ValueError, like the other errors whose remedy is in the input (here: a lower learning
-    rate, a smaller ``clip_norm``, other data, or ``on_nonfinite: skip``), so the command line
-    reports it in one line. ``indices`` are the batch's positions in the training pairs.
-    """
-
-    def __init__(self, message: str, *, indices: Sequence[int]) -> None:
-        super().__init__(message)
-        self.indices = list(indices)
-
-
-def _adam(parameters, *, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
-    """Adam with its fused kernel where this torch build has one for the device (about 5x faster
-    steps on a CPU than the per-tensor loop), else the default implementation; same update rule."""
-    parameters = list(parameters)
-    try:
-        return torch.optim.Adam(parameters, lr=lr, betas=betas, fused=True)
-    except (RuntimeError, TypeError):  # older torch, or a device without the fused kernel
-        return torch.optim.Adam(parameters, lr=lr, betas=betas)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def check_precision(precision: str, device: torch.device) -> None:
-    """Refuse bf16 where it cannot run: a CPU without oneDNN bfloat16 kernels (they need AVX-512,
-    fast with AVX512-BF16 or AMX; oneDNN's LSTM fails without them) or a GPU without bfloat16."""
-    if precision != "bf16":
-        return
-    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        raise ValueError("train.precision=bf16: this CPU has no bfloat16 kernels (oneDNN needs AVX-512; "
-                         "AVX512-BF16 or AMX make it fast); use train.precision=fp32")
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"train.precision=bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use fp32")
 
 
 @dataclass
@@ -144,9 +99,11 @@ class Trainer:
         self.ranks = ranks  # under torchrun: this process's rank; rank 0 alone writes to run_dir
         self.metrics = MetricsLog(None if run_dir is None else run_dir / "metrics.jsonl", writes=ranks.is_main)
         self.forward = self.model  # what training calls: the model, or its DDP wrapper once fit starts
-        self.optimizer = _adam(model.parameters(), lr=config.learning_rate, betas=config.adam_betas)
+        self.optimizer = adam(model.parameters(), lr=config.learning_rate, betas=config.adam_betas)
         # train.lr_schedule: ReduceLROnPlateau per epoch, or inverse_sqrt per optimizer step
         self.scheduler = build_scheduler(self.optimizer, config)
+        self.checkpoints = RunCheckpoints(run_dir, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                                          metrics=self.metrics, ranks=ranks, keep_epochs=config.keep_epoch_checkpoints)
         self.epoch = 0  # epochs completed
         self.step = 0
         self.best_valid_loss = math.inf
@@ -155,101 +112,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def resume(self) -> None:
-        """Continue from ``run_dir``'s last completed epoch (weights, optimizer, scheduler, RNG).
+        """Continue from ``run_dir``'s last checkpoint, or from epoch 1 (:meth:`RunCheckpoints.resume`)."""
+        counters = self.checkpoints.resume()
+        if counters is not None:
+            self.epoch, self.step = counters.epoch, counters.step
+            self.best_valid_loss, self.bad_epochs, self.partial = counters.best_valid_loss, counters.bad_epochs, counters.partial
 
-        A run killed before its first ``last.safetensors`` was in place (in epoch 1, or between
-        epoch 1's metrics record, ``best`` and ``last``) starts again from epoch 1: that gives the
-        same weights, because the model was built from the same seed. A missing ``last`` after
-        later epochs were recorded is an error: it was lost, not yet to be written.
-        """
-        assert self.run_dir is not None
-        removed = remove_temporaries(self.run_dir) if self._writes else []
-        if removed:
-            logger.info("removed %d temporary file(s) left by an interrupted write", len(removed))
-        last = self.run_dir / "last.safetensors"
-        if not last.exists() and self.metrics.last_epoch() <= 1:
-            logger.info("no epoch of %s was checkpointed: starting from epoch 1", self.run_dir)
-            self.metrics.truncate(epoch=0)
-            return
-        counters = load_checkpoint(last, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
-        try:
-            self.epoch = int(counters["epoch"])
-            self.step = int(counters["step"])
-            self.best_valid_loss = float(counters["best_valid_loss"])
-            self.bad_epochs = int(counters["bad_epochs"])
-            self.partial = EpochProgress.from_partial(counters.get("partial"))
-        except (KeyError, TypeError, ValueError) as error:
-            raise RunDirError(f"{last}: malformed counters {short_repr(counters)} in the trainer state ({error})") from None
-        self.metrics.truncate(epoch=self.epoch, step=None if self.partial is None else self.step)
-        if self.partial is None:
-            logger.info("resumed %s after epoch %d (step %d)", self.run_dir, self.epoch, self.step)
-        else:
-            logger.info("resumed %s in epoch %d after %d of its updates (step %d)", self.run_dir, self.epoch + 1,
-                        self.partial.updates, self.step)
-        saved_world = counters.get("world_size", 1)
-        if self.partial is not None and saved_world != self.ranks.world_size:
-            raise RunDirError(f"{last}: written in the middle of epoch {self.epoch + 1} by {saved_world} process(es); "
-                              f"resume it with {saved_world} (the epoch's updates depend on the count), not "
-                              f"{self.ranks.world_size}")
-        if saved_world != self.ranks.world_size and self.ranks.is_main:
-            logger.warning("resuming a run of %s process(es) with %d: each update now reads batch_size x accumulate x %d "
-                           "pairs, so the run continues, but not as the uninterrupted run would have",
-                           saved_world, self.ranks.world_size, self.ranks.world_size)
-
-    @property
-    def _writes(self) -> bool:
-        """Whether this process writes to ``run_dir``: only rank 0 of a data-parallel run does."""
-        return self.run_dir is not None and self.ranks.is_main
-
-    def _counters(self, partial: dict | None = None) -> dict:
-        return {
-            "epoch": self.epoch,
-            "step": self.step,
-            "best_valid_loss": self.best_valid_loss,
-            "bad_epochs": self.bad_epochs,
-            "world_size": self.ranks.world_size,  # resuming with another count changes the updates
-            "partial": partial,
-        }
-
-    def _save_partial(self, progress: EpochProgress, *, seconds: float) -> None:
-        """``last.safetensors`` in the middle of epoch ``self.epoch + 1`` (``train.save_every_steps``):
-        the weights, optimizer and counters after ``progress.updates`` of its updates, with the
-        epoch's sums so far; ``best`` and the epoch records wait for the epoch's end."""
-        if self._writes:
-            assert self.run_dir is not None
-            save_checkpoint(self.run_dir / "last.safetensors", model=self.model, optimizer=self.optimizer,
-                            scheduler=self.scheduler, counters=self._counters(progress.to_partial(seconds=seconds)))
-        self._reseed(progress.updates)
+    def _counters(self, partial: EpochProgress | None = None) -> Counters:
+        return Counters(self.epoch, self.step, self.best_valid_loss, self.bad_epochs, partial)
 
     def _reseed(self, updates: int) -> None:
-        """Dropout and teacher-forcing draws from (seed, epoch, updates done, rank) alone, so that a run
-        resumed from a mid-epoch checkpoint draws what the uninterrupted run drew from there on, on
-        every rank (only rank 0's generator state is in the checkpoint)."""
-        key = f"{self.config.seed}:{self.epoch}:{updates}:{self.ranks.rank}".encode()
-        seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1  # 63 bits: any train.seed fits
-        torch.manual_seed(seed)
-        random.seed(seed)
-
-    def _save(self, improved: bool) -> None:
-        """``best`` before ``last``: a kill between the two repeats this epoch on resume and rewrites
-        the same ``best``; the other order would resume past an improvement whose weights were lost."""
-        if not self._writes:
-            return
-        assert self.run_dir is not None
-        counters = self._counters()
-        if improved:
-            save_weights(self.model, self.run_dir / "best.safetensors", metadata={"epoch": str(self.epoch)})
-        keep = self.config.keep_epoch_checkpoints
-        if keep:
-            save_weights(self.model, epoch_weights_path(self.run_dir, self.epoch), metadata={"epoch": str(self.epoch)})
-        save_checkpoint(
-            self.run_dir / "last.safetensors",
-            model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, counters=counters,
-        )
-        if keep:  # only once `last` is in place: a resume repeats this epoch and rewrites its file
-            for epoch, path in epoch_checkpoints(self.run_dir).items():
-                if epoch <= self.epoch - keep or epoch > self.epoch:
-                    path.unlink(missing_ok=True)
+        """The draws after ``updates`` of epoch ``self.epoch + 1``'s updates (:func:`reseed`)."""
+        reseed(self.config.seed, epoch=self.epoch, updates=updates, rank=self.ranks.rank)
 
     # ------------------------------------------------------------------ loop
     def _loss(self, batch: Batch, *, teacher_forcing: float) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -274,63 +148,23 @@ class Trainer:
         return objective, loss, n_tokens
 
     def _train_update(self, batches: Sequence[Batch], *, tokens: int, stand_in: Batch | None = None) -> tuple[float, int, float] | str:
-        """One optimizer step on this rank's ``batches`` of an update of ``tokens`` target tokens
-        (all ranks, all accumulated batches): ``(loss sum, tokens, gradient norm before clipping)``
-        over the whole update, or what was not finite (nothing is stepped).
-
-        Each batch's backward pass adds d(objective sum / tokens): summed over the batches and the
-        ranks (DDP's mean times the world size) that is the gradient of the mean over every token of
-        the update, so accumulation and data parallelism give the update of one batch holding them all.
-        A rank with no batch in this update (a short last one) runs ``stand_in`` with weight 0, so
-        that it still joins DDP's gradient exchange."""
-        self.optimizer.zero_grad(set_to_none=True)
-        sums = torch.zeros(2, device=self.device)  # [objective sum, cross-entropy sum] of this rank
-        work = [(batch, True) for batch in batches] or [(stand_in, False)]
-        for number, (batch, counts) in enumerate(work, start=1):
-            with self.ranks.no_sync(self.forward, sync=number == len(work)), self.ranks.watching("exchanging gradients"):
-                objective_sum, loss_sum, _ = self._loss(batch, teacher_forcing=self.teacher_forcing)
-                objective = objective_sum / tokens
-                if self.ranks.distributed:  # DDP averages over the ranks; the update wants the sum
-                    objective = objective * self.ranks.world_size
-                if not counts:  # the stand-in: a zero gradient for every parameter (0 x its loss could be NaN)
-                    objective = sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
-                objective.backward()
-            if counts:
-                sums += torch.stack([objective_sum.detach(), loss_sum.detach()])
-        objective_sum, loss_sum = self.ranks.sum(sums).tolist()
-        if not math.isfinite(objective_sum):
-            self.optimizer.zero_grad(set_to_none=True)
-            return f"loss ({objective_sum / tokens})"
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
-        if not torch.isfinite(grad_norm):  # clipping cannot rescue an inf norm: the step would write NaNs
-            self.optimizer.zero_grad(set_to_none=True)
-            return f"gradient norm ({float(grad_norm)})"
-        self.optimizer.step()
-        self.step += 1
-        if steps_per_batch(self.config):
-            self.scheduler.step()
-        return loss_sum, tokens, float(grad_norm)
+        """One optimizer step of :func:`train_update` with this trainer's loss, counted in ``step``, and
+        the learning-rate schedule's step where it steps per optimizer step."""
+        outcome = train_update(
+            batches, tokens=tokens, stand_in=stand_in, loss=lambda batch: self._loss(batch, teacher_forcing=self.teacher_forcing),
+            model=self.model, forward=self.forward, optimizer=self.optimizer, ranks=self.ranks, clip_norm=self.config.clip_norm,
+            device=self.device,
+        )
+        if not isinstance(outcome, str):
+            self.step += 1
+            if steps_per_batch(self.config):
+                self.scheduler.step()
+        return outcome
 
     @property
     def teacher_forcing(self) -> float:
         """The teacher-forcing probability of the next optimizer step (``train.teacher_forcing``'s schedule)."""
         return self.config.teacher_forcing.probability(self.step)
-
-    def _non_finite(self, what: str, indices: Sequence[int], *, number: int, of: int) -> None:
-        """Stop with an error, or log and go on, as ``train.on_nonfinite`` says (the same on every rank:
-        what was not finite is the sum over the ranks)."""
-        shown = ", ".join(map(str, indices[:8])) + (", ..." if len(indices) > 8 else "")
-        where = (
-            f"non-finite training {what} at epoch {self.epoch + 1}, step {self.step}, batch {number} of {of} "
-            f"(training examples {shown})"
-        )
-        if self.config.on_nonfinite == "stop":
-            raise NonFiniteLossError(
-                f"{where}; nothing of this epoch was saved. Lower train.learning_rate or train.clip_norm, "
-                "or set train.on_nonfinite=skip to skip such batches",
-                indices=indices,
-            )
-        logger.warning("%s: batch skipped", where)
 
     def evaluate_loss(self, pairs: Sequence[EncodedPair], *, batch_size: int | None = None) -> float:
         """Mean per-token cross-entropy with gold previous tokens (teacher forcing 1.0), no smoothing;
@@ -366,13 +200,14 @@ class Trainer:
                 for part in shard_update(chunk, ranks=self.ranks, accumulate=self.config.accumulate) if part
             ]
             stand_in = None
-            if not batches:  # this rank's share of a short last update is empty (see _train_update)
+            if not batches:  # this rank's share of a short last update is empty (see train_update)
                 stand_in = collate([pairs[chunk[0]]], chunk[:1], pad_index=self.pad_index, copy=self.model.copies).to(self.device)
             # every rank knows the whole chunk, so the update's token count needs no message
             n_update = int(tgt_lengths[chunk].sum()) - len(chunk)  # predicted: <eos>, not <sos>
             outcome = self._train_update(batches, tokens=n_update, stand_in=stand_in)
             if isinstance(outcome, str):
-                self._non_finite(outcome, chunk, number=done, of=len(chunks))
+                handle_non_finite(outcome, chunk, epoch=self.epoch + 1, step=self.step, number=done, of=len(chunks),
+                                  on_nonfinite=self.config.on_nonfinite)
                 progress.skipped += 1
                 loss_sum, n = math.nan, 0
             else:
@@ -390,7 +225,8 @@ class Trainer:
                     window_started = now
             if save_every and self.step % save_every == 0 and self.step != saved_at and done < len(chunks):
                 saved_at = self.step  # a skipped update leaves the step where it was: no second save
-                self._save_partial(progress, seconds=time.perf_counter() - started)
+                self.checkpoints.save_partial(self._counters(progress), seconds=time.perf_counter() - started)
+                self._reseed(progress.updates)  # from here on, draw what a run resumed from that checkpoint draws
             if self.on_batch is not None and self.ranks.is_main:
                 self.on_batch(self.step, done, loss_sum / n if n else math.nan)
             if deadline is not None and self.ranks.any(time.perf_counter() > deadline, device=self.device):
@@ -443,7 +279,7 @@ class Trainer:
             )
             result.history.append(stats)
             self.metrics.append(stats.to_json())
-            self._save(improved)
+            self.checkpoints.save(self._counters(), improved=improved)
             logger.info(
                 "epoch %d: train loss %.4f, valid loss %.4f (ppl %.2f), lr %.2e, %.1fs, %.0f tok/s%s%s",
                 stats.epoch, stats.train_loss, stats.valid_loss, stats.valid_perplexity, stats.learning_rate,
@@ -461,3 +297,6 @@ class Trainer:
         result.best_valid_loss = self.best_valid_loss
         self.ranks.barrier()  # rank 0's last checkpoint is written before any rank reads the run directory
         return result
+
+
+__all__ = ["BatchCallback", "NonFiniteLossError", "TrainResult", "Trainer", "check_precision", "seed_everything"]
