@@ -3,9 +3,9 @@
     python bench/matmul.py [--threads 2] [--repeats 20]
     /path/to/other-venv/bin/python bench/matmul.py     # imports torch only: any venv can run it
 
-A training step of ``configs/multi30k/transformer.yaml`` spends three quarters of its time in
-matrix products (``bench/train_speed.py --profile``), so the float32 GEMM of the torch build sets
-its speed. For each shape [M, K] x [K, N] (M = 2,560 target positions of a batch; the output
+A training step of ``configs/multi30k/transformer.yaml`` spends two thirds to three quarters of
+its time in matrix products (``bench/train_speed.py --profile``), so the float32 GEMM of the torch
+build sets its speed. For each shape [M, K] x [K, N] (M = 2,560 target positions of a batch; the output
 layer's N = 5,921 words; the feed-forward and attention projections' 1,024 and 256), this prints
 GFLOP/s of the forward product X W^T and the two backward ones (dX = G W, dW = G^T X), in float32
 and bfloat16. Run it in ours' venv and in a peer's (OpenNMT-py pins torch < 2.3) to see how much

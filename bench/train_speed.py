@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"malloc keeps freed memory: {keep_freed_memory()}")  # as `seq2seq train` does
     config = build_config(base=load_config_file(args.config), overrides=args.overrides, source=str(args.config))
+    transformer = config.model.architecture == "transformer"
+    if transformer and config.model.transformer.copy:
+        parser.error("train_speed.py times Transformers without copy (model.transformer.copy: false)")
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)
@@ -84,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
           f"target padding {1 - real / padded:.1%} of the positions")
 
     decoder = model.decoder
-    transformer = config.model.architecture == "transformer"
     if args.compile and transformer:
         parser.error("--compile compiles the RNN decoder's step; the Transformer has none")
     if args.compile:

@@ -89,6 +89,34 @@ def test_fused_attention_equals_the_explicit_weights_path():
     assert torch.allclose(weights.sum(-1), torch.ones(2, 3, 4))
 
 
+def test_attention_sends_other_devices_to_the_fused_kernel(monkeypatch):
+    """The device decides the path: CPU tensors never reach the fused kernel, any other device does
+    (meta tensors stand in for CUDA here: they carry shapes and a device, no values)."""
+    import seq2seq.models.transformer as transformer
+
+    calls = []
+    fused = transformer.F.scaled_dot_product_attention
+    monkeypatch.setattr(transformer.F, "scaled_dot_product_attention",
+                        lambda *args, **kwargs: calls.append(args[0].device.type) or fused(*args, **kwargs))
+    mask = torch.ones(2, 1, 1, 4, dtype=torch.bool)
+    for device in ("cpu", "meta"):
+        query, keys, values = (torch.empty(2, 3, 4, 5, device=device) for _ in range(3))
+        context, weights = scaled_dot_product(query, keys, values, mask.to(device))
+        assert context.shape == (2, 3, 4, 5) and context.device.type == device and weights is None
+        scaled_dot_product(query, keys, values, mask.to(device), need_weights=True)  # never fused: it returns weights
+    assert calls == ["meta"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fused_attention_on_cuda_equals_the_explicit_path():
+    generator = torch.Generator().manual_seed(0)
+    query, keys, values = (torch.randn(2, 3, 4, 5, generator=generator).cuda() for _ in range(3))
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])[:, None, None, :].cuda()
+    fused, none = scaled_dot_product(query, keys, values, mask)
+    explicit, _ = scaled_dot_product(query, keys, values, mask, need_weights=True)
+    assert none is None and torch.allclose(fused, explicit, atol=1e-5)
+
+
 def test_padding_does_not_change_the_real_positions():
     model = make_model()
     src, lengths, mask, tgt = make_batch([5, 3])

@@ -43,7 +43,7 @@ def scaled_dot_product(
 
     On CUDA (and other accelerators) the products go to PyTorch's fused kernel. It returns no
     weights, and on the CPU, at this toolkit's lengths (tens of positions), its flash kernel
-    took 1.7x as long in float32 and 6x in bf16 as the expression written out (forward and
+    took 1.7x as long in float32 and 5.8x in bf16 as the expression written out (forward and
     backward at [128, 4 heads, 20 queries, 22 keys, 64]; bench/kernels.py, docs/BENCHMARKS.md). So
     ``need_weights`` and the CPU compute it explicitly; a test pins the two forms together.
     """

@@ -3,9 +3,10 @@
 
 Crash safety: after each epoch the trainer appends the epoch's metrics record, then writes
 ``best.safetensors`` (when improved), then ``last.safetensors``, each atomically. A kill at any
-moment leaves ``last`` at a completed epoch; :meth:`Trainer.resume` drops whatever was written
-for later epochs and repeats them, bit for bit, because the data order, the RNG state and the
-optimizer state all come back with ``last``.
+moment leaves ``last`` at a completed epoch (or, with ``train.save_every_steps``, at a mid-epoch
+checkpoint); :meth:`Trainer.resume` drops whatever was written after it and repeats that work,
+bit for bit, because the data order, the RNG state and the optimizer state all come back with
+``last``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class RunCheckpoints:
         scheduler: torch.optim.lr_scheduler.LRScheduler,  # ReduceLROnPlateau or LambdaLR (training.schedules)
         metrics: MetricsLog,
         ranks: Ranks,
-        keep_epochs: int,  # train.keep_epoch_checkpoints
+        keep_epochs: int,  # train.keep_epoch_checkpoints, read once when the trainer is built
     ) -> None:
         self.run_dir = run_dir
         self.model = model
