@@ -114,7 +114,8 @@ class RunCheckpoints:
                            saved_world, self.ranks.world_size, self.ranks.world_size)
         return counters
 
-    def _counters(self, counters: Counters, partial: dict | None = None) -> dict:
+    def _record(self, counters: Counters, partial: dict | None = None) -> dict:
+        """``counters`` as the JSON record that ``last.safetensors`` keeps beside the weights."""
         return {
             "epoch": counters.epoch,
             "step": counters.step,
@@ -132,7 +133,7 @@ class RunCheckpoints:
             assert self.run_dir is not None and counters.partial is not None
             save_checkpoint(self.run_dir / "last.safetensors", model=self.model, optimizer=self.optimizer,
                             scheduler=self.scheduler,
-                            counters=self._counters(counters, counters.partial.to_partial(seconds=seconds)))
+                            counters=self._record(counters, counters.partial.to_partial(seconds=seconds)))
 
     def save(self, counters: Counters, *, improved: bool) -> None:
         """``best`` before ``last``: a kill between the two repeats this epoch on resume and rewrites
@@ -148,7 +149,7 @@ class RunCheckpoints:
             save_weights(self.model, epoch_weights_path(self.run_dir, epoch), metadata={"epoch": str(epoch)})
         save_checkpoint(
             self.run_dir / "last.safetensors",
-            model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, counters=self._counters(counters),
+            model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, counters=self._record(counters),
         )
         if keep:  # only once `last` is in place: a resume repeats this epoch and rewrites its file
             for kept, path in epoch_checkpoints(self.run_dir).items():
