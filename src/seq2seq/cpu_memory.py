@@ -17,7 +17,7 @@ PyTorch tuning guide); :func:`keep_freed_memory` gets the same effect from glibc
 
 The price is memory: the process keeps what it freed, and the heap fragments (the small
 remainders that ``posix_memalign`` splits off stay in glibc's thread cache and keep freed chunks
-from merging), so peak RSS grew by 6-15 % on the same recipe (docs/BENCHMARKS.md). It is
+from merging), so peak RSS grew by 11-15 % on the same recipe (docs/BENCHMARKS.md). It is
 process-wide, so the command line turns it on (``seq2seq train``, ``evaluate``, ``generate``,
 ``serve``, ``compare`` and the benchmarks), not the library; ``SEQ2SEQ_MALLOC=system`` keeps
 glibc's defaults. Other C

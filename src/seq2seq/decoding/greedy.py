@@ -212,7 +212,7 @@ def in_parallel(function: Callable[[T], R], items: list[T], workers: int) -> lis
     restored afterwards. A decoder step's matrix products are small, so two batches on one thread
     each use the cores better than one batch on two threads, and one batch's Python book-keeping
     overlaps the other's arithmetic (torch releases the GIL inside its operators). On 2 cores
-    this made greedy decoding 1.27x and beam 5 1.07-1.17x faster (docs/BENCHMARKS.md).
+    this made greedy decoding 1.27x and beam 5 1.07x faster (docs/BENCHMARKS.md).
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads // workers))
