@@ -28,7 +28,7 @@ from seq2seq.data.batching import bucketed_batches
 from seq2seq.data.corpus import build_corpus
 from seq2seq.models.build import build_model, count_parameters
 from seq2seq.training.loss import sequence_cross_entropy
-from seq2seq.training.trainer import seed_everything
+from seq2seq.training.seeding import seed_everything
 
 VARIANTS = "lstm-luong-dot,lstm-luong-general,lstm-luong-concat,lstm-local-p,lstm-multihead,lstm-attention-coverage"
 
