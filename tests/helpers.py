@@ -79,3 +79,14 @@ def train_keeping_threads(config, run_dir: Path) -> Path:
     finally:
         torch.set_num_threads(threads)
     return run_dir
+
+
+def brackets_balance(tokens: list[str]) -> bool:
+    """Whether every (, [ and { in the tokens closes, in order."""
+    closer_of, stack = {"(": ")", "[": "]", "{": "}"}, []
+    for token in tokens:
+        if token in closer_of:
+            stack.append(closer_of[token])
+        elif token in closer_of.values() and (not stack or stack.pop() != token):
+            return False
+    return not stack

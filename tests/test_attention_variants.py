@@ -5,6 +5,7 @@ cannot be built with a one-line reason, beam search reorders the coverage with t
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -223,9 +224,21 @@ def test_coverage_is_the_sum_of_past_weights_and_beam_reorders_it_with_the_hypot
         (["model.architecture=conformer"], "unknown architecture 'conformer'; valid: recurrent, transformer"),
     ],
 )
-def test_bad_attention_settings_name_the_key_and_the_valid_values(overrides: list[str], message: str) -> None:
+def test_bad_attention_settings_name_the_key_and_the_valid_values(
+    overrides: list[str], message: str, tmp_path, capsys
+) -> None:
     with pytest.raises(ConfigError, match=message):
         build_config(preset="lstm-attention", overrides=overrides)
+    # from the command line: one line, the key and the allowed values, and nothing written
+    from seq2seq.cli import main
+
+    sets = [item for override in overrides for item in ("--set", override)]
+    capsys.readouterr()
+    assert main(["train", "--preset", "lstm-attention", *sets, "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and re.search(message, error), error
+    assert "Traceback" not in error and "{" not in error
+    assert not (tmp_path / "run").exists()
 
 
 def test_every_preset_builds() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import real_data
+from helpers import brackets_balance, real_data
 from seq2seq.cli import main
 
 FAST = ["--quick", "--no-progress"]
@@ -256,7 +256,7 @@ def test_python_constraint_prefers_parseable_beam_outputs(trained_run, tmp_path,
     texts = ["add 3 to total", "print the length of names", "sort scores", "create a list named x containing 1 , 2 and 3"]
     beams = translator.generate_nbest(texts, beam_size=4, nbest=4, constrain="python")
     for alternatives in beams:
-        assert all(_brackets_balance(g.tokens) for g in alternatives if g.finished)  # pruned during the search
+        assert all(brackets_balance(g.tokens) for g in alternatives if g.finished)  # pruned during the search
         if any(g.parses and g.finished for g in alternatives):
             assert alternatives[0].parses  # a parseable hypothesis was in the beam, so the best one parses
     png = tmp_path / "attention.png"
@@ -267,7 +267,7 @@ def test_python_constraint_prefers_parseable_beam_outputs(trained_run, tmp_path,
     assert (trained_run / "eval_valid_beam2_python.json").is_file()
     for generation in translator.generate(texts, constrain="python"):  # greedy: bracket pruning only
         if generation.finished:
-            assert _brackets_balance(generation.tokens), generation.text
+            assert brackets_balance(generation.tokens), generation.text
 
 
 def test_grammar_constraint_writes_only_code_that_parses(trained_run, capsys):
@@ -296,16 +296,6 @@ def test_grammar_constraint_writes_only_code_that_parses(trained_run, capsys):
         assert "(greedy)" in (out := capsys.readouterr().out) and "grammar constraint" not in out
     finally:
         config.write_text(original)
-
-
-def _brackets_balance(tokens: list[str]) -> bool:
-    closer_of, stack = {"(": ")", "[": "]", "{": "}"}, []
-    for token in tokens:
-        if token in closer_of:
-            stack.append(closer_of[token])
-        elif token in closer_of.values() and (not stack or stack.pop() != token):
-            return False
-    return not stack
 
 
 def test_generate_sampling_and_decoding_plots(trained_run, tmp_path, capsys):

@@ -126,7 +126,9 @@ def test_p_gen_zero_gives_the_attention_scattered_onto_copy_ids() -> None:
 
 # --------------------------------------------------------------------------- the decoder with copying
 @pytest.mark.parametrize(
-    "extra", [(), ("model.decoder.readout_size=20", "model.decoder.input_feeding=true")], ids=["bahdanau", "input-feeding"]
+    "extra",
+    [(), ("model.decoder.readout_size=20", "model.decoder.input_feeding=true"), ("model.decoder.coverage=true",)],
+    ids=["bahdanau", "input-feeding", "coverage"],
 )
 def test_copy_decoder_steps_like_its_unroll_and_reads_copied_words_as_unk(extra) -> None:
     model = _model(0, *extra).eval()
@@ -156,8 +158,9 @@ def test_copy_decoder_steps_like_its_unroll_and_reads_copied_words_as_unk(extra)
         plain.encode(src, lengths, mask, src_copy=src_copy)
 
 
-def test_gradients_reach_every_parameter_of_a_copy_model() -> None:
-    model = _model().train()
+@pytest.mark.parametrize("extra", [(), ("model.decoder.coverage=true",)], ids=["copy", "copy-coverage"])
+def test_gradients_reach_every_parameter_of_a_copy_model(extra) -> None:
+    model = _model(0, *extra).train()
     src, lengths, mask, tgt_input, src_copy = _batch([5, 2, 4])
     log_probs, _ = model(src, lengths, mask, tgt_input, src_copy=src_copy, teacher_forcing=1.0)
     targets = src_copy[:, :1].expand(3, 5)  # each source's first word (an unknown one for most rows): copy it
@@ -267,14 +270,17 @@ def test_beam_1_equals_greedy_and_scores_agree_with_copy(assignment_task) -> Non
 
 
 # --------------------------------------------------------------------------- run directory
-def test_copy_run_trains_saves_loads_and_generates_through_the_cli(tmp_path, capsys) -> None:
+@pytest.mark.parametrize("coverage", [False, True], ids=["copy", "copy-coverage"])
+def test_copy_run_trains_saves_loads_and_generates_through_the_cli(coverage, tmp_path, capsys) -> None:
     from seq2seq import load
     from seq2seq.cli import main
 
     run_dir = tmp_path / "copy"
-    assert main(["train", "--quick", "--no-progress", "--no-eval", "--preset", "lstm-attention-copy",
+    sets = ["--set", "model.decoder.coverage=true", "--set", "train.coverage_weight=0.5"] if coverage else []
+    assert main(["train", "--quick", "--no-progress", "--no-eval", "--preset", "lstm-attention-copy", *sets,
                  "--set", "train.epochs=1", "--set", "train.threads=1", "--out", str(run_dir)]) == 0
     assert "copy: true" in (run_dir / "config.yaml").read_text()
+    assert ("coverage: true" in (run_dir / "config.yaml").read_text()) == coverage
     tensors, _ = read_safetensors(run_dir / "best.safetensors")
     assert {"decoder.p_gen.weight", "decoder.p_gen.bias"} <= set(tensors)
     capsys.readouterr()

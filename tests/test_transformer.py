@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from helpers import fit_reverse
+from helpers import brackets_balance, fit_reverse
 
 from seq2seq.cli import main
 from seq2seq.config import ConfigError, build_config
@@ -233,8 +233,9 @@ def test_overfits_the_tiny_reversal_task(reverse_data, tmp_path):
     model, _ = _train(reverse_data, tmp_path, epochs=60)  # 780 steps, one thread
     hypotheses = greedy_decode_all(model, [p.src for p in encoded[:200]], sos_index=2, eos_index=3, pad_index=0, max_len=12)
     predicted = [tgt_vocab.decode(h.tokens) for h in hypotheses]
-    # 0.945-0.98 over train.seed 1, 2, 3 and 42 (0.89-0.975 after 40 epochs: too close to a bound)
-    assert exact_match(predicted, [t for _, t in pairs[:200]]) >= 0.93
+    # over train.seed 1, 2, 3 and 42: 0.945-0.98 on AVX-512 Zen 4, 0.92-0.985 on AVX2 Zen 3 (seed 42: 0.92);
+    # a model that cannot attend gets near 0 (0.89-0.975 after 40 epochs on Zen 4: too close to a bound)
+    assert exact_match(predicted, [t for _, t in pairs[:200]]) >= 0.90
 
 
 def test_inverse_sqrt_schedule_values_and_the_learning_rate_per_step(reverse_data, tmp_path):
@@ -303,6 +304,35 @@ def test_train_evaluate_and_generate_from_the_command_line(tmp_path, capsys):
     assert png.stat().st_size > 0
     assert main(["generate", str(run), "add 3 to total", "--beam", "3", "--quantize", "int8"]) == 0
     # ONNX export and --runtime onnx: tests/test_onnx_transformer.py
+    _every_search_works_unchanged(run)
+
+
+def _every_search_works_unchanged(run):
+    """The issue's "greedy, beam, sampling, --constrain python, n-best and ensembles work unchanged"
+    on a Transformer run: the searches are the RNNs' (decoding/loop.py), reading only the interface."""
+    from seq2seq.data.python_syntax import parses
+    from seq2seq.translator import Translator
+
+    translator = Translator.from_run_dir(run)
+    texts = ["add 3 to total", "print the length of names", "sort scores", "create a list named x containing 1 , 2 and 3"]
+    greedy = translator.generate(texts, max_len=12)
+    # sampling: top-k 1 is greedy, token for token; a seeded draw repeats itself
+    top1 = translator.generate(texts, max_len=12, sample=True, top_k=1, seed=0)
+    assert [g.tokens for g in top1] == [g.tokens for g in greedy]
+    draws = [[g.text for g in translator.generate(texts, max_len=12, sample=True, seed=7)] for _ in range(2)]
+    assert draws[0] == draws[1]
+    # the constraints: brackets that can still balance; under the grammar every finished output parses
+    for alternatives in translator.generate_nbest(texts, max_len=12, beam_size=3, nbest=3, constrain="python"):
+        assert all(brackets_balance(g.tokens) for g in alternatives if g.finished), [g.text for g in alternatives]
+    for alternatives in translator.generate_nbest(texts, max_len=12, beam_size=3, nbest=2, constrain="grammar"):
+        assert all(parses(g.text) for g in alternatives if g.finished), [g.text for g in alternatives]
+    # an ensemble of the run with itself: the mean of two equal distributions is the distribution
+    twice = Translator.from_run_dir(run, ensemble=[run])
+    for beam_size in (1, 3):
+        alone = translator.generate_nbest(texts, max_len=12, beam_size=beam_size, nbest=beam_size)
+        joint = twice.generate_nbest(texts, max_len=12, beam_size=beam_size, nbest=beam_size)
+        assert [[g.tokens for g in a] for a in joint] == [[g.tokens for g in a] for a in alone]
+        assert [g.score for a in joint for g in a] == pytest.approx([g.score for a in alone for g in a], abs=1e-4)
 
 
 # --------------------------------------------------------------------------- copy

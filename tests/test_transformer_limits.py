@@ -106,6 +106,7 @@ def test_heads_that_do_not_divide_d_model_are_refused_at_load(tmp_path, capsys):
     error = _error_of(["train", "--preset", "transformer", "--set", "model.transformer.heads=3",
                        "--out", str(tmp_path / "run")], capsys)
     assert "model.transformer.d_model=256 is not divisible by model.transformer.heads=3" in error
+    assert error.count("\n") == 1 and "Value error" not in error and "{" not in error  # one line, no section dump
     assert not (tmp_path / "run").exists()
 
 

@@ -68,7 +68,11 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def _format_errors(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
+    """One line per problem, naming the key and what was expected; a single problem is one line in all.
+
+    pydantic's "Value error, " prefix is dropped (the message is the validator's own), and so is
+    the value when it is a whole section (a section-level check names its keys in the message)."""
+    problems = []
     for item in error.errors():
         loc = [str(part) for part in item["loc"]]
         key = ".".join(loc) or "(root)"
@@ -76,10 +80,15 @@ def _format_errors(error: ValidationError, source: str) -> str:
             valid = _valid_keys(loc[:-1])
             hint = difflib.get_close_matches(loc[-1], valid, n=1)
             suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-            lines.append(f"  unknown key {short_repr(key)}{suggestion}; valid keys here: {', '.join(valid)}")
-        else:
-            lines.append(f"  {key}: {item['msg']} (got {short_repr(item.get('input'))})")
-    return "\n".join(lines)
+            problems.append(f"unknown key {short_repr(key)}{suggestion}; valid keys here: {', '.join(valid)}")
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        value = item.get("input")
+        got = "" if isinstance(value, dict | list) else f" (got {short_repr(value)})"
+        problems.append(f"{message}{got}" if message.startswith(key) else f"{key}: {message}{got}")
+    if len(problems) == 1:
+        return f"{source}: {problems[0]}"
+    return "\n".join([f"{source}: invalid configuration", *(f"  {problem}" for problem in problems)])
 
 
 def _valid_keys(section: list[str]) -> list[str]:
