@@ -399,3 +399,37 @@ def test_error_analysis_puts_every_output_in_one_class(quick_code_run):
               and "count" not in line]
     assert len(counts) == len(analysis.CLASSES) and sum(counts) == 30  # the quick task's validation split
     assert counts[2] + counts[3] + counts[4] == 0  # under the grammar nothing fails to parse
+
+
+def test_against_commit_alternates_the_trees_and_reports_median_paired_ratios(monkeypatch, tmp_path, capsys):
+    """Each round runs both trees, the earlier commit going first every other round; the table gives
+    each tree's median and the median of the per-round ratios (this tree / earlier)."""
+    against = _load("against_commit")
+    earlier = tmp_path / "tree-earlier"
+    calls = []
+    speeds = {against.REPO: iter([1100.0, 900.0, 1000.0]), earlier: iter([1000.0, 1000.0, 800.0])}
+
+    def training_speed(tree, config, overrides, batches):
+        calls.append("here" if tree == against.REPO else "earlier")
+        assert (config, overrides, batches) == ("configs/x.yaml", ["train.threads=1"], 7)
+        return next(speeds[tree])
+
+    monkeypatch.setattr(against, "worktree", lambda commit, work: earlier)
+    monkeypatch.setattr(against, "training_speed", training_speed)
+    monkeypatch.setattr(against, "git", lambda *args: "abc1234" if args[0] == "rev-parse" else "")
+    monkeypatch.setattr(sys, "argv", ["against_commit.py", "abc1234", "--config", "configs/x.yaml", "--set",
+                                      "train.threads=1", "--batches", "7", "--rounds", "3", "--work", str(tmp_path)])
+    against.main()
+    assert calls == ["here", "earlier", "earlier", "here", "here", "earlier"]
+    printed = capsys.readouterr().out
+    assert printed.startswith("command: python bench/against_commit.py abc1234 --config configs/x.yaml")
+    # medians 1,000 / 1,000; ratios 1.100, 0.900, 1.250: their median is 1.100x, not 1,000 / 1,000
+    assert "| training, configs/x.yaml | 1,000.0 | 1,000.0 | target tokens/s | **1.100x** (1.100, 0.900, 1.250) |" in printed
+
+
+def test_against_commit_refuses_a_tree_that_imports_another_package(tmp_path):
+    """A tree whose src/ holds no seq2seq must not be timed with the installed package instead."""
+    against = _load("against_commit")
+    (tmp_path / "src").mkdir()
+    with pytest.raises(SystemExit, match="not from its own src/|No module named"):
+        against.run_from(tmp_path, "train_speed.py", [])
