@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     transformer = config.model.architecture == "transformer"
     if transformer and config.model.transformer.copy:
         parser.error("train_speed.py times Transformers without copy (model.transformer.copy: false)")
+    if not transformer and config.model.decoder.copy:
+        parser.error("train_speed.py times models without copy: add --set model.decoder.copy=false")
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)
