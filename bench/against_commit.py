@@ -19,6 +19,7 @@ print the same lines (texts, log-probabilities, parse flags); the differing line
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -46,13 +47,20 @@ def worktree(commit: str, work: Path) -> Path:
     return tree
 
 
-def run_from(tree: Path, script: str, args: list[str]) -> str:
-    """Run ``tree``'s bench script with ``tree``'s package on the path; its stdout."""
+@functools.cache
+def tree_env(tree: Path) -> dict[str, str]:
+    """The environment that makes a process import ``tree``'s own package (checked once per tree)."""
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
     found = subprocess.run([sys.executable, "-c", "import seq2seq; print(seq2seq.__file__)"], env=env,
                            capture_output=True, text=True, check=True).stdout.strip()
     if not Path(found).is_relative_to(tree / "src"):
         raise SystemExit(f"{tree}: imports seq2seq from {found}, not from its own src/")
+    return env
+
+
+def run_from(tree: Path, script: str, args: list[str]) -> str:
+    """Run ``tree``'s bench script with ``tree``'s package on the path; its stdout."""
+    env = tree_env(tree)
     done = subprocess.run([sys.executable, str(tree / "bench" / script), *args], env=env, cwd=REPO,
                           capture_output=True, text=True)
     if done.returncode:
@@ -79,7 +87,7 @@ def decoding_speed(tree: Path, run: Path, out: Path) -> dict[str, float]:
 
 def generated(tree: Path, run: Path, sources: Path, beam: int) -> list[str]:
     """What ``seq2seq generate RUN --file SOURCES --scores --beam BEAM`` prints with ``tree``'s code."""
-    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+    env = tree_env(tree)
     code = "import sys; from seq2seq.cli import main; sys.exit(main(sys.argv[1:]))"
     done = subprocess.run([sys.executable, "-c", code, "generate", str(run), "--file", str(sources), "--scores",
                            "--beam", str(beam)], env=env, cwd=REPO, capture_output=True, text=True)
