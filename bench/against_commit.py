@@ -1,7 +1,8 @@
 """Training and decoding speed of this tree against an earlier commit, in alternating rounds.
 
     python bench/against_commit.py dd21302 [--config configs/multi30k/bigru-attention.yaml ...]
-        [--set KEY=VALUE ...] [--rounds 3] [--batches 40] [--decode RUN [--sources FILE]] [--work DIR]
+        [--set KEY=VALUE ...] [--rounds 3] [--batches 40] [--decode RUN [--sources FILE] [--ops]]
+        [--no-training] [--work DIR]
 
 Checks a refactoring's "same speed as before": the earlier commit is checked out as a git worktree
 under ``--work`` and each round runs ``bench/train_speed.py`` (and, with ``--decode RUN``,
@@ -14,6 +15,10 @@ idle machine. ``--decode`` needs a run directory that both trees can load (train
 earlier commit's code if the checkpoint format changed since). ``--sources FILE`` checks "same
 outputs" as well: each tree's ``seq2seq generate RUN --file FILE --scores``, greedy and beam 5, must
 print the same lines (texts, log-probabilities, parse flags); the differing lines are counted.
+``--ops`` checks "same work", which timings on a noisy machine cannot settle: this tree's
+``bench/decode_ops.py`` counts the PyTorch operators and Python calls of decoding 64 sources (greedy
+and beam 5) with each tree's package, and the operators whose counts differ are listed.
+``--no-training`` leaves the training readings out (decoding only).
 """
 
 from __future__ import annotations
@@ -85,6 +90,24 @@ def decoding_speed(tree: Path, run: Path, out: Path) -> dict[str, float]:
     return {f"{m['setting']}, batch {m['batch_size']}": m["sentences_per_s"] for m in json.loads(out.read_text())}
 
 
+def operations(tree: Path, run: Path, beam: int) -> dict:
+    """Operator and Python call counts of decoding with ``tree``'s package (this tree's bench/decode_ops.py)."""
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "decode_ops.py"), str(run), "--beam", str(beam)],
+                          env=tree_env(tree), cwd=REPO, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{tree}: bench/decode_ops.py failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def compare_operations(ours: dict, theirs: dict) -> str:
+    """One line: both trees' totals, then each operator whose count differs (earlier -> this tree)."""
+    names = sorted(set(ours["by_operator"]) | set(theirs["by_operator"]))
+    changed = [f"{name} {theirs['by_operator'].get(name, 0)} -> {ours['by_operator'].get(name, 0)}" for name in names
+               if ours["by_operator"].get(name, 0) != theirs["by_operator"].get(name, 0)]
+    return (f"operators {theirs['operators']:,} -> {ours['operators']:,}, Python calls {theirs['python_calls']:,} -> "
+            f"{ours['python_calls']:,}; differing operators: {', '.join(changed) or 'none'}")
+
+
 def generated(tree: Path, run: Path, sources: Path, beam: int) -> list[str]:
     """What ``seq2seq generate RUN --file SOURCES --scores --beam BEAM`` prints with ``tree``'s code."""
     env = tree_env(tree)
@@ -112,13 +135,16 @@ def main() -> None:
     parser.add_argument("--decode", type=Path, metavar="RUN", help="also time decoding of this trained run")
     parser.add_argument("--sources", type=Path, metavar="FILE",
                         help="with --decode: also compare both trees' outputs on these source lines")
+    parser.add_argument("--ops", action="store_true",
+                        help="with --decode: also count both trees' operators and Python calls (bench/decode_ops.py)")
+    parser.add_argument("--no-training", action="store_true", help="time decoding only")
     parser.add_argument("--work", type=Path, default=Path("~/.cache/seq2seq-bench").expanduser())
     args = parser.parse_args()
     if args.rounds < 1 or args.batches < 1:
         parser.error("--rounds and --batches must be at least 1")
-    if args.sources and not args.decode:
-        parser.error("--sources needs --decode RUN")
-    configs = args.config or ["configs/multi30k/bigru-attention.yaml"]
+    if (args.sources or args.ops or args.no_training) and not args.decode:
+        parser.error("--sources, --ops and --no-training need --decode RUN")
+    configs = [] if args.no_training else args.config or ["configs/multi30k/bigru-attention.yaml"]
     before, here = worktree(args.commit, args.work), REPO
     head = git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
     print("command:", shlex.join(["python", "bench/against_commit.py", *sys.argv[1:]]))
@@ -144,6 +170,11 @@ def main() -> None:
             differing = sum(a != b for a, b in zip(ours, theirs)) + abs(len(ours) - len(theirs))
             print(f"outputs, {'greedy' if beam == 1 else f'beam {beam}'}: {len(ours) - differing} of {len(ours)} "
                   f"lines identical (text, log-probability and parse flag)")
+
+    if args.ops:
+        for beam in (1, 5):
+            counts = compare_operations(operations(here, args.decode, beam), operations(before, args.decode, beam))
+            print(f"work, {'greedy' if beam == 1 else f'beam {beam}'} (earlier -> this tree): {counts}")
 
     print(f"\n| measure | earlier ({args.commit}) | this tree | unit | this / earlier, median (per round) |")
     print("|---|---:|---:|---|---:|")

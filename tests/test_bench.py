@@ -381,6 +381,44 @@ def test_grammar_speed_benchmark_prints_a_row_per_constraint_and_beam(quick_code
     assert all(row[4].strip() == "100.0%" for row in rows if row[1].strip() == "grammar")
 
 
+def test_decode_ops_counts_the_operators_of_a_search_and_they_repeat(quick_code_run, tmp_path):
+    """Operator counts are what a refactoring compares on a noisy machine: the same search twice gives
+    the same counts, and a wider beam does more work."""
+    def counts(beam: int, name: str) -> dict:
+        out = tmp_path / name
+        result = subprocess.run([sys.executable, str(ROOT / "bench" / "decode_ops.py"), str(quick_code_run), "--limit", "6",
+                                 "--beam", str(beam), "--json", str(out)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout.splitlines()[-1]) == json.loads(out.read_text())
+        return json.loads(out.read_text())
+
+    greedy, again, beam = counts(1, "a.json"), counts(1, "b.json"), counts(3, "c.json")
+    assert greedy["by_operator"] == again["by_operator"]
+    assert sum(greedy["by_operator"].values()) == greedy["operators"] > 0
+    assert greedy["by_operator"]["aten::lstm"] >= 1 and greedy["python_calls"] > 0
+    assert beam["by_operator"].get("aten::topk", 0) > greedy["by_operator"].get("aten::topk", 0)
+
+
+def test_against_commit_ops_lists_the_operators_whose_counts_differ(monkeypatch, tmp_path, capsys):
+    """--no-training --ops: decoding readings only, then one line per search naming each changed operator."""
+    against = _load("against_commit")
+    earlier = tmp_path / "tree-earlier"
+    monkeypatch.setattr(against, "worktree", lambda commit, work: earlier)
+    monkeypatch.setattr(against, "git", lambda *args: "abc1234" if args[0] == "rev-parse" else "")
+    monkeypatch.setattr(against, "training_speed", lambda *args: pytest.fail("--no-training still trained"))
+    monkeypatch.setattr(against, "decoding_speed", lambda tree, run, out: {"greedy, batch 64": 10.0})
+    work = {against.REPO: {"operators": 12, "python_calls": 30, "by_operator": {"aten::mm": 4, "aten::index": 8}},
+            earlier: {"operators": 11, "python_calls": 25, "by_operator": {"aten::mm": 4, "aten::index_select": 7}}}
+    monkeypatch.setattr(against, "operations", lambda tree, run, beam: work[tree])
+    monkeypatch.setattr(sys, "argv", ["against_commit.py", "abc1234", "--decode", str(tmp_path / "run"), "--ops",
+                                      "--no-training", "--rounds", "1", "--work", str(tmp_path)])
+    against.main()
+    printed = capsys.readouterr().out
+    assert ("work, greedy (earlier -> this tree): operators 11 -> 12, Python calls 25 -> 30; differing operators: "
+            "aten::index 0 -> 8, aten::index_select 7 -> 0") in printed
+    assert "| training" not in printed and "greedy, batch 64 | 10.0 | 10.0 | sentences/s | **1.000x**" in printed
+
+
 def test_error_analysis_puts_every_output_in_one_class(quick_code_run):
     analysis = _load("error_analysis")
     from seq2seq.data.tokenizers import PythonTokenizer

@@ -1,0 +1,82 @@
+"""The tensor work of decoding, counted: PyTorch operators and Python calls per search.
+
+    python bench/decode_ops.py RUN [--split test] [--limit 64] [--beam 1] [--json out.json]
+
+Decodes the first ``--limit`` sources of the run's ``--split`` as one batch, with one worker and
+one thread, once to warm up and then under ``torch.profiler`` (every operator call, by name) and
+``cProfile`` (Python function calls). Unlike a timing, the counts do not depend on how busy the
+machine is, so two versions of the code can be compared on a shared machine: the same operator
+counts mean the same tensor work, and what is left between their speeds is Python overhead or
+noise. ``bench/against_commit.py --ops`` runs it with each tree's package (it uses only
+``load_run`` and ``decode_sources``, which older commits have too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import cProfile
+import json
+import pstats
+import sys
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from seq2seq.checkpoint import load_run
+from seq2seq.decoding.search import decode_sources
+
+
+def test_sources(run, split: str) -> list[list[int]]:
+    """The run's encoded ``split`` sources, through whichever corpus builder this tree has."""
+    try:
+        from seq2seq.pipeline import run_corpus
+    except ImportError:  # before the pipeline module had it
+        from seq2seq.data.corpus import build_corpus
+
+        corpus = build_corpus(run.config.data, run.config.vocab, vocabs=(run.src_vocab, run.tgt_vocab),
+                              subword_models=run.subword_models)
+    else:
+        corpus = run_corpus(run)
+    if not corpus.encoded.get(split):
+        raise SystemExit(f"the run's data has no {split!r} split")
+    return [pair.src for pair in corpus.encoded[split]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a trained run directory (no copy model)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, default=64, help="sources decoded, as one batch")
+    parser.add_argument("--beam", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write the counts here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    run = load_run(args.run, device="cpu")
+    if run.model.copies:
+        raise SystemExit(f"{args.run}: a copy model needs copy sources; count a run without copy")
+    sources = test_sources(run, args.split)[: args.limit]
+    vocab = run.tgt_vocab
+    common = dict(sos_index=vocab.sos_index, eos_index=vocab.eos_index, pad_index=vocab.pad_index,
+                  max_len=run.config.decode.max_len, device="cpu", workers=1, beam_size=args.beam,
+                  batch_size=len(sources))
+    decode_sources(run.model, sources, **common)  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        decode_sources(run.model, sources, **common)
+    operators = collections.Counter(event.name for event in profiler.events())
+    python = cProfile.Profile()
+    python.enable()
+    decode_sources(run.model, sources, **common)
+    python.disable()
+    calls = pstats.Stats(python).total_calls
+    result = {"operators": sum(operators.values()), "python_calls": calls, "by_operator": dict(operators)}
+    print(f"{len(sources)} sources, beam {args.beam}: {result['operators']:,} operator calls, "
+          f"{calls:,} Python calls", file=sys.stderr)
+    print(json.dumps(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
