@@ -144,6 +144,8 @@ def main() -> None:
         parser.error("--rounds and --batches must be at least 1")
     if (args.sources or args.ops or args.no_training) and not args.decode:
         parser.error("--sources, --ops and --no-training need --decode RUN")
+    if args.no_training and (args.config or args.overrides):
+        parser.error("--no-training times no training: leave out --config and --set")
     configs = [] if args.no_training else args.config or ["configs/multi30k/bigru-attention.yaml"]
     before, here = worktree(args.commit, args.work), REPO
     head = git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")

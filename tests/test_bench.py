@@ -381,15 +381,18 @@ def test_grammar_speed_benchmark_prints_a_row_per_constraint_and_beam(quick_code
     assert all(row[4].strip() == "100.0%" for row in rows if row[1].strip() == "grammar")
 
 
-def test_decode_ops_counts_the_operators_of_a_search_and_they_repeat(quick_code_run, tmp_path):
+def test_decode_ops_counts_the_operators_of_a_search_and_they_repeat(quick_code_run, tmp_path, capsys):
     """Operator counts are what a refactoring compares on a noisy machine: the same search twice gives
     the same counts, and a wider beam does more work."""
+    decode_ops = _load("decode_ops")
+
     def counts(beam: int, name: str) -> dict:
         out = tmp_path / name
-        result = subprocess.run([sys.executable, str(ROOT / "bench" / "decode_ops.py"), str(quick_code_run), "--limit", "6",
-                                 "--beam", str(beam), "--json", str(out)], capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout.splitlines()[-1]) == json.loads(out.read_text())
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sys, "argv", ["decode_ops.py", str(quick_code_run), "--limit", "6", "--beam", str(beam),
+                                        "--json", str(out)])
+            decode_ops.main()
+        assert json.loads(capsys.readouterr().out.splitlines()[-1]) == json.loads(out.read_text())
         return json.loads(out.read_text())
 
     greedy, again, beam = counts(1, "a.json"), counts(1, "b.json"), counts(3, "c.json")
@@ -471,3 +474,12 @@ def test_against_commit_refuses_a_tree_that_imports_another_package(tmp_path):
     (tmp_path / "src").mkdir()
     with pytest.raises(SystemExit, match="not from its own src/|No module named"):
         against.run_from(tmp_path, "train_speed.py", [])
+
+
+def test_against_commit_no_training_refuses_a_training_config(monkeypatch, tmp_path, capsys):
+    against = _load("against_commit")
+    monkeypatch.setattr(sys, "argv", ["against_commit.py", "abc1234", "--decode", str(tmp_path), "--no-training",
+                                      "--config", "configs/x.yaml"])
+    with pytest.raises(SystemExit):
+        against.main()
+    assert "--no-training times no training: leave out --config and --set" in capsys.readouterr().err
