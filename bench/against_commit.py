@@ -63,14 +63,18 @@ def tree_env(tree: Path) -> dict[str, str]:
     return env
 
 
+def python_in(tree: Path, args: list[str], what: str) -> str:
+    """Run ``python ARGS`` with ``tree``'s package on the path, from this repository; its stdout
+    (``what`` names it when it fails)."""
+    done = subprocess.run([sys.executable, *args], env=tree_env(tree), cwd=REPO, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{tree}: {what} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return done.stdout
+
+
 def run_from(tree: Path, script: str, args: list[str]) -> str:
     """Run ``tree``'s bench script with ``tree``'s package on the path; its stdout."""
-    env = tree_env(tree)
-    done = subprocess.run([sys.executable, str(tree / "bench" / script), *args], env=env, cwd=REPO,
-                          capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{tree / 'bench' / script} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return done.stdout
+    return python_in(tree, [str(tree / "bench" / script), *args], f"bench/{script}")
 
 
 def training_speed(tree: Path, config: str, overrides: list[str], batches: int) -> float:
@@ -92,11 +96,8 @@ def decoding_speed(tree: Path, run: Path, out: Path) -> dict[str, float]:
 
 def operations(tree: Path, run: Path, beam: int) -> dict:
     """Operator and Python call counts of decoding with ``tree``'s package (this tree's bench/decode_ops.py)."""
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "decode_ops.py"), str(run), "--beam", str(beam)],
-                          env=tree_env(tree), cwd=REPO, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{tree}: bench/decode_ops.py failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.splitlines()[-1])
+    printed = python_in(tree, [str(REPO / "bench" / "decode_ops.py"), str(run), "--beam", str(beam)], "bench/decode_ops.py")
+    return json.loads(printed.splitlines()[-1])
 
 
 def compare_operations(ours: dict, theirs: dict) -> str:
@@ -110,13 +111,13 @@ def compare_operations(ours: dict, theirs: dict) -> str:
 
 def generated(tree: Path, run: Path, sources: Path, beam: int) -> list[str]:
     """What ``seq2seq generate RUN --file SOURCES --scores --beam BEAM`` prints with ``tree``'s code."""
-    env = tree_env(tree)
     code = "import sys; from seq2seq.cli import main; sys.exit(main(sys.argv[1:]))"
-    done = subprocess.run([sys.executable, "-c", code, "generate", str(run), "--file", str(sources), "--scores",
-                           "--beam", str(beam)], env=env, cwd=REPO, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{tree}: seq2seq generate failed:\n{done.stderr[-2000:]}")
-    return done.stdout.splitlines()
+    args = ["-c", code, "generate", str(run), "--file", str(sources), "--scores", "--beam", str(beam)]
+    return python_in(tree, args, "seq2seq generate").splitlines()
+
+
+def search_name(beam: int) -> str:
+    return "greedy" if beam == 1 else f"beam {beam}"
 
 
 def summary(name: str, ours: list[float], theirs: list[float], unit: str) -> str:
@@ -170,13 +171,13 @@ def main() -> None:
         for beam in (1, 5):
             ours, theirs = generated(here, args.decode, args.sources, beam), generated(before, args.decode, args.sources, beam)
             differing = sum(a != b for a, b in zip(ours, theirs)) + abs(len(ours) - len(theirs))
-            print(f"outputs, {'greedy' if beam == 1 else f'beam {beam}'}: {len(ours) - differing} of {len(ours)} "
+            print(f"outputs, {search_name(beam)}: {len(ours) - differing} of {len(ours)} "
                   f"lines identical (text, log-probability and parse flag)")
 
     if args.ops:
         for beam in (1, 5):
             counts = compare_operations(operations(here, args.decode, beam), operations(before, args.decode, beam))
-            print(f"work, {'greedy' if beam == 1 else f'beam {beam}'} (earlier -> this tree): {counts}")
+            print(f"work, {search_name(beam)} (earlier -> this tree): {counts}")
 
     print(f"\n| measure | earlier ({args.commit}) | this tree | unit | this / earlier, median (per round) |")
     print("|---|---:|---:|---|---:|")
