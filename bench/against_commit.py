@@ -17,7 +17,9 @@ outputs" as well: each tree's ``seq2seq generate RUN --file FILE --scores``, gre
 print the same lines (texts, log-probabilities, parse flags); the differing lines are counted.
 ``--ops`` checks "same work", which timings on a noisy machine cannot settle: this tree's
 ``bench/decode_ops.py`` counts the PyTorch operators and Python calls of decoding 64 sources (greedy
-and beam 5) with each tree's package, and the operators whose counts differ are listed.
+and beam 5) with each tree's package, and the operators whose counts differ are listed; the time
+spent inside the operators (the median of three profiled searches) follows, with the three
+operators whose time moved most, to tell slower work from slower Python or noise.
 ``--no-training`` leaves the training readings out (decoding only).
 """
 
@@ -105,8 +107,13 @@ def compare_operations(ours: dict, theirs: dict) -> str:
     names = sorted(set(ours["by_operator"]) | set(theirs["by_operator"]))
     changed = [f"{name} {theirs['by_operator'].get(name, 0)} -> {ours['by_operator'].get(name, 0)}" for name in names
                if ours["by_operator"].get(name, 0) != theirs["by_operator"].get(name, 0)]
+    times = ours["self_ms_by_operator"], theirs["self_ms_by_operator"]
+    moved = sorted(set(times[0]) | set(times[1]), key=lambda name: -abs(times[0].get(name, 0) - times[1].get(name, 0)))
+    largest = [f"{name} {times[1].get(name, 0):,.1f} -> {times[0].get(name, 0):,.1f}" for name in moved[:3]]
     return (f"operators {theirs['operators']:,} -> {ours['operators']:,}, Python calls {theirs['python_calls']:,} -> "
-            f"{ours['python_calls']:,}; differing operators: {', '.join(changed) or 'none'}")
+            f"{ours['python_calls']:,}; differing operators: {', '.join(changed) or 'none'}; time in the operators "
+            f"{theirs['self_ms']:,.0f} -> {ours['self_ms']:,.0f} ms (**{ours['self_ms'] / theirs['self_ms']:.3f}x**; "
+            f"moved most, ms: {', '.join(largest)})")
 
 
 def generated(tree: Path, run: Path, sources: Path, beam: int) -> list[str]:

@@ -1,13 +1,15 @@
 """The tensor work of decoding, counted: PyTorch operators and Python calls per search.
 
-    python bench/decode_ops.py RUN [--split test] [--limit 64] [--beam 1] [--json out.json]
+    python bench/decode_ops.py RUN [--split test] [--limit 64] [--beam 1] [--repeat 3] [--json out.json]
 
 Decodes the first ``--limit`` sources of the run's ``--split`` as one batch, with one worker and
-one thread, once to warm up and then under ``torch.profiler`` (every operator call, by name) and
-``cProfile`` (Python function calls). Unlike a timing, the counts do not depend on how busy the
-machine is, so two versions of the code can be compared on a shared machine: the same operator
-counts mean the same tensor work, and what is left between their speeds is Python overhead or
-noise. ``bench/against_commit.py --ops`` runs it with each tree's package (it uses only
+one thread, once to warm up, then ``--repeat`` times under ``torch.profiler`` (every operator call,
+by name, and its self CPU time) and once under ``cProfile`` (Python function calls). Unlike a
+timing, the counts do not depend on how busy the machine is, so two versions of the code can be
+compared on a shared machine: the same operator counts mean the same tensor work. The operators'
+self time (per operator, the median over the profiled searches) then says whether the same work
+got slower, e.g. through a tensor's memory layout; it is a timing, so it is noisy, but it leaves out
+the Python between the operators, which a whole search's time includes. ``bench/against_commit.py --ops`` runs it with each tree's package (it uses only
 ``load_run`` and ``decode_sources``, which older commits have too).
 """
 
@@ -18,6 +20,7 @@ import collections
 import cProfile
 import json
 import pstats
+import statistics
 import sys
 from pathlib import Path
 
@@ -50,8 +53,11 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=64, help="sources decoded, as one batch")
     parser.add_argument("--beam", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3, help="profiled searches; operator times are their median")
     parser.add_argument("--json", type=Path, help="also write the counts here")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     torch.set_num_threads(1)
     run = load_run(args.run, device="cpu")
     if run.model.copies:
@@ -62,17 +68,28 @@ def main() -> None:
                   max_len=run.config.decode.max_len, device="cpu", workers=1, beam_size=args.beam,
                   batch_size=len(sources))
     decode_sources(run.model, sources, **common)  # warm-up
-    with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        decode_sources(run.model, sources, **common)
-    operators = collections.Counter(event.name for event in profiler.events())
+    operators: collections.Counter | None = None
+    self_ms: dict[str, list[float]] = collections.defaultdict(list)
+    for _ in range(args.repeat):
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            decode_sources(run.model, sources, **common)
+        counted = collections.Counter(event.name for event in profiler.events())
+        if operators is not None and counted != operators:
+            raise SystemExit("the same search called different operators when repeated: is it deterministic?")
+        operators = counted
+        for average in profiler.key_averages():
+            self_ms[average.key].append(average.self_cpu_time_total / 1000)
+    assert operators is not None
+    median_ms = {name: statistics.median(times) for name, times in self_ms.items()}
     python = cProfile.Profile()
     python.enable()
     decode_sources(run.model, sources, **common)
     python.disable()
     calls = pstats.Stats(python).total_calls
-    result = {"operators": sum(operators.values()), "python_calls": calls, "by_operator": dict(operators)}
+    result = {"operators": sum(operators.values()), "python_calls": calls, "by_operator": dict(operators),
+              "self_ms": sum(median_ms.values()), "self_ms_by_operator": median_ms}
     print(f"{len(sources)} sources, beam {args.beam}: {result['operators']:,} operator calls, "
-          f"{calls:,} Python calls", file=sys.stderr)
+          f"{calls:,} Python calls, {result['self_ms']:,.0f} ms in the operators", file=sys.stderr)
     print(json.dumps(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -390,7 +390,7 @@ def test_decode_ops_counts_the_operators_of_a_search_and_they_repeat(quick_code_
         out = tmp_path / name
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(sys, "argv", ["decode_ops.py", str(quick_code_run), "--limit", "6", "--beam", str(beam),
-                                        "--json", str(out)])
+                                        "--repeat", "2", "--json", str(out)])
             decode_ops.main()
         assert json.loads(capsys.readouterr().out.splitlines()[-1]) == json.loads(out.read_text())
         return json.loads(out.read_text())
@@ -400,6 +400,9 @@ def test_decode_ops_counts_the_operators_of_a_search_and_they_repeat(quick_code_
     assert sum(greedy["by_operator"].values()) == greedy["operators"] > 0
     assert greedy["by_operator"]["aten::lstm"] >= 1 and greedy["python_calls"] > 0
     assert beam["by_operator"].get("aten::topk", 0) > greedy["by_operator"].get("aten::topk", 0)
+    # every operator called has a time, and the total is theirs
+    assert set(greedy["self_ms_by_operator"]) == set(greedy["by_operator"])
+    assert greedy["self_ms"] == pytest.approx(sum(greedy["self_ms_by_operator"].values())) and greedy["self_ms"] > 0
 
 
 def test_against_commit_ops_lists_the_operators_whose_counts_differ(monkeypatch, tmp_path, capsys):
@@ -410,15 +413,18 @@ def test_against_commit_ops_lists_the_operators_whose_counts_differ(monkeypatch,
     monkeypatch.setattr(against, "git", lambda *args: "abc1234" if args[0] == "rev-parse" else "")
     monkeypatch.setattr(against, "training_speed", lambda *args: pytest.fail("--no-training still trained"))
     monkeypatch.setattr(against, "decoding_speed", lambda tree, run, out: {"greedy, batch 64": 10.0})
-    work = {against.REPO: {"operators": 12, "python_calls": 30, "by_operator": {"aten::mm": 4, "aten::index": 8}},
-            earlier: {"operators": 11, "python_calls": 25, "by_operator": {"aten::mm": 4, "aten::index_select": 7}}}
+    work = {against.REPO: {"operators": 12, "python_calls": 30, "by_operator": {"aten::mm": 4, "aten::index": 8},
+                           "self_ms": 9.0, "self_ms_by_operator": {"aten::mm": 6.0, "aten::index": 3.0}},
+            earlier: {"operators": 11, "python_calls": 25, "by_operator": {"aten::mm": 4, "aten::index_select": 7},
+                      "self_ms": 10.0, "self_ms_by_operator": {"aten::mm": 5.5, "aten::index_select": 4.5}}}
     monkeypatch.setattr(against, "operations", lambda tree, run, beam: work[tree])
     monkeypatch.setattr(sys, "argv", ["against_commit.py", "abc1234", "--decode", str(tmp_path / "run"), "--ops",
                                       "--no-training", "--rounds", "1", "--work", str(tmp_path)])
     against.main()
     printed = capsys.readouterr().out
     assert ("work, greedy (earlier -> this tree): operators 11 -> 12, Python calls 25 -> 30; differing operators: "
-            "aten::index 0 -> 8, aten::index_select 7 -> 0") in printed
+            "aten::index 0 -> 8, aten::index_select 7 -> 0; time in the operators 10 -> 9 ms (**0.900x**; moved most, "
+            "ms: aten::index_select 4.5 -> 0.0, aten::index 0.0 -> 3.0, aten::mm 5.5 -> 6.0)") in printed
     assert "| training" not in printed and "greedy, batch 64 | 10.0 | 10.0 | sentences/s | **1.000x**" in printed
 
 
@@ -483,3 +489,29 @@ def test_against_commit_no_training_refuses_a_training_config(monkeypatch, tmp_p
     with pytest.raises(SystemExit):
         against.main()
     assert "--no-training times no training: leave out --config and --set" in capsys.readouterr().err
+
+
+def test_openblas_linear_computes_what_nn_linear_computes_and_restores_torch():
+    """The BLAS A/B compares libraries, not arithmetic: NumPy's linear gives nn.Linear's output and
+    gradients, and switching back leaves nn.Linear as it was."""
+    import torch
+
+    blas = _load("openblas_linear")
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(12, 7)
+    x = torch.randn(3, 5, 12, requires_grad=True)
+    expected = layer(x)
+    expected.square().sum().backward()
+    grads = x.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone()
+    x.grad = layer.weight.grad = layer.bias.grad = None
+    blas.use_numpy(True)
+    try:
+        assert torch.nn.Linear.forward is not blas.TORCH_FORWARD
+        got = layer(x)
+        got.square().sum().backward()
+    finally:
+        blas.use_numpy(False)
+    assert torch.nn.Linear.forward is blas.TORCH_FORWARD
+    assert got.shape == (3, 5, 7) and torch.allclose(got, expected, atol=1e-5)
+    for ours, theirs in zip((x.grad, layer.weight.grad, layer.bias.grad), grads):
+        assert torch.allclose(ours, theirs, atol=1e-4)
