@@ -19,7 +19,8 @@ print the same lines (texts, log-probabilities, parse flags); the differing line
 ``bench/decode_ops.py`` counts the PyTorch operators and Python calls of decoding 64 sources (greedy
 and beam 5) with each tree's package, and the operators whose counts differ are listed; the time
 spent inside the operators (the median of three profiled searches) follows, with the three
-operators whose time moved most, to tell slower work from slower Python or noise.
+operators whose time moved most, and a search's wall time unprofiled (the median of three), to tell
+slower work from slower Python or noise.
 ``--no-training`` leaves the training readings out (decoding only).
 """
 
@@ -97,23 +98,30 @@ def decoding_speed(tree: Path, run: Path, out: Path) -> dict[str, float]:
 
 
 def operations(tree: Path, run: Path, beam: int) -> dict:
-    """Operator and Python call counts of decoding with ``tree``'s package (this tree's bench/decode_ops.py)."""
-    printed = python_in(tree, [str(REPO / "bench" / "decode_ops.py"), str(run), "--beam", str(beam)], "bench/decode_ops.py")
+    """Operator and Python call counts, the operators' time and a search's wall time, decoding with
+    ``tree``'s package (this tree's bench/decode_ops.py, three profiled and three timed searches)."""
+    script = [str(REPO / "bench" / "decode_ops.py"), str(run), "--beam", str(beam), "--repeat", "3"]
+    printed = python_in(tree, script, "bench/decode_ops.py")
     return json.loads(printed.splitlines()[-1])
 
 
 def compare_operations(ours: dict, theirs: dict) -> str:
-    """One line: both trees' totals, then each operator whose count differs (earlier -> this tree)."""
+    """One line: both trees' totals, each operator whose count differs, the time in the operators with
+    the three that moved most, and a search's wall time (earlier -> this tree)."""
     names = sorted(set(ours["by_operator"]) | set(theirs["by_operator"]))
     changed = [f"{name} {theirs['by_operator'].get(name, 0)} -> {ours['by_operator'].get(name, 0)}" for name in names
                if ours["by_operator"].get(name, 0) != theirs["by_operator"].get(name, 0)]
     times = ours["self_ms_by_operator"], theirs["self_ms_by_operator"]
-    moved = sorted(set(times[0]) | set(times[1]), key=lambda name: -abs(times[0].get(name, 0) - times[1].get(name, 0)))
+
+    def moved_by(name: str) -> tuple[float, str]:  # the largest change first; ties by name, so the line repeats
+        return -abs(times[0].get(name, 0) - times[1].get(name, 0)), name
+
+    moved = sorted(set(times[0]) | set(times[1]), key=moved_by)
     largest = [f"{name} {times[1].get(name, 0):,.1f} -> {times[0].get(name, 0):,.1f}" for name in moved[:3]]
     return (f"operators {theirs['operators']:,} -> {ours['operators']:,}, Python calls {theirs['python_calls']:,} -> "
             f"{ours['python_calls']:,}; differing operators: {', '.join(changed) or 'none'}; time in the operators "
             f"{theirs['self_ms']:,.0f} -> {ours['self_ms']:,.0f} ms (**{ours['self_ms'] / theirs['self_ms']:.3f}x**; "
-            f"moved most, ms: {', '.join(largest)})")
+            f"moved most, ms: {', '.join(largest)}); a search unprofiled {theirs['wall_ms']:,.0f} -> {ours['wall_ms']:,.0f} ms")
 
 
 def generated(tree: Path, run: Path, sources: Path, beam: int) -> list[str]:

@@ -1,22 +1,29 @@
 """Would another BLAS train faster on this CPU? Training steps with every ``nn.Linear`` product
 through NumPy's OpenBLAS against PyTorch's own (MKL), in alternating rounds.
 
-    python bench/openblas_linear.py [configs/multi30k/transformer.yaml] [--batches 10] [--rounds 4]
+    python bench/openblas_linear.py [configs/multi30k/transformer.yaml] [--batches 10] [--rounds 4] [--gemm]
+    OMP_WAIT_POLICY=PASSIVE python bench/openblas_linear.py ...   # torch's threads sleep between regions
 
-On an AMD CPU without AVX-512 (Zen 3), torch's MKL multiplies float32 matrices well below the
-cores' peak, and NumPy's OpenBLAS, which has Zen kernels, is faster on the same shapes in
-isolation (``--gemm`` prints both). This script asks whether that carries over to training: each
+On an AMD CPU without AVX-512 (Zen 3), torch's MKL multiplies float32 matrices below the cores'
+peak on some shapes, and NumPy's OpenBLAS, which has Zen kernels, is faster on most of the
+Transformer's shapes in isolation (``--gemm`` prints both; torch there is the plain product, not
+the padded-rows output layer of :mod:`seq2seq.models.linear`). This script asks whether that carries over to training: each
 round times ``--batches`` training steps of the configuration (forward, loss, backward, clip, Adam)
 with torch's products, then the same batches with every ``nn.Linear`` (the output layer included)
-computed by ``numpy.matmul`` on the tensors' memory, forward and backward. The model, the batches
-and the arithmetic are the same; only the library that multiplies changes. A diagnostic, not a
+computed by ``numpy.matmul`` on the tensors' memory, forward and backward. The batches and the
+arithmetic are the same (the model keeps training from reading to reading); only the library that
+multiplies changes. OpenBLAS's thread count is NumPy's default (all cores) unless
+``OPENBLAS_NUM_THREADS`` sets it; ``OMP_WAIT_POLICY=PASSIVE`` makes torch's threads sleep, not spin,
+between parallel regions. A diagnostic, not a
 fast path: the toolkit does not use NumPy for its products (docs/BENCHMARKS.md has the answer).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -49,12 +56,13 @@ class NumpyLinear(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         inputs, weight = ctx.saved_tensors
         grad = grad.contiguous().numpy()  # [N, O]
-        grad_inputs = torch.from_numpy(np.matmul(grad, weight.detach().numpy()))  # [N, I]
-        grad_weight = torch.from_numpy(np.matmul(grad.T, inputs.numpy()))  # [O, I]
-        grad_bias = torch.from_numpy(grad.sum(axis=0)) if ctx.has_bias else None  # [O]
+        needs = ctx.needs_input_grad
+        grad_inputs = torch.from_numpy(np.matmul(grad, weight.detach().numpy())) if needs[0] else None  # [N, I]
+        grad_weight = torch.from_numpy(np.matmul(grad.T, inputs.numpy())) if needs[1] else None  # [O, I]
+        grad_bias = torch.from_numpy(grad.sum(axis=0)) if ctx.has_bias and needs[2] else None  # [O]
         return grad_inputs, grad_weight, grad_bias
 
 
@@ -106,13 +114,16 @@ def main() -> int:
     config = build_config(base=load_config_file(args.config), source=str(args.config))
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    print(f"torch {torch.__version__} threads {torch.get_num_threads()}; NumPy {np.__version__}")
+    print(f"torch {torch.__version__} threads {torch.get_num_threads()}; NumPy {np.__version__}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', '(unset: all cores)')}")
     if args.gemm:
         gemm_rates([(1792, 256, 5921), (1792, 256, 1024), (1792, 1024, 256), (1792, 256, 256)])
     torch.manual_seed(config.train.seed)
     corpus = build_corpus(config.data, config.vocab)
     model = build_model(config.model, src_vocab_size=len(corpus.src_vocab), tgt_vocab_size=len(corpus.tgt_vocab))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate, fused=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate, betas=tuple(config.train.adam_betas),
+                                 fused=True)
     generator = torch.Generator().manual_seed(config.train.seed)
     batches = list(bucketed_batches(corpus.encoded["train"], batch_size=config.train.batch_size, pad_index=0,
                                     shuffle=True, generator=generator, sort_by="target"))[: args.batches]
@@ -131,21 +142,22 @@ def main() -> int:
             tokens += n
         return tokens / (time.perf_counter() - start)
 
+    def reading(numpy_products: bool) -> float:
+        use_numpy(numpy_products)
+        try:
+            return tokens_per_s()
+        finally:
+            use_numpy(False)
+
     model.train()
-    for on in (False, True):  # warm both paths up
-        use_numpy(on)
-        tokens_per_s()
+    reading(False), reading(True)  # warm both paths up
     ratios = []
     for round_ in range(args.rounds):
-        readings = {}
-        for on in (False, True) if round_ % 2 == 0 else (True, False):
-            use_numpy(on)
-            readings[on] = tokens_per_s()
-        use_numpy(False)
+        readings = {on: reading(on) for on in ((False, True) if round_ % 2 == 0 else (True, False))}
         ratios.append(readings[True] / readings[False])
         print(f"round {round_ + 1}: torch {readings[False]:,.0f}, NumPy {readings[True]:,.0f} target tokens/s "
               f"({ratios[-1]:.2f}x)", flush=True)
-    print(f"NumPy's products / torch's, median of {args.rounds} rounds: {sorted(ratios)[(len(ratios) - 1) // 2]:.2f}x")
+    print(f"NumPy's products / torch's, median of {args.rounds} rounds: {statistics.median(ratios):.2f}x")
     return 0
 
 

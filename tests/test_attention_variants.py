@@ -361,3 +361,24 @@ def test_coverage_is_a_constant_for_gradients_in_the_state_and_in_the_loss() -> 
     memory, state = model.encode(src, lengths, torch.arange(5)[None, :] < lengths[:, None])
     _, state, weights = model.decoder.step(torch.tensor([2, 2]), state, memory)
     assert weights.requires_grad and not state.coverage.requires_grad
+
+
+@pytest.mark.parametrize("input_feeding", [False, True], ids=["bahdanau-order", "luong-order"])
+def test_luong_concat_is_bahdanaus_score_so_in_one_decoder_order_they_are_one_model(input_feeding: bool) -> None:
+    """Luong's concat and Bahdanau's additive score are one expression with the same parameters; what
+    differs between the papers is the query (the current state with input feeding, the previous one
+    without). So with the same decoder and seed the two names build the same model: the Multi30k
+    recipe (input feeding) trained with either is the same run."""
+    def logits(attention: str) -> torch.Tensor:
+        torch.manual_seed(3)
+        config = tiny_config("lstm-attention", f"model.decoder.attention={attention}",
+                             f"model.decoder.input_feeding={str(input_feeding).lower()}", "model.decoder.readout_size=16")
+        model = build_model(config.model, src_vocab_size=20, tgt_vocab_size=22).eval()
+        torch.manual_seed(4)
+        src, tgt = torch.randint(3, 20, (3, 6)), torch.randint(3, 22, (3, 5))
+        lengths = torch.tensor([6, 4, 2])
+        mask = torch.arange(6)[None, :] < lengths[:, None]
+        return model(src, lengths, mask, tgt, teacher_forcing=1.0)[0]
+
+    assert torch.equal(logits("luong-concat"), logits("bahdanau"))
+    assert not torch.equal(logits("luong-general"), logits("bahdanau"))  # a different score is a different model

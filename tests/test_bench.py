@@ -386,23 +386,26 @@ def test_decode_ops_counts_the_operators_of_a_search_and_they_repeat(quick_code_
     the same counts, and a wider beam does more work."""
     decode_ops = _load("decode_ops")
 
-    def counts(beam: int, name: str) -> dict:
+    def counts(beam: int, name: str, *extra: str) -> dict:
         out = tmp_path / name
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(sys, "argv", ["decode_ops.py", str(quick_code_run), "--limit", "6", "--beam", str(beam),
-                                        "--repeat", "2", "--json", str(out)])
+                                        "--repeat", "2", "--json", str(out), *extra])
             decode_ops.main()
         assert json.loads(capsys.readouterr().out.splitlines()[-1]) == json.loads(out.read_text())
         return json.loads(out.read_text())
 
     greedy, again, beam = counts(1, "a.json"), counts(1, "b.json"), counts(3, "c.json")
+    two_batches = counts(1, "d.json", "--batch-size", "3", "--threads", "2")
     assert greedy["by_operator"] == again["by_operator"]
+    assert two_batches["operators"] > greedy["operators"]  # the search ran twice, over 3 sources each
     assert sum(greedy["by_operator"].values()) == greedy["operators"] > 0
     assert greedy["by_operator"]["aten::lstm"] >= 1 and greedy["python_calls"] > 0
     assert beam["by_operator"].get("aten::topk", 0) > greedy["by_operator"].get("aten::topk", 0)
     # every operator called has a time, and the total is theirs
     assert set(greedy["self_ms_by_operator"]) == set(greedy["by_operator"])
     assert greedy["self_ms"] == pytest.approx(sum(greedy["self_ms_by_operator"].values())) and greedy["self_ms"] > 0
+    assert greedy["wall_ms"] > 0
 
 
 def test_against_commit_ops_lists_the_operators_whose_counts_differ(monkeypatch, tmp_path, capsys):
@@ -414,9 +417,9 @@ def test_against_commit_ops_lists_the_operators_whose_counts_differ(monkeypatch,
     monkeypatch.setattr(against, "training_speed", lambda *args: pytest.fail("--no-training still trained"))
     monkeypatch.setattr(against, "decoding_speed", lambda tree, run, out: {"greedy, batch 64": 10.0})
     work = {against.REPO: {"operators": 12, "python_calls": 30, "by_operator": {"aten::mm": 4, "aten::index": 8},
-                           "self_ms": 9.0, "self_ms_by_operator": {"aten::mm": 6.0, "aten::index": 3.0}},
+                           "self_ms": 9.0, "self_ms_by_operator": {"aten::mm": 6.0, "aten::index": 3.0}, "wall_ms": 12.0},
             earlier: {"operators": 11, "python_calls": 25, "by_operator": {"aten::mm": 4, "aten::index_select": 7},
-                      "self_ms": 10.0, "self_ms_by_operator": {"aten::mm": 5.5, "aten::index_select": 4.5}}}
+                      "self_ms": 10.0, "self_ms_by_operator": {"aten::mm": 5.5, "aten::index_select": 4.5}, "wall_ms": 13.0}}
     monkeypatch.setattr(against, "operations", lambda tree, run, beam: work[tree])
     monkeypatch.setattr(sys, "argv", ["against_commit.py", "abc1234", "--decode", str(tmp_path / "run"), "--ops",
                                       "--no-training", "--rounds", "1", "--work", str(tmp_path)])
@@ -424,7 +427,7 @@ def test_against_commit_ops_lists_the_operators_whose_counts_differ(monkeypatch,
     printed = capsys.readouterr().out
     assert ("work, greedy (earlier -> this tree): operators 11 -> 12, Python calls 25 -> 30; differing operators: "
             "aten::index 0 -> 8, aten::index_select 7 -> 0; time in the operators 10 -> 9 ms (**0.900x**; moved most, "
-            "ms: aten::index_select 4.5 -> 0.0, aten::index 0.0 -> 3.0, aten::mm 5.5 -> 6.0)") in printed
+            "ms: aten::index_select 4.5 -> 0.0, aten::index 0.0 -> 3.0, aten::mm 5.5 -> 6.0); a search unprofiled 13 -> 12 ms") in printed
     assert "| training" not in printed and "greedy, batch 64 | 10.0 | 10.0 | sentences/s | **1.000x**" in printed
 
 
@@ -497,6 +500,9 @@ def test_openblas_linear_computes_what_nn_linear_computes_and_restores_torch():
     import torch
 
     blas = _load("openblas_linear")
+    from seq2seq.models import linear as aligned_rows
+
+    min_rows = aligned_rows.MIN_ROWS
     torch.manual_seed(0)
     layer = torch.nn.Linear(12, 7)
     x = torch.randn(3, 5, 12, requires_grad=True)
@@ -509,9 +515,12 @@ def test_openblas_linear_computes_what_nn_linear_computes_and_restores_torch():
         assert torch.nn.Linear.forward is not blas.TORCH_FORWARD
         got = layer(x)
         got.square().sum().backward()
+        # the output layer's path (models/linear.py, at least MIN_ROWS rows) goes through NumPy too
+        rows = aligned_rows.linear(layer, torch.randn(min_rows + 2, 12, requires_grad=True))
+        assert rows.grad_fn.next_functions[0][0].name() == "NumpyLinearBackward"
     finally:
         blas.use_numpy(False)
-    assert torch.nn.Linear.forward is blas.TORCH_FORWARD
+    assert torch.nn.Linear.forward is blas.TORCH_FORWARD and aligned_rows.MIN_ROWS == min_rows
     assert got.shape == (3, 5, 7) and torch.allclose(got, expected, atol=1e-5)
     for ours, theirs in zip((x.grad, layer.weight.grad, layer.bias.grad), grads):
         assert torch.allclose(ours, theirs, atol=1e-4)
