@@ -7,15 +7,15 @@ through NumPy's OpenBLAS against PyTorch's own (MKL), in alternating rounds.
 On an AMD CPU without AVX-512 (Zen 3), torch's MKL multiplies float32 matrices below the cores'
 peak on some shapes, and NumPy's OpenBLAS, which has Zen kernels, is faster on most of the
 Transformer's shapes in isolation (``--gemm`` prints both; torch there is the plain product, not
-the padded-rows output layer of :mod:`seq2seq.models.linear`). This script asks whether that carries over to training: each
-round times ``--batches`` training steps of the configuration (forward, loss, backward, clip, Adam)
-with torch's products, then the same batches with every ``nn.Linear`` (the output layer included)
+the padded-rows output layer of :mod:`seq2seq.models.linear`). This script asks whether that
+carries over to training: each round times ``--batches`` training steps of the configuration
+(forward, loss, backward, clip, Adam) with torch's products, then the same batches with every ``nn.Linear`` (the output layer included)
 computed by ``numpy.matmul`` on the tensors' memory, forward and backward. The batches and the
 arithmetic are the same (the model keeps training from reading to reading); only the library that
 multiplies changes. OpenBLAS's thread count is NumPy's default (all cores) unless
 ``OPENBLAS_NUM_THREADS`` sets it; ``OMP_WAIT_POLICY=PASSIVE`` makes torch's threads sleep, not spin,
-between parallel regions. A diagnostic, not a
-fast path: the toolkit does not use NumPy for its products (docs/BENCHMARKS.md has the answer).
+between parallel regions. A diagnostic, not a fast path: the toolkit does not use NumPy for its
+products (docs/BENCHMARKS.md has the answer).
 """
 
 from __future__ import annotations
