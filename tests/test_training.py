@@ -70,6 +70,31 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(reverse_data, tmp
     assert epochs == [1, 2, 3, 4]
 
 
+def test_max_steps_stops_mid_epoch_validates_and_a_resume_trains_no_further(reverse_data, tmp_path):
+    """200 pairs in batches of 16: 13 updates per epoch. max_steps 20 ends in epoch 2 after its 7th
+    update, and that part-epoch is validated and recorded like a time budget's last epoch."""
+    capped, trainer = _train_reverse(reverse_data, tmp_path, epochs=4, run_name="capped", extra=("train.max_steps=20",))
+    assert (trainer.step, trainer.epoch) == (20, 2)
+    records = [json.loads(line) for line in (tmp_path / "capped" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [(r["epoch"], r["step"]) for r in epochs] == [(1, 13), (2, 20)]
+    assert epochs[1]["fraction"] == pytest.approx(7 / 13)
+    weights = {name: value.clone() for name, value in capped.state_dict().items()}
+    resumed, trainer = _train_reverse(reverse_data, tmp_path, epochs=4, run_name="capped", resume=True,
+                                      extra=("train.max_steps=20",))
+    assert (trainer.step, trainer.epoch) == (20, 2)
+    for name, value in resumed.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+
+
+def test_max_steps_at_an_epoch_boundary_is_that_many_whole_epochs(reverse_data, tmp_path):
+    one_epoch, _ = _train_reverse(reverse_data, tmp_path, epochs=1, run_name="epoch")
+    capped, trainer = _train_reverse(reverse_data, tmp_path, epochs=4, run_name="capped", extra=("train.max_steps=13",))
+    assert (trainer.step, trainer.epoch) == (13, 1)
+    for (name, a), (_, b) in zip(one_epoch.state_dict().items(), capped.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
 def test_resume_from_a_mid_epoch_checkpoint_gives_the_uninterrupted_weights(reverse_data, tmp_path):
     """train.save_every_steps 3 (13 updates per epoch): a crash at step 20 resumes from step 18,
     in epoch 2, and ends with the uninterrupted run's weights, bit for bit (dropout and teacher

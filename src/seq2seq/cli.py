@@ -174,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--resume cannot change {', '.join(fixed)}: {run_dir} continues its saved "
                               f"{saved['model']['architecture']} model and configuration; only "
                               f"{', '.join(f'train.{key}' for key in RESUMABLE_KEYS)} may change (train a new run with --out)")
-        # On resume only the budget (train.epochs, train.time_budget_s) may change.
+        # On resume only the budget (train.epochs, train.time_budget_s, train.max_steps) may change.
         config = build_config(base=saved, overrides=list(args.set or []), source=str(run_dir / "config.yaml"))
     else:
         config = _config_from_args(args)

@@ -102,6 +102,12 @@ class TrainConfig(StrictModel):
     min_learning_rate: float = Field(default=1e-5, ge=0)
     early_stopping_patience: int = Field(default=4, ge=1)
     time_budget_s: float | None = Field(default=None, gt=0, description="stop after this many seconds")
+    max_steps: int | None = Field(
+        default=None, ge=1,
+        description="stop after this many optimizer steps (OpenNMT-py's train_steps, fairseq's --max-update): the "
+        "epoch ends there and is validated and saved as any other; a budget that, unlike time_budget_s, gives the "
+        "same model on a faster or a busier machine",
+    )
     seed: int = 42
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (None = torch default)")

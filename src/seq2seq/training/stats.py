@@ -16,7 +16,7 @@ class EpochStats:
     seconds: float  # wall time of the training part of the epoch
     train_tokens: int  # target tokens seen
     train_tokens_per_s: float
-    fraction: float = 1.0  # share of the epoch's batches trained (< 1 when a time budget ran out)
+    fraction: float = 1.0  # share of the epoch's batches trained (< 1 when a time budget or max_steps ran out)
     skipped_batches: int = 0  # batches with a non-finite loss or gradient, skipped (train.on_nonfinite=skip)
     # The L2 norm of all gradients before clipping, over the epoch's optimizer steps: mean, largest,
     # and the share of steps that clipping shortened (NaN when no step was taken).

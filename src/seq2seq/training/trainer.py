@@ -52,6 +52,7 @@ class _EpochRun:
     tokens: int
     seconds: float
     out_of_time: bool
+    out_of_steps: bool  # train.max_steps reached
     fraction: float  # share of the updates done
     skipped: int  # updates skipped for a non-finite loss or gradient
     grad_norms: list[float]  # gradient norm before clipping of every optimizer step
@@ -63,6 +64,7 @@ class TrainResult:
     best_valid_loss: float = math.inf
     stopped_early: bool = False
     out_of_time: bool = False
+    out_of_steps: bool = False  # train.max_steps reached
 
 
 class Trainer:
@@ -232,11 +234,16 @@ class Trainer:
             if deadline is not None and self.ranks.any(time.perf_counter() > deadline, device=self.device):
                 out_of_time = True
                 break
+            if self._out_of_steps():  # every rank counts the same steps: no message needed
+                break
         return _EpochRun(progress.loss_sum / max(progress.tokens, 1), progress.tokens, time.perf_counter() - started,
-                         out_of_time, progress.updates / max(len(chunks), 1), progress.skipped, progress.grad_norms)
+                         out_of_time, self._out_of_steps(), progress.updates / max(len(chunks), 1), progress.skipped, progress.grad_norms)
+
+    def _out_of_steps(self) -> bool:
+        return self.config.max_steps is not None and self.step >= self.config.max_steps
 
     def fit(self, train_pairs: Sequence[EncodedPair], valid_pairs: Sequence[EncodedPair]) -> TrainResult:
-        """Train until ``epochs``, early stopping or the time budget, whichever comes first."""
+        """Train until ``epochs``, early stopping, the time budget or ``max_steps``, whichever comes first."""
         if not train_pairs:
             raise ValueError("no training examples (after length filtering)")
         if not valid_pairs:
@@ -249,6 +256,9 @@ class Trainer:
         while self.epoch < self.config.epochs:
             if self.bad_epochs >= self.config.early_stopping_patience:  # e.g. resuming a run that had stopped
                 result.stopped_early = True
+                break
+            if self._out_of_steps():  # e.g. resuming a run that had reached its max_steps
+                result.out_of_steps = True
                 break
             run = self._train_epoch(train_pairs, deadline)
             self.epoch += 1
@@ -289,6 +299,10 @@ class Trainer:
             if run.out_of_time:
                 result.out_of_time = True
                 logger.info("time budget of %.0fs reached", budget)
+                break
+            if run.out_of_steps:
+                result.out_of_steps = True
+                logger.info("max_steps (%d optimizer steps) reached", self.config.max_steps)
                 break
             if self.bad_epochs >= self.config.early_stopping_patience:
                 result.stopped_early = True
