@@ -9,7 +9,7 @@ peak on some shapes, and NumPy's OpenBLAS, which has Zen kernels, is faster on m
 Transformer's shapes in isolation (``--gemm`` prints both; torch there is the plain product, not
 the padded-rows output layer of :mod:`seq2seq.models.linear`). This script asks whether that
 carries over to training: each round times ``--batches`` training steps of the configuration
-(forward, loss, backward, clip, Adam) with torch's products, then the same batches with every ``nn.Linear`` (the output layer included)
+(train_speed.py's step: forward, loss, backward, clip, Adam) with torch's products, then the same batches with every ``nn.Linear`` (the output layer included)
 computed by ``numpy.matmul`` on the tensors' memory, forward and backward. The batches and the
 arithmetic are the same (the model keeps training from reading to reading); only the library that
 multiplies changes. OpenBLAS's thread count is NumPy's default (all cores) unless
@@ -34,11 +34,10 @@ from torch import nn
 
 from seq2seq.config import build_config, load_config_file
 from seq2seq.cpu_memory import keep_freed_memory
-from seq2seq.data.batching import bucketed_batches
-from seq2seq.data.corpus import build_corpus
 from seq2seq.models import linear as aligned_rows
-from seq2seq.models.build import build_model
-from seq2seq.training.loss import sequence_cross_entropy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling train_speed.py, also when loaded by path
+from train_speed import build, train_step  # noqa: E402
 
 
 class NumpyLinear(torch.autograd.Function):
@@ -112,34 +111,18 @@ def main() -> int:
     print("command:", shlex.join(["python", "bench/openblas_linear.py", *sys.argv[1:]]))
     keep_freed_memory()  # as `seq2seq train` does
     config = build_config(base=load_config_file(args.config), source=str(args.config))
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+    setup = build(config)  # the config's threads, seed, corpus, model, Adam and shuffled batches
+    batches = setup.batches[: args.batches]
     print(f"torch {torch.__version__} threads {torch.get_num_threads()}; NumPy {np.__version__}; "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', '(unset: all cores)')}")
     if args.gemm:
         gemm_rates([(1792, 256, 5921), (1792, 256, 1024), (1792, 1024, 256), (1792, 256, 256)])
-    torch.manual_seed(config.train.seed)
-    corpus = build_corpus(config.data, config.vocab)
-    model = build_model(config.model, src_vocab_size=len(corpus.src_vocab), tgt_vocab_size=len(corpus.tgt_vocab))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate, betas=tuple(config.train.adam_betas),
-                                 fused=True)
-    generator = torch.Generator().manual_seed(config.train.seed)
-    batches = list(bucketed_batches(corpus.encoded["train"], batch_size=config.train.batch_size, pad_index=0,
-                                    shuffle=True, generator=generator, sort_by="target"))[: args.batches]
-    teacher_forcing = config.train.teacher_forcing.probability(0)
 
     def tokens_per_s() -> float:
         tokens, start = 0, time.perf_counter()
         for batch in batches:
-            optimizer.zero_grad(set_to_none=True)
-            logits, _ = model(batch.src, batch.src_lengths, batch.src_mask, batch.tgt_input, teacher_forcing=teacher_forcing)
-            loss_sum, n = sequence_cross_entropy(logits, batch.tgt_output, pad_index=0,
-                                                 label_smoothing=config.train.label_smoothing)
-            (loss_sum / n).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_norm)
-            optimizer.step()
-            tokens += n
+            tokens += train_step(setup, batch)[1]
         return tokens / (time.perf_counter() - start)
 
     def reading(numpy_products: bool) -> float:
@@ -149,7 +132,7 @@ def main() -> int:
         finally:
             use_numpy(False)
 
-    model.train()
+    setup.model.train()
     reading(False), reading(True)  # warm both paths up
     ratios = []
     for round_ in range(args.rounds):

@@ -27,20 +27,84 @@ import resource
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from seq2seq.config import build_config, load_config_file
+from seq2seq.config import RunConfig, build_config, load_config_file
 from seq2seq.cpu_memory import keep_freed_memory
-from seq2seq.data.batching import bucketed_batches
-from seq2seq.data.corpus import build_corpus
+from seq2seq.data.batching import Batch, bucketed_batches
+from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.devices import check_precision
 from seq2seq.models.build import build_model, count_parameters
 from seq2seq.training.loss import sequence_cross_entropy
 from seq2seq.training.seeding import seed_everything
 
 PHASES = ("encode", "decoder loop", "output layer", "loss", "backward", "clip", "optimizer")
+
+
+@dataclass
+class Setup:
+    """What a training step needs: the configuration, its corpus, model, Adam and training batches."""
+
+    config: RunConfig
+    corpus: Corpus
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    batches: list[Batch]  # shuffled with the config's seed, bucketed, all of the training split
+
+
+def build(config: RunConfig, *, adam: str = "fused", sort: str = "target") -> Setup:
+    """The configuration's corpus, model (seeded as the trainer seeds it), Adam with the config's
+    betas and its shuffled training batches, at the config's thread count. ``adam="default"`` and
+    ``sort="source"`` undo two speed changes (fused Adam; batches sorted by target length)."""
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    seed_everything(config.train.seed)
+    corpus = build_corpus(config.data, config.vocab)
+    model = build_model(config.model, src_vocab_size=len(corpus.src_vocab), tgt_vocab_size=len(corpus.tgt_vocab))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate, betas=tuple(config.train.adam_betas),
+                                 fused=adam == "fused")
+    generator = torch.Generator().manual_seed(config.train.seed)
+    batches = list(bucketed_batches(corpus.encoded["train"], batch_size=config.train.batch_size, pad_index=0,
+                                    shuffle=True, generator=generator, sort_by=sort))
+    return Setup(config, corpus, model, optimizer, batches)
+
+
+def train_step(setup: Setup, batch: Batch) -> tuple[list[float], int]:
+    """One training step on ``batch`` as the trainer takes it (the config's teacher forcing, label-
+    smoothed loss over the non-padding tokens, backward, clip, Adam; bf16 autocast if the config asks
+    for it): the ``time.perf_counter()`` marks around the PHASES, and the target tokens."""
+    config, model, optimizer, decoder = setup.config, setup.model, setup.optimizer, setup.model.decoder
+    marks = [time.perf_counter()]
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.train.precision == "bf16"):
+        memory, state = model.encode(batch.src, batch.src_lengths, batch.src_mask)
+        marks.append(time.perf_counter())
+        teacher_forcing = config.train.teacher_forcing.probability(0)
+        if config.model.architecture == "transformer":  # all target positions in one call, the output layer with them
+            logits, _ = decoder(batch.tgt_input, memory)
+            marks.append(time.perf_counter())
+        elif decoder.attention is None and teacher_forcing >= 1.0:  # forward()'s one call over the target
+            logits, _ = decoder(batch.tgt_input, state, memory, teacher_forcing=teacher_forcing)
+            marks.append(time.perf_counter())  # the output layer is timed with the loop here
+        else:  # forward()'s loop over the steps, then the output layer apart
+            features, embedded, attention = decoder.unroll(batch.tgt_input, state, memory, teacher_forcing=teacher_forcing)
+            marks.append(time.perf_counter())
+            logits = decoder._scores(decoder.dropout(features), embedded, attention, memory)
+        marks.append(time.perf_counter())
+        loss_sum, n = sequence_cross_entropy(logits, batch.tgt_output, pad_index=0,
+                                             label_smoothing=config.train.label_smoothing)
+    marks.append(time.perf_counter())
+    (loss_sum / n).backward()
+    marks.append(time.perf_counter())
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_norm)
+    marks.append(time.perf_counter())
+    optimizer.step()
+    marks.append(time.perf_counter())
+    return marks, n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,15 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     if config.model.decoder.copy or config.model.transformer.copy:  # config validation allows the architecture's own key only
         key = "model.transformer.copy" if transformer else "model.decoder.copy"
         parser.error(f"train_speed.py times models without copy: add --set {key}=false")
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    seed_everything(config.train.seed)
-    corpus = build_corpus(config.data, config.vocab)
-    model = build_model(config.model, src_vocab_size=len(corpus.src_vocab), tgt_vocab_size=len(corpus.tgt_vocab))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate, fused=args.adam == "fused")
-    generator = torch.Generator().manual_seed(config.train.seed)
-    batches = list(bucketed_batches(corpus.encoded["train"], batch_size=config.train.batch_size, pad_index=0,
-                                    shuffle=True, generator=generator, sort_by=args.sort))
+    setup = build(config, adam=args.adam, sort=args.sort)
+    model, batches = setup.model, setup.batches
+
     def positions(batch) -> int:  # source x target positions: what activation memory grows with
         return batch.src.numel() * batch.tgt_input.size(1)
 
@@ -95,45 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         # batches absorb the compilation. The encoder is left alone: packing by data-dependent lengths
         # makes it recompile for every batch.
         decoder._step_features = torch.compile(decoder._step_features, dynamic=True)  # what unroll() calls
-    # train.precision=bf16 runs the forward pass under bf16 autocast, as the trainer does.
-    check_precision(config.train.precision, torch.device("cpu"))
-    bf16 = config.train.precision == "bf16"
+    check_precision(config.train.precision, torch.device("cpu"))  # train.precision=bf16: bf16 autocast, as the trainer
     totals = dict.fromkeys(PHASES, 0.0)
     tokens = 0
     model.train()
-    def step(batch) -> tuple[list[float], int]:
-        marks = [time.perf_counter()]
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            memory, state = model.encode(batch.src, batch.src_lengths, batch.src_mask)
-            marks.append(time.perf_counter())
-            teacher_forcing = config.train.teacher_forcing.probability(0)
-            if transformer:  # all target positions in one call; the output layer is timed with them
-                logits, _ = decoder(batch.tgt_input, memory)
-                marks.append(time.perf_counter())
-            elif decoder.attention is None and teacher_forcing >= 1.0:  # forward()'s one call over the target
-                logits, _ = decoder(batch.tgt_input, state, memory, teacher_forcing=teacher_forcing)
-                marks.append(time.perf_counter())  # the output layer is timed with the loop here
-            else:  # forward()'s loop over the steps, then the output layer apart
-                features, embedded, attention = decoder.unroll(batch.tgt_input, state, memory, teacher_forcing=teacher_forcing)
-                marks.append(time.perf_counter())
-                logits = decoder._scores(decoder.dropout(features), embedded, attention, memory)
-            marks.append(time.perf_counter())
-            loss_sum, n = sequence_cross_entropy(logits, batch.tgt_output, pad_index=0,
-                                                 label_smoothing=config.train.label_smoothing)
-        marks.append(time.perf_counter())
-        (loss_sum / n).backward()
-        marks.append(time.perf_counter())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_norm)
-        marks.append(time.perf_counter())
-        optimizer.step()
-        marks.append(time.perf_counter())
-        return marks, n
-
     for number, batch in enumerate(batches):
         if number == args.warmup:
             totals, tokens = dict.fromkeys(PHASES, 0.0), 0
-        marks, n = step(batch)
+        marks, n = train_step(setup, batch)
         for phase, start, end in zip(PHASES, marks, marks[1:]):
             totals[phase] += end - start
         tokens += n
@@ -150,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with profile(activities=[ProfilerActivity.CPU]) as profiler:
             for batch in batches[args.warmup : args.warmup + args.profile]:
-                step(batch)
+                train_step(setup, batch)
         print(f"profile over {args.profile} batches (self CPU time; profiling slows every operator a little):")
         print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=48))
     if args.compile or not args.flop_batches:  # compiled graphs hide their matrix products from the counter
