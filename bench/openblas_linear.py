@@ -9,8 +9,9 @@ peak on some shapes, and NumPy's OpenBLAS, which has Zen kernels, is faster on m
 Transformer's shapes in isolation (``--gemm`` prints both; torch there is the plain product, not
 the padded-rows output layer of :mod:`seq2seq.models.linear`). This script asks whether that
 carries over to training: each round times ``--batches`` training steps of the configuration
-(train_speed.py's step: forward, loss, backward, clip, Adam) with torch's products, then the same batches with every ``nn.Linear`` (the output layer included)
-computed by ``numpy.matmul`` on the tensors' memory, forward and backward. The batches and the
+(train_speed.py's step: forward, loss, backward, clip, Adam) with torch's products, then the same
+batches with every ``nn.Linear`` (the output layer included) computed by ``numpy.matmul`` on the
+tensors' memory, forward and backward. The batches and the
 arithmetic are the same (the model keeps training from reading to reading); only the library that
 multiplies changes. OpenBLAS's thread count is NumPy's default (all cores) unless
 ``OPENBLAS_NUM_THREADS`` sets it; ``OMP_WAIT_POLICY=PASSIVE`` makes torch's threads sleep, not spin,
