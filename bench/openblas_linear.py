@@ -22,6 +22,7 @@ products (docs/BENCHMARKS.md has the answer).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shlex
 import statistics
@@ -37,8 +38,19 @@ from seq2seq.config import build_config, load_config_file
 from seq2seq.cpu_memory import keep_freed_memory
 from seq2seq.models import linear as aligned_rows
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling train_speed.py, also when loaded by path
-from train_speed import build, train_step  # noqa: E402
+
+def _train_speed():
+    """The sibling bench/train_speed.py as a module, whether this file runs as a script or is loaded by path."""
+    if "bench_train_speed" not in sys.modules:
+        path = Path(__file__).resolve().parent / "train_speed.py"
+        spec = importlib.util.spec_from_file_location("bench_train_speed", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_train_speed"] = module  # its dataclass looks its module up there
+        spec.loader.exec_module(module)
+    return sys.modules["bench_train_speed"]
+
+
+train_speed = _train_speed()
 
 
 class NumpyLinear(torch.autograd.Function):
@@ -112,7 +124,9 @@ def main() -> int:
     print("command:", shlex.join(["python", "bench/openblas_linear.py", *sys.argv[1:]]))
     keep_freed_memory()  # as `seq2seq train` does
     config = build_config(base=load_config_file(args.config), source=str(args.config))
-    setup = build(config)  # the config's threads, seed, corpus, model, Adam and shuffled batches
+    if config.train.precision != "fp32":
+        parser.error(f"{args.config}: train.precision is {config.train.precision}; NumPy's products are float32 only")
+    setup = train_speed.build(config)  # the config's threads, seed, corpus, model, Adam and shuffled batches
     batches = setup.batches[: args.batches]
     print(f"torch {torch.__version__} threads {torch.get_num_threads()}; NumPy {np.__version__}; "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
@@ -123,7 +137,7 @@ def main() -> int:
     def tokens_per_s() -> float:
         tokens, start = 0, time.perf_counter()
         for batch in batches:
-            tokens += train_step(setup, batch)[1]
+            tokens += train_speed.train_step(setup, batch)[1]
         return tokens / (time.perf_counter() - start)
 
     def reading(numpy_products: bool) -> float:

@@ -65,8 +65,8 @@ def build(config: RunConfig, *, adam: str = "fused", sort: str = "target") -> Se
     seed_everything(config.train.seed)
     corpus = build_corpus(config.data, config.vocab)
     model = build_model(config.model, src_vocab_size=len(corpus.src_vocab), tgt_vocab_size=len(corpus.tgt_vocab))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate, betas=tuple(config.train.adam_betas),
-                                 fused=adam == "fused")
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate,
+                                 betas=tuple(config.train.adam_betas), fused=adam == "fused")
     generator = torch.Generator().manual_seed(config.train.seed)
     batches = list(bucketed_batches(corpus.encoded["train"], batch_size=config.train.batch_size, pad_index=0,
                                     shuffle=True, generator=generator, sort_by=sort))
@@ -91,7 +91,8 @@ def train_step(setup: Setup, batch: Batch) -> tuple[list[float], int]:
             logits, _ = decoder(batch.tgt_input, state, memory, teacher_forcing=teacher_forcing)
             marks.append(time.perf_counter())  # the output layer is timed with the loop here
         else:  # forward()'s loop over the steps, then the output layer apart
-            features, embedded, attention = decoder.unroll(batch.tgt_input, state, memory, teacher_forcing=teacher_forcing)
+            features, embedded, attention = decoder.unroll(batch.tgt_input, state, memory,
+                                                           teacher_forcing=teacher_forcing)
             marks.append(time.perf_counter())
             logits = decoder._scores(decoder.dropout(features), embedded, attention, memory)
         marks.append(time.perf_counter())

@@ -140,6 +140,51 @@ def test_resume_from_a_mid_epoch_checkpoint_gives_the_uninterrupted_weights(reve
     assert records(tmp_path / "split") == records(tmp_path / "straight")
 
 
+def test_a_crash_after_max_steps_loses_nothing_and_a_lowered_max_steps_still_closes_the_epoch(reverse_data, tmp_path):
+    """save_every_steps 5 and max_steps 20 (13 updates per epoch): step 20 ends epoch 2, so no mid-epoch
+    checkpoint is written there; a crash before that epoch is validated resumes from step 15 and ends
+    as the uninterrupted run. A mid-epoch checkpoint resumed with max_steps below its step trains
+    nothing more, but still validates and records its part-epoch."""
+    from seq2seq.models.build import build_model
+    from seq2seq.training.trainer import Trainer
+
+    src_vocab, tgt_vocab, _, encoded = reverse_data
+
+    def fit(run_dir: Path, *, max_steps: int, resume: bool = False, crash_at: int | None = None):
+        def crash(step: int, *_: object) -> None:
+            if step == crash_at:
+                raise KeyboardInterrupt
+        config = tiny_config("lstm-attention", "train.epochs=4", "train.batch_size=16", "train.learning_rate=0.01",
+                             "train.early_stopping_patience=100", "train.save_every_steps=5",
+                             f"train.max_steps={max_steps}").train
+        torch.manual_seed(config.seed)
+        model = build_model(tiny_config("lstm-attention").model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab))
+        run_dir.mkdir(exist_ok=True)
+        trainer = Trainer(model=model, config=config, pad_index=0, device=torch.device("cpu"), run_dir=run_dir, on_batch=crash)
+        if resume:
+            trainer.resume()
+        return trainer, trainer.fit(encoded[:200], encoded[200:])
+
+    def epochs(run_dir: Path) -> list[tuple[int, int]]:
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [(r["epoch"], r["step"]) for r in records if r["kind"] == "epoch"]
+
+    straight, result = fit(tmp_path / "straight", max_steps=20)
+    assert result.out_of_steps and not result.out_of_time and (straight.step, straight.epoch) == (20, 2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "split", max_steps=20, crash_at=20)
+    resumed, result = fit(tmp_path / "split", max_steps=20, resume=True)
+    assert result.out_of_steps and epochs(tmp_path / "split") == epochs(tmp_path / "straight") == [(1, 13), (2, 20)]
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "lowered", max_steps=20, crash_at=17)  # the last checkpoint: step 15, in epoch 2
+    lowered, result = fit(tmp_path / "lowered", max_steps=14, resume=True)
+    assert result.out_of_steps and (lowered.step, lowered.epoch) == (15, 2)
+    assert epochs(tmp_path / "lowered") == [(1, 13), (2, 15)]
+
+
 def test_resume_after_a_crash_drops_metrics_written_after_the_checkpoint(reverse_data, tmp_path):
     _train_reverse(reverse_data, tmp_path, epochs=1)
     metrics = tmp_path / "run" / "metrics.jsonl"

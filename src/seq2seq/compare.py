@@ -1,7 +1,7 @@
 """``seq2seq compare``: train several presets on the same data with equal budgets and compare them.
 
 Equal budget means the same data, vocabulary, batches, seed, number of epochs and (if set)
-wall-clock cap per model. The report gives parameters, speed, validation perplexity, test
+wall-clock cap and optimizer-step cap per model. The report gives parameters, speed, validation perplexity, test
 exact match / BLEU / parse rate, and exact match by source-length bucket, where the fixed
 context vector of models without attention is expected to fall behind on long inputs.
 """
@@ -99,7 +99,7 @@ TASK_COLUMNS: dict[str, tuple[str, str, str]] = {
 class ModelResult:
     preset: str
     parameters: int
-    epochs: float  # may end in a fraction when the time budget ran out mid-epoch
+    epochs: float  # may end in a fraction when the time budget or max_steps ran out mid-epoch
     train_tokens_per_s: float
     seconds_per_epoch: float
     valid_perplexity: float
@@ -321,7 +321,8 @@ def _description(corpus: Corpus, config: RunConfig, split: str, notes: list[str]
         f"Equal budget: {config.train.epochs} epochs max (early stopping patience {config.train.early_stopping_patience}), "
         f"batch {config.train.batch_size}, Adam lr {config.train.learning_rate}, teacher forcing {config.train.teacher_forcing.describe()}, "
         f"clip {config.train.clip_norm}, seed {config.train.seed}"
-        + (f", wall-clock cap {config.train.time_budget_s:.0f} s per model" if config.train.time_budget_s else "") + ".",
+        + (f", wall-clock cap {config.train.time_budget_s:.0f} s per model" if config.train.time_budget_s else "")
+        + (f", {config.train.max_steps:,} optimizer steps max" if config.train.max_steps else "") + ".",
         *notes,
         f"Scores on the `{split}` split with greedy decoding; the task's own metric where it has one "
         "(official CoNaLa BLEU, sacreBLEU on detokenized text, label accuracy); exact match and BLEU over target tokens; "

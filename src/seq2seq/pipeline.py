@@ -30,8 +30,8 @@ from seq2seq.training.update import NonFiniteLossError
 logger = logging.getLogger(__name__)
 
 
-RESUMABLE_KEYS = ("epochs", "time_budget_s", "max_steps", "early_stopping_patience", "device", "threads", "on_nonfinite",
-                  "save_every_steps")
+RESUMABLE_KEYS = ("epochs", "time_budget_s", "max_steps", "early_stopping_patience", "device", "threads",
+                  "on_nonfinite", "save_every_steps")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:

@@ -195,7 +195,9 @@ class Trainer:
             self._reseed(progress.updates)
             self.partial = None
         save_every, saved_at = self.config.save_every_steps, self.step
-        for done, chunk in enumerate(chunks[progress.updates :], start=progress.updates + 1):
+        # A resumed part-epoch at or past max_steps (lowered on --resume) trains nothing: it is validated and saved.
+        remaining = [] if self._out_of_steps() else chunks[progress.updates :]
+        for done, chunk in enumerate(remaining, start=progress.updates + 1):
             progress.updates = done
             batches = [
                 collate([pairs[i] for i in part], part, pad_index=self.pad_index, copy=self.model.copies).to(self.device)
@@ -225,7 +227,8 @@ class Trainer:
                         **norm_summary(window_norms, clip=self.config.clip_norm),
                     })
                     window_started = now
-            if save_every and self.step % save_every == 0 and self.step != saved_at and done < len(chunks):
+            last = done == len(chunks) or self._out_of_steps()  # the epoch's last update: its checkpoint follows
+            if save_every and self.step % save_every == 0 and self.step != saved_at and not last:
                 saved_at = self.step  # a skipped update leaves the step where it was: no second save
                 self.checkpoints.save_partial(self._counters(progress), seconds=time.perf_counter() - started)
                 self._reseed(progress.updates)  # from here on, draw what a run resumed from that checkpoint draws
@@ -237,9 +240,11 @@ class Trainer:
             if self._out_of_steps():  # every rank counts the same steps: no message needed
                 break
         return _EpochRun(progress.loss_sum / max(progress.tokens, 1), progress.tokens, time.perf_counter() - started,
-                         out_of_time, self._out_of_steps(), progress.updates / max(len(chunks), 1), progress.skipped, progress.grad_norms)
+                         out_of_time, self._out_of_steps(), progress.updates / max(len(chunks), 1), progress.skipped,
+                         progress.grad_norms)
 
     def _out_of_steps(self) -> bool:
+        """Whether ``train.max_steps`` optimizer steps are done (``self.step`` counts the whole run's)."""
         return self.config.max_steps is not None and self.step >= self.config.max_steps
 
     def fit(self, train_pairs: Sequence[EncodedPair], valid_pairs: Sequence[EncodedPair]) -> TrainResult:
@@ -257,8 +262,10 @@ class Trainer:
             if self.bad_epochs >= self.config.early_stopping_patience:  # e.g. resuming a run that had stopped
                 result.stopped_early = True
                 break
-            if self._out_of_steps():  # e.g. resuming a run that had reached its max_steps
+            if self._out_of_steps() and self.partial is None:  # e.g. resuming a run that had reached its max_steps
                 result.out_of_steps = True
+                logger.info("max_steps (%d optimizer steps) already reached at step %d: nothing to train",
+                            self.config.max_steps, self.step)
                 break
             run = self._train_epoch(train_pairs, deadline)
             self.epoch += 1
