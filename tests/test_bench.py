@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +11,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _sigterm_handler_restored():
-    """peers.main() turns SIGTERM into SystemExit for its own clean-up; outside these tests the test
-    process's handler must be the one it had (a stray one raised inside a later, unrelated test)."""
-    handler = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, handler)
 
 
 def _load(name: str):
