@@ -92,7 +92,9 @@ def test_resume_continues_from_the_last_epoch(trained_run, tmp_path, capsys):
 
     copy = tmp_path / "copy"
     shutil.copytree(trained_run, copy)
+    capsys.readouterr()
     assert main(["train", "--resume", str(copy), "--set", "train.epochs=3", "--no-progress", "--no-eval"]) == 0
+    assert "stopped: train.epochs (3) done" in capsys.readouterr().out
     epochs = [json.loads(line)["epoch"] for line in (copy / "metrics.jsonl").read_text().splitlines() if '"epoch"' in line and '"kind": "epoch"' in line]
     assert epochs == [1, 2, 3]
 

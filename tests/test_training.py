@@ -185,6 +185,32 @@ def test_a_crash_after_max_steps_loses_nothing_and_a_lowered_max_steps_still_clo
     assert epochs(tmp_path / "lowered") == [(1, 13), (2, 15)]
 
 
+def test_fit_says_why_it_stopped(reverse_data, tmp_path):
+    """Each budget that can end a run names itself in the result (what ``seq2seq train`` prints)."""
+    from seq2seq.models.build import build_model
+    from seq2seq.training.trainer import Trainer
+
+    src_vocab, tgt_vocab, _, encoded = reverse_data
+
+    def fit(*extra: str, bad_epochs: int = 0):
+        config = tiny_config("gru", "train.batch_size=16", "train.early_stopping_patience=2", *extra)
+        model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab))
+        trainer = Trainer(model=model, config=config.train, pad_index=0, device=torch.device("cpu"))
+        trainer.bad_epochs = bad_epochs  # as a resumed run that had stopped early
+        return trainer.fit(encoded[:200], encoded[200:])
+
+    result = fit("train.epochs=1")
+    assert (result.stopped_by, result.stop_message, len(result.history)) == ("epochs", "train.epochs (1) done", 1)
+    result = fit("train.epochs=3", "train.max_steps=5")
+    assert (result.stopped_by, result.stop_message) == ("max_steps", "train.max_steps (5) reached")
+    assert result.out_of_steps and [r.step for r in result.history] == [5]
+    result = fit("train.epochs=3", "train.time_budget_s=1e-6")
+    assert result.out_of_time and result.stop_message.startswith("train.time_budget_s (")
+    assert len(result.history) == 1 and result.history[0].fraction == pytest.approx(1 / 13)
+    result = fit("train.epochs=3", bad_epochs=2)
+    assert result.stopped_early and not result.history and "no improvement for 2 epochs" in result.stop_message
+
+
 def test_resume_after_a_crash_drops_metrics_written_after_the_checkpoint(reverse_data, tmp_path):
     _train_reverse(reverse_data, tmp_path, epochs=1)
     metrics = tmp_path / "run" / "metrics.jsonl"

@@ -183,8 +183,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         outcome = train(config, run_dir, resume=bool(args.resume), overwrite=args.overwrite, on_batch=progress.update)
     if rank:
         return 0
-    best = outcome.result.best_valid_loss
-    print(f"run: {run_dir}  parameters: {outcome.parameters:,}  best valid loss: {best:.4f}")
+    result = outcome.result
+    print(f"run: {run_dir}  parameters: {outcome.parameters:,}  best valid loss: {result.best_valid_loss:.4f}  "
+          f"stopped: {result.stop_message}")
     if not args.no_eval:
         from seq2seq.pipeline import evaluate_run
 

@@ -1,6 +1,6 @@
 """What one epoch has done so far: the sums its record reports, the window since the last step
 record, and the place a mid-epoch checkpoint saves (``train.save_every_steps``) so that a resumed
-run goes on exactly where it stopped."""
+run goes on exactly where it stopped; and what the whole pass measured (:class:`EpochRun`)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,20 @@ class EpochProgress:
             if not isinstance(partial[name], (int, float) if kind is float else kind) or isinstance(partial[name], bool):
                 raise ValueError(f"partial.{name}: expected {kind.__name__}, got {short_repr(partial[name])}")
         return cls(**{name: list(value) if isinstance(value, list) else value for name, value in partial.items()})
+
+
+@dataclass
+class EpochRun:
+    """What one pass over the training data measured, before validation (what :class:`EpochProgress` adds up)."""
+
+    loss: float  # mean per target token over the trained batches
+    tokens: int
+    seconds: float
+    out_of_time: bool
+    out_of_steps: bool  # train.max_steps reached
+    fraction: float  # share of the updates done
+    skipped: int  # updates skipped for a non-finite loss or gradient
+    grad_norms: list[float]  # gradient norm before clipping of every optimizer step
 
 
 # The type a checkpoint's ``partial`` field must have (an int passes for a float).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass(frozen=True)
@@ -30,3 +30,33 @@ class EpochStats:
 
     def to_json(self) -> dict[str, float | int]:
         return {**asdict(self), "valid_perplexity": self.valid_perplexity, "kind": "epoch"}
+
+
+# Why a run's training ended, the first that applied (TrainResult.stopped_by).
+STOP_REASONS = ("epochs", "early_stopping", "time_budget", "max_steps")
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` did: every epoch's record, the best validation loss, and why it stopped."""
+
+    history: list[EpochStats] = field(default_factory=list)
+    best_valid_loss: float = math.inf
+    stopped_by: str = "epochs"  # one of STOP_REASONS
+    stop_message: str = ""  # the same for a person, with the budget's value ("train.max_steps (2653) reached")
+
+    def __post_init__(self) -> None:
+        if self.stopped_by not in STOP_REASONS:
+            raise ValueError(f"stopped_by: expected one of {', '.join(STOP_REASONS)}, got {self.stopped_by!r}")
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.stopped_by == "early_stopping"
+
+    @property
+    def out_of_time(self) -> bool:
+        return self.stopped_by == "time_budget"
+
+    @property
+    def out_of_steps(self) -> bool:
+        return self.stopped_by == "max_steps"

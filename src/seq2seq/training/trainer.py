@@ -17,7 +17,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,14 +26,14 @@ from seq2seq.data.batching import Batch, EncodedPair, collate, pair_lengths
 from seq2seq.data.vocab import Vocab
 from seq2seq.devices import check_precision
 from seq2seq.models.seq2seq import Seq2Seq
-from seq2seq.training.epoch_progress import EpochProgress, norm_summary
+from seq2seq.training.epoch_progress import EpochProgress, EpochRun, norm_summary
 from seq2seq.training.distributed import SINGLE, Ranks, check_update_fits, data_parallel, shard_update, update_chunks
 from seq2seq.training.loss import coverage_loss, sequence_cross_entropy
 from seq2seq.training.metrics_log import MetricsLog
 from seq2seq.training.run_checkpoints import Counters, RunCheckpoints
 from seq2seq.training.schedules import build_scheduler, steps_per_batch
 from seq2seq.training.seeding import reseed, seed_everything
-from seq2seq.training.stats import EpochStats
+from seq2seq.training.stats import EpochStats, TrainResult
 from seq2seq.training.update import NonFiniteLossError, adam, handle_non_finite, train_update
 from seq2seq.training.validation import reference_loss_sums
 from seq2seq.training.word_dropout import word_dropout
@@ -42,29 +41,6 @@ from seq2seq.training.word_dropout import word_dropout
 logger = logging.getLogger(__name__)
 
 BatchCallback = Callable[[int, int, float], None]  # (step, batches done in epoch, loss)
-
-
-@dataclass
-class _EpochRun:
-    """What one pass over the training data measured (before validation)."""
-
-    loss: float  # mean per target token over the trained batches
-    tokens: int
-    seconds: float
-    out_of_time: bool
-    out_of_steps: bool  # train.max_steps reached
-    fraction: float  # share of the updates done
-    skipped: int  # updates skipped for a non-finite loss or gradient
-    grad_norms: list[float]  # gradient norm before clipping of every optimizer step
-
-
-@dataclass
-class TrainResult:
-    history: list[EpochStats] = field(default_factory=list)
-    best_valid_loss: float = math.inf
-    stopped_early: bool = False
-    out_of_time: bool = False
-    out_of_steps: bool = False  # train.max_steps reached
 
 
 class Trainer:
@@ -180,7 +156,7 @@ class Trainer:
             total, tokens = self.ranks.sum(torch.tensor([total, tokens], dtype=torch.float64, device=self.device)).tolist()
         return total / max(tokens, 1)
 
-    def _train_epoch(self, pairs: Sequence[EncodedPair], deadline: float | None) -> _EpochRun:
+    def _train_epoch(self, pairs: Sequence[EncodedPair], deadline: float | None) -> EpochRun:
         self.model.train()
         if self.ranks.distributed:  # each rank its own dropout draws, which (seed, epoch, rank) alone decide
             torch.manual_seed((self.config.seed * 1000 + self.epoch) * 1000 + self.ranks.rank)
@@ -218,15 +194,7 @@ class Trainer:
                 loss_sum, n, grad_norm = outcome
                 progress.add(loss_sum, n, grad_norm)
                 if self.step % self.step_log_every == 0:
-                    now = time.perf_counter()
-                    window_loss, window_tokens, window_norms = progress.take_window()
-                    self.metrics.append({
-                        "kind": "step", "step": self.step, "epoch": self.epoch + 1, "train_loss": window_loss,
-                        "tgt_tokens": window_tokens, "tgt_tokens_per_s": window_tokens / max(now - window_started, 1e-9),
-                        "teacher_forcing": self.teacher_forcing,
-                        **norm_summary(window_norms, clip=self.config.clip_norm),
-                    })
-                    window_started = now
+                    window_started = self._record_window(progress, since=window_started)
             last = done == len(chunks) or self._out_of_steps()  # the epoch's last update: its checkpoint follows
             if save_every and self.step % save_every == 0 and self.step != saved_at and not last:
                 saved_at = self.step  # a skipped update leaves the step where it was: no second save
@@ -239,9 +207,20 @@ class Trainer:
                 break
             if self._out_of_steps():  # every rank counts the same steps: no message needed
                 break
-        return _EpochRun(progress.loss_sum / max(progress.tokens, 1), progress.tokens, time.perf_counter() - started,
+        return EpochRun(progress.loss_sum / max(progress.tokens, 1), progress.tokens, time.perf_counter() - started,
                          out_of_time, self._out_of_steps(), progress.updates / max(len(chunks), 1), progress.skipped,
                          progress.grad_norms)
+
+    def _record_window(self, progress: EpochProgress, *, since: float) -> float:
+        """Append a ``step`` record of the updates since the last one (started at ``since``); returns now."""
+        now = time.perf_counter()
+        window_loss, window_tokens, window_norms = progress.take_window()
+        self.metrics.append({
+            "kind": "step", "step": self.step, "epoch": self.epoch + 1, "train_loss": window_loss,
+            "tgt_tokens": window_tokens, "tgt_tokens_per_s": window_tokens / max(now - since, 1e-9),
+            "teacher_forcing": self.teacher_forcing, **norm_summary(window_norms, clip=self.config.clip_norm),
+        })
+        return now
 
     def _out_of_steps(self) -> bool:
         """Whether ``train.max_steps`` optimizer steps are done (``self.step`` counts the whole run's)."""
@@ -255,69 +234,66 @@ class Trainer:
             raise ValueError("no validation examples")
         check_update_fits(train_pairs, self.config, ranks=self.ranks)
         self.forward = data_parallel(self.model, ranks=self.ranks, device=self.device)
-        result = TrainResult(best_valid_loss=self.best_valid_loss)
-        budget = self.config.time_budget_s
-        deadline = time.perf_counter() + budget if budget else None
+        history: list[EpochStats] = []
+        deadline = time.perf_counter() + self.config.time_budget_s if self.config.time_budget_s else None
+        stop = "epochs", f"train.epochs ({self.config.epochs}) done"
         while self.epoch < self.config.epochs:
             if self.bad_epochs >= self.config.early_stopping_patience:  # e.g. resuming a run that had stopped
-                result.stopped_early = True
+                stop = "early_stopping", f"no improvement for {self.bad_epochs} epochs (train.early_stopping_patience)"
                 break
             if self._out_of_steps() and self.partial is None:  # e.g. resuming a run that had reached its max_steps
-                result.out_of_steps = True
-                logger.info("max_steps (%d optimizer steps) already reached at step %d: nothing to train",
-                            self.config.max_steps, self.step)
+                stop = "max_steps", f"train.max_steps ({self.config.max_steps}) already reached at step {self.step}"
+                logger.info("%s: nothing to train", stop[1])
                 break
             run = self._train_epoch(train_pairs, deadline)
             self.epoch += 1
-            # 1. validate, 2. schedule the learning rate, 3. early-stopping bookkeeping,
-            # 4. metrics record, then checkpoints (the order that keeps a kill harmless).
-            valid_loss = self.evaluate_loss(valid_pairs)
-            if not math.isfinite(valid_loss):
-                logger.warning("epoch %d: validation loss is %s: not saved as best", self.epoch, valid_loss)
-            if not steps_per_batch(self.config):
-                self.scheduler.step(valid_loss)
-            improved = math.isfinite(valid_loss) and valid_loss < self.best_valid_loss
-            if improved:
-                self.best_valid_loss, self.bad_epochs = valid_loss, 0
-            else:
-                self.bad_epochs += 1
-            stats = EpochStats(
-                epoch=self.epoch,
-                step=self.step,
-                train_loss=run.loss,
-                valid_loss=valid_loss,
-                learning_rate=self.optimizer.param_groups[0]["lr"],
-                seconds=run.seconds,
-                train_tokens=run.tokens,
-                train_tokens_per_s=run.tokens / max(run.seconds, 1e-9),
-                fraction=run.fraction,
-                skipped_batches=run.skipped,
-                **norm_summary(run.grad_norms, clip=self.config.clip_norm),
-            )
-            result.history.append(stats)
-            self.metrics.append(stats.to_json())
-            self.checkpoints.save(self._counters(), improved=improved)
-            logger.info(
-                "epoch %d: train loss %.4f, valid loss %.4f (ppl %.2f), lr %.2e, %.1fs, %.0f tok/s%s%s",
-                stats.epoch, stats.train_loss, stats.valid_loss, stats.valid_perplexity, stats.learning_rate,
-                stats.seconds, stats.train_tokens_per_s, " *" if improved else "",
-                f", {run.skipped} batch(es) skipped" if run.skipped else "",
-            )
-            if run.out_of_time:
-                result.out_of_time = True
-                logger.info("time budget of %.0fs reached", budget)
+            history.append(self._end_epoch(run, valid_pairs))
+            reason = self._reason_to_stop(run)
+            if reason is not None:
+                stop = reason
+                logger.info("%s", stop[1])
                 break
-            if run.out_of_steps:
-                result.out_of_steps = True
-                logger.info("max_steps (%d optimizer steps) reached", self.config.max_steps)
-                break
-            if self.bad_epochs >= self.config.early_stopping_patience:
-                result.stopped_early = True
-                logger.info("early stopping: no improvement for %d epochs", self.bad_epochs)
-                break
-        result.best_valid_loss = self.best_valid_loss
         self.ranks.barrier()  # rank 0's last checkpoint is written before any rank reads the run directory
-        return result
+        return TrainResult(history=history, best_valid_loss=self.best_valid_loss, stopped_by=stop[0], stop_message=stop[1])
+
+    def _end_epoch(self, run: EpochRun, valid_pairs: Sequence[EncodedPair]) -> EpochStats:
+        """The epoch's end: 1. validate, 2. schedule the learning rate, 3. early-stopping bookkeeping,
+        4. metrics record, then checkpoints (the order that keeps a kill harmless); returns the record."""
+        valid_loss = self.evaluate_loss(valid_pairs)
+        if not math.isfinite(valid_loss):
+            logger.warning("epoch %d: validation loss is %s: not saved as best", self.epoch, valid_loss)
+        if not steps_per_batch(self.config):
+            self.scheduler.step(valid_loss)
+        improved = math.isfinite(valid_loss) and valid_loss < self.best_valid_loss
+        if improved:
+            self.best_valid_loss, self.bad_epochs = valid_loss, 0
+        else:
+            self.bad_epochs += 1
+        stats = EpochStats(
+            epoch=self.epoch, step=self.step, train_loss=run.loss, valid_loss=valid_loss,
+            learning_rate=self.optimizer.param_groups[0]["lr"], seconds=run.seconds, train_tokens=run.tokens,
+            train_tokens_per_s=run.tokens / max(run.seconds, 1e-9), fraction=run.fraction, skipped_batches=run.skipped,
+            **norm_summary(run.grad_norms, clip=self.config.clip_norm),
+        )
+        self.metrics.append(stats.to_json())
+        self.checkpoints.save(self._counters(), improved=improved)
+        logger.info(
+            "epoch %d: train loss %.4f, valid loss %.4f (ppl %.2f), lr %.2e, %.1fs, %.0f tok/s%s%s",
+            stats.epoch, stats.train_loss, stats.valid_loss, stats.valid_perplexity, stats.learning_rate,
+            stats.seconds, stats.train_tokens_per_s, " *" if improved else "",
+            f", {run.skipped} batch(es) skipped" if run.skipped else "",
+        )
+        return stats
+
+    def _reason_to_stop(self, run: EpochRun) -> tuple[str, str] | None:
+        """Why training ends after this epoch (a STOP_REASONS key and a sentence), or None to go on."""
+        if run.out_of_time:
+            return "time_budget", f"train.time_budget_s ({self.config.time_budget_s:g} s) reached"
+        if run.out_of_steps:
+            return "max_steps", f"train.max_steps ({self.config.max_steps}) reached"
+        if self.bad_epochs >= self.config.early_stopping_patience:
+            return "early_stopping", f"early stopping: no improvement for {self.bad_epochs} epochs"
+        return None
 
 
 __all__ = ["BatchCallback", "NonFiniteLossError", "TrainResult", "Trainer", "check_precision", "seed_everything"]
