@@ -102,31 +102,34 @@ def test_every_attention_matches_its_numpy_reference_in_values_and_gradients(nam
     attention = VARIANTS[name]().double()
     if attention.coverage_term is not None:  # it starts at 0; the test needs a term that matters
         torch.nn.init.normal_(attention.coverage_term.weight)
-    query, states, coverage = inputs()
-    query.requires_grad_()
+    query, states, coverage = (tensor.requires_grad_() for tensor in inputs())
     context, weights = attention(query=query, keys=attention.project_keys(states), values=states, mask=MASK,
                                  coverage=coverage)
     reference = reference_for(attention)
     params = {k: v.copy() for k, v in numpy_of(attention).items()}
-    context_ref, weights_ref = reference(query.detach().numpy(), states.numpy(), coverage.numpy(), params)
+    context_ref, weights_ref = reference(query.detach().numpy(), states.detach().numpy(), coverage.detach().numpy(), params)
     np.testing.assert_allclose(weights.detach().numpy(), weights_ref, atol=1e-10)
     np.testing.assert_allclose(context.detach().numpy(), context_ref, atol=1e-10)
     assert (weights.detach().numpy()[~MASK.numpy()] == 0).all()
 
-    # gradients: autograd against central differences of the reference, for the query and every parameter
+    # gradients: autograd against central differences of the reference, for the query, the encoder
+    # states (through the keys and the values), the coverage vector (a sum of earlier steps' weights
+    # in training, so the loss reaches them through it) and every parameter
     objective(context, weights).backward()
-    targets = {"query": (query.detach().numpy().copy(), query.grad.numpy())}
+    inputs_ = {"query": query, "states": states, "coverage": coverage}
+    targets = {label: (tensor.detach().numpy().copy(), np.zeros(tensor.shape) if tensor.grad is None else tensor.grad.numpy())
+               for label, tensor in inputs_.items()}  # no gradient: a score that does not read the coverage
     targets.update({k: (params[k], p.grad.numpy()) for k, p in attention.named_parameters()})
     eps = 1e-6
     for label, (array, grad) in targets.items():
         numeric = np.zeros_like(array)
+        arrays = {key: targets[key][0] for key in inputs_}  # the unperturbed inputs, but the one being varied
         for index in np.ndindex(array.shape):
             saved = array[index]
             values = []
             for delta in (eps, -eps):
                 array[index] = saved + delta
-                q = array if label == "query" else query.detach().numpy()
-                values.append(objective(*reference(q, states.numpy(), coverage.numpy(), params)))
+                values.append(objective(*reference(arrays["query"], arrays["states"], arrays["coverage"], params)))
             array[index] = saved
             numeric[index] = (values[0] - values[1]) / (2 * eps)
         np.testing.assert_allclose(grad, numeric, atol=1e-6, err_msg=f"{name}: gradient of {label}")
