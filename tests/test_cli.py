@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -351,6 +352,9 @@ def test_compare_with_several_seeds_reports_mean_and_spread(tmp_path, capsys):
     assert main(["compare", *FAST, "--presets", "rnn,lstm-attention", "--seeds", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| rnn (2 seeds) |" in printed and " ± " in printed
+    row = next(line for line in printed.splitlines() if line.startswith("| lstm-attention (2 seeds) |"))
+    length_cells = row.strip(" |").split(" | ")[-3:]  # EM by input length: mean ± sd over the seeds too
+    assert all(re.fullmatch(r"\d+\.\d% ± \d+\.\d% \(n=\d+\)", cell) for cell in length_cells), length_cells
     rows = json.loads((out / "results.json").read_text())
     for row in rows:
         seeds = row["seeds"]

@@ -119,13 +119,22 @@ class Comparison:
     seeds: dict[str, list[ModelResult]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # how a preset's training differs from the shared budget
 
+    def _runs(self, preset: str) -> list[ModelResult]:
+        """Every seed's run of ``preset`` (one without ``--seeds``)."""
+        return self.seeds.get(preset) or [r for r in self.results if r.preset == preset]
+
     def _spread(self, preset: str, value: Any, text: Any) -> str:
         """``text(value(run))`` for one seed; ``mean ± sd`` over the seeds when there are several."""
-        runs = self.seeds.get(preset) or [r for r in self.results if r.preset == preset]
-        values = [value(r) for r in runs]
+        values = [value(r) for r in self._runs(preset)]
         if len(values) == 1:
             return text(values[0])
         return f"{text(statistics.mean(values))} ± {text(statistics.stdev(values))}"
+
+    def by_length_means(self, preset: str, name: str) -> list[float]:
+        """Each length bucket's score ``name`` (a BucketScore field) of ``preset``'s first seed, as the
+        mean over its seeds (every seed is scored on the same test set, so in the same buckets)."""
+        return [statistics.mean(_bucket(run, bucket.label, name) for run in self._runs(preset))
+                for bucket in self._runs(preset)[0].test.by_length]
 
     @property
     def task(self) -> str | None:
@@ -159,12 +168,12 @@ class Comparison:
         header += [f"{length_label} len {b}" for b in buckets]
         rows = []
         for r in self.results:
-            by_len = {b.label: b for b in r.test.by_length}
             spread = lambda value, text, preset=r.preset: self._spread(preset, value, text)  # noqa: E731
             cells = [
                 r.preset + (f" ({len(self.seeds[r.preset])} seeds)" if len(self.seeds.get(r.preset, [])) > 1 else ""),
                 f"{r.parameters:,}", spread(lambda m: m.train_tokens_per_s, "{:,.0f}".format),
-                f"{r.seconds_per_epoch:.1f}", f"{r.epochs:.2g}", spread(lambda m: m.valid_perplexity, "{:.3f}".format),
+                spread(lambda m: m.seconds_per_epoch, "{:.1f}".format), spread(lambda m: m.epochs, "{:.2g}".format),
+                spread(lambda m: m.valid_perplexity, "{:.3f}".format),
             ]
             if task:
                 _, key, fmt = TASK_COLUMNS[task]
@@ -173,10 +182,13 @@ class Comparison:
                 cells += [spread(lambda m: m.test.exact_match, "{:.1%}".format), spread(lambda m: m.test.bleu, "{:.2f}".format)]
             if is_code:
                 cells += [spread(lambda m: m.test.parse_rate, "{:.1%}".format)]
-            cells += [spread(lambda m: m.grad_norm_mean, "{:.2f}".format) + f" / {r.grad_norm_max:.2f}",
+            largest = max(m.grad_norm_max for m in self._runs(r.preset))  # the largest of any seed's steps
+            cells += [spread(lambda m: m.grad_norm_mean, "{:.2f}".format) + f" / {largest:.2f}",
                       spread(lambda m: m.clipped_fraction, "{:.0%}".format)]
-            cell = (lambda b: f"{b.bleu:.2f} (n={b.count})") if length_field == "bleu" else (lambda b: f"{b.exact_match:.1%} (n={b.count})")
-            cells += [cell(by_len[b]) if b in by_len else "-" for b in buckets]
+            text = "{:.2f}".format if length_field == "bleu" else "{:.1%}".format
+            counts = {b.label: b.count for b in r.test.by_length}
+            cells += [spread(lambda m, b=b: _bucket(m, b, length_field), text) + f" (n={counts[b]})" if b in counts else "-"
+                      for b in buckets]
             rows.append(cells)
         return header, rows
 
@@ -194,6 +206,11 @@ class Comparison:
             record["seeds"] = [_run_record(run) for run in self.seeds.get(r.preset, [r])]
             records.append(record)
         return records
+
+
+def _bucket(run: ModelResult, label: str, name: str) -> float:
+    """The score ``name`` of ``run``'s test length bucket ``label``."""
+    return next(getattr(b, name) for b in run.test.by_length if b.label == label)
 
 
 def _run_record(r: ModelResult) -> dict[str, Any]:
@@ -270,7 +287,7 @@ def _plot(comparison: Comparison, corpus: Corpus, out_dir: Path, split: str, *, 
     buckets = [b.label for b in comparison.results[0].test.by_length]
     label, name = comparison.length_metric
     scale = 1 if name == "bleu" else 100
-    scores = {r.preset: [scale * getattr(b, name) for b in r.test.by_length] for r in comparison.results}
+    scores = {r.preset: [scale * value for value in comparison.by_length_means(r.preset, name)] for r in comparison.results}
     metric = "token BLEU" if name == "bleu" else f"{'accuracy' if label == 'accuracy' else 'exact match'} (%)"
     figures["quality_by_length.png"] = quality_by_length(buckets, scores, metric=metric)
     figures["grad_norm.png"] = grad_norm_curves(norm_curves, clip=clip)
