@@ -53,6 +53,9 @@ def test_greedy_outputs_and_scores_equal_torch(variant, tmp_path):
         assert mine[0].tokens == reference[0].tokens
         assert mine[0].finished == reference[0].finished
         assert mine[0].score == pytest.approx(reference[0].score, abs=1e-4)
+        # the last layer's cross-attention, heads averaged, a row per step (<eos>'s too): what plots read
+        assert mine[0].attention.shape == reference[0].attention.shape
+        torch.testing.assert_close(mine[0].attention, reference[0].attention, atol=1e-4, rtol=0)
     assert {h[0].finished for h in expected} == {True, False}  # both kinds were compared
 
 
@@ -70,7 +73,7 @@ def _output(args: list[str], capsys) -> str:
     return capsys.readouterr().out
 
 
-def test_trained_run_generates_the_same_through_ctranslate2(trained_run, capsys):
+def test_trained_run_generates_the_same_through_ctranslate2(trained_run, capsys, tmp_path):
     error = _error(["generate", str(trained_run), "--runtime", "ctranslate2", "print hello"], capsys)
     assert "ctranslate2.json: not found; export the run first" in error
     assert main(["export", str(trained_run), "--format", "ctranslate2"]) == 0
@@ -92,6 +95,10 @@ def test_trained_run_generates_the_same_through_ctranslate2(trained_run, capsys)
             SOURCES, beam_size=beam, nbest=2)
         assert [[g.tokens for g in n] for n in got] == [[e.tokens for e in n] for n in expected]
         assert len({n[0].text for n in expected}) > 2  # the outputs differ per input: a real comparison
+    # the heatmap of CTranslate2's attention (the last layer's, heads averaged)
+    _output(["generate", str(trained_run), "--runtime", "ctranslate2", "--plot-attention", str(tmp_path / "a.png"),
+             "print hello"], capsys)
+    assert (tmp_path / "a.png").stat().st_size > 1000
     assert "greedy and beam search only" in _error(
         ["generate", str(trained_run), "--runtime", "ctranslate2", "--sample", "print hello"], capsys)
 
@@ -153,6 +160,9 @@ def test_the_api_and_the_server_decode_through_ctranslate2(trained_run):
         found = client.post("/v1/generate", json={"inputs": SOURCES[:2]})
         assert found.status_code == 200, found.text
         assert len(found.json()["results"]) == 2
+        attention = found.json()["results"][0]["generations"][0]["attention"]  # CTranslate2's, for the web page's heatmap
+        assert len(attention["weights"]) == len(attention["output_tokens"])
+        assert all(abs(sum(row) - 1) < 1e-3 for row in attention["weights"])
         refused = client.post("/v1/generate", json={"inputs": ["print hello"], "sample": True})
         assert refused.status_code == 422 and "greedy and beam search only" in refused.text
 

@@ -5,7 +5,9 @@ CTranslate2 runs the whole search itself (``Translator.translate_batch``), so un
 stand-ins this model has no ``decoder.step`` for :mod:`seq2seq.decoding`: it offers ``search``,
 which :func:`seq2seq.decoding.search.decode_sources` calls instead. Greedy search and beam search without
 a length penalty are supported, in float32 or (``--quantize int8``) int8; the outputs' per-token log-probabilities come from CTranslate2's
-``score_batch`` on the found tokens, so ``Hypothesis.score`` means what it means for torch.
+``score_batch`` on the found tokens, so ``Hypothesis.score`` means what it means for torch, and their
+attention is CTranslate2's (the last layer's cross-attention, every head averaged, as the export
+asks: what torch's Transformer returns too).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class CTranslate2Model(nn.Module):
                                                  compute_type=compute_type)
         self.src_itos, self.tgt_itos = list(src_itos), list(tgt_itos)
         self.tgt_index = {token: index for index, token in enumerate(self.tgt_itos)}
+        self.eos_token = self.tgt_itos[3]  # the export's eos_token (Vocab.eos_index)
 
     @property
     def copies(self) -> bool:
@@ -69,18 +72,31 @@ class CTranslate2Model(nn.Module):
                 tokens, beam_size=beam_size, num_hypotheses=nbest, max_decoding_length=max_len, min_decoding_length=0,
                 length_penalty=0,
                 max_input_length=0,  # no truncation: the Translator refuses sources beyond the positions
+                # the last layer's cross-attention, its heads averaged (the export's alignment_heads), with
+                # the <eos> step's row: the same [T, S] as torch's search returns
+                return_attention=True, return_end_token=True,
             )
-            pairs = [(source, output) for source, result in zip(tokens, results, strict=True) for output in result.hypotheses]
-            scored = iter(self.translator.score_batch([s for s, _ in pairs], [o for _, o in pairs]))  # + <eos>, one call
-            for result in results:
-                found.append([self._hypothesis(output, next(scored).log_probs, max_len) for output in result.hypotheses])
+            # (source, output without <eos>, whether it ended with <eos>, attention) per hypothesis, in order
+            rows = [(source, *self._split_end(output), attention) for source, result in zip(tokens, results, strict=True)
+                    for output, attention in zip(result.hypotheses, result.attention, strict=True)]
+            scored = iter(self.translator.score_batch([row[0] for row in rows], [row[1] for row in rows]))  # + <eos>, one call
+            hypotheses = iter(self._hypothesis(output, finished, next(scored).log_probs, attention, len(source))
+                              for source, output, finished, attention in rows)
+            found += [[next(hypotheses) for _ in result.hypotheses] for result in results]
         return found
 
-    def _hypothesis(self, output: list[str], log_probs: Sequence[float], max_len: int) -> Hypothesis:
-        """``log_probs``: CTranslate2's scores of ``output`` followed by <eos>."""
-        finished = len(output) < max_len  # CTranslate2 counts <eos> within max_decoding_length
+    def _split_end(self, output: list[str]) -> tuple[list[str], bool]:
+        """``output`` without its final <eos>, and whether it had one (False: cut at max_len)."""
+        finished = bool(output) and output[-1] == self.eos_token
+        return (output[:-1] if finished else output), finished
+
+    def _hypothesis(self, output: list[str], finished: bool, log_probs: Sequence[float],
+                    attention: Sequence[Sequence[float]], src_length: int) -> Hypothesis:
+        """``log_probs``: CTranslate2's scores of ``output`` followed by <eos>; ``attention``: a row per
+        step that CTranslate2 took (the <eos> step's included)."""
         kept = list(log_probs if finished else log_probs[:-1])  # a cut output never chose <eos>
-        return Hypothesis([self.tgt_index[token] for token in output], kept, None, finished)
+        weights = torch.tensor(attention, dtype=torch.float32) if attention else torch.zeros(0, src_length)
+        return Hypothesis([self.tgt_index[token] for token in output], kept, weights[: len(kept), :src_length], finished)  # [T, S]
 
     def encode(self, *args: object, **kwargs: object):
         raise ValueError("the CTranslate2 runtime searches inside CTranslate2: it has no encoder or decoder "
