@@ -42,6 +42,11 @@ LAYOUTS = {
     "lstm-multihead": ("model.decoder.attention=multihead", "model.decoder.attention_heads=2"),
     "lstm-multihead-coverage": ("model.decoder.attention=multihead", "model.decoder.attention_heads=2",
                                 "model.decoder.coverage=true"),
+    # copy: the step's output width follows each batch's unknown source words (SOURCES have some)
+    "lstm-attention-copy": ("model.decoder.copy=true",),
+    "bigru-copy-coverage": ("model.encoder.cell=gru", "model.decoder.cell=gru", "model.encoder.bidirectional=true",
+                            "model.decoder.readout_size=24", "model.decoder.input_feeding=true", "model.decoder.copy=true",
+                            "model.decoder.coverage=true"),
 }
 
 
@@ -101,8 +106,15 @@ def test_cli_export_and_generate(tmp_path, capsys):
     assert "no quantize" in capsys.readouterr().err
 
 
-def test_copy_models_are_refused(tmp_path):
-    run_dir = train_tiny_run(tmp_path / "run", "model.decoder.copy=true")
-    with pytest.raises(RunDirError, match="copy models cannot be exported"):
-        export_run(run_dir)
-    assert not (run_dir / "onnx" / "onnx.json").exists()
+def test_copy_models_decode_words_outside_the_vocabulary_like_torch(tmp_path):
+    """A copy model's ONNX step gives log-probabilities over the extended vocabulary: outputs that
+    copy a source word the vocabulary lacks come out the same as torch's."""
+    run_dir = train_tiny_run(tmp_path / "run", "model.decoder.copy=true", "train.epochs=3")
+    export_run(run_dir)
+    texts = ["print zanzibar", "add quokka to total", "sort the list `wombats` in reverse order"]
+    torch_out = Translator.from_run_dir(run_dir).generate_nbest(texts, beam_size=3, nbest=3)
+    onnx_out = Translator.from_run_dir(run_dir, runtime="onnx").generate_nbest(texts, beam_size=3, nbest=3)
+    assert [[g.text for g in n] for n in onnx_out] == [[e.text for e in n] for n in torch_out]
+    assert any(word in g.text for n in onnx_out for g in n for word in ("zanzibar", "quokka"))  # copied, not generated
+    for expected, got in zip(torch_out, onnx_out):
+        assert [g.score for g in got] == pytest.approx([e.score for e in expected], abs=1e-3)

@@ -11,13 +11,16 @@ sampling, constraints all live in :mod:`seq2seq.decoding`):
   a single sentence there is no padding, so the states are the same.
 - ``decoder_step.onnx``: ``prev_tokens`` [B], the state (``hidden``, ``cell``, ``feed``, ``coverage`` as the
   model has them) and the memory (``states``, ``keys``, ``mask`` [B, S]) -> ``logits`` [B, V],
-  the new state and the attention ``weights`` [B, S]. Batch and source length are dynamic.
+  the new state and the attention ``weights`` [B, S]. Batch and source length are dynamic. A copy
+  model (See et al. 2017) also takes ``copy_ids`` [B, S] (the source as extended target ids) and
+  ``oov`` [X], a tensor whose only use is its length: the batch's source words outside the
+  vocabulary, so that its ``logits`` are the log-probabilities over the V + X extended words (a
+  width the graph cannot know in advance).
 
 :class:`OnnxSeq2Seq` runs both graphs behind the interface the search code uses
 (``encode`` and ``decoder.step`` with :class:`DecoderState` / :class:`Memory` values), so every
 decoding strategy works unchanged; the torch weights it keeps are only for describing the
-model (parameter count). Copy models are not exported (their output width depends on each
-batch's unknown source words).
+model (parameter count).
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class _DecoderStep(nn.Module):
         self.feeds = model.decoder.input_feeding
         self.covers = model.decoder.coverage
         self.attends = model.decoder.attention is not None
+        self.copies = model.copies
 
     def forward(self, prev_tokens: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         values = list(tensors)
@@ -78,6 +82,9 @@ class _DecoderStep(nn.Module):
         memory = Memory(states=values[0], mask=values[2], keys=values[1]) if self.attends else Memory(
             states=hidden.new_zeros(0), mask=hidden.new_zeros(0, dtype=torch.bool)
         )
+        if self.copies:  # the extended width V + X is traced from oov's length: dynamic in the graph
+            memory = Memory(memory.states, memory.mask, memory.keys, copy_ids=values[3],
+                            extended_size=self.decoder.vocab_size + values[4].size(0))
         logits, state, weights = self.decoder.step(prev_tokens, DecoderState(hidden, cell, feed, coverage), memory)
         outputs = [logits, state.hidden]
         if self.lstm:
@@ -103,15 +110,23 @@ def _step_names(model: Seq2Seq) -> tuple[list[str], list[str]]:
     if decoder.attention is not None:
         inputs += ["states", "keys", "mask"]
         outputs.append("weights")
+    if model.copies:
+        inputs += ["copy_ids", "oov"]
     return inputs, outputs
+
+
+def _logaddexp(g: Any, a: Any, b: Any) -> Any:
+    """ONNX for ``torch.logaddexp`` (the copy mixture's last operation), which opset 17 lacks:
+    m + log(exp(a - m) + exp(b - m)) with m = max(a, b). The copy term is never -inf (it is floored
+    at COPY_EPSILON), so m is finite and a generated word's -inf outside the vocabulary gives exp 0."""
+    m = g.op("Max", a, b)
+    return g.op("Add", m, g.op("Log", g.op("Add", g.op("Exp", g.op("Sub", a, m)), g.op("Exp", g.op("Sub", b, m)))))
 
 
 def export_onnx(model: Seq2Seq, folder: Path, *, write: Any) -> dict[str, Any]:
     """Write ``encoder.onnx`` and ``decoder_step.onnx`` of ``model`` into ``folder`` through
     ``write(path, callback)`` (an atomic writer: ``callback(tmp_path)`` fills the file); return
     the manifest (the caller adds what it knows about the run and writes it last)."""
-    if model.copies:
-        raise ValueError("copy models cannot be exported to ONNX yet: their output width depends on each batch")
     model = model.eval().cpu()
     decoder = model.decoder
     src = torch.ones(1, 5, dtype=torch.long)
@@ -131,13 +146,21 @@ def export_onnx(model: Seq2Seq, folder: Path, *, write: Any) -> dict[str, Any]:
     if decoder.attention is not None:
         example += [encoded[0].expand(2, -1, -1).contiguous(), encoded[1].expand(2, -1, -1).contiguous(),
                     torch.ones(2, 5, dtype=torch.bool)]
+    if model.copies:  # two source words outside the vocabulary, ids V and V + 1
+        vocab = decoder.vocab_size
+        example += [torch.tensor([[4, vocab, 5, vocab + 1, 4]] * 2), torch.zeros(2)]
     batch_axes = {"prev_tokens": 0, "hidden": 1, "cell": 1, "feed": 0, "new_hidden": 1, "new_cell": 1, "new_feed": 0,
                   "logits": 0}
     dynamic = {name: {batch_axes[name]: "B"} for name in step_inputs + step_outputs if name in batch_axes}
+    if model.copies:
+        dynamic["logits"] = {0: "B", 1: "V_ext"}
     for name, axes in (("states", {0: "B", 1: "S"}), ("keys", {0: "B", 1: "S"}), ("mask", {0: "B", 1: "S"}),
-                       ("weights", {0: "B", 1: "S"}), ("coverage", {0: "B", 1: "S"}), ("new_coverage", {0: "B", 1: "S"})):
+                       ("weights", {0: "B", 1: "S"}), ("coverage", {0: "B", 1: "S"}), ("new_coverage", {0: "B", 1: "S"}),
+                       ("copy_ids", {0: "B", 1: "S"}), ("oov", {0: "X"})):
         if name in step_inputs + step_outputs:
             dynamic[name] = axes
+    if model.copies:
+        torch.onnx.register_custom_op_symbolic("aten::logaddexp", _logaddexp, OPSET)
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript-based exporter handles the recurrent cells with dynamic axes in about a second;
         # torch marks it deprecated in favour of the dynamo exporter, which takes minutes here.
@@ -160,10 +183,10 @@ def export_onnx(model: Seq2Seq, folder: Path, *, write: Any) -> dict[str, Any]:
 class _OnnxDecoder:
     """What the search code reads from ``model.decoder``: ``step`` and ``copies``."""
 
-    copies = False
-
-    def __init__(self, session: Any, inputs: list[str], outputs: list[str], feed_size: int | None) -> None:
+    def __init__(self, session: Any, inputs: list[str], outputs: list[str], feed_size: int | None, vocab_size: int) -> None:
         self.session, self.inputs, self.outputs, self.feed_size = session, inputs, outputs, feed_size
+        self.vocab_size = vocab_size
+        self.copies = "copy_ids" in inputs
 
     def step(self, prev_tokens: torch.Tensor, state: DecoderState, memory: Memory):
         """The exported ``decoder.step``: logits [B, V], the new state and the weights [B, S] (or None)."""
@@ -173,7 +196,10 @@ class _OnnxDecoder:
         if coverage is None and "coverage" in self.inputs:  # nothing attended yet
             coverage = torch.zeros(memory.mask.shape)
         given = {"prev_tokens": prev_tokens, "hidden": state.hidden, "cell": state.cell, "feed": feed,
-                 "coverage": coverage, "states": memory.states, "keys": memory.keys, "mask": memory.mask}
+                 "coverage": coverage, "states": memory.states, "keys": memory.keys, "mask": memory.mask,
+                 "copy_ids": memory.copy_ids}
+        if self.copies:  # only its length is read: the extended vocabulary's V + X words
+            given["oov"] = torch.zeros(memory.extended_size - self.vocab_size)
         arrays = self.session.run(None, {name: given[name].cpu().contiguous().numpy() for name in self.inputs})
         out = dict(zip(self.outputs, (torch.from_numpy(a) for a in arrays)))
         new_state = DecoderState(out["new_hidden"], out.get("new_cell"), out.get("new_feed"), out.get("new_coverage"))
@@ -224,17 +250,20 @@ class OnnxSeq2Seq(nn.Module):
         # the exporter drops an input the step never reads (multi-head attention reads its values from the keys)
         accepted = {node.name for node in session.get_inputs()}
         inputs = [name for name in step["inputs"] if name in accepted]
-        self.decoder = _OnnxDecoder(session, inputs, step["outputs"], feed_size)  # type: ignore[assignment]
+        self.decoder = _OnnxDecoder(session, inputs, step["outputs"], feed_size,  # type: ignore[assignment]
+                                    reference.decoder.vocab_size)
 
     @property
     def copies(self) -> bool:
-        return False
+        return self.decoder.copies
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor, src_mask: torch.Tensor, *,
                src_copy: torch.Tensor | None = None) -> tuple[Memory, DecoderState]:
-        """Encode each sentence alone (no padding inside the graph) and pad the results into a batch."""
-        if src_copy is not None:
-            raise ValueError("src_copy was given, but this model has no copy mechanism")
+        """Encode each sentence alone (no padding inside the graph) and pad the results into a batch;
+        a copy model keeps ``src_copy`` [B, S] (the source as extended target ids), as the torch model."""
+        if (src_copy is not None) != self.copies:
+            raise ValueError("a copy model needs src_copy [B, S]" if self.copies else
+                             "src_copy was given, but this model has no copy mechanism")
         rows = []
         for row, length in enumerate(src_lengths.tolist()):
             sentence = src[row : row + 1, :length].cpu().contiguous().numpy()
@@ -248,7 +277,11 @@ class OnnxSeq2Seq(nn.Module):
         hidden = torch.from_numpy(np.concatenate([r["hidden"] for r in rows], axis=1))  # [L, B, H]
         cell = torch.from_numpy(np.concatenate([r["cell"] for r in rows], axis=1)) if "cell" in rows[0] else None
         keys = padded("keys") if "keys" in rows[0] else None
-        return Memory(states=padded("states"), mask=src_mask.cpu(), keys=keys), DecoderState(hidden, cell)
+        memory = Memory(states=padded("states"), mask=src_mask.cpu(), keys=keys)
+        if src_copy is not None:
+            extended_size = max(self.decoder.vocab_size, int(src_copy.max()) + 1)  # as RecurrentDecoder.prepare_memory
+            memory = Memory(memory.states, memory.mask, keys, copy_ids=src_copy.cpu(), extended_size=extended_size)
+        return memory, DecoderState(hidden, cell)
 
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, src_mask: torch.Tensor, tgt_input: torch.Tensor,
                 *, teacher_forcing: float = 1.0, src_copy: torch.Tensor | None = None):
