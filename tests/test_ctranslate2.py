@@ -167,9 +167,8 @@ def test_the_api_and_the_server_decode_through_ctranslate2(trained_run):
         assert refused.status_code == 422 and "greedy and beam search only" in refused.text
 
 
-def test_a_copy_transformer_is_refused_by_both_exports_in_one_line(tmp_path, capsys):
+def test_a_copy_transformer_is_refused_in_one_line(tmp_path, capsys):
     config = build_config(preset="transformer-copy", overrides=[*TRAINED, "train.epochs=1"])
     run_dir = train_keeping_threads(config, tmp_path / "copy")
     assert "CTranslate2 has no copy mechanism" in _error(["export", str(run_dir), "--format", "ctranslate2"], capsys)
-    assert "copy models cannot be exported to ONNX yet" in _error(["export", str(run_dir)], capsys)
-    assert not (run_dir / "ctranslate2").exists() and not (run_dir / "onnx" / "onnx.json").exists()
+    assert not (run_dir / "ctranslate2").exists()  # (the ONNX export takes it: tests/test_onnx_transformer.py)

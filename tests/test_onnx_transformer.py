@@ -85,6 +85,21 @@ def test_search_on_onnx_equals_search_on_torch(beam_size, tmp_path):
         assert [h.score for h in mine] == pytest.approx([h.score for h in reference], abs=1e-4)
 
 
+def test_a_copy_transformer_decodes_words_outside_the_vocabulary_like_torch(tmp_path):
+    """The copy Transformer's step graph gives log-probabilities over each batch's extended vocabulary:
+    the n-best lists, copied unknown words included, and their scores equal torch's."""
+    config = build_config(preset="transformer-copy", overrides=[*TRAINED, "decode.max_len=12", "train.epochs=20"])  # copies by then
+    run_dir = train_keeping_threads(config, tmp_path / "copy")
+    export_run(run_dir)
+    texts = ["print zanzibar", "add quokka to total", "sort the list `wombats` in reverse order"]
+    expected = Translator.from_run_dir(run_dir).generate_nbest(texts, beam_size=3, nbest=3)
+    got = Translator.from_run_dir(run_dir, runtime="onnx").generate_nbest(texts, beam_size=3, nbest=3)
+    assert [[g.text for g in n] for n in got] == [[e.text for e in n] for n in expected]
+    assert any(word in g.text for n in got for g in n for word in ("zanzibar", "quokka", "wombats"))  # copied
+    for mine, reference in zip(got, expected, strict=True):
+        assert [g.score for g in mine] == pytest.approx([e.score for e in reference], abs=1e-3)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("onnx-transformer") / "run"

@@ -123,6 +123,11 @@ def _logaddexp(g: Any, a: Any, b: Any) -> Any:
     return g.op("Add", m, g.op("Log", g.op("Add", g.op("Exp", g.op("Sub", a, m)), g.op("Exp", g.op("Sub", b, m)))))
 
 
+def register_copy_operators() -> None:
+    """Let the exporter write the copy mixture (:func:`seq2seq.models.copy.copy_mixture`)."""
+    torch.onnx.register_custom_op_symbolic("aten::logaddexp", _logaddexp, OPSET)
+
+
 def export_onnx(model: Seq2Seq, folder: Path, *, write: Any) -> dict[str, Any]:
     """Write ``encoder.onnx`` and ``decoder_step.onnx`` of ``model`` into ``folder`` through
     ``write(path, callback)`` (an atomic writer: ``callback(tmp_path)`` fills the file); return
@@ -160,7 +165,7 @@ def export_onnx(model: Seq2Seq, folder: Path, *, write: Any) -> dict[str, Any]:
         if name in step_inputs + step_outputs:
             dynamic[name] = axes
     if model.copies:
-        torch.onnx.register_custom_op_symbolic("aten::logaddexp", _logaddexp, OPSET)
+        register_copy_operators()
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript-based exporter handles the recurrent cells with dynamic axes in about a second;
         # torch marks it deprecated in favour of the dynamo exporter, which takes minutes here.
