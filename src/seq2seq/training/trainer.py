@@ -208,8 +208,8 @@ class Trainer:
             if self._out_of_steps():  # every rank counts the same steps: no message needed
                 break
         return EpochRun(progress.loss_sum / max(progress.tokens, 1), progress.tokens, time.perf_counter() - started,
-                         out_of_time, self._out_of_steps(), progress.updates / max(len(chunks), 1), progress.skipped,
-                         progress.grad_norms)
+                        out_of_time, self._out_of_steps(), progress.updates / max(len(chunks), 1), progress.skipped,
+                        progress.grad_norms)
 
     def _record_window(self, progress: EpochProgress, *, since: float) -> float:
         """Append a ``step`` record of the updates since the last one (started at ``since``); returns now."""
@@ -239,7 +239,7 @@ class Trainer:
         stop = "epochs", f"train.epochs ({self.config.epochs}) done"
         while self.epoch < self.config.epochs:
             if self.bad_epochs >= self.config.early_stopping_patience:  # e.g. resuming a run that had stopped
-                stop = "early_stopping", f"no improvement for {self.bad_epochs} epochs (train.early_stopping_patience)"
+                stop = "early_stopping", self._early_stopping_message()
                 break
             if self._out_of_steps() and self.partial is None:  # e.g. resuming a run that had reached its max_steps
                 stop = "max_steps", f"train.max_steps ({self.config.max_steps}) already reached at step {self.step}"
@@ -292,8 +292,12 @@ class Trainer:
         if run.out_of_steps:
             return "max_steps", f"train.max_steps ({self.config.max_steps}) reached"
         if self.bad_epochs >= self.config.early_stopping_patience:
-            return "early_stopping", f"early stopping: no improvement for {self.bad_epochs} epochs"
+            return "early_stopping", self._early_stopping_message()
         return None
+
+    def _early_stopping_message(self) -> str:
+        return (f"early stopping: no improvement for {self.bad_epochs} epochs "
+                f"(train.early_stopping_patience {self.config.early_stopping_patience})")
 
 
 __all__ = ["BatchCallback", "NonFiniteLossError", "TrainResult", "Trainer", "check_precision", "seed_everything"]
