@@ -99,6 +99,8 @@ def test_trained_run_generates_the_same_through_ctranslate2(trained_run, capsys,
     _output(["generate", str(trained_run), "--runtime", "ctranslate2", "--plot-attention", str(tmp_path / "a.png"),
              "print hello"], capsys)
     assert (tmp_path / "a.png").stat().st_size > 1000
+    [generation] = Translator.from_run_dir(trained_run, runtime="ctranslate2").generate(["print hello"], heads=True)
+    torch.testing.assert_close(generation.heads.mean(0), generation.attention, atol=1e-4, rtol=0)  # recomputed by torch
     assert "greedy and beam search only" in _error(
         ["generate", str(trained_run), "--runtime", "ctranslate2", "--sample", "print hello"], capsys)
 

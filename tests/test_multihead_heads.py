@@ -45,6 +45,22 @@ def test_generations_carry_each_heads_weights_whose_mean_is_the_attention(run_di
             torch.testing.assert_close(generation.heads.sum(-1), torch.ones(generation.heads.shape[:2]))
 
 
+def test_an_onnx_export_gives_the_same_heads(run_dir) -> None:
+    """Decoded by ONNX Runtime, the outputs' heads are recomputed by the torch model the export came
+    from (the same weights): they equal the torch runtime's, and their mean is the export's attention."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[onnx]')")
+    from seq2seq.export import export_run
+
+    export_run(run_dir)
+    texts = ["sort list `l` in reverse", "add 3 to total"]
+    expected = Translator.from_run_dir(run_dir).generate_nbest(texts, beam_size=3, nbest=2, heads=True)
+    got = Translator.from_run_dir(run_dir, runtime="onnx").generate_nbest(texts, beam_size=3, nbest=2, heads=True)
+    for mine, reference in zip((g for n in got for g in n), (e for n in expected for e in n), strict=True):
+        assert mine.tokens == reference.tokens and mine.heads is not None
+        torch.testing.assert_close(mine.heads, reference.heads, atol=1e-5, rtol=0)
+        torch.testing.assert_close(mine.heads.mean(0), mine.attention, atol=1e-4, rtol=0)
+
+
 def test_heads_are_computed_only_on_request(run_dir) -> None:
     from seq2seq import load
 

@@ -27,7 +27,8 @@ MANIFEST = "ctranslate2.json"
 
 class CTranslate2Model(nn.Module):
     """A run's CTranslate2 export behind ``search``; ``reference`` (the torch model whose weights
-    were exported) only describes the model (parameter count, position limit)."""
+    were exported) describes the model (parameter count, position limit) and recomputes the last
+    cross-attention's heads on request (:mod:`seq2seq.models.heads`)."""
 
     runs_on_torch_threads = False  # CTranslate2 has its own threads
     searches_itself = True  # decode_sources calls search() instead of its own search loops

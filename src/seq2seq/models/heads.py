@@ -2,7 +2,9 @@
 the server: the heads of a recurrent decoder's :class:`~seq2seq.models.multihead.MultiHeadAttention`,
 or of a Transformer's last cross-attention (whose mean over the heads is the attention the toolkit
 plots and scores). The models keep only that mean while decoding; the heads are recomputed here,
-on demand, by a forward hook that lives only during one teacher-forced pass."""
+on demand, by a forward hook that lives only during one teacher-forced pass. A run decoded by an
+export (ONNX Runtime, CTranslate2) has its heads recomputed by the torch model the export was made
+from (its ``reference``: the same weights), over the tokens the export's search chose."""
 
 from __future__ import annotations
 
@@ -13,13 +15,19 @@ from seq2seq.models.multihead import MultiHeadAttention
 from seq2seq.models.transformer import TransformerAttention, scaled_dot_product
 
 
+def _torch_model(model: nn.Module) -> nn.Module:
+    """``model``, or for an export's stand-in the torch model whose weights it runs (``reference``)."""
+    reference = getattr(model, "reference", None)
+    return reference if isinstance(reference, nn.Module) else model
+
+
 def _headed(model: nn.Module) -> nn.Module | None:
     """The attention module whose heads are shown, or None (a model with one attention distribution)."""
-    decoder = getattr(model, "decoder", None)
+    decoder = getattr(_torch_model(model), "decoder", None)
     attention = getattr(decoder, "attention", None)
     if isinstance(attention, MultiHeadAttention):
         return attention
-    layers = getattr(decoder, "layers", None)  # an ONNX stand-in's is a count: no module to hook
+    layers = getattr(decoder, "layers", None)  # a Transformer decoder's ModuleList
     if isinstance(layers, nn.ModuleList) and isinstance(getattr(layers[-1], "cross_attention", None), TransformerAttention):
         return layers[-1].cross_attention
     return None
@@ -49,6 +57,7 @@ def attention_heads(
     attention = _headed(model)
     if attention is None:
         return None
+    model = _torch_model(model)
     recorded: list[torch.Tensor] = []
 
     def record(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:

@@ -19,8 +19,8 @@ sampling, constraints all live in :mod:`seq2seq.decoding`):
 
 :class:`OnnxSeq2Seq` runs both graphs behind the interface the search code uses
 (``encode`` and ``decoder.step`` with :class:`DecoderState` / :class:`Memory` values), so every
-decoding strategy works unchanged; the torch weights it keeps are only for describing the
-model (parameter count).
+decoding strategy works unchanged; the torch model it keeps describes the model (parameter
+count) and, for plots of a multi-head attention's heads, recomputes them (:mod:`seq2seq.models.heads`).
 """
 
 from __future__ import annotations
@@ -232,8 +232,8 @@ def teacher_forced_steps(
 class OnnxSeq2Seq(nn.Module):
     """A :class:`Seq2Seq` stand-in that runs the exported graphs with onnxruntime (CPU).
 
-    ``reference`` is the torch model whose weights were exported; it is kept to describe the
-    model (parameters) and is never run."""
+    ``reference`` is the torch model whose weights were exported; it describes the model
+    (parameters) and recomputes a multi-head attention's heads on request (never the search)."""
 
     runs_on_torch_threads = False  # onnxruntime has its own: decoding runs one batch at a time
 

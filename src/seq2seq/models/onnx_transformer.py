@@ -156,7 +156,8 @@ class _OnnxTransformerDecoder:
 
 class OnnxTransformer(nn.Module):
     """A :class:`Transformer` stand-in that runs the exported graphs with onnxruntime (CPU).
-    ``reference`` is the torch model whose weights were exported; it only describes the model."""
+    ``reference`` is the torch model whose weights were exported; it describes the model and
+    recomputes the last cross-attention's heads on request (:mod:`seq2seq.models.heads`)."""
 
     runs_on_torch_threads = False  # onnxruntime has its own: decoding runs one batch at a time
 
