@@ -138,7 +138,8 @@ class Translator:
         # A copy model also reads each source in the target vocabulary extended by its unknown words.
         copies = [vocab.encode_copy_source(tokens) for tokens in source_tokens] if run.model.copies else None
         if getattr(run.model, "searches_itself", False) and (sampling is not None or constrain or length_penalty != "none"):
-            # (decode_sources hands CTranslate2 the whole search; attention it does not give: none is shown)
+            # decode_sources hands CTranslate2 the whole search; its length normalization (length ** alpha)
+            # picked other outputs than ours with --length-penalty average at alpha 1 and 2, so none is offered
             raise InputError("the ctranslate2 runtime does greedy and beam search only, without a length penalty: "
                              "no --sample, no --constrain")
         found = decode_sources(
