@@ -131,8 +131,9 @@ class Comparison:
         return f"{text(statistics.mean(values))} ± {text(statistics.stdev(values))}"
 
     def by_length_means(self, preset: str, name: str) -> list[float]:
-        """Each length bucket's score ``name`` (a BucketScore field) of ``preset``'s first seed, as the
-        mean over its seeds (every seed is scored on the same test set, so in the same buckets)."""
+        """The mean over ``preset``'s seeds of each length bucket's score ``name`` (a BucketScore
+        field), bucket by bucket in its first seed's order (every seed is scored on the same test set,
+        so in the same buckets)."""
         return [statistics.mean(_bucket(run, bucket.label, name) for run in self._runs(preset))
                 for bucket in self._runs(preset)[0].test.by_length]
 
