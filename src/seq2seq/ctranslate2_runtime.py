@@ -77,14 +77,25 @@ class CTranslate2Model(nn.Module):
                 # the <eos> step's row: the same [T, S] as torch's search returns
                 return_attention=True, return_end_token=True,
             )
+            first_rows = self._first_attention_rows(tokens) if beam_size > 1 else None
             # (source, output without <eos>, whether it ended with <eos>, attention) per hypothesis, in order
-            rows = [(source, *self._split_end(output), attention) for source, result in zip(tokens, results, strict=True)
+            rows = [(source, *self._split_end(output), attention if first_rows is None else [first_rows[i], *attention[1:]])
+                    for i, (source, result) in enumerate(zip(tokens, results, strict=True))
                     for output, attention in zip(result.hypotheses, result.attention, strict=True)]
             scored = iter(self.translator.score_batch([row[0] for row in rows], [row[1] for row in rows]))  # + <eos>, one call
             hypotheses = iter(self._hypothesis(output, finished, next(scored).log_probs, attention, len(source))
                               for source, output, finished, attention in rows)
             found += [[next(hypotheses) for _ in result.hypotheses] for result in results]
         return found
+
+    def _first_attention_rows(self, tokens: list[list[str]]) -> list[list[float]]:
+        """Each source's attention at the first step (it reads only the source and <sos>, so every
+        hypothesis shares it). CTranslate2 4.8's beam search returns another source's first row for
+        sources of different lengths in one batch (its later rows are right; measured against
+        torch, tests/test_ctranslate2.py), so beam search takes this row from one greedy step."""
+        first = self.translator.translate_batch(tokens, beam_size=1, max_decoding_length=1, min_decoding_length=0,
+                                                max_input_length=0, return_attention=True, return_end_token=True)
+        return [result.attention[0][0] for result in first]
 
     def _split_end(self, output: list[str]) -> tuple[list[str], bool]:
         """``output`` without its final <eos>, and whether it had one (False: cut at max_len)."""
