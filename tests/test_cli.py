@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -352,10 +352,17 @@ def test_compare_with_several_seeds_reports_mean_and_spread(tmp_path, capsys):
     assert main(["compare", *FAST, "--presets", "rnn,lstm-attention", "--seeds", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| rnn (2 seeds) |" in printed and " ± " in printed
-    row = next(line for line in printed.splitlines() if line.startswith("| lstm-attention (2 seeds) |"))
-    length_cells = row.strip(" |").split(" | ")[-3:]  # EM by input length: mean ± sd over the seeds too
-    assert all(re.fullmatch(r"\d+\.\d% ± \d+\.\d% \(n=\d+\)", cell) for cell in length_cells), length_cells
     rows = json.loads((out / "results.json").read_text())
+    # EM by input length and seconds per epoch: mean ± sd over the seeds too, as the seeds' records give them
+    row = next(line for line in printed.splitlines() if line.startswith("| lstm-attention (2 seeds) |"))
+    cells = row.strip(" |").split(" | ")
+    seeds = next(r for r in rows if r["preset"] == "lstm-attention")["seeds"]
+    for i, cell in enumerate(cells[-3:]):
+        values = [100 * seed["test"]["by_length"][i]["exact_match"] for seed in seeds]
+        mean, sd = statistics.mean(values), statistics.stdev(values)
+        assert cell == f"{mean:.1f}% ± {sd:.1f}% (n={seeds[0]['test']['by_length'][i]['count']})", (cell, values)
+    per_epoch = [seed["seconds_per_epoch"] for seed in seeds]
+    assert cells[3] == f"{statistics.mean(per_epoch):.1f} ± {statistics.stdev(per_epoch):.1f}"
     for row in rows:
         seeds = row["seeds"]
         assert len(seeds) == 2 and seeds[0]["run_dir"] != seeds[1]["run_dir"]

@@ -46,6 +46,7 @@ def test_every_step_matches_torch(variant, tmp_path):
                                    "data.max_src_len=12", "data.max_tgt_len=11"))
     model = make_model(*extra)
     onnx_model = _export(model, tmp_path)
+    assert not model.training  # the export leaves the model as it found it: in eval mode, dropout off
     src, lengths, mask, tgt = make_batch([6, 2, 4], tgt_len=7)  # padded rows: the graphs take whole batches
     with torch.no_grad():
         memory, state = model.encode(src, lengths, mask)

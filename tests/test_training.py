@@ -211,6 +211,21 @@ def test_fit_says_why_it_stopped(reverse_data, tmp_path):
     assert result.stopped_early and not result.history and "no improvement for 2 epochs" in result.stop_message
 
 
+def test_early_stopping_ends_the_run_after_patience_epochs_without_improvement(reverse_data, tmp_path, monkeypatch):
+    """A validation loss that never improves after epoch 1 stops the run after 1 + patience epochs."""
+    from seq2seq.models.build import build_model
+    from seq2seq.training.trainer import Trainer
+
+    src_vocab, tgt_vocab, _, encoded = reverse_data
+    config = tiny_config("gru", "train.batch_size=16", "train.epochs=10", "train.early_stopping_patience=2")
+    model = build_model(config.model, src_vocab_size=len(src_vocab), tgt_vocab_size=len(tgt_vocab))
+    trainer = Trainer(model=model, config=config.train, pad_index=0, device=torch.device("cpu"))
+    monkeypatch.setattr(trainer, "evaluate_loss", lambda pairs: 1.0)  # epoch 1 improves on inf, then never again
+    result = trainer.fit(encoded[:200], encoded[200:])
+    assert (result.stopped_by, len(result.history), trainer.epoch) == ("early_stopping", 3, 3)
+    assert result.stop_message == "early stopping: no improvement for 2 epochs (train.early_stopping_patience 2)"
+
+
 def test_resume_after_a_crash_drops_metrics_written_after_the_checkpoint(reverse_data, tmp_path):
     _train_reverse(reverse_data, tmp_path, epochs=1)
     metrics = tmp_path / "run" / "metrics.jsonl"

@@ -211,7 +211,11 @@ class Comparison:
 
 def _bucket(run: ModelResult, label: str, name: str) -> float:
     """The score ``name`` of ``run``'s test length bucket ``label``."""
-    return next(getattr(b, name) for b in run.test.by_length if b.label == label)
+    for bucket in run.test.by_length:
+        if bucket.label == label:
+            return getattr(bucket, name)
+    raise ValueError(f"{run.run_dir}: no test length bucket {label!r} (its buckets: "
+                     f"{', '.join(b.label for b in run.test.by_length)}); the seeds were scored on different test sets")
 
 
 def _run_record(r: ModelResult) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from seq2seq.data.vocab import Vocab
 from seq2seq.decoding.greedy import Hypothesis
 from seq2seq.models.transformer import Transformer
 
@@ -46,7 +47,7 @@ class CTranslate2Model(nn.Module):
                                                  compute_type=compute_type)
         self.src_itos, self.tgt_itos = list(src_itos), list(tgt_itos)
         self.tgt_index = {token: index for index, token in enumerate(self.tgt_itos)}
-        self.eos_token = self.tgt_itos[3]  # the export's eos_token (Vocab.eos_index)
+        self.eos_token = self.tgt_itos[Vocab.eos_index]  # the export's eos_token
 
     @property
     def copies(self) -> bool:

@@ -61,7 +61,7 @@ def _export_ctranslate2(run: LoadedRun, *, which: str) -> Path:
                           f"(export it with --format onnx instead)")
     if run.model.copies:
         raise RunDirError(f"{run.run_dir}: CTranslate2 has no copy mechanism (model.transformer.copy): decode this "
-                          "run with the torch runtime")
+                          "run with the torch runtime, or export it with --format onnx")
     try:
         import ctranslate2  # noqa: F401
     except ImportError:

@@ -151,9 +151,9 @@ def export_onnx(model: Seq2Seq, folder: Path, *, write: Any) -> dict[str, Any]:
     if decoder.attention is not None:
         example += [encoded[0].expand(2, -1, -1).contiguous(), encoded[1].expand(2, -1, -1).contiguous(),
                     torch.ones(2, 5, dtype=torch.bool)]
-    if model.copies:  # two source words outside the vocabulary, ids V and V + 1
+    if model.copies:  # three source words outside the vocabulary, ids V to V + 2 (3: a size no other axis has)
         vocab = decoder.vocab_size
-        example += [torch.tensor([[4, vocab, 5, vocab + 1, 4]] * 2), torch.zeros(2)]
+        example += [torch.tensor([[4, vocab, 5, vocab + 1, vocab + 2]] * 2), torch.zeros(3)]
     batch_axes = {"prev_tokens": 0, "hidden": 1, "cell": 1, "feed": 0, "new_hidden": 1, "new_cell": 1, "new_feed": 0,
                   "logits": 0}
     dynamic = {name: {batch_axes[name]: "B"} for name in step_inputs + step_outputs if name in batch_axes}
@@ -171,11 +171,11 @@ def export_onnx(model: Seq2Seq, folder: Path, *, write: Any) -> dict[str, Any]:
         # torch marks it deprecated in favour of the dynamo exporter, which takes minutes here.
         warnings.simplefilter("ignore")
         write(folder / "encoder.onnx", lambda tmp: torch.onnx.export(
-            _Encoder(model), (src,), str(tmp), dynamo=False, opset_version=OPSET, input_names=["src"],
+            _Encoder(model).eval(), (src,), str(tmp), dynamo=False, opset_version=OPSET, input_names=["src"],
             output_names=enc_outputs, dynamic_axes={"src": {1: "S"}, "states": {1: "S"}, "keys": {1: "S"}},
         ))
         write(folder / "decoder_step.onnx", lambda tmp: torch.onnx.export(
-            _DecoderStep(model), tuple(example), str(tmp), dynamo=False, opset_version=OPSET,
+            _DecoderStep(model).eval(), tuple(example), str(tmp), dynamo=False, opset_version=OPSET,
             input_names=step_inputs, output_names=step_outputs, dynamic_axes=dynamic,
         ))
     return {
@@ -194,7 +194,8 @@ class _OnnxDecoder:
         self.copies = "copy_ids" in inputs
 
     def step(self, prev_tokens: torch.Tensor, state: DecoderState, memory: Memory):
-        """The exported ``decoder.step``: logits [B, V], the new state and the weights [B, S] (or None)."""
+        """The exported ``decoder.step``: logits [B, V] (a copy model: log-probabilities [B, V_ext]), the
+        new state and the weights [B, S] (or None)."""
         feed, coverage = state.feed, state.coverage
         if self.feed_size is not None and feed is None:  # before the first step, as in RecurrentDecoder
             feed = torch.zeros(prev_tokens.size(0), self.feed_size)

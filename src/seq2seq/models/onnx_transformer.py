@@ -104,19 +104,19 @@ def export_transformer_onnx(model: Transformer, folder: Path, *, write: Any) -> 
                  **{name: {0: "B", 2: "S"} for name in memory_names}, **{name: {0: "B", 2: "t"} for name in past_names},
                  **{name: {0: "B", 2: "t1"} for name in new_names}}
     example = (torch.full((2,), 4, dtype=torch.long), src_mask, *encoded[1:], *past)
-    if model.copies:  # two source words outside the vocabulary, ids V and V + 1
+    if model.copies:  # three source words outside the vocabulary, ids V to V + 2 (3: a size no other axis has)
         vocab = model.decoder.vocab_size
-        example += (torch.tensor([[4, vocab, 5, vocab + 1, 4]] * 2), torch.zeros(2))
+        example += (torch.tensor([[4, vocab, 5, vocab + 1, vocab + 2]] * 2), torch.zeros(3))
         step_axes |= {"copy_ids": {0: "B", 1: "S"}, "oov": {0: "X"}, "logits": {0: "B", 1: "V_ext"}}
         register_copy_operators()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, as in onnx_export
         write(folder / "encoder.onnx", lambda tmp: torch.onnx.export(
-            _EncoderGraph(model), (src, src_mask), str(tmp), dynamo=False, opset_version=OPSET,
+            _EncoderGraph(model).eval(), (src, src_mask), str(tmp), dynamo=False, opset_version=OPSET,
             input_names=["src", "src_mask"], output_names=enc_outputs, dynamic_axes=enc_axes,
         ))
         write(folder / "decoder_step.onnx", lambda tmp: torch.onnx.export(
-            _StepGraph(model), example, str(tmp), dynamo=False, opset_version=OPSET,
+            _StepGraph(model).eval(), example, str(tmp), dynamo=False, opset_version=OPSET,
             input_names=step_inputs, output_names=step_outputs, dynamic_axes=step_axes,
         ))
     return {
