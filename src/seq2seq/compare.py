@@ -17,17 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
-
-from seq2seq.compare_report import render_html
-from seq2seq.config import PRESETS, RunConfig, build_config
+from seq2seq.compare_figures import write_figures
+from seq2seq.compare_report import description, markdown_report, recipe_note, render_html
+from seq2seq.config import PRESETS, build_config
 from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.evaluation.evaluate import EvalReport
 from seq2seq.pipeline import evaluate_split, train
 from seq2seq.training.stats import EpochStats
 from seq2seq.run_files import atomic_write_text
-from seq2seq.visualization.attention import attention_heatmap, head_heatmaps
-from seq2seq.visualization.curves import grad_norm_curves, loss_curves, quality_by_length
 
 logger = logging.getLogger(__name__)
 
@@ -227,11 +224,6 @@ def _run_record(r: ModelResult) -> dict[str, Any]:
     }
 
 
-def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _grad_norms(history: list[EpochStats]) -> dict[str, float]:
     """Gradient-norm behaviour over a whole run, from its epochs (each weighted by its steps)."""
     epochs = [e for e in history if math.isfinite(e.grad_norm_mean)]
@@ -276,94 +268,6 @@ def _train_one(base: dict[str, Any], overrides: list[str], preset: str, run_dir:
     return result
 
 
-def _plot(comparison: Comparison, corpus: Corpus, out_dir: Path, split: str, *, clip: float) -> list[Path]:
-    """Write the report's figures into ``out_dir``; return their paths, in report order."""
-    train_curves, valid_curves, norm_curves = {}, {}, {}
-    for r in comparison.results:
-        records = _read_metrics(r.run_dir)
-        steps = [m for m in records if m["kind"] == "step"]
-        epochs = [m for m in records if m["kind"] == "epoch"]
-        train_curves[r.preset] = ([m["step"] for m in steps], [m["train_loss"] for m in steps])
-        valid_curves[r.preset] = ([m["epoch"] for m in epochs], [m["valid_loss"] for m in epochs])
-        normed = [m for m in steps if "grad_norm_mean" in m]
-        norm_curves[r.preset] = ([m["step"] for m in normed], [m["grad_norm_mean"] for m in normed],
-                                 [m["grad_norm_max"] for m in normed])
-    figures = {"loss_curves.png": loss_curves(train_curves, valid_curves)}
-    buckets = [b.label for b in comparison.results[0].test.by_length]
-    label, name = comparison.length_metric
-    scale = 1 if name == "bleu" else 100
-    scores = {r.preset: [scale * value for value in comparison.by_length_means(r.preset, name)] for r in comparison.results}
-    metric = "token BLEU" if name == "bleu" else f"{'accuracy' if label == 'accuracy' else 'exact match'} (%)"
-    figures["quality_by_length.png"] = quality_by_length(buckets, scores, metric=metric)
-    figures["grad_norm.png"] = grad_norm_curves(norm_curves, clip=clip)
-    for r in comparison.results:  # one heatmap per model with attention (each head too, where it has heads)
-        figure = _attention_figure(r, corpus, split)
-        if figure is not None:
-            figures[f"attention_{r.preset}.png"] = figure
-    written = []
-    for name, figure in figures.items():
-        figure.savefig(out_dir / name, dpi=110)
-        plt.close(figure)
-        written.append(out_dir / name)
-    return written
-
-
-def _attention_figure(result: ModelResult, corpus: Corpus, split: str):
-    from seq2seq.translator import Translator
-
-    translator = Translator.from_run_dir(result.run_dir)
-    # A long example shows best what attention aligns: take the longest test source of at most 30 tokens.
-    candidates = [i for i, (src, _) in enumerate(corpus.tokens[split]) if len(src) <= 30]
-    index = max(candidates or range(len(corpus.tokens[split])), key=lambda i: len(corpus.tokens[split][i][0]))
-    generation = translator.generate([corpus.examples[split][index].src], heads=True)[0]
-    out_tokens = generation.tokens + (["<eos>"] if generation.finished else [])
-    if generation.attention is None:  # a model without attention (rnn, lstm)
-        return None
-    title = f"{result.preset}: {generation.text}"
-    if generation.heads is not None:  # multi-head attention or a Transformer: each head and their mean
-        return head_heatmaps(generation.heads.numpy()[:, : len(out_tokens)], generation.source_tokens, out_tokens, title=title)
-    weights = generation.attention.numpy()[: len(out_tokens)]
-    return attention_heatmap(weights, generation.source_tokens, out_tokens, title=title)
-
-
-def _recipe_note(preset: str, config: RunConfig) -> str:
-    """How a Transformer preset's training differs from the shared budget's line."""
-    tf, train_config = config.model.transformer, config.train
-    return (f"{preset}: d_model {tf.d_model}, {tf.encoder_layers} + {tf.decoder_layers} layers, {tf.heads} heads, "
-            f"FFN {tf.ffn_size}; {train_config.lr_schedule} schedule to lr {train_config.learning_rate:g} after "
-            f"{train_config.warmup_steps} warm-up steps, Adam betas {list(train_config.adam_betas)}, label smoothing "
-            f"{train_config.label_smoothing:g}, teacher forcing {train_config.teacher_forcing.describe()}.")
-
-
-def _description(corpus: Corpus, config: RunConfig, split: str, notes: list[str]) -> list[str]:
-    """The paragraphs that say what was compared and how (the same in Markdown and HTML)."""
-    sizes = ", ".join(f"{k} {len(v):,}" for k, v in corpus.examples.items())
-    return [
-        f"Data: {config.data.format} ({sizes}); vocabularies: source {len(corpus.src_vocab):,}, target {len(corpus.tgt_vocab):,}.",
-        f"Equal budget: {config.train.epochs} epochs max (early stopping patience {config.train.early_stopping_patience}), "
-        f"batch {config.train.batch_size}, Adam lr {config.train.learning_rate}, teacher forcing {config.train.teacher_forcing.describe()}, "
-        f"clip {config.train.clip_norm}, seed {config.train.seed}"
-        + (f", wall-clock cap {config.train.time_budget_s:.0f} s per model" if config.train.time_budget_s else "")
-        + (f", {config.train.max_steps:,} optimizer steps max" if config.train.max_steps else "") + ".",
-        *notes,
-        f"Scores on the `{split}` split with greedy decoding; the task's own metric where it has one "
-        "(official CoNaLa BLEU, sacreBLEU on detokenized text, label accuracy); exact match and BLEU over target tokens; "
-        "'parses' = share of outputs accepted by `ast.parse` (never executed). "
-        "EM / BLEU / accuracy len = exact match (token BLEU for translation and CoNaLa, accuracy for labels) by source length in tokens. Gradient norm: the L2 norm of all gradients "
-        f"before clipping at {config.train.clip_norm:g}, its mean over training steps and its largest value; "
-        "'steps clipped' = share of steps where it exceeded the threshold.",
-    ]
-
-
-def _markdown_report(comparison: Comparison, corpus: Corpus, config: RunConfig, split: str, figures: list[Path]) -> str:
-    lines = ["# Architecture comparison", "", f"Command: `{comparison.command}`", ""]
-    for paragraph in _description(corpus, config, split, comparison.notes):
-        lines += [paragraph]
-    lines += ["", comparison.table_markdown(), ""]
-    lines += [f"![{path.stem.replace('_', ' ')}]({path.name})" for path in figures]
-    return "\n".join([*lines, ""])
-
-
 def run_comparison(
     base: dict[str, Any], overrides: list[str], *, presets: list[str], out_dir: Path, overwrite: bool = False,
     show_progress: bool = True, command: str = "", seeds: int = 1, defaults: bool = False,
@@ -386,7 +290,7 @@ def run_comparison(
     split = "test" if corpus.encoded.get("test") else "valid"
     comparison = Comparison(test_split=split, command=command)
     comparison.notes = [
-        _recipe_note(preset, build_config(base=base, preset=preset, overrides=preset_overrides(preset), source=f"compare/{preset}"))
+        recipe_note(preset, build_config(base=base, preset=preset, overrides=preset_overrides(preset), source=f"compare/{preset}"))
         for preset in presets if is_transformer(preset)
     ]
     started = time.perf_counter()
@@ -400,12 +304,14 @@ def run_comparison(
         comparison.results.append(runs[0])
         comparison.seeds[preset] = runs
     logger.info("trained %d models in %.0f s", len(presets) * seeds, time.perf_counter() - started)
-    figures = _plot(comparison, corpus, out_dir, split, clip=shared.train.clip_norm)
-    atomic_write_text(out_dir / "comparison.md", _markdown_report(comparison, corpus, shared, split, figures))
+    figures = write_figures(comparison, corpus, out_dir, split, clip=shared.train.clip_norm)
+    paragraphs = description(corpus, shared, split, comparison.notes)
+    atomic_write_text(out_dir / "comparison.md", markdown_report(
+        command=comparison.command, paragraphs=paragraphs, table=comparison.table_markdown(), figures=figures))
     header, rows = comparison.table_rows()
     atomic_write_text(out_dir / "comparison.html", render_html(
         title="Architecture comparison", command=comparison.command,
-        paragraphs=_description(corpus, shared, split, comparison.notes), header=header, rows=rows, figures=figures,
+        paragraphs=paragraphs, header=header, rows=rows, figures=figures,
     ))
     atomic_write_text(out_dir / "results.json", json.dumps(comparison.to_json(), indent=2))
     return comparison

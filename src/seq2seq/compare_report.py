@@ -1,5 +1,6 @@
-"""The comparison report as one self-contained HTML file: the table, the description and every
-figure embedded as a base64 PNG, no external asset, so it opens offline and can be mailed."""
+"""The comparison report's text: the paragraphs that say what was compared, the Markdown report,
+and one self-contained HTML file (the table, the description and every figure embedded as a base64
+PNG, no external asset, so it opens offline and can be mailed)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import base64
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
+
+from seq2seq.config import RunConfig
+from seq2seq.data.corpus import Corpus
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 72rem;
@@ -20,6 +24,42 @@ th { background: #f6f8fa; } td:first-child, th:first-child { text-align: left; f
 figure { margin: 1.5rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
 figcaption { color: #57606a; font-size: 0.9rem; }
 """
+
+
+def recipe_note(preset: str, config: RunConfig) -> str:
+    """How a Transformer preset's training differs from the shared budget's line."""
+    tf, train_config = config.model.transformer, config.train
+    return (f"{preset}: d_model {tf.d_model}, {tf.encoder_layers} + {tf.decoder_layers} layers, {tf.heads} heads, "
+            f"FFN {tf.ffn_size}; {train_config.lr_schedule} schedule to lr {train_config.learning_rate:g} after "
+            f"{train_config.warmup_steps} warm-up steps, Adam betas {list(train_config.adam_betas)}, label smoothing "
+            f"{train_config.label_smoothing:g}, teacher forcing {train_config.teacher_forcing.describe()}.")
+
+
+def description(corpus: Corpus, config: RunConfig, split: str, notes: list[str]) -> list[str]:
+    """The paragraphs that say what was compared and how (the same in Markdown and HTML)."""
+    sizes = ", ".join(f"{k} {len(v):,}" for k, v in corpus.examples.items())
+    return [
+        f"Data: {config.data.format} ({sizes}); vocabularies: source {len(corpus.src_vocab):,}, target {len(corpus.tgt_vocab):,}.",
+        f"Equal budget: {config.train.epochs} epochs max (early stopping patience {config.train.early_stopping_patience}), "
+        f"batch {config.train.batch_size}, Adam lr {config.train.learning_rate}, teacher forcing {config.train.teacher_forcing.describe()}, "
+        f"clip {config.train.clip_norm}, seed {config.train.seed}"
+        + (f", wall-clock cap {config.train.time_budget_s:.0f} s per model" if config.train.time_budget_s else "")
+        + (f", {config.train.max_steps:,} optimizer steps max" if config.train.max_steps else "") + ".",
+        *notes,
+        f"Scores on the `{split}` split with greedy decoding; the task's own metric where it has one "
+        "(official CoNaLa BLEU, sacreBLEU on detokenized text, label accuracy); exact match and BLEU over target tokens; "
+        "'parses' = share of outputs accepted by `ast.parse` (never executed). "
+        "EM / BLEU / accuracy len = exact match (token BLEU for translation and CoNaLa, accuracy for labels) by source length in tokens. Gradient norm: the L2 norm of all gradients "
+        f"before clipping at {config.train.clip_norm:g}, its mean over training steps and its largest value; "
+        "'steps clipped' = share of steps where it exceeded the threshold.",
+    ]
+
+
+def markdown_report(*, command: str, paragraphs: Sequence[str], table: str, figures: Sequence[Path]) -> str:
+    """The report as Markdown: the command, ``paragraphs``, the ``table`` and the figures, linked."""
+    lines = ["# Architecture comparison", "", f"Command: `{command}`", "", *paragraphs, "", table, ""]
+    lines += [f"![{path.stem.replace('_', ' ')}]({path.name})" for path in figures]
+    return "\n".join([*lines, ""])
 
 
 def _image(path: Path) -> str:
