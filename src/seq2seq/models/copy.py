@@ -23,6 +23,12 @@ import torch.nn.functional as F
 COPY_EPSILON = 1e-20
 
 
+def extended_size(vocab_size: int, copy_ids: torch.Tensor) -> int:
+    """V_ext, the output width of a batch whose sources are ``copy_ids`` [B, S] (extended ids): V plus
+    the most unknown source words of any of its examples (ids V + j)."""
+    return max(vocab_size, int(copy_ids.max()) + 1)
+
+
 def copy_mixture(
     logits: torch.Tensor, gate: torch.Tensor, attention: torch.Tensor, copy_ids: torch.Tensor, extended_size: int
 ) -> torch.Tensor:

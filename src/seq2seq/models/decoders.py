@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from seq2seq.models.attention import Attention
-from seq2seq.models.copy import copy_mixture
+from seq2seq.models.copy import copy_mixture, extended_size
 from seq2seq.models.dropout import Dropout
 from seq2seq.models.encoders import rnn_class
 from seq2seq.models.linear import linear
@@ -126,8 +126,8 @@ class RecurrentDecoder(nn.Module):
             shape = None if src_copy is None else tuple(src_copy.shape)
             raise ValueError(f"a copy decoder needs src_copy [B, S] = {tuple(mask.shape)}, got {shape}")
         # Extended ids are V + j with j counted from 0 in each example: the largest one gives the width.
-        extended_size = max(self.vocab_size, int(src_copy.max()) + 1)
-        return Memory(states=states, mask=mask, keys=keys, copy_ids=src_copy, extended_size=extended_size)
+        return Memory(states=states, mask=mask, keys=keys, copy_ids=src_copy,
+                      extended_size=extended_size(self.vocab_size, src_copy))
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Embedded tokens [B, E] (dropout applied). A copied word (id >= V) has no embedding of its

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from seq2seq.models.copy import extended_size
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.models.state import DecoderState, Memory
 
@@ -285,8 +286,8 @@ class OnnxSeq2Seq(nn.Module):
         keys = padded("keys") if "keys" in rows[0] else None
         memory = Memory(states=padded("states"), mask=src_mask.cpu(), keys=keys)
         if src_copy is not None:
-            extended_size = max(self.decoder.vocab_size, int(src_copy.max()) + 1)  # as RecurrentDecoder.prepare_memory
-            memory = Memory(memory.states, memory.mask, keys, copy_ids=src_copy.cpu(), extended_size=extended_size)
+            memory = Memory(memory.states, memory.mask, keys, copy_ids=src_copy.cpu(),
+                            extended_size=extended_size(self.decoder.vocab_size, src_copy))
         return memory, DecoderState(hidden, cell)
 
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, src_mask: torch.Tensor, tgt_input: torch.Tensor,

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from seq2seq.models.copy import extended_size
 from seq2seq.models.onnx_export import MANIFEST, OPSET, register_copy_operators, teacher_forced_steps
 from seq2seq.models.transformer import Transformer
 from seq2seq.models.transformer_state import TransformerMemory, TransformerState
@@ -206,9 +207,9 @@ class OnnxTransformer(nn.Module):
         states, *kv = (torch.from_numpy(a) for a in self.encoder_session.run(
             None, {name: array for name, array in feeds.items() if name in accepted}))
         memory = TransformerMemory(states, src_mask.cpu(), tuple(kv[0::2]), tuple(kv[1::2]))
-        if src_copy is not None:  # as TransformerDecoder.prepare_memory
-            extended_size = max(self.decoder.vocab_size, int(src_copy.max()) + 1)
-            memory = TransformerMemory(states, memory.mask, memory.keys, memory.values, src_copy.cpu(), extended_size)
+        if src_copy is not None:
+            memory = TransformerMemory(states, memory.mask, memory.keys, memory.values, src_copy.cpu(),
+                                       extended_size(self.decoder.vocab_size, src_copy))
         empty = states.new_zeros(src.size(0), self.heads, 0, self.head_size)  # [B, h, 0, d_k]
         layers = len(memory.keys)
         return memory, TransformerState((empty,) * layers, (empty,) * layers, 0)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seq2seq.models.copy import copy_mixture
+from seq2seq.models.copy import copy_mixture, extended_size
 from seq2seq.models.dropout import Dropout
 from seq2seq.models.linear import linear
 from seq2seq.models.transformer_state import TransformerMemory, TransformerState
@@ -293,8 +293,7 @@ class TransformerDecoder(nn.Module):
         if src_copy is None or src_copy.shape != src_mask.shape:
             shape = None if src_copy is None else tuple(src_copy.shape)
             raise ValueError(f"a copy Transformer needs src_copy [B, S] = {tuple(src_mask.shape)}, got {shape}")
-        extended_size = max(self.vocab_size, int(src_copy.max()) + 1)
-        return TransformerMemory(states, src_mask, keys, values, src_copy, extended_size)
+        return TransformerMemory(states, src_mask, keys, values, src_copy, extended_size(self.vocab_size, src_copy))
 
     def _embed(self, tokens: torch.Tensor, *, start: int = 0) -> torch.Tensor:
         """A copied word (extended id >= V) has no embedding of its own: it is read as ``<unk>``."""
