@@ -446,7 +446,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ConfigError(f"--presets: unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     base, overrides = _config_sources(args)
     comparison = run_comparison(
-        base, overrides, presets=presets, out_dir=Path(args.out), overwrite=args.overwrite, seeds=args.seeds, defaults=True,
+        base, overrides, presets=presets, out_dir=Path(args.out), overwrite=args.overwrite, resume=args.resume, seeds=args.seeds, defaults=True,
         show_progress=not args.no_progress, command="seq2seq " + " ".join(shlex.quote(a) for a in args.argv),
     )
     print(comparison.table_markdown())
@@ -552,7 +552,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="comparison", help="output folder (default: comparison)")
     p.add_argument("--seeds", type=_positive_int, default=1,
                    help="train each preset with this many seeds (train.seed, +1, ...); the table gives mean ± sd")
-    p.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
+    again.add_argument("--resume", action="store_true",
+                       help="continue the runs already in --out where they stopped (a finished run is evaluated, not "
+                       "retrained; its settings must be the same): finish an interrupted comparison, or add presets to one")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("rerank", help="rerank a run's n-best lists with a reverse (output -> input) model, "

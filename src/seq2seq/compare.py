@@ -19,10 +19,12 @@ from typing import Any
 
 from seq2seq.compare_figures import write_figures
 from seq2seq.compare_report import description, markdown_report, recipe_note, render_html
+from seq2seq.checkpoint import RUN_MARKER, RunDirError
 from seq2seq.config import PRESETS, build_config
 from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.evaluation.evaluate import EvalReport
 from seq2seq.pipeline import evaluate_split, train
+from seq2seq.training.metrics_log import MetricsLog
 from seq2seq.training.stats import EpochStats
 from seq2seq.run_files import atomic_write_text
 
@@ -243,15 +245,19 @@ def _grad_norms(history: list[EpochStats]) -> dict[str, float]:
 
 
 def _train_one(base: dict[str, Any], overrides: list[str], preset: str, run_dir: Path, corpus: Corpus,
-               *, overwrite: bool, show_progress: bool, split: str, seed: int | None = None) -> ModelResult:
+               *, overwrite: bool, resume: bool, show_progress: bool, split: str, seed: int | None = None) -> ModelResult:
     from seq2seq.progress import TqdmProgress
 
     overrides = overrides + ([f"train.seed={seed}"] if seed is not None else [])
     config = build_config(base=base, preset=preset, overrides=overrides, source=f"compare/{preset}")
     label = preset if seed is None else f"{preset} seed {seed}"
+    resume = resume and (run_dir / RUN_MARKER).is_file()  # a run not begun yet starts afresh
+    if resume:
+        logger.info("%s: continuing the run in %s", label, run_dir)
     with TqdmProgress(desc=label, disable=not show_progress) as progress:
-        outcome = train(config, run_dir, overwrite=overwrite, on_batch=progress.update, corpus=corpus)
-    history = outcome.result.history
+        outcome = train(config, run_dir, resume=resume, overwrite=overwrite, on_batch=progress.update, corpus=corpus)
+    # a resumed run's TrainResult holds only the epochs trained now; its log holds them all
+    history = MetricsLog(run_dir / "metrics.jsonl").history() if resume else outcome.result.history
     report = evaluate_split(outcome.model, corpus, config, split, device=next(outcome.model.parameters()).device)
     atomic_write_text(run_dir / f"eval_{split}.json", json.dumps(report.summary(), indent=2))
     seconds = sum(s.seconds for s in history)
@@ -270,22 +276,35 @@ def _train_one(base: dict[str, Any], overrides: list[str], preset: str, run_dir:
 
 def run_comparison(
     base: dict[str, Any], overrides: list[str], *, presets: list[str], out_dir: Path, overwrite: bool = False,
-    show_progress: bool = True, command: str = "", seeds: int = 1, defaults: bool = False,
+    resume: bool = False, show_progress: bool = True, command: str = "", seeds: int = 1, defaults: bool = False,
 ) -> Comparison:
     """Train ``presets`` one after another into ``out_dir/<preset>`` and write the report there.
+    ``resume``: a run already in ``out_dir`` continues where it stopped (a finished one trains no
+    further and is evaluated again), provided its settings and vocabularies match; ``overwrite``
+    replaces it instead; neither: an existing run is an error.
     With ``seeds > 1`` each preset trains once per seed (``train.seed``, ``train.seed + 1``, ...) into
     ``out_dir/<preset>/seed<k>``, with the same data and vocabulary; the table reports mean ± sd.
     ``defaults``: put :func:`compare_defaults` (per preset) under ``overrides``, as ``seq2seq compare`` does."""
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: continue the runs in out_dir, or replace them")
 
     def preset_overrides(preset: str) -> list[str]:
         return [*compare_defaults(base, preset), *overrides] if defaults else overrides
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     # the shared budget's line describes the recurrent presets (a Transformer's recipe is a note of its own)
     described = next((preset for preset in presets if not is_transformer(preset)), presets[0])
     shared = build_config(base=base, preset=described, overrides=preset_overrides(described), source="compare")
+    first_seed = shared.train.seed
+    run_dirs = {(preset, seed): out_dir / preset if seeds == 1 else out_dir / preset / f"seed{seed}"
+                for preset in presets for seed in range(first_seed, first_seed + seeds)}
+    existing = [run_dir for run_dir in run_dirs.values() if (run_dir / RUN_MARKER).exists()]
+    if existing and not (resume or overwrite):  # said now, not after the first presets have trained
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise RunDirError(f"{existing[0]}{more} already holds a run; pass --resume to continue the comparison, "
+                          "--overwrite to replace the runs, or choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
     corpus = build_corpus(shared.data, shared.vocab)
     split = "test" if corpus.encoded.get("test") else "valid"
     comparison = Comparison(test_split=split, command=command)
@@ -294,13 +313,11 @@ def run_comparison(
         for preset in presets if is_transformer(preset)
     ]
     started = time.perf_counter()
-    first_seed = shared.train.seed
     for preset in presets:
         runs = []
         for seed in range(first_seed, first_seed + seeds):
-            run_dir = out_dir / preset if seeds == 1 else out_dir / preset / f"seed{seed}"
-            runs.append(_train_one(base, preset_overrides(preset), preset, run_dir, corpus, overwrite=overwrite, show_progress=show_progress,
-                                   split=split, seed=seed if seeds > 1 else None))
+            runs.append(_train_one(base, preset_overrides(preset), preset, run_dirs[preset, seed], corpus, overwrite=overwrite, resume=resume,
+                                   show_progress=show_progress, split=split, seed=seed if seeds > 1 else None))
         comparison.results.append(runs[0])
         comparison.seeds[preset] = runs
     logger.info("trained %d models in %.0f s", len(presets) * seeds, time.perf_counter() - started)

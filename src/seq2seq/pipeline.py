@@ -57,6 +57,17 @@ def _resume_config(saved: RunConfig, requested: RunConfig) -> RunConfig:
     return requested
 
 
+def _check_same_vocabs(run_dir: Path, corpus: Corpus) -> None:
+    """A run resumed on a corpus built elsewhere (``seq2seq compare --resume``) must have been trained
+    with the same vocabularies, or its weights would read other tokens."""
+    for side, saved, built in zip(("source", "target"), load_vocabs(run_dir), (corpus.src_vocab, corpus.tgt_vocab)):
+        if saved.itos != built.itos:
+            raise ConfigError(
+                f"{run_dir}: its {side} vocabulary ({len(saved):,} tokens) differs from the one built from this data "
+                f"({len(built):,} tokens): it was trained on other data or settings; remove it or pass --overwrite"
+            )
+
+
 def _first_example(corpus: Corpus, indices: list[int]) -> str:
     """Where the first example of a failing batch comes from, so the user can look at the input."""
     train = corpus.examples.get("train", [])
@@ -91,8 +102,10 @@ def train(
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)
-    if resume:
-        corpus = corpus or build_corpus(
+    if resume and corpus is not None:
+        _check_same_vocabs(run_dir, corpus)
+    elif resume:
+        corpus = build_corpus(
             config.data, config.vocab, vocabs=load_vocabs(run_dir), subword_models=load_subword_models(run_dir, config.data)
         )
     else:

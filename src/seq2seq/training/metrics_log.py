@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from seq2seq.run_files import atomic_write_text
+from seq2seq.training.stats import EpochStats
 
 
 class MetricsLog:
@@ -37,6 +38,20 @@ class MetricsLog:
         """The highest epoch with an epoch record (0: none)."""
         epochs = [record.get("epoch") for _, record in self.records() if record.get("kind") == "epoch"]
         return max((epoch for epoch in epochs if isinstance(epoch, int)), default=0)
+
+    def history(self) -> list[EpochStats]:
+        """The run's epochs, in order, from their epoch records (what :class:`TrainResult`'s history
+        holds, for the whole run even when it was resumed); a malformed record raises ``ValueError``
+        naming the file."""
+        history = []
+        for _, record in self.records():
+            if record.get("kind") != "epoch":
+                continue
+            try:
+                history.append(EpochStats.from_json(record))
+            except ValueError as error:
+                raise ValueError(f"{self.path}: {error}") from None
+        return history
 
     def truncate(self, *, epoch: int, step: int | None = None) -> None:
         """Keep the records of epochs up to ``epoch`` and, for a checkpoint in the middle of epoch

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,21 @@ class EpochStats:
 
     def to_json(self) -> dict[str, float | int]:
         return {**asdict(self), "valid_perplexity": self.valid_perplexity, "kind": "epoch"}
+
+    @classmethod
+    def from_json(cls, record: dict) -> EpochStats:
+        """The inverse of :meth:`to_json` (``kind`` and the derived perplexity are dropped); a record
+        that lacks a required field or holds a wrong type raises ``ValueError``."""
+        names = {f.name for f in fields(cls)}
+        try:
+            stats = cls(**{key: value for key, value in record.items() if key in names})
+        except TypeError as error:
+            raise ValueError(f"an epoch record needs {', '.join(sorted(names))}: {error}") from None
+        for f in fields(cls):
+            value = getattr(stats, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (f.type == "int" and not isinstance(value, int)):
+                raise ValueError(f"epoch record field {f.name!r}: expected {f.type}, got {value!r}")
+        return stats
 
 
 # Why a run's training ended, the first that applied (TrainResult.stopped_by).
