@@ -593,9 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line as :func:`main` reads it (argparse's own error and exit status 2 if it cannot)."""
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     # argparse binds an optional positional (generate's TEXT) as soon as an option follows RUN, so
     # `generate RUN --beam 5 "text"` would leave "text" over: give it to TEXT.
@@ -603,7 +603,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.text, extra = extra[0], []
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.argv = argv
+    args.argv = list(argv)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

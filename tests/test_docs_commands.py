@@ -1,0 +1,153 @@
+"""Every command that README.md and docs/ show still runs as written on today's code, short of
+running it: ``seq2seq`` parses it (options, ``--set`` keys and values, the config files and presets
+it names) and each ``python bench/...`` script accepts its options. A renamed option or key then
+fails here rather than in the hands of a reader reproducing a figure."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import runpy
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from seq2seq.cli import _config_from_args, parse_args
+from seq2seq.config import PRESETS
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SHELL_FENCES = {"bash", "sh", "shell", "console"}
+OPERATORS = {"&&", "||", ";", "|", "&", "(", ")"}
+UNREADABLE = "<not a shell command>"
+
+
+@dataclass(frozen=True)
+class Command:
+    document: str
+    line: int  # of the block's line that starts the command
+    words: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.document}:{self.line}: {shlex.join(self.words)}"
+
+
+def _shell_blocks(text: str) -> list[tuple[int, str]]:
+    """(first line number, body) of each fenced block marked as a shell language."""
+    blocks, body, start, language = [], None, 0, ""
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            if body is None:
+                body, start, language = [], number + 1, line.strip()[3:].strip()
+            else:
+                if language in SHELL_FENCES:
+                    blocks.append((start, "\n".join(body)))
+                body = None
+        elif body is not None:
+            body.append(line)
+    return blocks
+
+
+def _doc_notation_removed(line: str) -> str:
+    """The docs write optional arguments as ``[--beam 5]`` and placeholders as ``<tree>``."""
+    line = re.sub(r"\[(--[^\]]*)\]", r"\1", line)
+    return re.sub(r"<([A-Za-z][\w -]*)>", r"\1", line)
+
+
+def _commands(document: Path) -> list[Command]:
+    """The simple commands of every shell block, with the block's own variables substituted."""
+    found = []
+    for start, body in _shell_blocks(document.read_text(encoding="utf-8")):
+        variables: dict[str, str] = {}
+        number = start
+        for logical in re.split(r"(?<!\\)\n", body):
+            line_number, number = number, number + logical.count("\n") + 1
+            text = _doc_notation_removed(logical.replace("\\\n", " "))
+            text = re.sub(r"\$\{?(\w+)\}?", lambda m: variables.get(m.group(1), m.group(0)), text)
+            lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
+            try:
+                tokens = [*lexer, ";"]
+            except ValueError as error:  # an unclosed quote: reported by the test below
+                found.append(Command(document.relative_to(ROOT).as_posix(), line_number, (UNREADABLE, str(error), text)))
+                continue
+            words: list[str] = []
+            for token in tokens:
+                if token not in OPERATORS:
+                    words.append(token)
+                    continue
+                if words and words[0] in ("do", "then", "else"):
+                    words.pop(0)
+                if len(words) > 3 and words[0] == "for" and words[2] == "in":  # for seed in 42 43 44
+                    variables[words[1]] = words[3]
+                    words = []
+                while words and re.fullmatch(r"\w+=.*", words[0]):  # NAME=value [command]
+                    name, _, value = words.pop(0).partition("=")
+                    if not words:
+                        variables[name] = value
+                if words and words[0] == "export":
+                    for word in words[1:]:
+                        name, _, value = word.partition("=")
+                        variables[name] = value
+                elif words:
+                    found.append(Command(document.relative_to(ROOT).as_posix(), line_number, tuple(words)))
+                words = []
+    return found
+
+
+ALL = [command for document in DOCUMENTS for command in _commands(document)]
+SEQ2SEQ = [c for c in ALL if c.words[0] == "seq2seq"]
+BENCH = [c for c in ALL if c.words[0] == "python" and len(c.words) > 1 and c.words[1].startswith("bench/")]
+
+
+def test_every_shell_block_reads_as_shell():
+    assert [str(c) for c in ALL if c.words[0] == UNREADABLE] == []
+
+
+def test_the_documents_show_commands_to_check():
+    """Guards the extraction itself: if it broke, the tests below would pass on nothing."""
+    assert len(SEQ2SEQ) > 100 and len(BENCH) > 30
+    assert any(c.words[:2] == ("seq2seq", "compare") and "--seeds" in c.words for c in SEQ2SEQ)
+
+
+@pytest.mark.parametrize("command", SEQ2SEQ, ids=str)
+def test_every_documented_seq2seq_command_parses(command: Command, capsys: pytest.CaptureFixture[str]):
+    try:
+        args = parse_args(list(command.words[1:]))
+    except SystemExit:
+        pytest.fail(f"{command}\n{capsys.readouterr().err}")
+    # --set keys and values, the config file, --preset, --task: as the command reads them, unless the
+    # config is the reader's own (my.yaml) or made by an earlier command (runs/..., shards/...)
+    made_elsewhere = any(name and not name.startswith("configs/") and not (ROOT / name).exists()
+                         for name in (getattr(args, "config", None), getattr(args, "shards", None)))
+    if args.command in ("train", "preprocess", "compare") and not getattr(args, "resume", None) and not made_elsewhere:
+        _config_from_args(args)
+    for preset in getattr(args, "presets", "").split(","):
+        assert not preset or preset in PRESETS, f"{command}: unknown preset {preset!r}"
+
+
+class _Parsed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("command", BENCH, ids=str)
+def test_every_documented_benchmark_accepts_its_options(command: Command, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]):
+    script = ROOT / command.words[1]
+    assert script.is_file(), f"{command}: no {command.words[1]}"
+    parse = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        raise _Parsed(parse(self, args, namespace))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    monkeypatch.setattr(sys, "argv", [str(script), *command.words[2:]])
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(_Parsed):
+        try:
+            runpy.run_path(str(script), run_name="__main__")
+        except SystemExit:
+            pytest.fail(f"{command}\n{capsys.readouterr().err}")
