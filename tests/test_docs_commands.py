@@ -1,4 +1,4 @@
-"""Every command that README.md and docs/ show still runs as written on today's code, short of
+"""Every command that README.md, docs/ and the recipes' comments show still runs as written on today's code, short of
 running it: ``seq2seq`` parses it (options, ``--set`` keys and values, the config files and presets
 it names) and each ``python bench/...`` script accepts its options. A renamed option or key then
 fails here rather than in the hands of a reader reproducing a figure."""
@@ -57,48 +57,77 @@ def _doc_notation_removed(line: str) -> str:
     return re.sub(r"<([A-Za-z][\w -]*)>", r"\1", line)
 
 
-def _commands(document: Path) -> list[Command]:
-    """The simple commands of every shell block, with the block's own variables substituted."""
+def _commands(name: str, script: list[tuple[int, str]]) -> list[Command]:
+    """The simple commands of a script given as (line number, line) pairs, with the script's own
+    variables (``C=...``, ``export``, ``for seed in ...``) substituted."""
     found = []
-    for start, body in _shell_blocks(document.read_text(encoding="utf-8")):
-        variables: dict[str, str] = {}
-        number = start
-        for logical in re.split(r"(?<!\\)\n", body):
-            line_number, number = number, number + logical.count("\n") + 1
-            text = _doc_notation_removed(logical.replace("\\\n", " "))
-            text = re.sub(r"\$\{?(\w+)\}?", lambda m: variables.get(m.group(1), m.group(0)), text)
-            lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
-            lexer.whitespace_split = True
-            try:
-                tokens = [*lexer, ";"]
-            except ValueError as error:  # an unclosed quote: reported by the test below
-                found.append(Command(document.relative_to(ROOT).as_posix(), line_number, (UNREADABLE, str(error), text)))
+    variables: dict[str, str] = {}
+    for line_number, logical in script:
+        text = _doc_notation_removed(logical)
+        text = re.sub(r"\$\{?(\w+)\}?", lambda m: variables.get(m.group(1), m.group(0)), text)
+        lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        try:
+            tokens = [*lexer, ";"]
+        except ValueError as error:  # an unclosed quote: reported by the test below
+            found.append(Command(name, line_number, (UNREADABLE, str(error), text)))
+            continue
+        words: list[str] = []
+        for token in tokens:
+            if token not in OPERATORS:
+                words.append(token)
                 continue
-            words: list[str] = []
-            for token in tokens:
-                if token not in OPERATORS:
-                    words.append(token)
-                    continue
-                if words and words[0] in ("do", "then", "else"):
-                    words.pop(0)
-                if len(words) > 3 and words[0] == "for" and words[2] == "in":  # for seed in 42 43 44
-                    variables[words[1]] = words[3]
-                    words = []
-                while words and re.fullmatch(r"\w+=.*", words[0]):  # NAME=value [command]
-                    name, _, value = words.pop(0).partition("=")
-                    if not words:
-                        variables[name] = value
-                if words and words[0] == "export":
-                    for word in words[1:]:
-                        name, _, value = word.partition("=")
-                        variables[name] = value
-                elif words:
-                    found.append(Command(document.relative_to(ROOT).as_posix(), line_number, tuple(words)))
+            if words and words[0] in ("do", "then", "else"):
+                words.pop(0)
+            if len(words) > 3 and words[0] == "for" and words[2] == "in":  # for seed in 42 43 44
+                variables[words[1]] = words[3]
                 words = []
+            while words and re.fullmatch(r"\w+=.*", words[0]):  # NAME=value [command]
+                variable, _, value = words.pop(0).partition("=")
+                if not words:
+                    variables[variable] = value
+            if words and words[0] == "export":
+                for word in words[1:]:
+                    variable, _, value = word.partition("=")
+                    variables[variable] = value
+            elif words:
+                found.append(Command(name, line_number, tuple(words)))
+            words = []
     return found
 
 
-ALL = [command for document in DOCUMENTS for command in _commands(document)]
+def _logical_lines(lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """(number, text) of each line, a line ending in a backslash joined with the next."""
+    joined: list[tuple[int, str]] = []
+    pending: tuple[int, str] | None = None
+    for number, line in lines:
+        start, text = pending if pending else (number, "")
+        text += line
+        pending = (start, text[:-1] + " ") if line.rstrip().endswith("\\") else None
+        if pending is None:
+            joined.append((start, text))
+    return joined + ([pending] if pending else [])
+
+
+def _document_commands(document: Path) -> list[Command]:
+    name = document.relative_to(ROOT).as_posix()
+    return [command for start, body in _shell_blocks(document.read_text(encoding="utf-8"))
+            for command in _commands(name, _logical_lines(list(enumerate(body.split("\n"), start))))]
+
+
+def _config_commands(config: Path) -> list[Command]:
+    """The commands a recipe's header comment tells the reader to run (``#   seq2seq train ...``)."""
+    lines = config.read_text(encoding="utf-8").splitlines()
+    script: list[tuple[int, str]] = []
+    for number, line in enumerate(lines, 1):
+        continued = bool(script) and script[-1][0] == number - 1 and script[-1][1].rstrip().endswith("\\")
+        if continued or re.match(r"#\s+(seq2seq|python bench/|for \w+ in |done\b)", line):
+            script.append((number, re.sub(r"^#\s*", "", line)))
+    return _commands(config.relative_to(ROOT).as_posix(), _logical_lines(script))
+
+
+ALL = [command for document in DOCUMENTS for command in _document_commands(document)] + [
+    command for config in sorted((ROOT / "configs").rglob("*.yaml")) for command in _config_commands(config)]
 SEQ2SEQ = [c for c in ALL if c.words[0] == "seq2seq"]
 BENCH = [c for c in ALL if c.words[0] == "python" and len(c.words) > 1 and c.words[1].startswith("bench/")]
 
