@@ -83,8 +83,9 @@ def test_two_processes_give_the_weights_of_one_process_with_the_doubled_batch(tw
         torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=2e-5, msg=lambda m, name=name: f"{name}: {m}")
     # the run directory reads like a one-process run's
     assert load_run(two_ranks, which="best", device=torch.device("cpu")).config.train.batch_size == 8
-    steps = [json.loads(line)["step"] for line in (two_ranks / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [10, 20, 30]  # 160 pairs / (2 x 8) per update, written once (by rank 0)
+    records = [json.loads(line) for line in (two_ranks / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "epoch"] == [10, 20, 30]  # 160 pairs / (2 x 8) per update
+    assert [r["kind"] for r in records] == ["epoch"] * 3 + ["end"]  # written once (by rank 0)
     from seq2seq.cli import main
 
     assert main(["evaluate", str(two_ranks), "--split", "valid"]) == 0
@@ -104,8 +105,8 @@ def test_accumulation_under_two_processes_and_a_rank_without_a_share_of_the_last
             for arg in ("--set", setting)]
     _finish(_torchrun("--preset", "lstm-attention", *sets, "--out", str(tmp_path / "two")))
     train(tiny_config("lstm-attention", *settings, "train.epochs=2", "train.batch_size=16"), tmp_path / "one")
-    steps = [json.loads(line)["step"] for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [11, 22]  # 10 updates of 16 pairs and one of 1, per epoch
+    records = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "epoch"] == [11, 22]  # 10 updates of 16 pairs and one of 1, per epoch
     one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=2e-5, msg=lambda m, name=name: f"{name}: {m}")

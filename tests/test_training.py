@@ -211,6 +211,39 @@ def test_fit_says_why_it_stopped(reverse_data, tmp_path):
     assert result.stopped_early and not result.history and "no improvement for 2 epochs" in result.stop_message
 
 
+def test_the_log_ends_with_why_training_stopped_and_a_finished_run_can_be_kept_as_it_is(tmp_path):
+    """fit's end record makes a finished run recognisable: ``keep_finished`` (compare --resume) then
+    returns a run that its time budget ended from its log (a time budget counts per invocation),
+    while a plain resume gives it another budget."""
+    from seq2seq.pipeline import train
+    from seq2seq.training.metrics_log import MetricsLog
+
+    threads = torch.get_num_threads()
+    config = tiny_config("gru", "data.builtin_train_size=120", "train.batch_size=16", "train.epochs=3",
+                         "train.time_budget_s=1e-6", "train.threads=1")
+    try:
+        first = train(config, tmp_path / "run")
+        log = MetricsLog(tmp_path / "run" / "metrics.jsonl")
+        records = [record for _, record in log.records()]
+        assert records[-1] == {"kind": "end", "epoch": 1, "step": 1, "stopped_by": "time_budget",
+                               "message": first.result.stop_message}
+        ended = log.ended()
+        assert (ended.stopped_by, ended.stop_message, ended.history) == ("time_budget", first.result.stop_message, first.result.history)
+        text = log.path.read_text()
+        kept = train(config, tmp_path / "run", resume=True, keep_finished=True)
+        assert log.path.read_text() == text and kept.result.history == first.result.history  # not trained further
+        for a, b in zip(first.model.state_dict().values(), kept.model.state_dict().values()):
+            assert torch.equal(a, b)
+        trained_on = train(config, tmp_path / "run", resume=True)  # another time budget: one more (part) epoch
+        assert [stats.epoch for stats in trained_on.result.history] == [2]
+        assert [stats.epoch for stats in log.history()] == [1, 2] and log.ended().stopped_by == "time_budget"
+        assert [record["kind"] for _, record in log.records()].count("end") == 1  # the first end was dropped on resume
+        log.append({"kind": "step", "step": 3, "epoch": 3, "train_loss": 1.0})  # as a run killed in epoch 3
+        assert log.ended() is None
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_early_stopping_ends_the_run_after_patience_epochs_without_improvement(reverse_data, tmp_path, monkeypatch):
     """A validation loss that never improves after epoch 1 stops the run after 1 + patience epochs."""
     from seq2seq.models.build import build_model

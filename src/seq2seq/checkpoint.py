@@ -8,7 +8,8 @@ Layout::
     RUN/best.safetensors            weights with the best validation loss
     RUN/last.safetensors            the last completed epoch: weights plus optimizer, scheduler,
                                     RNG state and counters in one file (what --resume reads)
-    RUN/metrics.jsonl               one JSON record per logged step and per epoch
+    RUN/metrics.jsonl               one JSON record per logged step and per epoch, and an end record
+                                    (why training stopped) when training returns
     RUN/run.json                    format version, package version, parameter count
 """
 

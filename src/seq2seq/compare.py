@@ -255,7 +255,8 @@ def _train_one(base: dict[str, Any], overrides: list[str], preset: str, run_dir:
     if resume:
         logger.info("%s: continuing the run in %s", label, run_dir)
     with TqdmProgress(desc=label, disable=not show_progress) as progress:
-        outcome = train(config, run_dir, resume=resume, overwrite=overwrite, on_batch=progress.update, corpus=corpus)
+        outcome = train(config, run_dir, resume=resume, keep_finished=True, overwrite=overwrite, on_batch=progress.update,
+                        corpus=corpus)
     # a resumed run's TrainResult holds only the epochs trained now; its log holds them all
     history = MetricsLog(run_dir / "metrics.jsonl").history() if resume else outcome.result.history
     report = evaluate_split(outcome.model, corpus, config, split, device=next(outcome.model.parameters()).device)

@@ -23,6 +23,7 @@ from seq2seq.models.interface import max_positions, supported_max_len
 from seq2seq.models.seq2seq import Seq2Seq
 from seq2seq.run_files import atomic_write_text
 from seq2seq.training.distributed import start_ranks
+from seq2seq.training.metrics_log import MetricsLog
 from seq2seq.training.seeding import seed_everything
 from seq2seq.training.trainer import BatchCallback, Trainer, TrainResult
 from seq2seq.training.update import NonFiniteLossError
@@ -55,6 +56,17 @@ def _resume_config(saved: RunConfig, requested: RunConfig) -> RunConfig:
             f"cannot change {', '.join(changed)} when resuming; only {', '.join(sorted(allowed))} may change"
         )
     return requested
+
+
+def _finished(ended: TrainResult, config: RunConfig) -> bool:
+    """Whether a run that ended as ``ended`` says is done under ``config``'s budget (more epochs or
+    steps than it trained would continue it)."""
+    last = ended.history[-1]
+    if ended.stopped_by == "epochs":
+        return last.epoch >= config.train.epochs
+    if ended.stopped_by == "max_steps":
+        return config.train.max_steps is not None and last.step >= config.train.max_steps
+    return True  # its time budget ran out, or early stopping ended it
 
 
 def _check_same_vocabs(run_dir: Path, corpus: Corpus) -> None:
@@ -95,8 +107,13 @@ def train(
     overwrite: bool = False,
     on_batch: BatchCallback | None = None,
     corpus: Corpus | None = None,
+    keep_finished: bool = False,
 ) -> TrainOutcome:
-    """Train a model into ``run_dir`` (new, or continued with ``resume``); best weights end up loaded."""
+    """Train a model into ``run_dir`` (new, or continued with ``resume``); best weights end up loaded.
+    ``keep_finished`` (with ``resume``): a run whose training ended (its log's end record) and that
+    the budget given now would not train further is loaded, its result read from its log; a time
+    budget counts per invocation, so a run that one ended counts as finished here, where a plain
+    resume would give it another ``time_budget_s``."""
     if resume:
         config = _resume_config(load_run_config(run_dir), config)
     if config.train.threads:
@@ -110,6 +127,11 @@ def train(
         )
     else:
         corpus = corpus or build_corpus(config.data, config.vocab)
+    ended = MetricsLog(run_dir / "metrics.jsonl").ended() if resume and keep_finished else None
+    if ended is not None and _finished(ended, config):
+        best = load_run(run_dir, which="best", device=resolve_device(config.train.device))
+        logger.info("%s: training had ended (%s); not trained further", run_dir, ended.stop_message)
+        return TrainOutcome(run_dir, config, corpus, best.model, count_parameters(best.model), ended)
     model = build_model(config.model, src_vocab_size=len(corpus.src_vocab), tgt_vocab_size=len(corpus.tgt_vocab), pad_index=Vocab.pad_index)
     for split in corpus.encoded:  # held-out data is not filtered by data.max_*_len: refuse it now, not after training
         _check_positions(model, corpus, split)

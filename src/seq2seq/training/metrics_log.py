@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from seq2seq.run_files import atomic_write_text
-from seq2seq.training.stats import EpochStats
+from seq2seq.run_files import RunDirError, atomic_write_text
+from seq2seq.training.stats import STOP_REASONS, EpochStats, TrainResult
 
 
 class MetricsLog:
@@ -41,7 +41,7 @@ class MetricsLog:
 
     def history(self) -> list[EpochStats]:
         """The run's epochs, in order, from their epoch records (what :class:`TrainResult`'s history
-        holds, for the whole run even when it was resumed); a malformed record raises ``ValueError``
+        holds, for the whole run even when it was resumed); a malformed record raises ``RunDirError``
         naming the file."""
         history = []
         for _, record in self.records():
@@ -50,18 +50,32 @@ class MetricsLog:
             try:
                 history.append(EpochStats.from_json(record))
             except ValueError as error:
-                raise ValueError(f"{self.path}: {error}") from None
+                raise RunDirError(f"{self.path}: {error}") from None
         return history
+
+    def ended(self) -> TrainResult | None:
+        """The finished run's result if the log ends with the trainer's ``end`` record (written when
+        ``fit`` returns; a run killed or still training has none last), else None."""
+        records = self.records()
+        if not records or records[-1][1].get("kind") != "end":
+            return None
+        end = records[-1][1]
+        history = self.history()
+        if end.get("stopped_by") not in STOP_REASONS or not history:
+            raise RunDirError(f"{self.path}: malformed end record {end!r}")
+        return TrainResult(history=history, best_valid_loss=min(stats.valid_loss for stats in history),
+                           stopped_by=end["stopped_by"], stop_message=str(end.get("message", "")))
 
     def truncate(self, *, epoch: int, step: int | None = None) -> None:
         """Keep the records of epochs up to ``epoch`` and, for a checkpoint in the middle of epoch
         ``epoch + 1`` (``step`` given), its step records up to ``step``; drop the rest (written
-        after the checkpoint by a run that was then killed)."""
+        after the checkpoint by a run that was then killed) and the end record of an earlier
+        invocation (the run goes on; its new end will be recorded)."""
         if not self.writes or not self.path.is_file():
             return
         kept = [
             line for line, record in self.records()
-            if isinstance(record.get("epoch"), int) and (
+            if record.get("kind") != "end" and isinstance(record.get("epoch"), int) and (
                 record["epoch"] <= epoch
                 or (step is not None and record.get("kind") == "step" and record["epoch"] == epoch + 1
                     and isinstance(record.get("step"), int) and record["step"] <= step)

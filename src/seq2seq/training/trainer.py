@@ -253,6 +253,8 @@ class Trainer:
                 stop = reason
                 logger.info("%s", stop[1])
                 break
+        # the log's last record says the run ended, and why (a killed run's log ends elsewhere)
+        self.metrics.append({"kind": "end", "epoch": self.epoch, "step": self.step, "stopped_by": stop[0], "message": stop[1]})
         self.ranks.barrier()  # rank 0's last checkpoint is written before any rank reads the run directory
         return TrainResult(history=history, best_valid_loss=self.best_valid_loss, stopped_by=stop[0], stop_message=stop[1])
 
