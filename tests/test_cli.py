@@ -376,16 +376,18 @@ def test_compare_with_several_seeds_reports_mean_and_spread(tmp_path, capsys):
 
 def test_compare_resume_finishes_an_interrupted_comparison_and_adds_presets(tmp_path, capsys):
     """--resume continues each run where it stopped, with the same result as an uninterrupted
-    comparison, evaluates finished runs without training them again, and refuses changed settings."""
+    comparison, evaluates finished runs without training them again, and refuses changed settings.
+    The uninterrupted comparison trains with --jobs 2 (two worker processes): the same runs."""
+    fast = [*FAST, "--set", "train.threads=1"]  # the same threads in every invocation: the same numbers
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    assert main(["compare", *FAST, "--presets", "rnn", "--seeds", "2", "--out", str(whole)]) == 0  # 2 epochs (--quick)
+    assert main(["compare", *fast, "--presets", "rnn", "--seeds", "2", "--jobs", "2", "--out", str(whole)]) == 0  # 2 epochs
     # "interrupted": the runs stopped after epoch 1 (train.epochs is one of the settings a resume may change)
-    assert main(["compare", *FAST, "--presets", "rnn", "--seeds", "2", "--set", "train.epochs=1", "--out", str(resumed)]) == 0
+    assert main(["compare", *fast, "--presets", "rnn", "--seeds", "2", "--set", "train.epochs=1", "--out", str(resumed)]) == 0
     capsys.readouterr()
-    assert main(["compare", *FAST, "--presets", "rnn", "--seeds", "2", "--out", str(resumed)]) == 2  # refused before training
+    assert main(["compare", *fast, "--presets", "rnn", "--seeds", "2", "--out", str(resumed)]) == 2  # refused before training
     error = capsys.readouterr().err
     assert f"{resumed / 'rnn' / 'seed42'} (and 1 more) already holds a run; pass --resume" in error
-    assert main(["compare", *FAST, "--presets", "rnn", "--seeds", "2", "--resume", "--out", str(resumed)]) == 0
+    assert main(["compare", *fast, "--presets", "rnn", "--seeds", "2", "--resume", "--out", str(resumed)]) == 0
     expected, got = (json.loads((out / "results.json").read_text())[0]["seeds"] for out in (whole, resumed))
     for a, b in zip(expected, got):
         assert b["epochs"] == 2.0  # the table counts the epochs trained before the interruption too
@@ -395,19 +397,24 @@ def test_compare_resume_finishes_an_interrupted_comparison_and_adds_presets(tmp_
     # adding a preset: the finished rnn runs are evaluated again, not retrained
     weights = resumed / "rnn" / "seed42" / "best.safetensors"
     before = weights.stat().st_mtime_ns
-    assert main(["compare", *FAST, "--presets", "rnn,lstm-attention", "--seeds", "2", "--resume", "--out", str(resumed)]) == 0
+    assert main(["compare", *fast, "--presets", "rnn,lstm-attention", "--seeds", "2", "--resume", "--out", str(resumed)]) == 0
     printed = capsys.readouterr().out
     assert "| rnn (2 seeds) |" in printed and "| lstm-attention (2 seeds) |" in printed
     assert weights.stat().st_mtime_ns == before
     assert (resumed / "lstm-attention" / "seed43" / "best.safetensors").is_file()
 
     # a setting that the saved runs were not trained with: one line naming it, nothing rewritten
-    assert main(["compare", *FAST, "--presets", "rnn", "--seeds", "2", "--resume", "--set", "train.learning_rate=0.01",
+    assert main(["compare", *fast, "--presets", "rnn", "--seeds", "2", "--resume", "--set", "train.learning_rate=0.01",
                  "--out", str(resumed)]) == 2
     assert "cannot change train.learning_rate when resuming" in capsys.readouterr().err
     assert weights.stat().st_mtime_ns == before
     with pytest.raises(SystemExit):  # argparse: the two exclude each other
-        main(["compare", *FAST, "--resume", "--overwrite", "--out", str(resumed)])
+        main(["compare", *fast, "--resume", "--overwrite", "--out", str(resumed)])
+    # a worker's failure is the command's one-line error
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / "rnn").write_text("not a run directory")
+    assert main(["compare", *fast, "--presets", "rnn,lstm", "--jobs", "2", "--out", str(tmp_path / "blocked")]) == 2
+    assert f"error: {tmp_path / 'blocked' / 'rnn'}: exists and is not a folder" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- named tasks

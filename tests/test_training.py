@@ -396,3 +396,13 @@ def test_bf16_on_a_cpu_without_bfloat16_is_a_clear_error_before_anything_is_writ
     out = tmp_path / "run"
     assert main(["train", "--quick", "--set", "train.precision=bf16", "--out", str(out)]) == 2
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_nonfinite_loss_error_survives_pickling_with_its_indices():
+    """compare --jobs sends a worker's error to the main process by pickle."""
+    import pickle
+
+    from seq2seq.training.update import NonFiniteLossError
+
+    error = pickle.loads(pickle.dumps(NonFiniteLossError("non-finite training loss", indices=[4, 7])))
+    assert (type(error), str(error), error.indices) == (NonFiniteLossError, "non-finite training loss", [4, 7])

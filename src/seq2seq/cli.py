@@ -446,7 +446,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ConfigError(f"--presets: unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     base, overrides = _config_sources(args)
     comparison = run_comparison(
-        base, overrides, presets=presets, out_dir=Path(args.out), overwrite=args.overwrite, resume=args.resume, seeds=args.seeds, defaults=True,
+        base, overrides, presets=presets, out_dir=Path(args.out), overwrite=args.overwrite, resume=args.resume, seeds=args.seeds, jobs=args.jobs, defaults=True,
         show_progress=not args.no_progress, command="seq2seq " + " ".join(shlex.quote(a) for a in args.argv),
     )
     print(comparison.table_markdown())
@@ -552,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="comparison", help="output folder (default: comparison)")
     p.add_argument("--seeds", type=_positive_int, default=1,
                    help="train each preset with this many seeds (train.seed, +1, ...); the table gives mean ± sd")
+    p.add_argument("--jobs", type=_positive_int, default=1,
+                   help="train this many runs at a time, each in a process of its own with train.threads = torch's "
+                   "threads / JOBS unless --set train.threads is given (on a 2-core CPU, --jobs 2 finishes sooner)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--overwrite", action="store_true", help="replace runs already in --out")
     again.add_argument("--resume", action="store_true",

@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seq2seq.compare_figures import write_figures
-from seq2seq.compare_report import description, markdown_report, recipe_note, render_html
+import torch
+
 from seq2seq.checkpoint import RUN_MARKER, RunDirError
-from seq2seq.config import PRESETS, build_config
+from seq2seq.compare_figures import write_figures
+from seq2seq.compare_jobs import RunTask, train_in_parallel
+from seq2seq.compare_report import description, markdown_report, recipe_note, render_html
+from seq2seq.config import PRESETS, RunConfig, build_config
 from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.evaluation.evaluate import EvalReport
 from seq2seq.pipeline import evaluate_split, train
@@ -244,16 +247,21 @@ def _grad_norms(history: list[EpochStats]) -> dict[str, float]:
     }
 
 
+def _run_config(base: dict[str, Any], overrides: list[str], preset: str, seed: int | None) -> tuple[RunConfig, str]:
+    """One run's config, and its name in the log."""
+    overrides = overrides + ([f"train.seed={seed}"] if seed is not None else [])
+    config = build_config(base=base, preset=preset, overrides=overrides, source=f"compare/{preset}")
+    return config, preset if seed is None else f"{preset} seed {seed}"
+
+
 def _train_one(base: dict[str, Any], overrides: list[str], preset: str, run_dir: Path, corpus: Corpus,
                *, overwrite: bool, resume: bool, show_progress: bool, split: str, seed: int | None = None) -> ModelResult:
     from seq2seq.progress import TqdmProgress
 
-    overrides = overrides + ([f"train.seed={seed}"] if seed is not None else [])
-    config = build_config(base=base, preset=preset, overrides=overrides, source=f"compare/{preset}")
-    label = preset if seed is None else f"{preset} seed {seed}"
+    config, label = _run_config(base, overrides, preset, seed)
     resume = resume and (run_dir / RUN_MARKER).is_file()  # a run not begun yet starts afresh
     if resume:
-        logger.info("%s: continuing the run in %s", label, run_dir)
+        logger.debug("%s: continuing the run in %s", label, run_dir)
     with TqdmProgress(desc=label, disable=not show_progress) as progress:
         outcome = train(config, run_dir, resume=resume, keep_finished=True, overwrite=overwrite, on_batch=progress.update,
                         corpus=corpus)
@@ -278,6 +286,7 @@ def _train_one(base: dict[str, Any], overrides: list[str], preset: str, run_dir:
 def run_comparison(
     base: dict[str, Any], overrides: list[str], *, presets: list[str], out_dir: Path, overwrite: bool = False,
     resume: bool = False, show_progress: bool = True, command: str = "", seeds: int = 1, defaults: bool = False,
+    jobs: int = 1,
 ) -> Comparison:
     """Train ``presets`` one after another into ``out_dir/<preset>`` and write the report there.
     ``resume``: a run already in ``out_dir`` continues where it stopped (a finished one trains no
@@ -285,9 +294,11 @@ def run_comparison(
     replaces it instead; neither: an existing run is an error.
     With ``seeds > 1`` each preset trains once per seed (``train.seed``, ``train.seed + 1``, ...) into
     ``out_dir/<preset>/seed<k>``, with the same data and vocabulary; the table reports mean ± sd.
-    ``defaults``: put :func:`compare_defaults` (per preset) under ``overrides``, as ``seq2seq compare`` does."""
-    if seeds < 1:
-        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    ``defaults``: put :func:`compare_defaults` (per preset) under ``overrides``, as ``seq2seq compare`` does.
+    ``jobs`` > 1: the runs train that many at a time in worker processes (:mod:`seq2seq.compare_jobs`),
+    each with ``train.threads`` = torch's threads // ``jobs`` unless ``train.threads`` is set."""
+    if seeds < 1 or jobs < 1:
+        raise ValueError(f"seeds and jobs must be at least 1, got {seeds} and {jobs}")
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: continue the runs in out_dir, or replace them")
 
@@ -314,6 +325,14 @@ def run_comparison(
         for preset in presets if is_transformer(preset)
     ]
     started = time.perf_counter()
+    if jobs > 1:
+        threads = [] if shared.train.threads else [f"train.threads={max(1, torch.get_num_threads() // jobs)}"]
+        tasks = []
+        for (preset, seed), run_dir in run_dirs.items():
+            config, label = _run_config(base, preset_overrides(preset) + threads, preset, seed if seeds > 1 else None)
+            tasks.append(RunTask(label, config, run_dir))
+        train_in_parallel(tasks, corpus, jobs=jobs, resume=resume, overwrite=overwrite)
+        resume, overwrite = True, False  # every run has trained: the loop below loads and evaluates them
     for preset in presets:
         runs = []
         for seed in range(first_seed, first_seed + seeds):

@@ -4,6 +4,7 @@ the gradient norm is not finite, which stops training or skips the update (``tra
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -31,6 +32,9 @@ class NonFiniteLossError(ValueError):
     def __init__(self, message: str, *, indices: Sequence[int]) -> None:
         super().__init__(message)
         self.indices = list(indices)
+
+    def __reduce__(self):  # pickled with its indices (from a worker of `seq2seq compare --jobs`)
+        return functools.partial(NonFiniteLossError, indices=self.indices), (str(self),)
 
 
 def adam(parameters, *, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
