@@ -410,10 +410,13 @@ def test_compare_resume_finishes_an_interrupted_comparison_and_adds_presets(tmp_
     assert weights.stat().st_mtime_ns == before
     with pytest.raises(SystemExit):  # argparse: the two exclude each other
         main(["compare", *fast, "--resume", "--overwrite", "--out", str(resumed)])
+    # the one-run layout of --seeds 1 is not mixed with the per-seed folders already there
+    assert main(["compare", *fast, "--presets", "rnn", "--resume", "--out", str(resumed)]) == 2
+    assert f"{resumed / 'rnn'} holds one run per seed (--seeds N), not what --seeds 1 writes" in capsys.readouterr().err
     # a worker's failure is the command's one-line error
     (tmp_path / "blocked").mkdir()
     (tmp_path / "blocked" / "rnn").write_text("not a run directory")
-    assert main(["compare", *fast, "--presets", "rnn,lstm", "--jobs", "2", "--out", str(tmp_path / "blocked")]) == 2
+    assert main(["compare", *fast, "--presets", "rnn", "--jobs", "2", "--out", str(tmp_path / "blocked")]) == 2
     assert f"error: {tmp_path / 'blocked' / 'rnn'}: exists and is not a folder" in capsys.readouterr().err
 
 

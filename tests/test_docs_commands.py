@@ -1,6 +1,6 @@
 """Every command that README.md, docs/ and the recipes' comments show still runs as written on today's code, short of
 running it: ``seq2seq`` parses it (options, ``--set`` keys and values, the config files and presets
-it names) and each ``python bench/...`` script accepts its options. A renamed option or key then
+it names) and each ``python bench/...`` or ``python examples/...`` script accepts its options. A renamed option or key then
 fails here rather than in the hands of a reader reproducing a figure."""
 
 from __future__ import annotations
@@ -91,9 +91,23 @@ def _commands(name: str, script: list[tuple[int, str]]) -> list[Command]:
                     variable, _, value = word.partition("=")
                     variables[variable] = value
             elif words:
-                found.append(Command(name, line_number, tuple(words)))
+                found.append(Command(name, line_number, _unwrapped(tuple(words))))
             words = []
     return found
+
+
+def _unwrapped(words: tuple[str, ...]) -> tuple[str, ...]:
+    """The command a wrapper runs: ``/usr/bin/time -f FMT CMD``, ``torchrun ... -m seq2seq ARGS`` and
+    ``python -m seq2seq ARGS`` as the seq2seq command they start."""
+    if words[0] in ("time", "/usr/bin/time"):
+        rest = list(words[1:])
+        while rest and rest[0].startswith("-"):
+            rest = rest[2:] if rest[0] in ("-f", "-o") else rest[1:]
+        return _unwrapped(tuple(rest)) if rest else words
+    for i in range(len(words) - 1):
+        if words[0] in ("torchrun", "python", "python3") and words[i:i + 2] == ("-m", "seq2seq"):
+            return ("seq2seq", *words[i + 2:])
+    return words
 
 
 def _logical_lines(lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
@@ -129,7 +143,7 @@ def _config_commands(config: Path) -> list[Command]:
 ALL = [command for document in DOCUMENTS for command in _document_commands(document)] + [
     command for config in sorted((ROOT / "configs").rglob("*.yaml")) for command in _config_commands(config)]
 SEQ2SEQ = [c for c in ALL if c.words[0] == "seq2seq"]
-BENCH = [c for c in ALL if c.words[0] == "python" and len(c.words) > 1 and c.words[1].startswith("bench/")]
+SCRIPTS = [c for c in ALL if c.words[0] == "python" and len(c.words) > 1 and c.words[1].startswith(("bench/", "examples/"))]
 
 
 def test_every_shell_block_reads_as_shell():
@@ -137,9 +151,11 @@ def test_every_shell_block_reads_as_shell():
 
 
 def test_the_documents_show_commands_to_check():
-    """Guards the extraction itself: if it broke, the tests below would pass on nothing."""
-    assert len(SEQ2SEQ) > 100 and len(BENCH) > 30
+    """Guards the extraction itself: if it broke, the tests below would pass on nothing, and a
+    command that names seq2seq but is not read as one would go unchecked."""
+    assert len(SEQ2SEQ) > 100 and len(SCRIPTS) > 40
     assert any(c.words[:2] == ("seq2seq", "compare") and "--seeds" in c.words for c in SEQ2SEQ)
+    assert [str(c) for c in ALL if "seq2seq" in c.words and c not in SEQ2SEQ] == []
 
 
 @pytest.mark.parametrize("command", SEQ2SEQ, ids=str)
@@ -152,7 +168,8 @@ def test_every_documented_seq2seq_command_parses(command: Command, capsys: pytes
     # config is the reader's own (my.yaml) or made by an earlier command (runs/..., shards/...)
     made_elsewhere = any(name and not name.startswith("configs/") and not (ROOT / name).exists()
                          for name in (getattr(args, "config", None), getattr(args, "shards", None)))
-    if args.command in ("train", "preprocess", "compare") and not getattr(args, "resume", None) and not made_elsewhere:
+    resumes = args.command == "train" and args.resume  # the saved run's config, not this command's
+    if args.command in ("train", "preprocess", "compare") and not resumes and not made_elsewhere:
         _config_from_args(args)
     for preset in getattr(args, "presets", "").split(","):
         assert not preset or preset in PRESETS, f"{command}: unknown preset {preset!r}"
@@ -162,11 +179,12 @@ class _Parsed(Exception):
     pass
 
 
-@pytest.mark.parametrize("command", BENCH, ids=str)
-def test_every_documented_benchmark_accepts_its_options(command: Command, monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]):
+@pytest.mark.parametrize("command", SCRIPTS, ids=str)
+def test_every_documented_benchmark_and_example_accepts_its_options(command: Command, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]):
     script = ROOT / command.words[1]
     assert script.is_file(), f"{command}: no {command.words[1]}"
+    monkeypatch.syspath_prepend(str(script.parent))  # as `python SCRIPT` puts its folder first (examples' _common)
     parse = argparse.ArgumentParser.parse_args
 
     def parse_then_stop(self, args=None, namespace=None):

@@ -456,7 +456,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seq2seq", description="Recurrent sequence-to-sequence models: NL -> Python code and more.")
+    # allow_abbrev=False: a shortened option (--seed for --seeds) would break when another option shares
+    # its prefix, and would hide a renamed option from tests/test_docs_commands.py
+    parser = argparse.ArgumentParser(prog="seq2seq", description="Recurrent sequence-to-sequence models: NL -> Python code and more.",
+                                     allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"seq2seq {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -472,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quick", action="store_true", help="tiny data and model, 2 epochs: a smoke test in seconds")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("train", help="train a model into a run directory")
+    p = sub.add_parser("train", allow_abbrev=False, help="train a model into a run directory")
     add_config_args(p)
     p.add_argument("--out", default="runs/latest", help="run directory to create (default: runs/latest)")
     p.add_argument("--resume", metavar="RUN", help="continue a run from its last completed epoch")
@@ -484,14 +487,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(its data settings and vocabularies; sets data.shards)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("preprocess", help="tokenize and numericalize a corpus into memory-mapped shards for training")
+    p = sub.add_parser("preprocess", allow_abbrev=False, help="tokenize and numericalize a corpus into memory-mapped shards for training")
     add_config_args(p)
     p.add_argument("--out", required=True, help="folder to write the shards and their manifest to")
     p.add_argument("--size", type=_positive_int, metavar="N", help="built-in task: N training pairs (data.builtin_train_size)")
     p.add_argument("--shard-size", type=_positive_int, default=100_000, metavar="N", help="pairs per shard (default 100000)")
     p.set_defaults(func=cmd_preprocess)
 
-    p = sub.add_parser("generate", help="generate output for a text argument, a file or stdin")
+    p = sub.add_parser("generate", allow_abbrev=False, help="generate output for a text argument, a file or stdin")
     p.add_argument("run", help="run directory")
     p.add_argument("text", nargs="?", help="source text (omit to read lines from --file or stdin)")
     p.add_argument("--file", help="file with one source per line ('-' for stdin)")
@@ -521,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", action="append", metavar="RUN", help=ENSEMBLE_HELP)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("evaluate", help="score a run on a split of its data")
+    p = sub.add_parser("evaluate", allow_abbrev=False, help="score a run on a split of its data")
     p.add_argument("run", help="run directory")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--output", help="write the predictions here, one per line")
@@ -541,8 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", action="append", metavar="RUN", help=ENSEMBLE_HELP)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser(
-        "compare",
+    p = sub.add_parser("compare", allow_abbrev=False,
         help="train rnn, lstm and lstm-attention with equal budgets and compare them",
         description="Train several presets on the same data with equal budgets and write a comparison report. "
         "Default budget (change with --set): embeddings 64, hidden 128, Adam lr 3e-3, 4 epochs per model (about 7 minutes on 2 idle cores).",
@@ -562,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "retrained; its settings must be the same): finish an interrupted comparison, or add presets to one")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("rerank", help="rerank a run's n-best lists with a reverse (output -> input) model, "
+    p = sub.add_parser("rerank", allow_abbrev=False, help="rerank a run's n-best lists with a reverse (output -> input) model, "
                        "weights tuned on the validation split (Yin & Neubig 2019)")
     p.add_argument("run", help="run directory (the forward model)")
     p.add_argument("--reverse", required=True, action="append", metavar="RUN",
@@ -578,14 +580,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_rerank)
 
-    p = sub.add_parser("export", help="export a run's model for another runtime (ONNX: encoder + decoder step)")
+    p = sub.add_parser("export", allow_abbrev=False, help="export a run's model for another runtime (ONNX: encoder + decoder step)")
     p.add_argument("run", help="run directory")
     p.add_argument("--format", choices=["onnx", "ctranslate2"], default="onnx",
                    help="onnx: encoder + decoder-step graphs (every architecture); ctranslate2: a CTranslate2 model (transformer runs)")
     p.add_argument("--checkpoint", choices=list(CHECKPOINTS), default="best", help=CHECKPOINT_HELP)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("average", help="average the weights of a run's last epochs into averaged.safetensors")
+    p = sub.add_parser("average", allow_abbrev=False, help="average the weights of a run's last epochs into averaged.safetensors")
     p.add_argument("run", help="run directory (trained with train.keep_epoch_checkpoints > 0)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--last", type=_positive_int, help="average the last N kept epochs (default: all kept)")

@@ -311,6 +311,11 @@ def run_comparison(
     first_seed = shared.train.seed
     run_dirs = {(preset, seed): out_dir / preset if seeds == 1 else out_dir / preset / f"seed{seed}"
                 for preset in presets for seed in range(first_seed, first_seed + seeds)}
+    for preset in presets:  # a folder of the other layout (one run, or a folder per seed) is never mixed with this one
+        other = sorted((out_dir / preset).glob(f"seed*/{RUN_MARKER}")) if seeds == 1 else [out_dir / preset / RUN_MARKER]
+        if any(marker.exists() for marker in other):
+            layout = "one run per seed (--seeds N)" if seeds == 1 else "a single run (--seeds 1)"
+            raise RunDirError(f"{out_dir / preset} holds {layout}, not what --seeds {seeds} writes; choose another --out")
     existing = [run_dir for run_dir in run_dirs.values() if (run_dir / RUN_MARKER).exists()]
     if existing and not (resume or overwrite):  # said now, not after the first presets have trained
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""

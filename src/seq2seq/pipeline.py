@@ -66,7 +66,9 @@ def _finished(ended: TrainResult, config: RunConfig) -> bool:
         return last.epoch >= config.train.epochs
     if ended.stopped_by == "max_steps":
         return config.train.max_steps is not None and last.step >= config.train.max_steps
-    return True  # its time budget ran out, or early stopping ended it
+    if ended.stopped_by == "early_stopping":
+        return False  # Trainer.fit stops at once unless the patience given now is larger
+    return True  # its time budget ran out: one that counts per invocation
 
 
 def _check_same_vocabs(run_dir: Path, corpus: Corpus) -> None:
