@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -19,16 +18,12 @@ from typing import Any
 
 import torch
 
-from seq2seq.checkpoint import RUN_MARKER, RunDirError
 from seq2seq.compare_figures import write_figures
 from seq2seq.compare_jobs import RunTask, train_in_parallel
 from seq2seq.compare_report import description, markdown_report, recipe_note, render_html
-from seq2seq.config import PRESETS, RunConfig, build_config
-from seq2seq.data.corpus import Corpus, build_corpus
-from seq2seq.evaluation.evaluate import EvalReport
-from seq2seq.pipeline import evaluate_split, train
-from seq2seq.training.metrics_log import MetricsLog
-from seq2seq.training.stats import EpochStats
+from seq2seq.compare_runs import ModelResult, comparison_run_dirs, run_config, train_one
+from seq2seq.config import PRESETS, build_config
+from seq2seq.data.corpus import build_corpus
 from seq2seq.run_files import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -95,21 +90,6 @@ TASK_COLUMNS: dict[str, tuple[str, str, str]] = {
     "sacrebleu": ("sacreBLEU", "sacrebleu", "{:.2f}"),
     "accuracy": ("accuracy", "accuracy", "{:.1%}"),
 }
-
-
-@dataclass
-class ModelResult:
-    preset: str
-    parameters: int
-    epochs: float  # may end in a fraction when the time budget or max_steps ran out mid-epoch
-    train_tokens_per_s: float
-    seconds_per_epoch: float
-    valid_perplexity: float
-    test: EvalReport
-    run_dir: Path
-    grad_norm_mean: float = float("nan")  # gradient norm before clipping, mean over the logged steps
-    grad_norm_max: float = float("nan")  # its largest value in any step
-    clipped_fraction: float = float("nan")  # share of steps that clipping shortened
 
 
 @dataclass
@@ -229,60 +209,6 @@ def _run_record(r: ModelResult) -> dict[str, Any]:
     }
 
 
-def _grad_norms(history: list[EpochStats]) -> dict[str, float]:
-    """Gradient-norm behaviour over a whole run, from its epochs (each weighted by its steps)."""
-    epochs = [e for e in history if math.isfinite(e.grad_norm_mean)]
-    if not epochs:
-        return {}
-    steps, previous = [], 0
-    for e in history:  # EpochStats.step is the optimizer step count at the epoch's end
-        if math.isfinite(e.grad_norm_mean):
-            steps.append(max(e.step - previous, 1))
-        previous = e.step
-    total = sum(steps)
-    return {
-        "grad_norm_mean": sum(w * e.grad_norm_mean for w, e in zip(steps, epochs)) / total,
-        "grad_norm_max": max(e.grad_norm_max for e in epochs),
-        "clipped_fraction": sum(w * e.clipped_fraction for w, e in zip(steps, epochs)) / total,
-    }
-
-
-def _run_config(base: dict[str, Any], overrides: list[str], preset: str, seed: int | None) -> tuple[RunConfig, str]:
-    """One run's config, and its name in the log."""
-    overrides = overrides + ([f"train.seed={seed}"] if seed is not None else [])
-    config = build_config(base=base, preset=preset, overrides=overrides, source=f"compare/{preset}")
-    return config, preset if seed is None else f"{preset} seed {seed}"
-
-
-def _train_one(base: dict[str, Any], overrides: list[str], preset: str, run_dir: Path, corpus: Corpus,
-               *, overwrite: bool, resume: bool, show_progress: bool, split: str, seed: int | None = None) -> ModelResult:
-    from seq2seq.progress import TqdmProgress
-
-    config, label = _run_config(base, overrides, preset, seed)
-    resume = resume and (run_dir / RUN_MARKER).is_file()  # a run not begun yet starts afresh
-    if resume:
-        logger.debug("%s: continuing the run in %s", label, run_dir)
-    with TqdmProgress(desc=label, disable=not show_progress) as progress:
-        outcome = train(config, run_dir, resume=resume, keep_finished=True, overwrite=overwrite, on_batch=progress.update,
-                        corpus=corpus)
-    # a resumed run's TrainResult holds only the epochs trained now; its log holds them all
-    history = MetricsLog(run_dir / "metrics.jsonl").history() if resume else outcome.result.history
-    report = evaluate_split(outcome.model, corpus, config, split, device=next(outcome.model.parameters()).device)
-    atomic_write_text(run_dir / f"eval_{split}.json", json.dumps(report.summary(), indent=2))
-    seconds = sum(s.seconds for s in history)
-    tokens = sum(s.train_tokens for s in history)
-    epochs = sum(s.fraction for s in history)
-    best = min(history, key=lambda s: s.valid_loss)
-    norms = _grad_norms(history)
-    result = ModelResult(
-        preset=preset, parameters=outcome.parameters, epochs=epochs,
-        train_tokens_per_s=tokens / max(seconds, 1e-9), seconds_per_epoch=seconds / max(epochs, 1e-9),
-        valid_perplexity=best.valid_perplexity, test=report, run_dir=run_dir, **norms,
-    )
-    logger.info("%s: %s parameters, test exact match %.1f%%, BLEU %.2f", preset, f"{result.parameters:,}", 100 * report.exact_match, report.bleu)
-    return result
-
-
 def run_comparison(
     base: dict[str, Any], overrides: list[str], *, presets: list[str], out_dir: Path, overwrite: bool = False,
     resume: bool = False, show_progress: bool = True, command: str = "", seeds: int = 1, defaults: bool = False,
@@ -309,18 +235,7 @@ def run_comparison(
     described = next((preset for preset in presets if not is_transformer(preset)), presets[0])
     shared = build_config(base=base, preset=described, overrides=preset_overrides(described), source="compare")
     first_seed = shared.train.seed
-    run_dirs = {(preset, seed): out_dir / preset if seeds == 1 else out_dir / preset / f"seed{seed}"
-                for preset in presets for seed in range(first_seed, first_seed + seeds)}
-    for preset in presets:  # a folder of the other layout (one run, or a folder per seed) is never mixed with this one
-        other = sorted((out_dir / preset).glob(f"seed*/{RUN_MARKER}")) if seeds == 1 else [out_dir / preset / RUN_MARKER]
-        if any(marker.exists() for marker in other):
-            layout = "one run per seed (--seeds N)" if seeds == 1 else "a single run (--seeds 1)"
-            raise RunDirError(f"{out_dir / preset} holds {layout}, not what --seeds {seeds} writes; choose another --out")
-    existing = [run_dir for run_dir in run_dirs.values() if (run_dir / RUN_MARKER).exists()]
-    if existing and not (resume or overwrite):  # said now, not after the first presets have trained
-        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise RunDirError(f"{existing[0]}{more} already holds a run; pass --resume to continue the comparison, "
-                          "--overwrite to replace the runs, or choose another --out")
+    run_dirs = comparison_run_dirs(out_dir, presets, seeds=seeds, first_seed=first_seed, resume=resume, overwrite=overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     corpus = build_corpus(shared.data, shared.vocab)
     split = "test" if corpus.encoded.get("test") else "valid"
@@ -334,14 +249,14 @@ def run_comparison(
         threads = [] if shared.train.threads else [f"train.threads={max(1, torch.get_num_threads() // jobs)}"]
         tasks = []
         for (preset, seed), run_dir in run_dirs.items():
-            config, label = _run_config(base, preset_overrides(preset) + threads, preset, seed if seeds > 1 else None)
+            config, label = run_config(base, preset_overrides(preset) + threads, preset, seed if seeds > 1 else None)
             tasks.append(RunTask(label, config, run_dir))
         train_in_parallel(tasks, corpus, jobs=jobs, resume=resume, overwrite=overwrite)
         resume, overwrite = True, False  # every run has trained: the loop below loads and evaluates them
     for preset in presets:
         runs = []
         for seed in range(first_seed, first_seed + seeds):
-            runs.append(_train_one(base, preset_overrides(preset), preset, run_dirs[preset, seed], corpus, overwrite=overwrite, resume=resume,
+            runs.append(train_one(base, preset_overrides(preset), preset, run_dirs[preset, seed], corpus, overwrite=overwrite, resume=resume,
                                    show_progress=show_progress, split=split, seed=seed if seeds > 1 else None))
         comparison.results.append(runs[0])
         comparison.seeds[preset] = runs

@@ -15,7 +15,8 @@ from seq2seq.visualization.attention import attention_heatmap, head_heatmaps
 from seq2seq.visualization.curves import grad_norm_curves, loss_curves, quality_by_length
 
 if TYPE_CHECKING:  # compare imports this module
-    from seq2seq.compare import Comparison, ModelResult
+    from seq2seq.compare import Comparison
+    from seq2seq.compare_runs import ModelResult
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
