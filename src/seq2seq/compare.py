@@ -257,7 +257,7 @@ def run_comparison(
         runs = []
         for seed in range(first_seed, first_seed + seeds):
             runs.append(train_one(base, preset_overrides(preset), preset, run_dirs[preset, seed], corpus, overwrite=overwrite, resume=resume,
-                                   show_progress=show_progress, split=split, seed=seed if seeds > 1 else None))
+                                  show_progress=show_progress, split=split, seed=seed if seeds > 1 else None))
         comparison.results.append(runs[0])
         comparison.seeds[preset] = runs
     logger.info("trained %d models in %.0f s", len(presets) * seeds, time.perf_counter() - started)

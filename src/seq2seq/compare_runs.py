@@ -89,7 +89,9 @@ def run_config(base: dict[str, Any], overrides: list[str], preset: str, seed: in
 
 
 def train_one(base: dict[str, Any], overrides: list[str], preset: str, run_dir: Path, corpus: Corpus,
-               *, overwrite: bool, resume: bool, show_progress: bool, split: str, seed: int | None = None) -> ModelResult:
+              *, overwrite: bool, resume: bool, show_progress: bool, split: str, seed: int | None = None) -> ModelResult:
+    """Train (or, with ``resume``, continue or just load) one run, evaluate it on ``split`` and
+    return its row; the figures over the whole run come from its log."""
     from seq2seq.progress import TqdmProgress
 
     config, label = run_config(base, overrides, preset, seed)
