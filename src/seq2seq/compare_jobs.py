@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-from seq2seq.checkpoint import RUN_MARKER
 from seq2seq.config import RunConfig
 from seq2seq.data.corpus import Corpus
 
@@ -103,15 +102,14 @@ def _report(run: _Running, finished: int, total: int) -> None:
 
 def _run_task(task: RunTask, corpus: Corpus, resume: bool, overwrite: bool, log_level: int, results: Connection) -> None:
     """A child process: one run, begun or continued (``resume``: a finished run is left as it is)."""
+    from seq2seq.compare_runs import train_or_continue
     from seq2seq.cpu_memory import keep_freed_memory
-    from seq2seq.pipeline import train
 
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s [{task.label}] %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr, force=True)
     keep_freed_memory()
     try:
-        resume = resume and (task.run_dir / RUN_MARKER).is_file()
-        outcome = train(task.config, task.run_dir, resume=resume, keep_finished=True, overwrite=overwrite, corpus=corpus)
+        outcome = train_or_continue(task.config, task.run_dir, corpus, resume=resume, overwrite=overwrite)
         results.send(("done", outcome.result.stop_message, ""))
     except KeyboardInterrupt:
         pass  # the parent was interrupted too, and says so

@@ -20,9 +20,10 @@ from seq2seq.checkpoint import RUN_MARKER, RunDirError
 from seq2seq.config import RunConfig, build_config
 from seq2seq.data.corpus import Corpus
 from seq2seq.evaluation.evaluate import EvalReport
-from seq2seq.pipeline import evaluate_split, train
+from seq2seq.pipeline import TrainOutcome, evaluate_split, train
 from seq2seq.run_files import atomic_write_text
 from seq2seq.training.metrics_log import MetricsLog
+from seq2seq.training.trainer import BatchCallback
 from seq2seq.training.stats import EpochStats
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,14 @@ def run_config(base: dict[str, Any], overrides: list[str], preset: str, seed: in
     return config, preset if seed is None else f"{preset} seed {seed}"
 
 
+def train_or_continue(config: RunConfig, run_dir: Path, corpus: Corpus, *, resume: bool, overwrite: bool,
+                      on_batch: BatchCallback | None = None) -> TrainOutcome:
+    """A comparison's run: trained afresh, or with ``resume`` continued where it stopped if it was
+    begun (a finished one is only loaded: ``keep_finished``), in this process or a ``--jobs`` worker."""
+    resume = resume and (run_dir / RUN_MARKER).is_file()  # a run not begun yet starts afresh
+    return train(config, run_dir, resume=resume, keep_finished=True, overwrite=overwrite, on_batch=on_batch, corpus=corpus)
+
+
 def train_one(base: dict[str, Any], overrides: list[str], preset: str, run_dir: Path, corpus: Corpus,
               *, overwrite: bool, resume: bool, show_progress: bool, split: str, seed: int | None = None) -> ModelResult:
     """Train (or, with ``resume``, continue or just load) one run, evaluate it on ``split`` and
@@ -95,14 +104,11 @@ def train_one(base: dict[str, Any], overrides: list[str], preset: str, run_dir: 
     from seq2seq.progress import TqdmProgress
 
     config, label = run_config(base, overrides, preset, seed)
-    resume = resume and (run_dir / RUN_MARKER).is_file()  # a run not begun yet starts afresh
-    if resume:
-        logger.debug("%s: continuing the run in %s", label, run_dir)
+    resumed = resume and (run_dir / RUN_MARKER).is_file()
     with TqdmProgress(desc=label, disable=not show_progress) as progress:
-        outcome = train(config, run_dir, resume=resume, keep_finished=True, overwrite=overwrite, on_batch=progress.update,
-                        corpus=corpus)
+        outcome = train_or_continue(config, run_dir, corpus, resume=resume, overwrite=overwrite, on_batch=progress.update)
     # a resumed run's TrainResult holds only the epochs trained now; its log holds them all
-    history = MetricsLog(run_dir / "metrics.jsonl").history() if resume else outcome.result.history
+    history = MetricsLog(run_dir / "metrics.jsonl").history() if resumed else outcome.result.history
     report = evaluate_split(outcome.model, corpus, config, split, device=next(outcome.model.parameters()).device)
     atomic_write_text(run_dir / f"eval_{split}.json", json.dumps(report.summary(), indent=2))
     seconds = sum(s.seconds for s in history)

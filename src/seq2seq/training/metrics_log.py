@@ -43,8 +43,11 @@ class MetricsLog:
         """The run's epochs, in order, from their epoch records (what :class:`TrainResult`'s history
         holds, for the whole run even when it was resumed); a malformed record raises ``RunDirError``
         naming the file."""
+        return self._history([record for _, record in self.records()])
+
+    def _history(self, records: list[dict]) -> list[EpochStats]:
         history = []
-        for _, record in self.records():
+        for record in records:
             if record.get("kind") != "epoch":
                 continue
             try:
@@ -56,11 +59,11 @@ class MetricsLog:
     def ended(self) -> TrainResult | None:
         """The finished run's result if the log ends with the trainer's ``end`` record (written when
         ``fit`` returns; a run killed or still training has none last), else None."""
-        records = self.records()
-        if not records or records[-1][1].get("kind") != "end":
+        records = [record for _, record in self.records()]  # the file read once
+        if not records or records[-1].get("kind") != "end":
             return None
-        end = records[-1][1]
-        history = self.history()
+        end = records[-1]
+        history = self._history(records)
         if end.get("stopped_by") not in STOP_REASONS or not history:
             raise RunDirError(f"{self.path}: malformed end record {end!r}")
         return TrainResult(history=history, best_valid_loss=min(stats.valid_loss for stats in history),
