@@ -107,14 +107,25 @@ def test_compare_quick_writes_table_report_and_figures(tmp_path, capsys):
     for preset in ("rnn", "lstm", "lstm-attention"):
         assert f"| {preset} |" in printed
     assert "parameters" in printed and "EM len" in printed
+    rows = json.loads((out / "results.json").read_text())
+    # the second table: output length and outputs cut at max_len for every model, attention's
+    # over- and under-translation where there is attention ("-" for the others)
+    second = printed[printed.index("| model | output/reference length |"):]
+    for row in rows:
+        test = row["test"]
+        cells = next(line for line in second.splitlines() if line.startswith(f"| {row['preset']} |")).strip(" |").split(" | ")
+        expected = [f"{test['length_ratio']:.3f}", f"{test['stopped_at_max_len'] / test['count']:.1%}"]
+        expected += ([f"{test['coverage'][key]:.1%}" for key in ("repeated_ngrams", "unattended_source")]
+                     if row["preset"] == "lstm-attention" else ["-", "-"])
+        assert cells[1:] == expected, (row["preset"], cells)
     report = (out / "comparison.md").read_text()
+    assert "| model | output/reference length |" in report
     assert "seq2seq compare --quick" in report
     figures = ("loss_curves.png", "quality_by_length.png", "grad_norm.png", "attention_lstm-attention.png")
     for figure in figures:
         assert (out / figure).stat().st_size > 1000
         assert f"]({figure})" in report
     assert not (out / "attention_rnn.png").exists() and not (out / "attention_lstm.png").exists()  # no attention
-    rows = json.loads((out / "results.json").read_text())
     assert [r["preset"] for r in rows] == ["rnn", "lstm", "lstm-attention"]
     assert rows[0]["parameters"] < rows[1]["parameters"] < rows[2]["parameters"]
     # Gradient norms before clipping: logged per step window, summarised per model.
@@ -141,6 +152,7 @@ def test_compare_quick_writes_table_report_and_figures(tmp_path, capsys):
     assert len(sources) == len(figures) and all(src.startswith("data:image/png;base64,") for src in sources)
     assert not links and "http" not in page.replace("data:image", "")
     assert "<td>lstm-attention</td>" in page and "steps clipped" in page
+    assert page.count("<table>") == 2 and "outputs stopped at max_len" in page
 
 
 def test_help_for_every_subcommand():
@@ -486,6 +498,7 @@ def test_compare_on_real_tasks_reports_each_tasks_own_metric(tmp_path, capsys):
         header = table.splitlines()[[i for i, line in enumerate(table.splitlines()) if line.startswith("| model |")][0]]
         assert column in header and not any(name in header for name in absent), header
         assert ("BLEU len" if task == "multi30k" else "accuracy len") in header
+        assert ("output/reference length" in table) == (task == "multi30k")  # no output-length table for labels
         rows = json.loads((out / "results.json").read_text())
         assert {r["test"]["task"]["metric"] for r in rows} == {"accuracy" if task == "sst2" else "sacrebleu"}
         assert (out / "attention_lstm-attention.png").stat().st_size > 1000

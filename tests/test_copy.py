@@ -247,6 +247,20 @@ def test_a_copy_model_writes_unknown_identifiers_from_its_input(assignment_task)
     assert sum(UNK in output for output in outputs) >= 0.9 * len(test)
 
 
+def test_evaluate_reports_output_length_and_outputs_cut_at_max_len(assignment_task) -> None:
+    models, tgt_vocab, test, encoded = assignment_task
+    references = [t for _, t in test]
+    reference_tokens = sum(map(len, references))
+    report, hypotheses = evaluate(models["lstm-attention-copy"], encoded, references, tgt_vocab=tgt_vocab,
+                                  tgt_tokenizer=build_tokenizer("space"), max_len=6, is_code=False)
+    assert report.stopped_at_max_len == sum(not h.finished for h in hypotheses) < len(test) / 10
+    assert report.length_ratio == pytest.approx(sum(len(p.split()) for p in report.predictions) / reference_tokens)
+    # one token allowed: every output is cut there, one token long
+    cut, _ = evaluate(models["lstm-attention-copy"], encoded, references, tgt_vocab=tgt_vocab,
+                      tgt_tokenizer=build_tokenizer("space"), max_len=1, is_code=False)
+    assert cut.stopped_at_max_len == len(test) and cut.length_ratio == pytest.approx(len(test) / reference_tokens)
+
+
 def test_beam_1_equals_greedy_and_scores_agree_with_copy(assignment_task) -> None:
     models, tgt_vocab, test, encoded = assignment_task
     model = models["lstm-attention-copy"]

@@ -210,6 +210,7 @@ def _report_line(split: str, report) -> str:
         line += f"\n  sacreBLEU {task['sacrebleu']:.2f}  ({task['signature']})"
     elif task.get("metric") == "accuracy":
         line += f"\n  accuracy {task['accuracy']:.1%}  confusion (gold -> predicted): {task['confusion']}"
+    line += f"\n  output/reference length {report.length_ratio:.3f}  outputs stopped at max_len {report.stopped_at_max_len}"
     if report.coverage:
         line += (f"\n  outputs repeating an n-gram (2-4) more than the reference {report.coverage['repeated_ngrams']:.1%}"
                  f"  source tokens never attended above 0.1 {report.coverage['unattended_source']:.1%}")

@@ -175,11 +175,32 @@ class Comparison:
             rows.append(cells)
         return header, rows
 
+    def output_rows(self) -> tuple[list[str], list[list[str]]]:
+        """How the outputs go wrong, as a second table (empty for label tasks): output length over
+        reference length and outputs that ran to max_len (a decoder that loses its place loops there;
+        corpus BLEU punishes every extra token where exact match counts the output once), and for
+        attentive models repetition beyond the reference's and source tokens never attended above 0.1
+        (over- and under-translation, Tu et al. 2016)."""
+        if self.task == "accuracy" or not self.results:
+            return [], []
+        attentive = any(r.test.coverage for r in self.results)
+        header = ["model", "output/reference length", "outputs stopped at max_len"]
+        header += ["repeating an n-gram (2-4)", "source never attended > 0.1"] if attentive else []
+        rows = []
+        for r in self.results:
+            spread = lambda value, text, preset=r.preset: self._spread(preset, value, text)  # noqa: E731
+            cells = [r.preset, spread(lambda m: m.test.length_ratio, "{:.3f}".format),
+                     spread(lambda m: m.test.stopped_at_max_len / m.test.count, "{:.1%}".format)]
+            if attentive:
+                cells += [spread(lambda m, key=key: m.test.coverage[key], "{:.1%}".format) if r.test.coverage else "-"
+                          for key in ("repeated_ngrams", "unattended_source")]
+            rows.append(cells)
+        return header, rows
+
     def table_markdown(self) -> str:
-        header, rows = self.table_rows()
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(cells) + " |" for cells in rows]
-        return "\n".join(lines)
+        """The comparison table, then (where there is one) the table of :meth:`output_rows`."""
+        tables = [self.table_rows(), self.output_rows()]
+        return "\n\n".join(_markdown(header, rows) for header, rows in tables if header)
 
     def to_json(self) -> list[dict[str, Any]]:
         """One record per preset (its first seed), with every seed's record under ``seeds``."""
@@ -189,6 +210,11 @@ class Comparison:
             record["seeds"] = [_run_record(run) for run in self.seeds.get(r.preset, [r])]
             records.append(record)
         return records
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
 
 
 def _bucket(run: ModelResult, label: str, name: str) -> float:
@@ -265,10 +291,9 @@ def run_comparison(
     paragraphs = description(corpus, shared, split, comparison.notes)
     atomic_write_text(out_dir / "comparison.md", markdown_report(
         command=comparison.command, paragraphs=paragraphs, table=comparison.table_markdown(), figures=figures))
-    header, rows = comparison.table_rows()
     atomic_write_text(out_dir / "comparison.html", render_html(
-        title="Architecture comparison", command=comparison.command,
-        paragraphs=paragraphs, header=header, rows=rows, figures=figures,
+        title="Architecture comparison", command=comparison.command, paragraphs=paragraphs,
+        tables=[table for table in (comparison.table_rows(), comparison.output_rows()) if table[0]], figures=figures,
     ))
     atomic_write_text(out_dir / "results.json", json.dumps(comparison.to_json(), indent=2))
     return comparison

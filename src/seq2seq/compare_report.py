@@ -51,7 +51,11 @@ def description(corpus: Corpus, config: RunConfig, split: str, notes: list[str])
         "'parses' = share of outputs accepted by `ast.parse` (never executed). "
         "EM / BLEU / accuracy len = exact match (token BLEU for translation and CoNaLa, accuracy for labels) by source length in tokens. Gradient norm: the L2 norm of all gradients "
         f"before clipping at {config.train.clip_norm:g}, its mean over training steps and its largest value; "
-        "'steps clipped' = share of steps where it exceeded the threshold.",
+        "'steps clipped' = share of steps where it exceeded the threshold. "
+        "Second table: output tokens over reference tokens and the share of outputs that ran to the length limit "
+        "without ending (a decoder that loses its place loops until there; corpus BLEU punishes every extra token, "
+        "exact match counts such an output once); for attentive models, the share of outputs repeating an n-gram "
+        "(2-4) more often than their reference, and of source tokens never attended above 0.1.",
     ]
 
 
@@ -68,18 +72,22 @@ def _image(path: Path) -> str:
     return f'<figure><img src="data:image/png;base64,{data}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
 
 
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th scope=\"col\">{escape(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<div class=\"table-wrap\"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
 def render_html(
     *,
     title: str,
     command: str,
     paragraphs: Sequence[str],
-    header: Sequence[str],
-    rows: Sequence[Sequence[str]],
+    tables: Sequence[tuple[Sequence[str], Sequence[Sequence[str]]]],
     figures: Sequence[Path],
 ) -> str:
-    """The report page; ``figures`` are PNG files, read and embedded."""
-    head = "".join(f"<th scope=\"col\">{escape(cell)}</th>" for cell in header)
-    body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    """The report page; ``tables`` are (header, rows) pairs of cell texts, ``figures`` PNG files,
+    read and embedded."""
     text = "".join(f"<p>{escape(p)}</p>" for p in paragraphs)
     images = "".join(_image(path) for path in figures)
     return (
@@ -87,6 +95,6 @@ def render_html(
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{escape(title)}</h1><p>Command: <code>{escape(command)}</code></p>{text}"
-        f"<div class=\"table-wrap\"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+        + "".join(_table(header, rows) for header, rows in tables) +
         f"<h2>Figures</h2>{images}</body></html>\n"
     )

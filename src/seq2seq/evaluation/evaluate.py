@@ -68,6 +68,11 @@ class EvalReport:
     coverage: dict = field(default_factory=dict)
     constraint: str | None = None  # the search constraint the outputs were decoded with (python, grammar)
     completed: int = 0  # grammar: outputs cut by max_len that were closed or shortened to parse (python_syntax.completed)
+    # runaway outputs (a decoder that loses its place repeats itself up to max_len; corpus BLEU punishes
+    # each extra token while exact match counts the output once): the outputs that reached max_len
+    # without <eos>, and the split's output tokens over its reference tokens (sacreBLEU's "ratio")
+    stopped_at_max_len: int = 0
+    length_ratio: float = 1.0
 
     @property
     def perplexity(self) -> float:
@@ -246,6 +251,8 @@ def evaluate(
         coverage=_coverage_scores(hypotheses, predicted_tokens, references),
         constraint=constrain,
         completed=unfinished,
+        stopped_at_max_len=sum(not h.finished for h in hypotheses),
+        length_ratio=sum(map(len, predicted_tokens)) / max(1, sum(map(len, references))),
     )
     return report, hypotheses
 
