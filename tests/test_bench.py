@@ -431,7 +431,7 @@ def test_against_commit_ops_lists_the_operators_whose_counts_differ(monkeypatch,
     assert "| training" not in printed and "greedy, batch 64 | 10.0 | 10.0 | sentences/s | **1.000x**" in printed
 
 
-def test_error_analysis_puts_every_output_in_one_class(quick_code_run):
+def test_error_analysis_puts_every_output_in_one_class(quick_code_run, capsys):
     analysis = _load("error_analysis")
     from seq2seq.data.tokenizers import PythonTokenizer
 
@@ -442,13 +442,27 @@ def test_error_analysis_puts_every_output_in_one_class(quick_code_run):
         ("f(b, a)", "f(a, b)", "call f")]]
     assert kinds == ["exact", "empty", "syntax: unclosed bracket", "syntax: unmatched closer", "syntax: other",
                      "wrong call", "missing value", "other"]
+    # an output the search stopped at max_len is a runaway, whatever else is wrong with it
+    assert analysis.classify("f([2, 2, 2, 2", "f([2, 5])", "call f on [2, 5]", tokenize=tokenize, unit="program",
+                             finished=False) == "ran to max_len"
+    assert analysis.classify("x = 1", "x = 1", "x", tokenize=tokenize, unit="program", finished=False) == "exact"
+    assert [analysis.repeats_a_literal(src) for src in ("sum of 2, 5 and 2", "print 'a' then 'a'", "sum of 2, 25 and 52",
+                                                        "print 'a' then 'b'")] == [True, True, False, False]
+    from types import SimpleNamespace
+
+    examples = [SimpleNamespace(src="add 2 and 2 to x", tgt="x += 2 + 2"), SimpleNamespace(src="set x to 1", tgt="x = max(1, 2)")]
+    found = [SimpleNamespace(text="x += 2 + 2 + 2 + 2 + 2"), SimpleNamespace(text="x = max(1, 2)")]
+    analysis.print_runaways(examples, found, ["ran to max_len", "exact"], tokenize)
+    printed = capsys.readouterr().out
+    assert "without the 1 outputs that ran to max_len 100.00" in printed, printed
+    assert "a literal twice: 100.0% of those 1, 50.0% of all inputs; their mean length 6.0 words, all inputs' 5.0" in printed
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "error_analysis.py"), str(quick_code_run),
                              "--split", "valid", "--constrain", "grammar"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     counts = [int(line.split("|")[2]) for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line
               and "count" not in line]
     assert len(counts) == len(analysis.CLASSES) and sum(counts) == 30  # the quick task's validation split
-    assert counts[2] + counts[3] + counts[4] == 0  # under the grammar nothing fails to parse
+    assert counts[3] + counts[4] + counts[5] == 0  # under the grammar nothing fails to parse
 
 
 def test_against_commit_alternates_the_trees_and_reports_median_paired_ratios(monkeypatch, tmp_path, capsys):
