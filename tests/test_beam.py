@@ -486,3 +486,36 @@ def test_a_search_with_every_continuation_banned_returns_its_alive_prefixes_unfi
     # banned from the start: the empty prefix is all there is
     (only,) = run_scripted(model, constraint=_BanFrom(0), nbest=1, max_len=6)
     assert (only.tokens, only.token_log_probs, only.finished) == ([], [], False)
+
+
+def test_no_repeat_ngram_size_in_greedy_and_beam_decoding(reverse_data) -> None:
+    """decode_sources' no_repeat_ngram_size: greedy runs as a beam of one with the ban (without it, a
+    beam of one is greedy), no output holds an n-gram twice, and sampling or CTranslate2 refuse it."""
+    from seq2seq.decoding.search import SamplingOptions, decode_sources
+
+    model = _model(reverse_data, "gru-attention", train_steps=20)
+    sources = [pair.src for pair in reverse_data[3][200:240]]
+    options = dict(OPTIONS, max_len=12, batch_size=16)
+
+    def ngrams(tokens, n):
+        return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+
+    plain = decode_sources(model, sources, **options)
+    repeating = [h[0] for h in plain if len(set(ngrams(h[0].tokens, 2))) < len(ngrams(h[0].tokens, 2))]
+    assert repeating, "a model trained 20 steps should repeat itself somewhere"
+    greedy = decode_sources(model, sources, no_repeat_ngram_size=2, **options)
+    # the ban changes exactly the greedy outputs that repeated a bigram (a beam of one with no ban
+    # in its way follows greedy's path, scores included)
+    for before, after in zip(plain, greedy):
+        if any(before[0] is h for h in repeating):
+            assert after[0].tokens != before[0].tokens
+        else:
+            assert after[0].tokens == before[0].tokens and after[0].finished == before[0].finished
+            assert after[0].token_log_probs == pytest.approx(before[0].token_log_probs, abs=1e-5)
+    beam = decode_sources(model, sources, no_repeat_ngram_size=2, beam_size=3, nbest=3, **options)
+    for hypothesis in [h[0] for h in greedy] + [h for hs in beam for h in hs]:
+        assert len(set(ngrams(hypothesis.tokens, 2))) == len(ngrams(hypothesis.tokens, 2)), hypothesis.tokens
+    with pytest.raises(ValueError, match="not with sampling"):
+        decode_sources(model, sources, no_repeat_ngram_size=2, sampling=SamplingOptions(seed=1), **options)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        decode_sources(model, sources, no_repeat_ngram_size=-1, **options)

@@ -264,6 +264,30 @@ def test_evaluate_with_beam(trained_run, capsys):
     assert json.loads((trained_run / "eval_valid_beam3.json").read_text())["beam_size"] == 3
 
 
+def test_no_repeat_ngram_size_in_evaluate_generate_and_the_config(trained_run, tmp_path, capsys):
+    from seq2seq.data.tokenizers import PythonTokenizer
+
+    output = tmp_path / "pred.txt"
+    assert main(["evaluate", str(trained_run), "--split", "valid", "--no-repeat-ngram-size", "2", "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "(greedy, no repeated 2-grams)" in printed and "outputs stopped at max_len" in printed
+    report = json.loads((trained_run / "eval_valid_norepeat2.json").read_text())  # the plain report stays as it was
+    assert report["no_repeat_ngram_size"] == 2 and report["count"] == 30
+    for line in output.read_text().splitlines():
+        tokens = PythonTokenizer().tokenize(line)
+        bigrams = list(zip(tokens, tokens[1:]))
+        assert len(set(bigrams)) == len(bigrams), line
+    assert main(["generate", str(trained_run), "add 3 to total", "--no-repeat-ngram-size", "1"]) == 0
+    tokens = PythonTokenizer().tokenize(capsys.readouterr().out.strip())
+    assert tokens and len(set(tokens)) == len(tokens)  # no token twice
+    _assert_clean_error(run_cli("generate", str(trained_run), "x", "--sample", "--no-repeat-ngram-size", "2"),
+                        "not for --sample")
+    _assert_clean_error(run_cli("evaluate", str(trained_run), "--no-repeat-ngram-size", "-1"),
+                        "expected 0 or a positive integer, got -1")
+    _assert_clean_error(run_cli("train", "--quick", "--set", "decode.no_repeat_ngram_size=-1", "--out", str(tmp_path / "r")),
+                        "decode.no_repeat_ngram_size")
+
+
 def test_python_constraint_prefers_parseable_beam_outputs(trained_run, tmp_path, capsys):
     from seq2seq.translator import Translator
 

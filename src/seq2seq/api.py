@@ -114,6 +114,7 @@ class Model:
         seed: int | None = None,
         max_len: int | None = None,
         heads: bool = False,
+        no_repeat_ngram_size: int | None = None,
     ) -> list[Result]:
         """One :class:`Result` per text, in order.
 
@@ -121,7 +122,9 @@ class Model:
         writes only Python that parses, ``"python"`` only balances brackets, None takes the run's
         ``decode.constrain`` (see :meth:`Translator.generate_nbest`); ``sample=True`` draws one output per
         text (``temperature``, ``top_k``, ``top_p``; reproducible with a ``seed``). ``heads=True``: a
-        multi-head model's generations also carry each head's weights [k, T, S]. Bad options
+        multi-head model's generations also carry each head's weights [k, T, S].
+        ``no_repeat_ngram_size``: no n-gram of that size twice in an output (0 = off, None: the run's
+        ``decode.no_repeat_ngram_size``). Bad options
         or an empty text raise :class:`~seq2seq.translator.InputError`.
         """
         if isinstance(texts, str):
@@ -131,7 +134,7 @@ class Model:
         found = self.translator.generate_nbest(
             texts, max_len=max_len, beam_size=beam, nbest=nbest, length_penalty=length_penalty, alpha=alpha,
             constrain=constrain, sample=sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-            heads=heads,
+            heads=heads, no_repeat_ngram_size=no_repeat_ngram_size,
         )
         return [Result(text, generations[0].source_tokens, generations) for text, generations in zip(texts, found)]
 

@@ -240,6 +240,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         length_penalty=args.length_penalty, alpha=args.alpha, constrain=args.constrain, sample=args.sample,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
         heads=bool(args.plot_attention),  # a multi-head model's plot shows each head
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
     )
     generations = dict(zip(wanted, found))
     if args.plot_attention:
@@ -365,6 +366,15 @@ CONSTRAIN_HELP = ("Python outputs. grammar: keep only prefixes that Python's par
                   "output parses; python: only prune prefixes whose brackets cannot balance; none: no constraint. "
                   "With --beam, outputs that parse are preferred. Default: the run's decode.constrain")
 RUNTIME_HELP = "onnx: decode with the run's ONNX export (seq2seq export RUN) through onnxruntime, on the CPU"
+NO_REPEAT_HELP = ("no n-gram of N tokens may occur twice in an output (a guard against runaway loops; greedy then "
+                  "runs as a beam of one); 0 = off. Default: the run's decode.no_repeat_ngram_size")
+
+
+def _natural_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -381,9 +391,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           output=Path(args.output) if args.output else None, beam_size=args.beam,
                           constrain=args.constrain, quantize=args.quantize, runtime=args.runtime,
                           ensemble=[Path(run) for run in args.ensemble or ()], batch_size=args.batch_size,
-                          workers=args.workers)
+                          workers=args.workers, no_repeat_ngram_size=args.no_repeat_ngram_size)
     decoding = f"beam {args.beam}" if args.beam > 1 else "greedy"
-    print(_report_line(args.split, report) + f"  ({decoding}{f', {report.constraint} constraint' if report.constraint else ''})")
+    decoding += f", {report.constraint} constraint" if report.constraint else ""
+    decoding += f", no repeated {report.no_repeat_ngram_size}-grams" if report.no_repeat_ngram_size else ""
+    print(_report_line(args.split, report) + f"  ({decoding})")
     for bucket in report.by_length:
         print(f"  source length {bucket.label:>6}: {bucket.count:5d} examples  exact match {bucket.exact_match:.1%}  BLEU {bucket.bleu:.2f}")
     return 0
@@ -508,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="beam score normalisation: gnmt ((5+len)/6)^alpha, average len^alpha")
     p.add_argument("--alpha", type=float, default=0.6, help="length penalty exponent")
     p.add_argument("--constrain", choices=CONSTRAINTS, help=CONSTRAIN_HELP)
+    p.add_argument("--no-repeat-ngram-size", type=_natural_int, metavar="N", help=NO_REPEAT_HELP)
     p.add_argument("--sample", action="store_true", help="sample the output instead of searching for the most probable one")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0; below 1 sharpens)")
     p.add_argument("--top-k", type=int, default=0, help="sample from the k most probable tokens only (0 = all)")
@@ -536,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batches decoded at once, sharing torch's threads (default: the run's decode.workers; "
                         "0 there means 2 on a CPU with at least 2 threads, else 1)")
     p.add_argument("--constrain", choices=CONSTRAINTS, help=CONSTRAIN_HELP)
+    p.add_argument("--no-repeat-ngram-size", type=_natural_int, metavar="N", help=NO_REPEAT_HELP)
     p.add_argument("--checkpoint", choices=list(CHECKPOINTS), default="best", help=CHECKPOINT_HELP)
     p.add_argument("--device", default="auto")
     p.add_argument("--quantize", choices=["int8"], help=QUANTIZE_HELP)

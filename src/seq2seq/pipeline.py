@@ -219,6 +219,7 @@ def evaluate_split(
         task_lowercase=data.lowercase_tgt,
         slots=corpus.slots.get(split),
         workers=decode_workers(config.decode.workers, device, model=model),
+        no_repeat_ngram_size=config.decode.no_repeat_ngram_size,
     )
     return report
 
@@ -249,10 +250,12 @@ def evaluate_run(
     ensemble: Sequence[Path] = (),
     batch_size: int | None = None,
     workers: int | None = None,
+    no_repeat_ngram_size: int | None = None,
 ) -> EvalReport:
     """Evaluate a trained run on one split of its own data (as configured in the run);
     ``batch_size``: sentences per decoding batch instead of the run's ``decode.batch_size``;
     ``workers``: batches decoded at once instead of the run's ``decode.workers``;
+    ``no_repeat_ngram_size``: instead of the run's ``decode.no_repeat_ngram_size``;
     ``quantize="int8"`` decodes with an int8-quantized copy of the model (CPU only);
     ``runtime="onnx"`` with the run's ONNX export through onnxruntime (CPU only), ``"ctranslate2"``
     with its CTranslate2 export (transformer runs; with ``quantize="int8"`` in int8); ``ensemble``:
@@ -265,7 +268,8 @@ def evaluate_run(
     if not corpus.encoded[split]:
         raise ValueError(f"split {split!r} of {run.config.data.format} data is empty")
     config = run.config
-    decode = {key: value for key, value in (("batch_size", batch_size), ("workers", workers)) if value is not None}
+    decode = {key: value for key, value in (("batch_size", batch_size), ("workers", workers),
+                                            ("no_repeat_ngram_size", no_repeat_ngram_size)) if value is not None}
     if decode:
         config = config.model_copy(update={"decode": config.decode.model_copy(update=decode)})
     constrain = _constraint_name(constrain, config)
@@ -277,6 +281,7 @@ def evaluate_run(
     name += f"_{quantize}" if quantize else ""
     name += f"_{runtime}" if runtime != "torch" else ""
     name += f"_batch{batch_size}" if batch_size is not None else ""
+    name += f"_norepeat{config.decode.no_repeat_ngram_size}" if config.decode.no_repeat_ngram_size else ""
     name += f"_{which}" if which != "best" else ""  # other weights never overwrite the best weights' report
     name += ensemble_tag(run_dir, ensemble)
     summary = {**report.summary(), "checkpoint": which, "ensemble": [str(run_dir), *map(str, ensemble)] if ensemble else None,

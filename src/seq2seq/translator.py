@@ -87,6 +87,7 @@ class Translator:
         top_p: float = 1.0,
         seed: int | None = None,
         heads: bool = False,
+        no_repeat_ngram_size: int | None = None,
     ) -> list[list[Generation]]:
         """``nbest`` outputs per text, best first: greedy when ``beam_size == 1``, else beam search.
         ``heads``: a multi-head model also returns each head's weights (``Generation.heads``), at the
@@ -98,7 +99,8 @@ class Translator:
         run's ``decode.constrain``. With a constraint and a beam, the whole beam is kept and the
         outputs that parse move ahead of those that do not (never executed), then ``nbest`` are kept.
         ``sample=True`` draws one output per text instead (temperature, top-k, top-p; seeded
-        when ``seed`` is given).
+        when ``seed`` is given). ``no_repeat_ngram_size``: no n-gram of that size twice in an
+        output (0 = off; None takes the run's ``decode.no_repeat_ngram_size``).
         """
         run = self.run
         sampling = None
@@ -111,6 +113,10 @@ class Translator:
                 raise InputError(str(error)) from None
         if nbest > beam_size:
             raise InputError(f"nbest={nbest} cannot exceed the beam size {beam_size}")
+        if no_repeat_ngram_size is None:
+            no_repeat_ngram_size = 0 if sample else run.config.decode.no_repeat_ngram_size
+        if no_repeat_ngram_size < 0:
+            raise InputError(f"no_repeat_ngram_size={no_repeat_ngram_size}: expected 0 (off) or a positive n-gram size")
         if constrain is None:
             constrain = run.config.decode.constrain if self.is_code else "none"
         if constrain not in ("none", "python", "grammar"):
@@ -137,11 +143,14 @@ class Translator:
         vocab = run.tgt_vocab
         # A copy model also reads each source in the target vocabulary extended by its unknown words.
         copies = [vocab.encode_copy_source(tokens) for tokens in source_tokens] if run.model.copies else None
-        if getattr(run.model, "searches_itself", False) and (sampling is not None or constrain or length_penalty != "none"):
+        if getattr(run.model, "searches_itself", False) and (sampling is not None or constrain or length_penalty != "none"
+                                                             or no_repeat_ngram_size):
             # decode_sources hands CTranslate2 the whole search; its length normalization (length ** alpha)
             # picked other outputs than ours with --length-penalty average at alpha 1 and 2, so none is offered
             raise InputError("the ctranslate2 runtime does greedy and beam search only, without a length penalty: "
-                             "no --sample, no --constrain")
+                             "no --sample, no --constrain, no --no-repeat-ngram-size")
+        if sampling is not None and no_repeat_ngram_size:
+            raise InputError("no_repeat_ngram_size is for greedy and beam search, not for --sample")
         found = decode_sources(
             run.model, [run.src_vocab.encode(tokens) for tokens in source_tokens],
             sos_index=vocab.sos_index, eos_index=vocab.eos_index, pad_index=vocab.pad_index,
@@ -152,7 +161,7 @@ class Translator:
                                          beam_size=beam_size, sampling=sampling is not None,
                                          slots=slots if run.config.data.slots else None,
                                          copy_words=None if copies is None else [words for _, words in copies]),
-            copy_sources=None if copies is None else [ids for ids, _ in copies],
+            copy_sources=None if copies is None else [ids for ids, _ in copies], no_repeat_ngram_size=no_repeat_ngram_size,
         )
         oovs = [()] * len(texts) if copies is None else [words for _, words in copies]  # what ids >= V stand for
         results = []

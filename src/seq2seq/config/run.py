@@ -18,6 +18,9 @@ class DecodeConfig(StrictModel):
     # batches decoded at once by evaluation (threads sharing torch's intra-op threads); 0: automatic,
     # 2 on a CPU with at least 2 threads, else 1 (seq2seq.decoding.search.decode_workers)
     workers: int = Field(default=0, ge=0)
+    # > 0: no n-gram of this size may occur twice in an output (fairseq's --no-repeat-ngram-size), a
+    # guard against runaway loops; greedy decoding then runs as a beam of one. 0 = off
+    no_repeat_ngram_size: int = Field(default=0, ge=0)
     constrain: Literal["none", "python", "grammar"] = Field(
         default="none",
         description="python targets, for evaluate, generate and the server unless they say otherwise: 'grammar' "

@@ -52,6 +52,7 @@ def decode_sources(
     constraint: PrefixConstraint | None = None,
     copy_sources: list[list[int]] | None = None,
     workers: int = 1,
+    no_repeat_ngram_size: int = 0,
 ) -> list[list[Hypothesis]]:
     """Up to ``nbest`` hypotheses per encoded source, best first, in input order.
 
@@ -60,8 +61,14 @@ def decode_sources(
     ``copy_sources``, each source as extended target ids (``CopyEncoding.src``); its hypotheses
     may then hold ids >= V, the source's unknown words (see ``Vocab.decode``). ``workers`` > 1
     decodes that many batches at once (:func:`seq2seq.decoding.greedy.in_parallel`); sampling,
-    whose draws come from one generator in order, needs 1.
+    whose draws come from one generator in order, needs 1. ``no_repeat_ngram_size`` > 0: no n-gram
+    of that size twice in an output (searches only; greedy runs as a beam of one, which equals it).
     """
+    if no_repeat_ngram_size < 0:
+        raise ValueError(f"no_repeat_ngram_size must be >= 0, got {no_repeat_ngram_size}")
+    if no_repeat_ngram_size and (sampling is not None or getattr(model, "searches_itself", False)):
+        raise ValueError("no_repeat_ngram_size works with greedy and beam search in torch or ONNX Runtime: "
+                         "not with sampling, not with the ctranslate2 runtime")
     if nbest > beam_size:
         raise ValueError(f"nbest={nbest} cannot exceed the beam size {beam_size}")
     if getattr(model, "searches_itself", False):  # CTranslate2 runs the whole greedy or beam search itself
@@ -85,14 +92,14 @@ def decode_sources(
                                   temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
                                   generator=generator, constraint=rules, src_copy=src_copy)
             return [[hypothesis] for hypothesis in found]
-        if beam_size == 1:
+        if beam_size == 1 and not no_repeat_ngram_size:
             found = greedy_decode(model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, max_len=max_len,
                                   constraint=rules, src_copy=src_copy)
             return [[hypothesis] for hypothesis in found]
         return beam_search(
             model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, pad_index=pad_index,
             beam_size=beam_size, max_len=max_len, nbest=nbest, length_penalty=length_penalty, alpha=alpha,
-            constraint=rules, src_copy=src_copy,
+            constraint=rules, src_copy=src_copy, no_repeat_ngram_size=no_repeat_ngram_size,
         )
 
     return decode_all(sources, search, pad_index=pad_index, batch_size=batch_size, device=device,

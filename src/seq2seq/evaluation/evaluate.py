@@ -67,6 +67,7 @@ class EvalReport:
     # (repetition_rate) and the share of source tokens never attended above 0.1 (unattended_rate)
     coverage: dict = field(default_factory=dict)
     constraint: str | None = None  # the search constraint the outputs were decoded with (python, grammar)
+    no_repeat_ngram_size: int = 0  # > 0: the outputs were decoded without a repeated n-gram of this size
     completed: int = 0  # grammar: outputs cut by max_len that were closed or shortened to parse (python_syntax.completed)
     # runaway outputs (a decoder that loses its place repeats itself up to max_len; corpus BLEU punishes
     # each extra token while exact match counts the output once): the outputs that reached max_len
@@ -176,6 +177,7 @@ def evaluate(
     task_lowercase: bool = False,
     slots: Sequence[Sequence[Slot]] | None = None,
     workers: int = 1,
+    no_repeat_ngram_size: int = 0,
 ) -> tuple[EvalReport, list[Hypothesis]]:
     """Decode ``pairs`` (greedy, or beam search when ``beam_size > 1``) and score against the
     reference token lists. ``constrain="python"`` prunes unbalanced-bracket prefixes during the
@@ -192,7 +194,8 @@ def evaluate(
     placeholders per pair, ``data.slots``) the outputs' placeholders are restored before anything
     is scored, and ``references`` must be the targets as written. A copy model reads each pair's
     ``CopyEncoding``, and the source words it copies appear in its outputs. ``workers``: batches
-    decoded at once (see :func:`seq2seq.decoding.search.decode_sources`).
+    decoded at once; ``no_repeat_ngram_size``: no n-gram of that size twice in an output (both
+    :func:`seq2seq.decoding.search.decode_sources`).
     """
     if slots is not None and len(slots) != len(pairs):
         raise ValueError(f"{len(slots)} slot tuples for {len(pairs)} pairs")
@@ -217,6 +220,7 @@ def evaluate(
         constraint=output_constraint(constrain, tgt_vocab, tgt_tokenizer, unit=code_unit, beam_size=beam_size,
                                      copy_words=None if copies is None else [copy.oovs for copy in copies], slots=slots),
         copy_sources=None if copies is None else [copy.src for copy in copies], workers=workers,
+        no_repeat_ngram_size=no_repeat_ngram_size,
     )
     oovs = [()] * len(pairs) if copies is None else [copy.oovs for copy in copies]  # what ids >= V stand for
     if constrain:
@@ -250,6 +254,7 @@ def evaluate(
         task=task_scores(task_metric, texts, raw_references, lowercase=task_lowercase) if task_metric else {},
         coverage=_coverage_scores(hypotheses, predicted_tokens, references),
         constraint=constrain,
+        no_repeat_ngram_size=no_repeat_ngram_size,
         completed=unfinished,
         stopped_at_max_len=sum(not h.finished for h in hypotheses),
         length_ratio=sum(map(len, predicted_tokens)) / max(1, sum(map(len, references))),
