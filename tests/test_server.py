@@ -129,6 +129,15 @@ def test_beam_search_returns_an_nbest_list_best_first(client):
     assert all(generation["attention"] is None for generation in generations)
 
 
+def test_no_repeat_ngram_size_bans_repeats_in_the_outputs(client):
+    for beam in (1, 3):
+        response = post(client, inputs=TEXTS, beam=beam, no_repeat_ngram_size=1, attention=False)
+        assert response.status_code == 200, response.text
+        for result in response.json()["results"]:
+            tokens = result["generations"][0]["tokens"]
+            assert len(set(tokens)) == len(tokens), tokens  # no token twice
+
+
 def test_seeded_sampling_is_reproducible(client):
     first = post(client, inputs=TEXTS, sample=True, temperature=1.5, top_k=20, seed=7)
     second = post(client, inputs=TEXTS, sample=True, temperature=1.5, top_k=20, seed=7)
@@ -166,6 +175,8 @@ def test_concurrent_requests_are_answered_like_single_ones(client, run_dir):
         ({"inputs": ["a"], "top_p": 1.5}, "top_p", "less than or equal to 1"),
         ({"inputs": ["a"], "max_len": 0}, "max_len", "greater than or equal to 1"),
         ({"inputs": ["a"], "length_penalty": "long"}, "length_penalty", "'none', 'gnmt' or 'average'"),
+        ({"inputs": ["a"], "no_repeat_ngram_size": -1}, "no_repeat_ngram_size", "greater than or equal to 0"),
+        ({"inputs": ["a"], "sample": True, "no_repeat_ngram_size": 2}, "no_repeat_ngram_size", "not for sampling"),
         ({"inputs": ["a"], "beams": 2}, "beams", "Extra inputs"),
         ({"inputs": []}, "inputs", "at least 1 item"),
         ({"inputs": "add 3 to total"}, "inputs", "valid list"),

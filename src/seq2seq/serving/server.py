@@ -83,6 +83,9 @@ class GenerateRequest(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="sample within this probability mass")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="makes sampling reproducible")
     max_len: int | None = Field(None, ge=1, le=MAX_LEN, description="output token limit; default: the model's")
+    no_repeat_ngram_size: int | None = Field(
+        None, ge=0, le=MAX_LEN, description="no n-gram of this many tokens twice in an output (a guard against "
+        "runaway loops; greedy and beam search only); 0 = off; default: the run's decode.no_repeat_ngram_size")
     attention: bool = Field(True, description="include the attention matrices")
 
     # Field validators (not one model validator) so that a 422 names the offending field;
@@ -101,6 +104,13 @@ class GenerateRequest(BaseModel):
         if sample and (info.data.get("beam", 1) > 1 or info.data.get("nbest", 1) > 1):
             raise ValueError("sampling draws one output per input: use beam=1 and nbest=1")
         return sample
+
+    @field_validator("no_repeat_ngram_size")
+    @classmethod
+    def _no_repeat_without_sampling(cls, size: int | None, info: ValidationInfo) -> int | None:
+        if size and info.data.get("sample"):
+            raise ValueError("no_repeat_ngram_size is for greedy and beam search, not for sampling")
+        return size
 
     def decoding_options(self) -> dict[str, object]:
         return self.model_dump(exclude={"inputs", "model", "attention"})
