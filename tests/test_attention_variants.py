@@ -277,6 +277,20 @@ def test_coverage_loss_is_zero_for_disjoint_steps_and_counts_repeated_attention(
     assert float(coverage_loss(repeated, torch.tensor([[True, True, False]]))) == pytest.approx(1.0)  # padding step
 
 
+@pytest.mark.parametrize(("preset", "extra", "weight"), [
+    ("lstm-attention-coverage", (), 0.1),  # the default for a coverage model (See et al.'s 1.0 cost quality here)
+    ("lstm-attention-coverage", ("train.coverage_weight=1.0",), 1.0),
+    ("lstm-attention", (), 0.0),
+    ("lstm-attention", ("train.coverage_weight=0.5",), 0.5),  # the loss over plain attention, if asked for
+])
+def test_the_coverage_loss_weight_defaults_to_a_tenth_for_a_coverage_model(preset, extra, weight) -> None:
+    from seq2seq.training.trainer import Trainer
+
+    config = tiny_config(preset, *extra)
+    model = build_model(config.model, src_vocab_size=12, tgt_vocab_size=10)
+    assert Trainer(model=model, config=config.train, pad_index=0, device=torch.device("cpu")).coverage_weight == weight
+
+
 @pytest.mark.parametrize(("schedule", "expected"), [
     ({"schedule": "constant"}, [0.5, 0.5, 0.5]),
     ({"schedule": "linear", "steps": 100}, [1.0, 0.5, 0.0]),

@@ -43,7 +43,7 @@ _VARIANTS: dict[str, dict[str, Any]] = {
     # Vaswani et al. 2017's multi-head scaled dot product, queried like Bahdanau's by the previous state
     "multihead": {"attention": "multihead", "attention_heads": 4},
     # Tu et al. 2016 / See et al. 2017: Bahdanau's score also reads the coverage vector (and training
-    # adds the coverage loss: train.coverage_weight defaults to 1.0 for a coverage model)
+    # adds the coverage loss: train.coverage_weight defaults to 0.1 for a coverage model)
     "attention-coverage": {"attention": "bahdanau", "coverage": True},
 }
 for _cell in ("lstm", "gru"):

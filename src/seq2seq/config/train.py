@@ -79,7 +79,8 @@ class TrainConfig(StrictModel):
     coverage_weight: float | None = Field(
         default=None, ge=0.0,
         description="weight of the coverage loss sum_i min(a_i^t, c_i^t) per target token (See et al. 2017, eq. 13); "
-        "needs attention; null: 1.0 for a model with model.decoder.coverage (as See et al.), else 0",
+        "needs attention; null: 0.1 for a model with model.decoder.coverage (See et al. use 1.0, which cost "
+        "quality here: docs/RESULTS.md), else 0",
     )
     clip_norm: float = Field(default=1.0, gt=0)
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
