@@ -33,6 +33,7 @@ import torch
 
 from seq2seq.data.python_syntax import _syntax_error, parses
 from seq2seq.evaluation.metrics import token_bleu
+from seq2seq.models.interface import supported_max_len
 from seq2seq.pipeline import run_corpus
 from seq2seq.translator import Translator
 
@@ -81,7 +82,8 @@ def main() -> int:
     examples = corpus.examples[args.split]
     found = translator.generate([e.src for e in examples], beam_size=args.beam, constrain=args.constrain)
     tokenize, unit = corpus.tgt_tokenizer.tokenize, config.data.code_unit or "program"
-    classes = [classify(g.text, e.tgt, e.src, tokenize=tokenize, unit=unit, finished=g.finished)
+    limit = supported_max_len(translator.run.model, config.decode.max_len)  # the search's; not a constraint's dead end
+    classes = [classify(g.text, e.tgt, e.src, tokenize=tokenize, unit=unit, finished=g.finished or len(g.tokens) < limit)
                for g, e in zip(found, examples)]
     counts = Counter(classes)
     print("command: python bench/error_analysis.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))

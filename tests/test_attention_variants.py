@@ -291,6 +291,25 @@ def test_the_coverage_loss_weight_defaults_to_a_tenth_for_a_coverage_model(prese
     assert Trainer(model=model, config=config.train, pad_index=0, device=torch.device("cpu")).coverage_weight == weight
 
 
+def test_a_saved_run_keeps_the_coverage_weight_it_trained_with(tmp_path) -> None:
+    import json
+
+    from seq2seq.checkpoint import FORMAT_VERSION, RUN_MARKER, load_run_config
+    from seq2seq.config import config_to_yaml
+
+    (tmp_path / RUN_MARKER).write_text(json.dumps({"format_version": FORMAT_VERSION}))
+    saved = config_to_yaml(tiny_config("lstm-attention-coverage"))
+    assert "coverage_weight: 0.1" in saved  # the config says which weight it trains with, not null
+    (tmp_path / "config.yaml").write_text(saved)
+    assert load_run_config(tmp_path).train.coverage_weight == 0.1
+    # saved before commit 210de7c, null meant See et al.'s 1.0 for a coverage model: resumed, it keeps 1.0
+    (tmp_path / "config.yaml").write_text(saved.replace("coverage_weight: 0.1", "coverage_weight: null"))
+    assert load_run_config(tmp_path).train.coverage_weight == 1.0
+    plain = config_to_yaml(tiny_config("lstm-attention")).replace("coverage_weight: 0.0", "coverage_weight: null")
+    (tmp_path / "config.yaml").write_text(plain)
+    assert load_run_config(tmp_path).train.coverage_weight == 0.0
+
+
 @pytest.mark.parametrize(("schedule", "expected"), [
     ({"schedule": "constant"}, [0.5, 0.5, 0.5]),
     ({"schedule": "linear", "steps": 100}, [1.0, 0.5, 0.0]),

@@ -267,16 +267,20 @@ def test_evaluate_with_beam(trained_run, capsys):
 def test_no_repeat_ngram_size_in_evaluate_generate_and_the_config(trained_run, tmp_path, capsys):
     from seq2seq.data.tokenizers import PythonTokenizer
 
-    output = tmp_path / "pred.txt"
-    assert main(["evaluate", str(trained_run), "--split", "valid", "--no-repeat-ngram-size", "2", "--output", str(output)]) == 0
-    printed = capsys.readouterr().out
-    assert "(greedy, no repeated 2-grams)" in printed and "outputs stopped at max_len" in printed
-    report = json.loads((trained_run / "eval_valid_norepeat2.json").read_text())  # the plain report stays as it was
-    assert report["no_repeat_ngram_size"] == 2 and report["count"] == 30
-    for line in output.read_text().splitlines():
+    def repeats_a_token(line: str) -> bool:
         tokens = PythonTokenizer().tokenize(line)
-        bigrams = list(zip(tokens, tokens[1:]))
-        assert len(set(bigrams)) == len(bigrams), line
+        return len(set(tokens)) < len(tokens)
+
+    plain, output = tmp_path / "plain.txt", tmp_path / "pred.txt"
+    assert main(["evaluate", str(trained_run), "--split", "valid", "--output", str(plain)]) == 0
+    assert any(map(repeats_a_token, plain.read_text().splitlines()))  # the ban has something to remove
+    assert main(["evaluate", str(trained_run), "--split", "valid", "--no-repeat-ngram-size", "1", "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "(greedy, no repeated 1-grams)" in printed and "outputs stopped at max_len" in printed
+    report = json.loads((trained_run / "eval_valid_norepeat1.json").read_text())  # the plain report stays as it was
+    assert report["no_repeat_ngram_size"] == 1 and report["count"] == 30
+    assert not any(map(repeats_a_token, output.read_text().splitlines()))
+    assert output.read_text() != plain.read_text()
     assert main(["generate", str(trained_run), "add 3 to total", "--no-repeat-ngram-size", "1"]) == 0
     tokens = PythonTokenizer().tokenize(capsys.readouterr().out.strip())
     assert tokens and len(set(tokens)) == len(tokens)  # no token twice
@@ -284,6 +288,11 @@ def test_no_repeat_ngram_size_in_evaluate_generate_and_the_config(trained_run, t
                         "not for --sample")
     _assert_clean_error(run_cli("evaluate", str(trained_run), "--no-repeat-ngram-size", "-1"),
                         "expected 0 or a positive integer, got -1")
+    _assert_clean_error(run_cli("evaluate", str(trained_run), "--no-repeat-ngram-size", "two"),
+                        "expected 0 or a positive integer, got 'two'")
+    for command in (["evaluate", str(trained_run)], ["generate", str(trained_run), "add 3 to total"]):
+        _assert_clean_error(run_cli(*command, "--constrain", "grammar", "--no-repeat-ngram-size", "3"),
+                            "cannot be combined with the grammar constraint")
     _assert_clean_error(run_cli("train", "--quick", "--set", "decode.no_repeat_ngram_size=-1", "--out", str(tmp_path / "r")),
                         "decode.no_repeat_ngram_size")
 

@@ -130,6 +130,8 @@ def test_beam_search_returns_an_nbest_list_best_first(client):
 
 
 def test_no_repeat_ngram_size_bans_repeats_in_the_outputs(client):
+    plain = post(client, inputs=TEXTS, attention=False).json()["results"]
+    assert any(len(set(r["generations"][0]["tokens"])) < len(r["generations"][0]["tokens"]) for r in plain)
     for beam in (1, 3):
         response = post(client, inputs=TEXTS, beam=beam, no_repeat_ngram_size=1, attention=False)
         assert response.status_code == 200, response.text

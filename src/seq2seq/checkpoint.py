@@ -110,9 +110,22 @@ def load_run_config(run_dir: Path) -> RunConfig:
             f"{marker}: format_version {short_repr(meta.get('format_version'))}; this seq2seq reads {FORMAT_VERSION}"
         )
     try:
-        return build_config(base=load_config_file(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
+        base = load_config_file(run_dir / "config.yaml")
+        _coverage_weight_of_older_runs(base)
+        return build_config(base=base, source=str(run_dir / "config.yaml"))
     except ConfigError as error:
         raise RunDirError(str(error)) from None
+
+
+def _coverage_weight_of_older_runs(saved: object) -> None:
+    """Runs saved before commit 210de7c hold ``train.coverage_weight: null``, which then meant 1.0
+    for a coverage model (0.1 since): such a run keeps the weight it trained with."""
+    train = saved.get("train") if isinstance(saved, dict) else None
+    model = saved.get("model") if isinstance(saved, dict) else None
+    decoder = model.get("decoder") if isinstance(model, dict) else None
+    if isinstance(train, dict) and isinstance(decoder, dict) and decoder.get("coverage") is True \
+            and train.get("coverage_weight", 0) is None:
+        train["coverage_weight"] = 1.0
 
 
 def load_vocabs(run_dir: Path) -> tuple[Vocab, Vocab]:

@@ -210,7 +210,8 @@ def _report_line(split: str, report) -> str:
         line += f"\n  sacreBLEU {task['sacrebleu']:.2f}  ({task['signature']})"
     elif task.get("metric") == "accuracy":
         line += f"\n  accuracy {task['accuracy']:.1%}  confusion (gold -> predicted): {task['confusion']}"
-    line += f"\n  output/reference length {report.length_ratio:.3f}  outputs stopped at max_len {report.stopped_at_max_len}"
+    if task.get("metric") != "accuracy":  # a label is one token
+        line += f"\n  output/reference length {report.length_ratio:.3f}  outputs stopped at max_len {report.stopped_at_max_len}"
     if report.coverage:
         line += (f"\n  outputs repeating an n-gram (2-4) more than the reference {report.coverage['repeated_ngrams']:.1%}"
                  f"  source tokens never attended above 0.1 {report.coverage['unattended_source']:.1%}")
@@ -371,14 +372,20 @@ NO_REPEAT_HELP = ("no n-gram of N tokens may occur twice in an output (a guard a
 
 
 def _natural_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text}")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value

@@ -288,7 +288,7 @@ def run_comparison(
         comparison.seeds[preset] = runs
     logger.info("trained %d models in %.0f s", len(presets) * seeds, time.perf_counter() - started)
     figures = write_figures(comparison, corpus, out_dir, split, clip=shared.train.clip_norm)
-    paragraphs = description(corpus, shared, split, comparison.notes)
+    paragraphs = description(corpus, shared, split, comparison.notes, outputs_table=bool(comparison.output_rows()[0]))
     atomic_write_text(out_dir / "comparison.md", markdown_report(
         command=comparison.command, paragraphs=paragraphs, table=comparison.table_markdown(), figures=figures))
     atomic_write_text(out_dir / "comparison.html", render_html(

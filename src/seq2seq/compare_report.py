@@ -35,8 +35,14 @@ def recipe_note(preset: str, config: RunConfig) -> str:
             f"{train_config.label_smoothing:g}, teacher forcing {train_config.teacher_forcing.describe()}.")
 
 
-def description(corpus: Corpus, config: RunConfig, split: str, notes: list[str]) -> list[str]:
-    """The paragraphs that say what was compared and how (the same in Markdown and HTML)."""
+def description(corpus: Corpus, config: RunConfig, split: str, notes: list[str], *, outputs_table: bool = True) -> list[str]:
+    """The paragraphs that say what was compared and how (the same in Markdown and HTML);
+    ``outputs_table``: whether the report has the second table (not for label tasks)."""
+    ban = config.decode.no_repeat_ngram_size
+    second = ("Second table: output tokens over reference tokens and the share of outputs that ran to the length limit "
+              "without ending (a decoder that loses its place loops until there; corpus BLEU punishes every extra token, "
+              "exact match counts such an output once); for attentive models, the share of outputs repeating an n-gram "
+              "(2-4) more often than their reference, and of source tokens never attended above 0.1.")
     sizes = ", ".join(f"{k} {len(v):,}" for k, v in corpus.examples.items())
     return [
         f"Data: {config.data.format} ({sizes}); vocabularies: source {len(corpus.src_vocab):,}, target {len(corpus.tgt_vocab):,}.",
@@ -46,16 +52,13 @@ def description(corpus: Corpus, config: RunConfig, split: str, notes: list[str])
         + (f", wall-clock cap {config.train.time_budget_s:.0f} s per model" if config.train.time_budget_s else "")
         + (f", {config.train.max_steps:,} optimizer steps max" if config.train.max_steps else "") + ".",
         *notes,
-        f"Scores on the `{split}` split with greedy decoding; the task's own metric where it has one "
+        f"Scores on the `{split}` split with greedy decoding{f' (no repeated {ban}-grams)' if ban else ''}; "
+        "the task's own metric where it has one "
         "(official CoNaLa BLEU, sacreBLEU on detokenized text, label accuracy); exact match and BLEU over target tokens; "
         "'parses' = share of outputs accepted by `ast.parse` (never executed). "
         "EM / BLEU / accuracy len = exact match (token BLEU for translation and CoNaLa, accuracy for labels) by source length in tokens. Gradient norm: the L2 norm of all gradients "
         f"before clipping at {config.train.clip_norm:g}, its mean over training steps and its largest value; "
-        "'steps clipped' = share of steps where it exceeded the threshold. "
-        "Second table: output tokens over reference tokens and the share of outputs that ran to the length limit "
-        "without ending (a decoder that loses its place loops until there; corpus BLEU punishes every extra token, "
-        "exact match counts such an output once); for attentive models, the share of outputs repeating an n-gram "
-        "(2-4) more often than their reference, and of source tokens never attended above 0.1.",
+        "'steps clipped' = share of steps where it exceeded the threshold." + (f" {second}" if outputs_table else ""),
     ]
 
 

@@ -14,7 +14,7 @@ from seq2seq.data.slots import Slot, extract_slots, restore_slots
 from seq2seq.data.valid_text import check_text
 from seq2seq.decoding.beam import normalized_score
 from seq2seq.decoding.constraints import prefer_accepted
-from seq2seq.decoding.grammar import output_constraint
+from seq2seq.decoding.grammar import GRAMMAR_AND_BAN, output_constraint
 from seq2seq.decoding.greedy import Hypothesis
 from seq2seq.decoding.scoring import step_distributions
 from seq2seq.decoding.search import SamplingOptions, decode_sources
@@ -143,14 +143,19 @@ class Translator:
         vocab = run.tgt_vocab
         # A copy model also reads each source in the target vocabulary extended by its unknown words.
         copies = [vocab.encode_copy_source(tokens) for tokens in source_tokens] if run.model.copies else None
-        if getattr(run.model, "searches_itself", False) and (sampling is not None or constrain or length_penalty != "none"
-                                                             or no_repeat_ngram_size):
+        if getattr(run.model, "searches_itself", False) and (sampling is not None or constrain or length_penalty != "none"):
             # decode_sources hands CTranslate2 the whole search; its length normalization (length ** alpha)
             # picked other outputs than ours with --length-penalty average at alpha 1 and 2, so none is offered
             raise InputError("the ctranslate2 runtime does greedy and beam search only, without a length penalty: "
-                             "no --sample, no --constrain, no --no-repeat-ngram-size")
+                             "no --sample, no --constrain")
+        if getattr(run.model, "searches_itself", False) and no_repeat_ngram_size:
+            raise InputError(f"the ctranslate2 runtime cannot ban repeated n-grams (no_repeat_ngram_size "
+                             f"{no_repeat_ngram_size}, from decode.no_repeat_ngram_size or the request): pass "
+                             "no_repeat_ngram_size 0 (--no-repeat-ngram-size 0), or decode with the torch runtime")
         if sampling is not None and no_repeat_ngram_size:
             raise InputError("no_repeat_ngram_size is for greedy and beam search, not for --sample")
+        if constrain == "grammar" and no_repeat_ngram_size:
+            raise InputError(GRAMMAR_AND_BAN)
         found = decode_sources(
             run.model, [run.src_vocab.encode(tokens) for tokens in source_tokens],
             sos_index=vocab.sos_index, eos_index=vocab.eos_index, pad_index=vocab.pad_index,

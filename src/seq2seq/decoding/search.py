@@ -66,9 +66,13 @@ def decode_sources(
     """
     if no_repeat_ngram_size < 0:
         raise ValueError(f"no_repeat_ngram_size must be >= 0, got {no_repeat_ngram_size}")
-    if no_repeat_ngram_size and (sampling is not None or getattr(model, "searches_itself", False)):
-        raise ValueError("no_repeat_ngram_size works with greedy and beam search in torch or ONNX Runtime: "
-                         "not with sampling, not with the ctranslate2 runtime")
+    if no_repeat_ngram_size and sampling is not None:
+        raise ValueError("no_repeat_ngram_size works with greedy and beam search, not with sampling")
+    if no_repeat_ngram_size and getattr(model, "searches_itself", False):
+        # CTranslate2 has a ban of its own, but its outputs differed from this package's under it (2026-12-07)
+        raise ValueError(f"the ctranslate2 runtime cannot ban repeated n-grams (no_repeat_ngram_size "
+                         f"{no_repeat_ngram_size}, from decode.no_repeat_ngram_size or --no-repeat-ngram-size): "
+                         "pass --no-repeat-ngram-size 0, or decode with the torch runtime")
     if nbest > beam_size:
         raise ValueError(f"nbest={nbest} cannot exceed the beam size {beam_size}")
     if getattr(model, "searches_itself", False):  # CTranslate2 runs the whole greedy or beam search itself
@@ -96,9 +100,10 @@ def decode_sources(
             found = greedy_decode(model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, max_len=max_len,
                                   constraint=rules, src_copy=src_copy)
             return [[hypothesis] for hypothesis in found]
-        return beam_search(
+        return beam_search(  # a beam of one stands for greedy search: no length penalty, as greedy has none
             model, src, lengths, mask, sos_index=sos_index, eos_index=eos_index, pad_index=pad_index,
-            beam_size=beam_size, max_len=max_len, nbest=nbest, length_penalty=length_penalty, alpha=alpha,
+            beam_size=beam_size, max_len=max_len, nbest=nbest, length_penalty=length_penalty if beam_size > 1 else "none",
+            alpha=alpha,
             constraint=rules, src_copy=src_copy, no_repeat_ngram_size=no_repeat_ngram_size,
         )
 

@@ -16,7 +16,7 @@ from seq2seq.data.subwords import SubwordTokenizer
 from seq2seq.data.tokenizers import Tokenizer
 from seq2seq.data.vocab import Vocab
 from seq2seq.decoding.constraints import prefer_accepted
-from seq2seq.decoding.grammar import output_constraint
+from seq2seq.decoding.grammar import GRAMMAR_AND_BAN, output_constraint
 from seq2seq.decoding.greedy import Hypothesis
 from seq2seq.decoding.search import decode_sources
 from seq2seq.evaluation.metrics import exact_match, parse_rate, parses, repetition_rate, token_bleu, unattended_rate
@@ -208,6 +208,8 @@ def evaluate(
         raise ValueError(f"constrain={constrain!r}: expected 'python' or 'grammar'")
     if constrain and not is_code:
         raise ValueError(f"the {constrain} constraint needs a model whose target tokenizer is 'python'")
+    if constrain == "grammar" and no_repeat_ngram_size:
+        raise ValueError(GRAMMAR_AND_BAN)
     # the loss of a runtime that computes no logits (CTranslate2) is its torch model's, the exported weights
     scorer = model.reference if getattr(model, "searches_itself", False) else model
     loss = mean_reference_loss(scorer, pairs, pad_index=tgt_vocab.pad_index, batch_size=batch_size, device=device)
@@ -256,7 +258,7 @@ def evaluate(
         constraint=constrain,
         no_repeat_ngram_size=no_repeat_ngram_size,
         completed=unfinished,
-        stopped_at_max_len=sum(not h.finished for h in hypotheses),
+        stopped_at_max_len=sum(not h.finished and len(h.tokens) >= max_len for h in hypotheses),  # not dead ends
         length_ratio=sum(map(len, predicted_tokens)) / max(1, sum(map(len, references))),
     )
     return report, hypotheses

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from seq2seq.config import TrainConfig
+from seq2seq.config.train import COVERAGE_WEIGHT
 from seq2seq.data.batching import Batch, EncodedPair, collate, pair_lengths
 from seq2seq.data.vocab import Vocab
 from seq2seq.devices import check_precision
@@ -39,11 +40,6 @@ from seq2seq.training.validation import reference_loss_sums
 from seq2seq.training.word_dropout import word_dropout
 
 logger = logging.getLogger(__name__)
-
-# The coverage loss's weight for a coverage model when train.coverage_weight is null. See et al. 2017
-# use 1.0; here 1.0 cost 18 points of exact match on the built-in task (3 seeds) and 10 BLEU on
-# Multi30k, where 0.1 gained 2.4 points and lost nothing (2 seeds): docs/RESULTS.md, issue 27.
-COVERAGE_WEIGHT = 0.1
 
 BatchCallback = Callable[[int, int, float], None]  # (step, batches done in epoch, loss)
 
@@ -67,7 +63,7 @@ class Trainer:
         check_precision(config.precision, device)
         decoder = getattr(model, "decoder", None)
         self.coverage_weight = config.coverage_weight
-        if self.coverage_weight is None:  # 0.1, not See et al.'s 1.0: see COVERAGE_WEIGHT
+        if self.coverage_weight is None:  # a TrainConfig outside a RunConfig (which resolves it): see COVERAGE_WEIGHT
             self.coverage_weight = COVERAGE_WEIGHT if getattr(decoder, "coverage", False) else 0.0
         if self.coverage_weight > 0 and getattr(decoder, "attention", None) is None:
             raise ValueError("train.coverage_weight > 0 needs a model with attention (the loss reads its weights); "
