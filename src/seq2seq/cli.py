@@ -14,7 +14,7 @@ import argparse
 import logging
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from seq2seq import __version__
@@ -371,24 +371,23 @@ NO_REPEAT_HELP = ("no n-gram of N tokens may occur twice in an output (a guard a
                   "runs as a beam of one); 0 = off. Default: the run's decode.no_repeat_ngram_size")
 
 
-def _natural_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text}")
-    return value
+def _int_at_least(low: int, expected: str) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``, else an error that says ``expected`` and the value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+_natural_int = _int_at_least(0, "0 or a positive integer")
+_positive_int = _int_at_least(1, "a positive integer")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
