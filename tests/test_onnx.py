@@ -36,9 +36,12 @@ LAYOUTS = {
     "gru-local-p": ("model.encoder.cell=gru", "model.decoder.cell=gru", "model.decoder.attention=local-p",
                     "model.decoder.readout_size=24", "model.decoder.input_feeding=true", "model.decoder.attention_window=3"),
     # ... and with a bilinear score, whose coverage term is added to the score (per head for multi-head)
+    # (coverage loss weight 1.0, as when this layout was written: at 0.1, the default since 210de7c, its
+    # tiny model's beam-3 outputs loop to max_len as near-tied hypotheses that float rounding orders
+    # differently in ONNX Runtime and torch)
     "gru-local-p-coverage": ("model.encoder.cell=gru", "model.decoder.cell=gru", "model.decoder.attention=local-p",
                              "model.decoder.readout_size=24", "model.decoder.input_feeding=true",
-                             "model.decoder.attention_window=3", "model.decoder.coverage=true"),
+                             "model.decoder.attention_window=3", "model.decoder.coverage=true", "train.coverage_weight=1.0"),
     "lstm-multihead": ("model.decoder.attention=multihead", "model.decoder.attention_heads=2"),
     "lstm-multihead-coverage": ("model.decoder.attention=multihead", "model.decoder.attention_heads=2",
                                 "model.decoder.coverage=true"),
