@@ -14,10 +14,10 @@ from seq2seq.data.slots import Slot, extract_slots, restore_slots
 from seq2seq.data.valid_text import check_text
 from seq2seq.decoding.beam import normalized_score
 from seq2seq.decoding.constraints import prefer_accepted
-from seq2seq.decoding.grammar import GRAMMAR_AND_BAN, output_constraint
+from seq2seq.decoding.grammar import output_constraint
 from seq2seq.decoding.greedy import Hypothesis
 from seq2seq.decoding.scoring import step_distributions
-from seq2seq.decoding.search import SamplingOptions, decode_sources
+from seq2seq.decoding.search import SamplingOptions, check_no_repeat_ngram, decode_sources
 from seq2seq.devices import resolve_device
 from seq2seq.evaluation.metrics import parses
 from seq2seq.models.interface import max_positions, supported_max_len
@@ -115,8 +115,6 @@ class Translator:
             raise InputError(f"nbest={nbest} cannot exceed the beam size {beam_size}")
         if no_repeat_ngram_size is None:
             no_repeat_ngram_size = 0 if sample else run.config.decode.no_repeat_ngram_size
-        if no_repeat_ngram_size < 0:
-            raise InputError(f"no_repeat_ngram_size={no_repeat_ngram_size}: expected 0 (off) or a positive n-gram size")
         if constrain is None:
             constrain = run.config.decode.constrain if self.is_code else "none"
         if constrain not in ("none", "python", "grammar"):
@@ -148,14 +146,10 @@ class Translator:
             # picked other outputs than ours with --length-penalty average at alpha 1 and 2, so none is offered
             raise InputError("the ctranslate2 runtime does greedy and beam search only, without a length penalty: "
                              "no --sample, no --constrain")
-        if getattr(run.model, "searches_itself", False) and no_repeat_ngram_size:
-            raise InputError(f"the ctranslate2 runtime cannot ban repeated n-grams (no_repeat_ngram_size "
-                             f"{no_repeat_ngram_size}, from decode.no_repeat_ngram_size or the request): pass "
-                             "no_repeat_ngram_size 0 (--no-repeat-ngram-size 0), or decode with the torch runtime")
-        if sampling is not None and no_repeat_ngram_size:
-            raise InputError("no_repeat_ngram_size is for greedy and beam search, not for --sample")
-        if constrain == "grammar" and no_repeat_ngram_size:
-            raise InputError(GRAMMAR_AND_BAN)
+        try:
+            check_no_repeat_ngram(no_repeat_ngram_size, model=run.model, sampling=sampling is not None, constrain=constrain)
+        except ValueError as error:  # an option that does not apply is the caller's mistake
+            raise InputError(str(error)) from None
         found = decode_sources(
             run.model, [run.src_vocab.encode(tokens) for tokens in source_tokens],
             sos_index=vocab.sos_index, eos_index=vocab.eos_index, pad_index=vocab.pad_index,

@@ -184,12 +184,6 @@ class PythonGrammarConstraint:
         return words[index] if index < len(words) else None
 
 
-# A banned n-gram (no_repeat_ngram_size) can leave no token that the grammar allows, and the search then
-# lets the output end where it does not parse: the two are not combined.
-GRAMMAR_AND_BAN = ("no_repeat_ngram_size cannot be combined with the grammar constraint (a ban can leave no token "
-                   "the grammar allows): use --constrain python or none with it, or no_repeat_ngram_size 0")
-
-
 def output_constraint(
     constrain: str | None,
     tgt_vocab: Vocab,
@@ -213,4 +207,4 @@ def output_constraint(
     return None
 
 
-__all__ = ["GRAMMAR_AND_BAN", "PythonGrammarConstraint", "output_constraint"]
+__all__ = ["PythonGrammarConstraint", "output_constraint"]

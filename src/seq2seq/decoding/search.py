@@ -64,15 +64,7 @@ def decode_sources(
     whose draws come from one generator in order, needs 1. ``no_repeat_ngram_size`` > 0: no n-gram
     of that size twice in an output (searches only; greedy runs as a beam of one, which equals it).
     """
-    if no_repeat_ngram_size < 0:
-        raise ValueError(f"no_repeat_ngram_size must be >= 0, got {no_repeat_ngram_size}")
-    if no_repeat_ngram_size and sampling is not None:
-        raise ValueError("no_repeat_ngram_size works with greedy and beam search, not with sampling")
-    if no_repeat_ngram_size and getattr(model, "searches_itself", False):
-        # CTranslate2 has a ban of its own, but its outputs differed from this package's under it (2026-12-07)
-        raise ValueError(f"the ctranslate2 runtime cannot ban repeated n-grams (no_repeat_ngram_size "
-                         f"{no_repeat_ngram_size}, from decode.no_repeat_ngram_size or --no-repeat-ngram-size): "
-                         "pass --no-repeat-ngram-size 0, or decode with the torch runtime")
+    check_no_repeat_ngram(no_repeat_ngram_size, model=model, sampling=sampling is not None)
     if nbest > beam_size:
         raise ValueError(f"nbest={nbest} cannot exceed the beam size {beam_size}")
     if getattr(model, "searches_itself", False):  # CTranslate2 runs the whole greedy or beam search itself
@@ -109,6 +101,24 @@ def decode_sources(
 
     return decode_all(sources, search, pad_index=pad_index, batch_size=batch_size, device=device,
                       copy_sources=copy_sources, workers=workers)
+
+
+def check_no_repeat_ngram(size: int, *, model: object, sampling: bool = False, constrain: str | None = None) -> None:
+    """Where ``no_repeat_ngram_size`` applies: greedy and beam search in torch or ONNX Runtime, without
+    the grammar constraint (a ban can leave no token the grammar allows, and the output would end
+    unparsed); a ValueError that says so otherwise."""
+    if size < 0:
+        raise ValueError(f"no_repeat_ngram_size must be >= 0, got {size}")
+    if size and sampling:
+        raise ValueError("no_repeat_ngram_size works with greedy and beam search, not with sampling (not for --sample)")
+    if size and getattr(model, "searches_itself", False):
+        # CTranslate2 has a ban of its own, but its outputs differed from this package's under it (2026-12-07)
+        raise ValueError(f"the ctranslate2 runtime cannot ban repeated n-grams (no_repeat_ngram_size {size}, from "
+                         "decode.no_repeat_ngram_size or the request): pass no_repeat_ngram_size 0 "
+                         "(--no-repeat-ngram-size 0), or decode with the torch runtime")
+    if size and constrain == "grammar":
+        raise ValueError("no_repeat_ngram_size cannot be combined with the grammar constraint (a ban can leave no "
+                         "token the grammar allows): use --constrain python or none with it, or no_repeat_ngram_size 0")
 
 
 def decode_workers(requested: int, device: torch.device | str, *, model: object | None = None) -> int:

@@ -16,9 +16,9 @@ from seq2seq.data.subwords import SubwordTokenizer
 from seq2seq.data.tokenizers import Tokenizer
 from seq2seq.data.vocab import Vocab
 from seq2seq.decoding.constraints import prefer_accepted
-from seq2seq.decoding.grammar import GRAMMAR_AND_BAN, output_constraint
+from seq2seq.decoding.grammar import output_constraint
 from seq2seq.decoding.greedy import Hypothesis
-from seq2seq.decoding.search import decode_sources
+from seq2seq.decoding.search import check_no_repeat_ngram, decode_sources
 from seq2seq.evaluation.metrics import exact_match, parse_rate, parses, repetition_rate, token_bleu, unattended_rate
 from seq2seq.evaluation.task_metrics import (
     conala_bleu,
@@ -208,8 +208,7 @@ def evaluate(
         raise ValueError(f"constrain={constrain!r}: expected 'python' or 'grammar'")
     if constrain and not is_code:
         raise ValueError(f"the {constrain} constraint needs a model whose target tokenizer is 'python'")
-    if constrain == "grammar" and no_repeat_ngram_size:
-        raise ValueError(GRAMMAR_AND_BAN)
+    check_no_repeat_ngram(no_repeat_ngram_size, model=model, constrain=constrain)
     # the loss of a runtime that computes no logits (CTranslate2) is its torch model's, the exported weights
     scorer = model.reference if getattr(model, "searches_itself", False) else model
     loss = mean_reference_loss(scorer, pairs, pad_index=tgt_vocab.pad_index, batch_size=batch_size, device=device)
