@@ -568,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", allow_abbrev=False,
         help="train rnn, lstm and lstm-attention with equal budgets and compare them",
         description="Train several presets on the same data with equal budgets and write a comparison report. "
-        "Default budget (change with --set): embeddings 64, hidden 128, Adam lr 3e-3, 4 epochs per model (about 7 minutes on 2 idle cores).",
+        "Default budget (change with --set): embeddings 64, hidden 128, Adam lr 3e-3, 4 epochs per model (3-8 minutes in all on 2 idle cores, by machine).",
     )
     add_config_args(p)
     p.add_argument("--presets", default="rnn,lstm,lstm-attention", help="comma-separated presets to compare")

@@ -29,7 +29,7 @@ from seq2seq.run_files import atomic_write_text
 logger = logging.getLogger(__name__)
 
 # The default budget of `seq2seq compare`: small models, a higher learning rate and four
-# epochs, so that the three models train in about 7 minutes on 2 idle CPU cores. The budget
+# epochs, so that the three models train in 3-8 minutes on 2 idle CPU cores. The budget
 # is counted in epochs, not seconds, so that the table is the same on a busy machine (only
 # the speed columns change). Anything here can be changed with --set, e.g. a wall-clock cap
 # per model with --set train.time_budget_s=120.
