@@ -198,3 +198,32 @@ def test_every_documented_benchmark_and_example_accepts_its_options(command: Com
             runpy.run_path(str(script), run_name="__main__")
         except SystemExit:
             pytest.fail(f"{command}\n{capsys.readouterr().err}")
+
+
+# A listing that an example prints, "seq2seq/models/luong.py:52  scores = ...", quoted in the docs.
+SOURCE_LINE = re.compile(r"^\s+(seq2seq/[\w/]+\.py):(\d+)  (.+)$")
+
+
+def _quoted_source_lines() -> list[tuple[str, int, str, int, str]]:
+    """(document, line in it, source path under src/, line number, quoted text) of every listing line."""
+    found = []
+    for document in DOCUMENTS:
+        for number, line in enumerate(document.read_text(encoding="utf-8").splitlines(), start=1):
+            match = SOURCE_LINE.match(line)
+            if match:
+                found.append((document.name, number, match[1], int(match[2]), match[3]))
+    return found
+
+
+def test_source_listings_in_the_documents_match_the_code():
+    """docs/LEARN.md shows what examples/10_luong_attention.py prints: each score beside the lines of
+    the package that compute it, as "path:line  code". A change to those files must update the page."""
+    quoted = _quoted_source_lines()
+    assert quoted, "no source listing found in the documents: the pattern or the pages changed"
+    stale = []
+    for document, at, path, number, text in quoted:
+        lines = (ROOT / "src" / path).read_text(encoding="utf-8").splitlines()
+        actual = lines[number - 1].strip() if 0 < number <= len(lines) else "<past the end of the file>"
+        if actual != text.strip():
+            stale.append(f"{document}:{at}: {path}:{number} is now {actual!r}, the page quotes {text.strip()!r}")
+    assert not stale, "\n".join(stale)
