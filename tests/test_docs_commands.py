@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from seq2seq.cli import _config_from_args, parse_args
-from seq2seq.config import PRESETS
+from seq2seq.cli import _config_from_args, _config_sources, parse_args
+from seq2seq.compare import compare_defaults
+from seq2seq.config import PRESETS, build_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -169,8 +170,13 @@ def test_every_documented_seq2seq_command_parses(command: Command, capsys: pytes
     made_elsewhere = any(name and not name.startswith("configs/") and not (ROOT / name).exists()
                          for name in (getattr(args, "config", None), getattr(args, "shards", None)))
     resumes = args.command == "train" and args.resume  # the saved run's config, not this command's
-    if args.command in ("train", "preprocess", "compare") and not resumes and not made_elsewhere:
+    if args.command in ("train", "preprocess") and not resumes and not made_elsewhere:
         _config_from_args(args)
+    if args.command == "compare" and not made_elsewhere:  # as compare builds each preset's config
+        base, overrides = _config_sources(args)
+        for preset in [p for p in args.presets.split(",") if p in PRESETS]:
+            build_config(base=base, preset=preset, overrides=[*compare_defaults(base, preset), *overrides],
+                         source=f"{command}: {preset}")
     for preset in getattr(args, "presets", "").split(","):
         assert not preset or preset in PRESETS, f"{command}: unknown preset {preset!r}"
 
