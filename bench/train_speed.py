@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the decoder step (inductor, dynamic shapes) before timing")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="after timing, run N more batches under torch.profiler and print the top operators by self CPU time")
+                        help="after timing, run N more batches under torch.profiler and print the top operators by self CPU "
+                             "time, then the matrix products grouped by shape with their GFLOP/s inside the step")
     parser.add_argument("--flop-batches", type=int, default=3, help="batches whose FLOPs are counted (after the timed ones)")
     args = parser.parse_args(argv)
     print("command:", shlex.join(["python", "bench/train_speed.py", *(argv if argv is not None else sys.argv[1:])]))
@@ -176,11 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:
             for batch in batches[args.warmup : args.warmup + args.profile]:
                 train_step(setup, batch)
         print(f"profile over {args.profile} batches (self CPU time; profiling slows every operator a little):")
         print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=48))
+        print(product_table(profiler.events()))
     if args.compile or not args.flop_batches:  # compiled graphs hide their matrix products from the counter
         return 0
     flops_per_token = count_step_flops(model, batches[args.warmup : args.warmup + args.flop_batches], config)
@@ -189,6 +191,39 @@ def main(argv: list[str] | None = None) -> int:
           f"token: matrix products of forward and backward, torch.utils.flop_counter over {args.flop_batches} batches); "
           f"{6 * parameters * tokens_per_s / 1e9:.1f} GFLOP/s by the 6 x parameters per token estimate")
     return 0
+
+
+def product_table(events, rows: int = 15) -> str:
+    """The matrix products of profiled ``events`` grouped by operator and inner shape (K, N of [M, K] x
+    [K, N]; M, the positions of a batch, varies), with their share of the self CPU time and their
+    GFLOP/s inside the step: a shape whose rate falls far below the others' is one a layout change
+    might speed up (as models/linear.py did for the output layer)."""
+    groups: dict[tuple[str, int, int], list[float]] = {}
+    total = 0.0
+    for event in events:
+        total += event.self_cpu_time_total
+        shapes = event.input_shapes
+        if event.name in ("aten::mm", "aten::addmm") and shapes:
+            first, second = (shapes[0], shapes[1]) if event.name == "aten::mm" else (shapes[1], shapes[2])
+            if len(first) != 2 or len(second) != 2:
+                continue
+            (m, k), n = first, second[1]
+            flops = 2 * m * k * n
+        elif event.name == "aten::bmm" and shapes and len(shapes[0]) == 3 and len(shapes[1]) == 3:
+            (b, m, k), n = shapes[0], shapes[1][2]
+            flops = 2 * b * m * k * n
+        else:
+            continue
+        group = groups.setdefault((event.name.removeprefix("aten::"), k, n), [0.0, 0.0, 0])
+        group[0] += event.self_cpu_time_total  # microseconds
+        group[1] += flops
+        group[2] += 1
+    lines = [f"matrix products by shape ([M, K] x [K, N], M varying; the top {rows} by time):",
+             f"  {'operator':8s} {'K':>6s} {'N':>6s} {'calls':>6s} {'ms':>9s} {'share':>6s} {'GFLOP/s':>8s}"]
+    for (name, k, n), (micros, flops, calls) in sorted(groups.items(), key=lambda item: -item[1][0])[:rows]:
+        rate = flops / micros / 1e3 if micros else 0.0
+        lines.append(f"  {name:8s} {k:6d} {n:6d} {calls:6d} {micros / 1e3:9.1f} {micros / max(total, 1e-9):6.1%} {rate:8.1f}")
+    return "\n".join(lines)
 
 
 def count_step_flops(model: torch.nn.Module, batches: list, config) -> float:

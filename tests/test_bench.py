@@ -538,3 +538,20 @@ def test_openblas_linear_computes_what_nn_linear_computes_and_restores_torch():
     assert got.shape == (3, 5, 7) and torch.allclose(got, expected, atol=1e-5)
     for ours, theirs in zip((x.grad, layer.weight.grad, layer.bias.grad), grads):
         assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+def test_train_speed_groups_the_profiled_products_by_shape():
+    """``train_speed.py --profile`` ends with the matrix products by inner shape and their rate: the
+    two [*, 32] x [32, 16] products (one ``mm``, one ``addmm``) and a ``bmm`` each land in their own row."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    train_speed = _load("train_speed")
+    a, b = torch.randn(64, 32), torch.randn(32, 16)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:
+        torch.mm(a, b)
+        torch.mm(a[:48], b)
+        torch.addmm(torch.zeros(16), a, b)
+        torch.bmm(torch.randn(3, 5, 8), torch.randn(3, 8, 7))
+    rows = {tuple(line.split()[:4]) for line in train_speed.product_table(profiler.events()).splitlines()[2:]}
+    assert rows == {("mm", "32", "16", "2"), ("addmm", "32", "16", "1"), ("bmm", "8", "7", "1")}
