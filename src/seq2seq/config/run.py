@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from seq2seq.config.data import DataConfig, VocabConfig
 from seq2seq.config.errors import StrictModel
 from seq2seq.config.model import ModelConfig
-from seq2seq.config.train import COVERAGE_WEIGHT, TeacherForcingConfig, TrainConfig
+from seq2seq.config.train import TeacherForcingConfig, TrainConfig, default_coverage_weight
 
 
 class DecodeConfig(StrictModel):
@@ -87,11 +87,11 @@ class RunConfig(StrictModel):
 
     @model_validator(mode="after")
     def _coverage_weight_resolved(self) -> RunConfig:
-        """A null ``train.coverage_weight`` becomes the weight training uses (COVERAGE_WEIGHT for a
-        recurrent coverage model, else 0), so that a run's saved config says what it trained with and
+        """A null ``train.coverage_weight`` becomes the weight training uses (default_coverage_weight
+        of a recurrent coverage model), so that a run's saved config says what it trained with and
         a later change of the default cannot change a resumed run."""
         if self.train.coverage_weight is None:
             coverage = self.model.architecture == "recurrent" and self.model.decoder.coverage
-            self.train.coverage_weight = COVERAGE_WEIGHT if coverage else 0.0
+            self.train.coverage_weight = default_coverage_weight(coverage)
         return self
 

@@ -17,6 +17,11 @@ from seq2seq.config.errors import StrictModel
 COVERAGE_WEIGHT = 0.1
 
 
+def default_coverage_weight(coverage: bool) -> float:
+    """What a null ``train.coverage_weight`` means: COVERAGE_WEIGHT for a coverage model, else 0."""
+    return COVERAGE_WEIGHT if coverage else 0.0
+
+
 class TeacherForcingConfig(StrictModel):
     """The probability that a training step reads the gold previous token (else the model's own
     prediction), per optimizer step i (Bengio et al. 2015, "Scheduled Sampling for Sequence

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from seq2seq.config import TrainConfig
-from seq2seq.config.train import COVERAGE_WEIGHT
+from seq2seq.config.train import default_coverage_weight
 from seq2seq.data.batching import Batch, EncodedPair, collate, pair_lengths
 from seq2seq.data.vocab import Vocab
 from seq2seq.devices import check_precision
@@ -63,8 +63,8 @@ class Trainer:
         check_precision(config.precision, device)
         decoder = getattr(model, "decoder", None)
         self.coverage_weight = config.coverage_weight
-        if self.coverage_weight is None:  # a TrainConfig outside a RunConfig (which resolves it): see COVERAGE_WEIGHT
-            self.coverage_weight = COVERAGE_WEIGHT if getattr(decoder, "coverage", False) else 0.0
+        if self.coverage_weight is None:  # a TrainConfig outside a RunConfig (which resolves it)
+            self.coverage_weight = default_coverage_weight(getattr(decoder, "coverage", False))
         if self.coverage_weight > 0 and getattr(decoder, "attention", None) is None:
             raise ValueError("train.coverage_weight > 0 needs a model with attention (the loss reads its weights); "
                              "set model.decoder.attention or train.coverage_weight=0")
