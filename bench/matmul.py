@@ -35,6 +35,11 @@ def best_seconds(function: Callable[[], torch.Tensor], repeats: int) -> float:
     return best
 
 
+def format_rate(gflops: float) -> str:
+    """Whole GFLOP/s at the real shapes; two significant digits below 10, so that a small rate is not 0."""
+    return f"{gflops:.0f}" if gflops >= 10 else f"{gflops:.2g}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -53,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
             gflop = 2 * m * k * n / 1e9
             rates = [gflop / best_seconds(f, args.repeats) for f in (lambda: x @ w.t(), lambda: g @ w, lambda: g.t() @ x)]
             name = "float32" if dtype == torch.float32 else "bfloat16"
-            print(f"| {name} | [{m}, {k}] x [{k}, {n}] | " + " | ".join(f"{r:.0f}" for r in rates) + " |")
+            print(f"| {name} | [{m}, {k}] x [{k}, {n}] | " + " | ".join(map(format_rate, rates)) + " |")
 
 
 if __name__ == "__main__":

@@ -85,7 +85,8 @@ def test_matmul_benchmark_prints_its_command_and_a_rate_per_shape_and_dtype(monk
     assert [(row[0].strip(), row[1].strip()) for row in rows] == [
         (dtype, shape) for dtype in ("float32", "bfloat16") for shape in ("[64, 16] x [16, 37]", "[64, 37] x [37, 16]")
     ]
-    assert all(float(rate) > 0 for row in rows for rate in row[2:])
+    assert all(float(rate) > 0 for row in rows for rate in row[2:])  # a tiny product's rate is not rounded to 0
+    assert [matmul.format_rate(r) for r in (96.4, 7.25, 0.00076)] == ["96", "7.2", "0.00076"]
 
 
 def test_scaling_benchmark_rejects_bad_sizes(tmp_path):
