@@ -234,8 +234,9 @@ def test_overfits_the_tiny_reversal_task(reverse_data, tmp_path):
     hypotheses = greedy_decode_all(model, [p.src for p in encoded[:200]], sos_index=2, eos_index=3, pad_index=0, max_len=12)
     predicted = [tgt_vocab.decode(h.tokens) for h in hypotheses]
     # over train.seed 1, 2, 3 and 42: 0.945-0.98 on AVX-512 Zen 4, 0.92-0.985 on AVX2 Zen 3 (seed 42: 0.92);
-    # a model that cannot attend gets near 0 (0.89-0.975 after 40 epochs on Zen 4: too close to a bound)
-    assert exact_match(predicted, [t for _, t in pairs[:200]]) >= 0.90
+    # a model that cannot attend gets near 0 (0.89-0.975 after 40 epochs on Zen 4: too close to a bound);
+    # 0.85 leaves room for a CPU whose kernels round otherwise (training follows its rounding)
+    assert exact_match(predicted, [t for _, t in pairs[:200]]) >= 0.85
 
 
 def test_inverse_sqrt_schedule_values_and_the_learning_rate_per_step(reverse_data, tmp_path):
