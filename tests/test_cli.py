@@ -297,6 +297,53 @@ def test_no_repeat_ngram_size_in_evaluate_generate_and_the_config(trained_run, t
                         "decode.no_repeat_ngram_size")
 
 
+def test_length_penalty_in_evaluate_generate_and_the_config(trained_run, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import seq2seq.evaluation.evaluate as evaluation
+    import seq2seq.translator as translator
+
+    searches = []  # what each search was asked for: (beam, length penalty, alpha)
+
+    def recording(module):
+        search = module.decode_sources
+
+        def decode_sources(*args, **kwargs):
+            searches.append((kwargs["beam_size"], kwargs["length_penalty"], kwargs["alpha"]))
+            return search(*args, **kwargs)
+
+        monkeypatch.setattr(module, "decode_sources", decode_sources)
+
+    recording(evaluation)
+    recording(translator)
+    assert main(["evaluate", str(trained_run), "--split", "valid", "--beam", "3"]) == 0
+    assert main(["evaluate", str(trained_run), "--split", "valid", "--beam", "3", "--length-penalty", "average",
+                 "--alpha", "1.5"]) == 0
+    assert "(beam 3, average length penalty 1.5)" in capsys.readouterr().out
+    assert searches == [(3, "none", 0.6), (3, "average", 1.5)]
+    plain = json.loads((trained_run / "eval_valid_beam3.json").read_text())  # kept: the penalised report has its own
+    penalised = json.loads((trained_run / "eval_valid_beam3_average1.5.json").read_text())
+    assert (plain["length_penalty"], plain["alpha"], penalised["length_penalty"], penalised["alpha"]) == ("none", None, "average", 1.5)
+
+    # a run whose config asks for a penalty: evaluate, generate and the API take it unless told otherwise
+    run = tmp_path / "penalised-run"
+    shutil.copytree(trained_run, run)
+    config = (run / "config.yaml").read_text()
+    assert "length_penalty: none" in config  # every run records it
+    (run / "config.yaml").write_text(config.replace("length_penalty: none", "length_penalty: gnmt"))
+    searches.clear()
+    assert main(["evaluate", str(run), "--split", "valid", "--beam", "2"]) == 0
+    assert main(["evaluate", str(run), "--split", "valid", "--beam", "2", "--length-penalty", "none"]) == 0
+    assert main(["evaluate", str(run), "--split", "valid"]) == 0  # greedy compares no lengths
+    assert main(["generate", str(run), "add 3 to total", "--beam", "2"]) == 0
+    assert main(["generate", str(run), "add 3 to total", "--beam", "2", "--alpha", "2"]) == 0
+    assert searches == [(2, "gnmt", 0.6), (2, "none", 0.6), (1, "none", 0.6), (2, "gnmt", 0.6), (2, "gnmt", 2.0)]
+    assert json.loads((run / "eval_valid_beam2_gnmt0.6.json").read_text())["length_penalty"] == "gnmt"
+    _assert_clean_error(run_cli("evaluate", str(run), "--beam", "2", "--alpha", "-1"), "--alpha", "expected a number >= 0, got -1")
+    _assert_clean_error(run_cli("generate", str(run), "x", "--beam", "2", "--length-penalty", "long"), "--length-penalty")
+    _assert_clean_error(run_cli("train", "--quick", "--set", "decode.alpha=-0.5", "--out", str(tmp_path / "r")), "decode.alpha")
+
+
 def test_python_constraint_prefers_parseable_beam_outputs(trained_run, tmp_path, capsys):
     from seq2seq.translator import Translator
 

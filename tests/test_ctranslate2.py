@@ -146,6 +146,10 @@ def test_evaluate_through_ctranslate2_float32_and_int8(trained_run, capsys):
     assert "no --constrain" in _error(["evaluate", str(trained_run), "--runtime", "ctranslate2", "--constrain", "python"],
                                       capsys)
     assert "no quantize" in _error(["evaluate", str(trained_run), "--runtime", "onnx", "--quantize", "int8"], capsys)
+    # CTranslate2 normalizes lengths its own way, so a run's length penalty is refused there, before decoding
+    for command in (["evaluate", str(trained_run)], ["generate", str(trained_run), "print hello"]):
+        error = _error([*command, "--runtime", "ctranslate2", "--beam", "2", "--length-penalty", "average"], capsys)
+        assert "without a length penalty" in error and "--length-penalty none" in error
 
 
 def test_the_api_and_the_server_decode_through_ctranslate2(trained_run):

@@ -104,8 +104,8 @@ class Model:
         *,
         beam: int = 1,
         nbest: int = 1,
-        length_penalty: Literal["none", "gnmt", "average"] = "none",
-        alpha: float = 0.6,
+        length_penalty: Literal["none", "gnmt", "average"] | None = None,
+        alpha: float | None = None,
         constrain: Literal["grammar", "python", "none"] | None = None,
         sample: bool = False,
         temperature: float = 1.0,
@@ -124,7 +124,8 @@ class Model:
         text (``temperature``, ``top_k``, ``top_p``; reproducible with a ``seed``). ``heads=True``: a
         multi-head model's generations also carry each head's weights [k, T, S].
         ``no_repeat_ngram_size``: no n-gram of that size twice in an output (0 = off, None: the run's
-        ``decode.no_repeat_ngram_size``). Bad options
+        ``decode.no_repeat_ngram_size``). ``length_penalty`` and ``alpha``: how a beam ranks finished
+        outputs of different lengths (None: the run's ``decode.length_penalty`` and ``decode.alpha``). Bad options
         or an empty text raise :class:`~seq2seq.translator.InputError`.
         """
         if isinstance(texts, str):

@@ -390,6 +390,23 @@ _natural_int = _int_at_least(0, "0 or a positive integer")
 _positive_int = _int_at_least(1, "a positive integer")
 
 
+def _non_negative_float(text: str) -> float:
+    """An argparse type: a finite number >= 0 (a length penalty's exponent)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+LENGTH_PENALTY_HELP = ("how beam search ranks finished outputs of different lengths: none (sums of log-probabilities), "
+                       "gnmt (divided by ((5+len)/6)^alpha, Wu et al. 2016) or average (divided by len^alpha). "
+                       "Default: the run's decode.length_penalty")
+ALPHA_HELP = "the length penalty's exponent (>= 0). Default: the run's decode.alpha (0.6 unless set)"
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from seq2seq.pipeline import evaluate_run
 
@@ -397,8 +414,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           output=Path(args.output) if args.output else None, beam_size=args.beam,
                           constrain=args.constrain, quantize=args.quantize, runtime=args.runtime,
                           ensemble=[Path(run) for run in args.ensemble or ()], batch_size=args.batch_size,
-                          workers=args.workers, no_repeat_ngram_size=args.no_repeat_ngram_size)
+                          workers=args.workers, no_repeat_ngram_size=args.no_repeat_ngram_size,
+                          length_penalty=args.length_penalty, alpha=args.alpha)
     decoding = f"beam {args.beam}" if args.beam > 1 else "greedy"
+    decoding += f", {report.length_penalty} length penalty {report.alpha:g}" if report.length_penalty != "none" else ""
     decoding += f", {report.constraint} constraint" if report.constraint else ""
     decoding += f", no repeated {report.no_repeat_ngram_size}-grams" if report.no_repeat_ngram_size else ""
     print(_report_line(args.split, report) + f"  ({decoding})")
@@ -522,9 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=_positive_int, default=1, help="beam size (1 = greedy, the default)")
     p.add_argument("--nbest", type=_positive_int, default=1,
                    help="outputs per input, printed as INPUT_NO<TAB>RANK<TAB>TEXT<TAB>SCORE (needs --beam >= nbest)")
-    p.add_argument("--length-penalty", choices=["none", "gnmt", "average"], default="none",
-                   help="beam score normalisation: gnmt ((5+len)/6)^alpha, average len^alpha")
-    p.add_argument("--alpha", type=float, default=0.6, help="length penalty exponent")
+    p.add_argument("--length-penalty", choices=["none", "gnmt", "average"], help=LENGTH_PENALTY_HELP)
+    p.add_argument("--alpha", type=_non_negative_float, help=ALPHA_HELP)
     p.add_argument("--constrain", choices=CONSTRAINTS, help=CONSTRAIN_HELP)
     p.add_argument("--no-repeat-ngram-size", type=_natural_int, metavar="N", help=NO_REPEAT_HELP)
     p.add_argument("--sample", action="store_true", help="sample the output instead of searching for the most probable one")
@@ -556,6 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "0 there means 2 on a CPU with at least 2 threads, else 1)")
     p.add_argument("--constrain", choices=CONSTRAINTS, help=CONSTRAIN_HELP)
     p.add_argument("--no-repeat-ngram-size", type=_natural_int, metavar="N", help=NO_REPEAT_HELP)
+    p.add_argument("--length-penalty", choices=["none", "gnmt", "average"], help=LENGTH_PENALTY_HELP)
+    p.add_argument("--alpha", type=_non_negative_float, help=ALPHA_HELP)
     p.add_argument("--checkpoint", choices=list(CHECKPOINTS), default="best", help=CHECKPOINT_HELP)
     p.add_argument("--device", default="auto")
     p.add_argument("--quantize", choices=["int8"], help=QUANTIZE_HELP)

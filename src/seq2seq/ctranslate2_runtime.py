@@ -65,7 +65,8 @@ class CTranslate2Model(nn.Module):
     ) -> list[list[Hypothesis]]:
         """``nbest`` hypotheses per source (ids in the source vocabulary), best first."""
         if length_penalty != "none":
-            raise ValueError(f"the CTranslate2 runtime decodes without a length penalty, got {length_penalty!r}")
+            raise ValueError(f"the CTranslate2 runtime decodes without a length penalty, got {length_penalty!r} (a run's "
+                             "decode.length_penalty unless --length-penalty says otherwise): give --length-penalty none")
         found: list[list[Hypothesis]] = []
         for start in range(0, len(sources), batch_size):
             tokens = [[self.src_itos[i] for i in ids] for ids in sources[start : start + batch_size]]

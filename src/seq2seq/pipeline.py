@@ -220,6 +220,8 @@ def evaluate_split(
         slots=corpus.slots.get(split),
         workers=decode_workers(config.decode.workers, device, model=model),
         no_repeat_ngram_size=config.decode.no_repeat_ngram_size,
+        length_penalty=config.decode.length_penalty if beam_size > 1 else "none",  # greedy compares no lengths
+        alpha=config.decode.alpha,
     )
     return report
 
@@ -251,11 +253,14 @@ def evaluate_run(
     batch_size: int | None = None,
     workers: int | None = None,
     no_repeat_ngram_size: int | None = None,
+    length_penalty: str | None = None,
+    alpha: float | None = None,
 ) -> EvalReport:
     """Evaluate a trained run on one split of its own data (as configured in the run);
     ``batch_size``: sentences per decoding batch instead of the run's ``decode.batch_size``;
     ``workers``: batches decoded at once instead of the run's ``decode.workers``;
-    ``no_repeat_ngram_size``: instead of the run's ``decode.no_repeat_ngram_size``;
+    ``no_repeat_ngram_size``: instead of the run's ``decode.no_repeat_ngram_size``; ``length_penalty``
+    and ``alpha``: instead of the run's ``decode.length_penalty`` and ``decode.alpha`` (beam search only);
     ``quantize="int8"`` decodes with an int8-quantized copy of the model (CPU only);
     ``runtime="onnx"`` with the run's ONNX export through onnxruntime (CPU only), ``"ctranslate2"``
     with its CTranslate2 export (transformer runs; with ``quantize="int8"`` in int8); ``ensemble``:
@@ -269,9 +274,13 @@ def evaluate_run(
         raise ValueError(f"split {split!r} of {run.config.data.format} data is empty")
     config = run.config
     decode = {key: value for key, value in (("batch_size", batch_size), ("workers", workers),
-                                            ("no_repeat_ngram_size", no_repeat_ngram_size)) if value is not None}
+                                            ("no_repeat_ngram_size", no_repeat_ngram_size),
+                                            ("length_penalty", length_penalty), ("alpha", alpha)) if value is not None}
     if decode:
         config = config.model_copy(update={"decode": config.decode.model_copy(update=decode)})
+    if runtime == "ctranslate2" and beam_size > 1 and config.decode.length_penalty != "none":  # before any decoding
+        raise ConfigError(f"{run_dir}: the ctranslate2 runtime decodes without a length penalty, and this run's "
+                          f"decode.length_penalty is {config.decode.length_penalty!r}: give --length-penalty none")
     constrain = _constraint_name(constrain, config)
     report = evaluate_split(run.model, corpus, config, split, device=torch_device, beam_size=beam_size,
                             constrain=constrain or "none")
@@ -282,6 +291,7 @@ def evaluate_run(
     name += f"_{runtime}" if runtime != "torch" else ""
     name += f"_batch{batch_size}" if batch_size is not None else ""
     name += f"_norepeat{config.decode.no_repeat_ngram_size}" if config.decode.no_repeat_ngram_size else ""
+    name += f"_{report.length_penalty}{report.alpha:g}" if report.length_penalty != "none" else ""
     name += f"_{which}" if which != "best" else ""  # other weights never overwrite the best weights' report
     name += ensemble_tag(run_dir, ensemble)
     summary = {**report.summary(), "checkpoint": which, "ensemble": [str(run_dir), *map(str, ensemble)] if ensemble else None,

@@ -78,8 +78,8 @@ class Translator:
         batch_size: int | None = None,
         beam_size: int = 1,
         nbest: int = 1,
-        length_penalty: str = "none",
-        alpha: float = 0.6,
+        length_penalty: str | None = None,
+        alpha: float | None = None,
         constrain: str | None = None,
         sample: bool = False,
         temperature: float = 1.0,
@@ -100,7 +100,9 @@ class Translator:
         outputs that parse move ahead of those that do not (never executed), then ``nbest`` are kept.
         ``sample=True`` draws one output per text instead (temperature, top-k, top-p; seeded
         when ``seed`` is given). ``no_repeat_ngram_size``: no n-gram of that size twice in an
-        output (0 = off; None takes the run's ``decode.no_repeat_ngram_size``).
+        output (0 = off; None takes the run's ``decode.no_repeat_ngram_size``). ``length_penalty`` and
+        ``alpha``: how a beam ranks finished outputs of different lengths (None takes the run's
+        ``decode.length_penalty`` and ``decode.alpha``; greedy search and sampling compare none).
         """
         run = self.run
         sampling = None
@@ -115,6 +117,11 @@ class Translator:
             raise InputError(f"nbest={nbest} cannot exceed the beam size {beam_size}")
         if no_repeat_ngram_size is None:
             no_repeat_ngram_size = 0 if sample else run.config.decode.no_repeat_ngram_size
+        alpha = run.config.decode.alpha if alpha is None else alpha
+        if beam_size == 1:
+            length_penalty = "none"
+        elif length_penalty is None:
+            length_penalty = run.config.decode.length_penalty
         if constrain is None:
             constrain = run.config.decode.constrain if self.is_code else "none"
         if constrain not in ("none", "python", "grammar"):
@@ -145,7 +152,8 @@ class Translator:
             # decode_sources hands CTranslate2 the whole search; its length normalization (length ** alpha)
             # picked other outputs than ours with --length-penalty average at alpha 1 and 2, so none is offered
             raise InputError("the ctranslate2 runtime does greedy and beam search only, without a length penalty: "
-                             "no --sample, no --constrain")
+                             "no --sample, no --constrain; give --length-penalty none if the run's "
+                             f"decode.length_penalty is set (it is {run.config.decode.length_penalty!r})")
         try:
             check_no_repeat_ngram(no_repeat_ngram_size, model=run.model, sampling=sampling is not None, constrain=constrain)
         except ValueError as error:  # an option that does not apply is the caller's mistake

@@ -21,6 +21,11 @@ class DecodeConfig(StrictModel):
     # > 0: no n-gram of this size may occur twice in an output (fairseq's --no-repeat-ngram-size), a
     # guard against runaway loops; greedy decoding then runs as a beam of one. 0 = off
     no_repeat_ngram_size: int = Field(default=0, ge=0)
+    # how a beam compares finished outputs of different lengths (seq2seq.decoding.beam_rules.length_penalty):
+    # none = raw log-probability sums; gnmt = divided by ((5 + length) / 6) ** alpha (Wu et al. 2016, the
+    # penalty Vaswani et al. 2017 decode with, alpha 0.6); average = divided by length ** alpha
+    length_penalty: Literal["none", "gnmt", "average"] = "none"
+    alpha: float = Field(default=0.6, ge=0.0)
     constrain: Literal["none", "python", "grammar"] = Field(
         default="none",
         description="python targets, for evaluate, generate and the server unless they say otherwise: 'grammar' "

@@ -68,6 +68,8 @@ class EvalReport:
     coverage: dict = field(default_factory=dict)
     constraint: str | None = None  # the search constraint the outputs were decoded with (python, grammar)
     no_repeat_ngram_size: int = 0  # > 0: the outputs were decoded without a repeated n-gram of this size
+    length_penalty: str = "none"  # how the beam ranked finished outputs of different lengths (greedy: none)
+    alpha: float | None = None  # that penalty's exponent (None without one)
     completed: int = 0  # grammar: outputs cut by max_len that were closed or shortened to parse (python_syntax.completed)
     # runaway outputs (a decoder that loses its place repeats itself up to max_len; corpus BLEU punishes
     # each extra token while exact match counts the output once): the outputs that reached max_len
@@ -178,6 +180,8 @@ def evaluate(
     slots: Sequence[Sequence[Slot]] | None = None,
     workers: int = 1,
     no_repeat_ngram_size: int = 0,
+    length_penalty: str = "none",
+    alpha: float = 0.6,
 ) -> tuple[EvalReport, list[Hypothesis]]:
     """Decode ``pairs`` (greedy, or beam search when ``beam_size > 1``) and score against the
     reference token lists. ``constrain="python"`` prunes unbalanced-bracket prefixes during the
@@ -194,7 +198,8 @@ def evaluate(
     placeholders per pair, ``data.slots``) the outputs' placeholders are restored before anything
     is scored, and ``references`` must be the targets as written. A copy model reads each pair's
     ``CopyEncoding``, and the source words it copies appear in its outputs. ``workers``: batches
-    decoded at once; ``no_repeat_ngram_size``: no n-gram of that size twice in an output (both
+    decoded at once; ``no_repeat_ngram_size``: no n-gram of that size twice in an output;
+    ``length_penalty`` and ``alpha``: how a beam ranks finished outputs of different lengths (all three
     :func:`seq2seq.decoding.search.decode_sources`).
     """
     if slots is not None and len(slots) != len(pairs):
@@ -221,7 +226,7 @@ def evaluate(
         constraint=output_constraint(constrain, tgt_vocab, tgt_tokenizer, unit=code_unit, beam_size=beam_size,
                                      copy_words=None if copies is None else [copy.oovs for copy in copies], slots=slots),
         copy_sources=None if copies is None else [copy.src for copy in copies], workers=workers,
-        no_repeat_ngram_size=no_repeat_ngram_size,
+        no_repeat_ngram_size=no_repeat_ngram_size, length_penalty=length_penalty, alpha=alpha,
     )
     oovs = [()] * len(pairs) if copies is None else [copy.oovs for copy in copies]  # what ids >= V stand for
     if constrain:
@@ -256,6 +261,8 @@ def evaluate(
         coverage=_coverage_scores(hypotheses, predicted_tokens, references),
         constraint=constrain,
         no_repeat_ngram_size=no_repeat_ngram_size,
+        length_penalty=length_penalty if beam_size > 1 else "none",
+        alpha=alpha if beam_size > 1 and length_penalty != "none" else None,
         completed=unfinished,
         stopped_at_max_len=sum(not h.finished and len(h.tokens) >= max_len for h in hypotheses),  # not dead ends
         length_ratio=sum(map(len, predicted_tokens)) / max(1, sum(map(len, references))),

@@ -70,8 +70,10 @@ class GenerateRequest(BaseModel):
     model: Text | None = Field(None, description="a name from GET /v1/models; default: the first model served")
     beam: int = Field(1, ge=1, le=MAX_BEAM, description="beam size; 1 = greedy search")
     nbest: int = Field(1, ge=1, le=MAX_BEAM, description="outputs per input, at most `beam`")
-    length_penalty: Literal["none", "gnmt", "average"] = "none"
-    alpha: float = Field(0.6, ge=0.0, le=5.0, description="length penalty exponent")
+    length_penalty: Literal["none", "gnmt", "average"] | None = Field(
+        None, description="how a beam ranks finished outputs of different lengths: none (sums of log-probabilities), "
+        "gnmt (divided by ((5+len)/6)^alpha) or average (divided by len^alpha); default: the run's decode.length_penalty")
+    alpha: float | None = Field(None, ge=0.0, le=5.0, description="length penalty exponent; default: the run's decode.alpha")
     constrain: Literal["grammar", "python", "none"] | None = Field(
         None, description="code models: 'grammar' keeps only prefixes Python's parser can complete (every finished "
         "output parses); 'python' only prunes prefixes whose brackets cannot balance; 'none': neither; "
