@@ -15,7 +15,7 @@ table prints each one's parameter count.
 
 ``--model transformer`` trains the Transformer instead, ours (configs/multi30k/transformer.yaml)
 against OpenNMT-py's (bench/peers/opennmt-transformer.yaml): d_model 256, 3 + 3 pre-norm layers,
-4 heads, FFN 1024, dropout 0.3, sinusoidal positions, tied output layer, label smoothing 0.1,
+4 heads, FFN 1024, dropout 0.2, sinusoidal positions, tied output layer, label smoothing 0.1,
 Adam (0.9, 0.98) with 800 warm-up steps, batches of 128 sentences. Joey NMT takes part in the RNN
 comparison only.
 
