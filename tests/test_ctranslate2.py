@@ -146,10 +146,53 @@ def test_evaluate_through_ctranslate2_float32_and_int8(trained_run, capsys):
     assert "no --constrain" in _error(["evaluate", str(trained_run), "--runtime", "ctranslate2", "--constrain", "python"],
                                       capsys)
     assert "no quantize" in _error(["evaluate", str(trained_run), "--runtime", "onnx", "--quantize", "int8"], capsys)
-    # CTranslate2 normalizes lengths its own way, so a run's length penalty is refused there, before decoding
+    # CTranslate2 normalizes lengths its own way, so a length penalty asked for is refused there, before decoding
     for command in (["evaluate", str(trained_run)], ["generate", str(trained_run), "print hello"]):
         error = _error([*command, "--runtime", "ctranslate2", "--beam", "2", "--length-penalty", "average"], capsys)
         assert "without a length penalty" in error and "--length-penalty none" in error
+
+
+def test_a_runs_length_penalty_gives_way_to_none_through_ctranslate2(trained_run, tmp_path, capsys, caplog):
+    """A run whose config ranks beams by length (the Multi30k Transformer recipe's decode.length_penalty:
+    average) still decodes through CTranslate2, whose search has no such penalty: a beam search that names
+    no penalty runs without one and says so once; one that names a penalty is refused, as above."""
+    import json
+    import logging
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from seq2seq import api
+    from seq2seq.export import export_run
+    from seq2seq.serving.server import create_app
+
+    run = tmp_path / "penalised"
+    shutil.copytree(trained_run, run)
+    config = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(config.replace("length_penalty: none", "length_penalty: average"))
+    export_run(run, fmt="ctranslate2")
+    expected = [r.generations[0].text for r in api.load(run).generate(SOURCES, beam=3, length_penalty="none")]
+
+    caplog.set_level(logging.WARNING, logger="seq2seq")
+    assert main(["evaluate", str(run), "--split", "valid", "--beam", "3", "--runtime", "ctranslate2"]) == 0
+    report = json.loads((run / "eval_valid_beam3_ctranslate2.json").read_text())  # no _average1: none was applied
+    assert (report["runtime"], report["length_penalty"]) == ("ctranslate2", "none")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("decode.length_penalty (average, alpha" in m and "is not applied" in m for m in warnings), warnings
+    assert main(["evaluate", str(run), "--split", "valid", "--beam", "3"]) == 0  # torch keeps the run's penalty
+    assert json.loads((run / "eval_valid_beam3_average0.6.json").read_text())["length_penalty"] == "average"
+
+    model = api.load(run, runtime="ctranslate2")
+    assert [r.generations[0].text for r in model.generate(SOURCES, beam=3)] == expected
+    with pytest.raises(ValueError, match="--length-penalty none or left out"):
+        model.generate(SOURCES, beam=3, length_penalty="average")
+    with TestClient(create_app([run], device="cpu", runtime="ctranslate2")) as client:
+        found = client.post("/v1/generate", json={"inputs": SOURCES, "beam": 3})
+        assert found.status_code == 200, found.text
+        assert [r["generations"][0]["text"] for r in found.json()["results"]] == expected
+        refused = client.post("/v1/generate", json={"inputs": SOURCES, "beam": 3, "length_penalty": "gnmt"})
+        assert refused.status_code == 422 and "without a length penalty" in refused.text
+    assert _output(["generate", str(run), "--runtime", "ctranslate2", "--beam", "3", SOURCES[1]], capsys).strip() == expected[1]
 
 
 def test_the_api_and_the_server_decode_through_ctranslate2(trained_run):

@@ -316,6 +316,19 @@ def load_ensemble(
                      first.tgt_tokenizer, first.device, first.subword_models, members=tuple(run.run_dir for run in runs))
 
 
+def run_length_penalty(run: LoadedRun) -> str:
+    """The length penalty a beam search of ``run`` applies when the caller names none: the run's
+    ``decode.length_penalty``, except through CTranslate2, which has none of ours; there a run's
+    penalty gives way to ``none``, with a warning, and only an explicit request is refused."""
+    wanted = run.config.decode.length_penalty
+    if wanted != "none" and getattr(run.model, "searches_itself", False):
+        logger.warning("%s: the ctranslate2 runtime's beam search has no length penalty, so the run's "
+                       "decode.length_penalty (%s, alpha %g) is not applied: finished outputs are ranked by their "
+                       "summed log-probabilities (length penalty none)", run.run_dir, wanted, run.config.decode.alpha)
+        return "none"
+    return wanted
+
+
 def load_for_decoding(
     run_dir: Path,
     *,

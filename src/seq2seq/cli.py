@@ -403,7 +403,7 @@ def _non_negative_float(text: str) -> float:
 
 LENGTH_PENALTY_HELP = ("how beam search ranks finished outputs of different lengths: none (sums of log-probabilities), "
                        "gnmt (divided by ((5+len)/6)^alpha, Wu et al. 2016) or average (divided by len^alpha). "
-                       "Default: the run's decode.length_penalty")
+                       "Default: the run's decode.length_penalty (none with --runtime ctranslate2, which has no penalty)")
 ALPHA_HELP = "the length penalty's exponent (>= 0). Default: the run's decode.alpha (0.6 unless set)"
 
 

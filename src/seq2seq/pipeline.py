@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from seq2seq.checkpoint import LoadedRun, init_run_dir, load_for_decoding, load_run, load_run_config, load_subword_models, load_vocabs
+from seq2seq.checkpoint import (LoadedRun, init_run_dir, load_for_decoding, load_run, load_run_config, load_subword_models,
+                                load_vocabs, run_length_penalty)
 from seq2seq.config import ConfigError, RunConfig, short_repr
 from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.data.vocab import Vocab
@@ -273,14 +274,16 @@ def evaluate_run(
     if not corpus.encoded[split]:
         raise ValueError(f"split {split!r} of {run.config.data.format} data is empty")
     config = run.config
+    if length_penalty is None and beam_size > 1:
+        length_penalty = run_length_penalty(run)  # the run's, but none through CTranslate2 (with a warning)
     decode = {key: value for key, value in (("batch_size", batch_size), ("workers", workers),
                                             ("no_repeat_ngram_size", no_repeat_ngram_size),
                                             ("length_penalty", length_penalty), ("alpha", alpha)) if value is not None}
     if decode:
         config = config.model_copy(update={"decode": config.decode.model_copy(update=decode)})
     if runtime == "ctranslate2" and beam_size > 1 and config.decode.length_penalty != "none":  # before any decoding
-        raise ConfigError(f"{run_dir}: the ctranslate2 runtime decodes without a length penalty, and this run's "
-                          f"decode.length_penalty is {config.decode.length_penalty!r}: give --length-penalty none")
+        raise ConfigError(f"{run_dir}: the ctranslate2 runtime decodes without a length penalty, got --length-penalty "
+                          f"{config.decode.length_penalty}: give --length-penalty none, or leave it out")
     constrain = _constraint_name(constrain, config)
     report = evaluate_split(run.model, corpus, config, split, device=torch_device, beam_size=beam_size,
                             constrain=constrain or "none")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
 
-from seq2seq.checkpoint import LoadedRun, load_for_decoding
+from seq2seq.checkpoint import LoadedRun, load_for_decoding, run_length_penalty
 from seq2seq.data.python_syntax import Unit, completed
 from seq2seq.data.slots import Slot, extract_slots, restore_slots
 from seq2seq.data.valid_text import check_text
@@ -47,6 +48,12 @@ class Translator:
 
     def __init__(self, run: LoadedRun) -> None:
         self.run = run
+
+    @cached_property
+    def default_length_penalty(self) -> str:
+        """The length penalty of a beam search that names none: the run's, except through CTranslate2,
+        which runs the whole search itself without ours (a warning then says so, once)."""
+        return run_length_penalty(self.run)
 
     @classmethod
     def from_run_dir(
@@ -121,7 +128,7 @@ class Translator:
         if beam_size == 1:
             length_penalty = "none"
         elif length_penalty is None:
-            length_penalty = run.config.decode.length_penalty
+            length_penalty = self.default_length_penalty
         if constrain is None:
             constrain = run.config.decode.constrain if self.is_code else "none"
         if constrain not in ("none", "python", "grammar"):
@@ -152,8 +159,7 @@ class Translator:
             # decode_sources hands CTranslate2 the whole search; its length normalization (length ** alpha)
             # picked other outputs than ours with --length-penalty average at alpha 1 and 2, so none is offered
             raise InputError("the ctranslate2 runtime does greedy and beam search only, without a length penalty: "
-                             "no --sample, no --constrain; give --length-penalty none if the run's "
-                             f"decode.length_penalty is set (it is {run.config.decode.length_penalty!r})")
+                             "no --sample, no --constrain, and --length-penalty none or left out")
         try:
             check_no_repeat_ngram(no_repeat_ngram_size, model=run.model, sampling=sampling is not None, constrain=constrain)
         except ValueError as error:  # an option that does not apply is the caller's mistake

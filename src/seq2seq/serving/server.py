@@ -72,7 +72,7 @@ class GenerateRequest(BaseModel):
     nbest: int = Field(1, ge=1, le=MAX_BEAM, description="outputs per input, at most `beam`")
     length_penalty: Literal["none", "gnmt", "average"] | None = Field(
         None, description="how a beam ranks finished outputs of different lengths: none (sums of log-probabilities), "
-        "gnmt (divided by ((5+len)/6)^alpha) or average (divided by len^alpha); default: the run's decode.length_penalty")
+        "gnmt (divided by ((5+len)/6)^alpha) or average (divided by len^alpha); default: the run's decode.length_penalty (none for a model served through ctranslate2)")
     alpha: float | None = Field(None, ge=0.0, le=5.0, description="length penalty exponent; default: the run's decode.alpha")
     constrain: Literal["grammar", "python", "none"] | None = Field(
         None, description="code models: 'grammar' keeps only prefixes Python's parser can complete (every finished "
