@@ -21,7 +21,7 @@ from seq2seq import __version__
 from seq2seq.checkpoint import CHECKPOINTS, RunDirError
 from seq2seq.config import PRESETS, ConfigError, RunConfig, build_config, deep_merge, load_config_file
 from seq2seq.cpu_memory import keep_freed_memory
-from seq2seq.data.example import DataError
+from seq2seq.data.example import DataError, DataFolderNotFound
 from seq2seq.data.named_tasks import TASKS, task_config
 from seq2seq.serving.cli import add_serve_command
 from seq2seq.translator import InputError
@@ -51,7 +51,7 @@ QUICK_OVERRIDES = [
 def infer_data_format(path: Path) -> str:
     """Guess ``data.format`` from the files in a data folder."""
     if not path.exists():
-        raise DataError(f"{path}: data folder not found")
+        raise DataFolderNotFound(f"{path}: data folder not found")
     if path.is_file():
         raise DataError(f"{path}: --data expects a folder (e.g. ../shared/data/conala), got a file")
     names = {p.name for p in path.iterdir()}

@@ -21,7 +21,7 @@ from pathlib import Path
 from seq2seq.config import DataConfig, VocabConfig, short_repr
 from seq2seq.data.batching import EncodedPair, encode_pairs
 from seq2seq.data.dataset import read_conala, read_django, read_json, read_parallel_dir, read_tsv, read_tsv_header
-from seq2seq.data.example import DataError, Example
+from seq2seq.data.example import DataError, DataFolderNotFound, Example
 from seq2seq.data.shards import open_shards
 from seq2seq.data.slots import Slot, extract_slots, slot_code_tokens
 from seq2seq.data.subwords import SubwordTokenizer, train_subword_model
@@ -117,7 +117,7 @@ def _read_examples(config: DataConfig) -> dict[str, list[Example]]:
         raise DataError(f"data.path is required for data.format={config.format!r}")
     root = Path(config.path).expanduser()
     if not root.exists():
-        raise DataError(f"{root}: data folder not found (data.format={config.format!r})")
+        raise DataFolderNotFound(f"{root}: data folder not found (data.format={config.format!r})")
     if not root.is_dir():
         raise DataError(f"{root}: expected a folder for data.format={config.format!r}, got a file")
     if config.format == "conala":

@@ -20,3 +20,7 @@ class Example:
 
 class DataError(ValueError):
     """Bad input data. The message starts with ``file:line:`` and says what was expected."""
+
+
+class DataFolderNotFound(DataError):
+    """A data folder (``--data``, ``--task``'s folder or ``data.path``) that does not exist."""

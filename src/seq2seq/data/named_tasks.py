@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from seq2seq.data.example import DataError
+from seq2seq.data.example import DataError, DataFolderNotFound
 
 __all__ = ["TASKS", "task_config", "task_data_dir"]
 
@@ -72,7 +72,7 @@ def task_config(name: str, data: str | None = None) -> dict[str, Any]:
     folder = task_data_dir(name, data)
     if not folder.is_dir():
         where = "--data" if data else (f"${DATA_ROOT_ENV}/{name}" if os.environ.get(DATA_ROOT_ENV) else f"{DEFAULT_DATA_ROOT / name}")
-        raise DataError(f"--task {name}: data folder {folder} not found ({where}); "
+        raise DataFolderNotFound(f"--task {name}: data folder {folder} not found ({where}); "
                         f"pass --data PATH to the {name} folder or set {DATA_ROOT_ENV} to the folder that holds it")
     tree["data"]["path"] = str(folder)
     return tree
