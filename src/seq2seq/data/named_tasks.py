@@ -73,6 +73,6 @@ def task_config(name: str, data: str | None = None) -> dict[str, Any]:
     if not folder.is_dir():
         where = "--data" if data else (f"${DATA_ROOT_ENV}/{name}" if os.environ.get(DATA_ROOT_ENV) else f"{DEFAULT_DATA_ROOT / name}")
         raise DataFolderNotFound(f"--task {name}: data folder {folder} not found ({where}); "
-                        f"pass --data PATH to the {name} folder or set {DATA_ROOT_ENV} to the folder that holds it")
+                                 f"pass --data PATH to the {name} folder or set {DATA_ROOT_ENV} to the folder that holds it")
     tree["data"]["path"] = str(folder)
     return tree
