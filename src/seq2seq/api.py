@@ -126,7 +126,7 @@ class Model:
         ``no_repeat_ngram_size``: no n-gram of that size twice in an output (0 = off, None: the run's
         ``decode.no_repeat_ngram_size``). ``length_penalty`` and ``alpha``: how a beam ranks finished
         outputs of different lengths (None: the run's ``decode.length_penalty`` and ``decode.alpha``; through
-        CTranslate2, which has no penalty, ``"none"``, and the run's penalty a warning at the first beam search). Bad options
+        CTranslate2, which has no penalty, ``"none"``, and the run's penalty a warning at load). Bad options
         or an empty text raise :class:`~seq2seq.translator.InputError`.
         """
         if isinstance(texts, str):

@@ -212,6 +212,7 @@ def load_run(
     elif runtime == "ctranslate2":
         model = load_ctranslate2_model(run_dir, model, which=which, src_itos=src_vocab.itos, tgt_itos=tgt_vocab.itos,
                                        compute_type="int8" if quantize == "int8" else "float32")
+        config = _without_length_penalty(run_dir, config)
     subword_models = load_subword_models(run_dir, config.data)
     try:
         src_tokenizer, tgt_tokenizer = build_tokenizers(config.data, subword_models)
@@ -316,17 +317,17 @@ def load_ensemble(
                      first.tgt_tokenizer, first.device, first.subword_models, members=tuple(run.run_dir for run in runs))
 
 
-def run_length_penalty(run: LoadedRun) -> str:
-    """The length penalty a beam search of ``run`` applies when the caller names none: the run's
-    ``decode.length_penalty``, except through CTranslate2, which has none of ours; there a run's
-    penalty gives way to ``none``, with a warning, and only an explicit request is refused."""
-    wanted = run.config.decode.length_penalty
-    if wanted != "none" and getattr(run.model, "searches_itself", False):
-        logger.warning("%s: the ctranslate2 runtime's beam search has no length penalty, so the run's "
-                       "decode.length_penalty (%s, alpha %g) is not applied: finished outputs are ranked by their "
-                       "summed log-probabilities (length penalty none)", run.run_dir, wanted, run.config.decode.alpha)
-        return "none"
-    return wanted
+def _without_length_penalty(run_dir: Path, config: RunConfig) -> RunConfig:
+    """``config`` for decoding through CTranslate2, whose beam search has none of our length penalties:
+    a run's ``decode.length_penalty`` gives way to ``none`` there, with a warning (a penalty asked for by
+    name is refused where the request is read)."""
+    decode = config.decode
+    if decode.length_penalty == "none":
+        return config
+    logger.warning("%s: the ctranslate2 runtime's beam search has no length penalty, so the run's "
+                   "decode.length_penalty (%s, alpha %g) is not applied: finished outputs are ranked by their "
+                   "summed log-probabilities (length penalty none)", run_dir, decode.length_penalty, decode.alpha)
+    return config.model_copy(update={"decode": decode.model_copy(update={"length_penalty": "none"})})
 
 
 def load_for_decoding(

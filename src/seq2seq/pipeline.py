@@ -11,8 +11,7 @@ from pathlib import Path
 
 import torch
 
-from seq2seq.checkpoint import (LoadedRun, init_run_dir, load_for_decoding, load_run, load_run_config, load_subword_models,
-                                load_vocabs, run_length_penalty)
+from seq2seq.checkpoint import LoadedRun, init_run_dir, load_for_decoding, load_run, load_run_config, load_subword_models, load_vocabs
 from seq2seq.config import ConfigError, RunConfig, short_repr
 from seq2seq.data.corpus import Corpus, build_corpus
 from seq2seq.data.vocab import Vocab
@@ -274,8 +273,6 @@ def evaluate_run(
     if not corpus.encoded[split]:
         raise ValueError(f"split {split!r} of {run.config.data.format} data is empty")
     config = run.config
-    if length_penalty is None and beam_size > 1:
-        length_penalty = run_length_penalty(run)  # the run's, but none through CTranslate2 (with a warning)
     decode = {key: value for key, value in (("batch_size", batch_size), ("workers", workers),
                                             ("no_repeat_ngram_size", no_repeat_ngram_size),
                                             ("length_penalty", length_penalty), ("alpha", alpha)) if value is not None}

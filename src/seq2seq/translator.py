@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import torch
 
-from seq2seq.checkpoint import LoadedRun, load_for_decoding, run_length_penalty
+from seq2seq.checkpoint import LoadedRun, load_for_decoding
 from seq2seq.data.python_syntax import Unit, completed
 from seq2seq.data.slots import Slot, extract_slots, restore_slots
 from seq2seq.data.valid_text import check_text
@@ -48,12 +47,6 @@ class Translator:
 
     def __init__(self, run: LoadedRun) -> None:
         self.run = run
-
-    @cached_property
-    def default_length_penalty(self) -> str:
-        """The length penalty of a beam search that names none: the run's, except through CTranslate2,
-        which runs the whole search itself without ours (a warning then says so, once)."""
-        return run_length_penalty(self.run)
 
     @classmethod
     def from_run_dir(
@@ -128,7 +121,7 @@ class Translator:
         if beam_size == 1:
             length_penalty = "none"
         elif length_penalty is None:
-            length_penalty = self.default_length_penalty
+            length_penalty = run.config.decode.length_penalty
         if constrain is None:
             constrain = run.config.decode.constrain if self.is_code else "none"
         if constrain not in ("none", "python", "grammar"):
